@@ -1,0 +1,19 @@
+# Sourced by bin/edgert and bin/test: make (once) and activate the repository's virtual environment.
+# The environment lives in .venv under the repository; a stamp records which extras it holds and
+# the pyproject.toml it was built from, so a changed dependency list re-installs by itself.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo/.venv"
+extras=${EDGERT_EXTRAS:-onnx}
+py=${PYTHON:-python3}
+want="$extras $(cksum < "$repo/pyproject.toml")"
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -m venv "$venv" >&2
+fi
+if [ "$(cat "$venv/.edgert-stamp" 2>/dev/null)" != "$want" ]; then
+  echo "edgert: installing edgert[$extras] into $venv (first run only)" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2 2>/dev/null || true
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[$extras]" >&2
+  echo "$want" > "$venv/.edgert-stamp"
+fi
+export PATH="$venv/bin:$PATH"

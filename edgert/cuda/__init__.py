@@ -1,0 +1,44 @@
+"""The CUDA layer: the only part of edgert that imports cuda-python.
+
+Discovery (:func:`is_available`, :func:`device_count`, :func:`device_properties`) never raises on
+machines without a driver or device. :class:`Stream`, :class:`Event` and :class:`CudaGraph` each
+own one handle (``close()``, context manager, finalizer safety net). :func:`check` turns a CUDA
+status into :class:`edgert.CudaError` with CUDA's own words and what to do next.
+"""
+
+from edgert.cuda._api import bindings_version, check
+from edgert.cuda._device import (
+    CudaStatus,
+    DeviceProperties,
+    current_device,
+    device_count,
+    device_properties,
+    is_available,
+    probe,
+    require,
+    set_device,
+    unavailable_reason,
+)
+from edgert.cuda._graph import CudaGraph, GraphCapture, capture_graph
+from edgert.cuda._stream import Event, Stream, as_stream_handle
+
+__all__ = [
+    "CudaGraph",
+    "CudaStatus",
+    "DeviceProperties",
+    "Event",
+    "GraphCapture",
+    "Stream",
+    "as_stream_handle",
+    "bindings_version",
+    "capture_graph",
+    "check",
+    "current_device",
+    "device_count",
+    "device_properties",
+    "is_available",
+    "probe",
+    "require",
+    "set_device",
+    "unavailable_reason",
+]
