@@ -79,7 +79,8 @@ class EdgeRTError(Exception):
 
 
 def _rebuild(cls: type[EdgeRTError], state: dict[str, object]) -> EdgeRTError:
-    err = cls.__new__(cls)
+    # MemoryError's own __new__ refuses subclasses created this way; BaseException's is safe.
+    err = BaseException.__new__(cls)
     err.__dict__.update(state)
     Exception.__init__(err, err._render())
     return err

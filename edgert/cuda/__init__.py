@@ -20,6 +20,7 @@ from edgert.cuda._device import (
     unavailable_reason,
 )
 from edgert.cuda._graph import CudaGraph, GraphCapture, capture_graph
+from edgert.cuda._kernel import Kernel, KernelArgs, Module, compile_module
 from edgert.cuda._stream import Event, Stream, as_stream_handle
 
 __all__ = [
@@ -28,11 +29,15 @@ __all__ = [
     "DeviceProperties",
     "Event",
     "GraphCapture",
+    "Kernel",
+    "KernelArgs",
+    "Module",
     "Stream",
     "as_stream_handle",
     "bindings_version",
     "capture_graph",
     "check",
+    "compile_module",
     "current_device",
     "device_count",
     "device_properties",
