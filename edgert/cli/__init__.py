@@ -1,0 +1,55 @@
+"""The ``edgert`` command line: ``doctor``, ``inspect``, ``bench``.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the command owns no
+state of its own and uses the public library underneath.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edgert._version import __version__
+
+__all__ = ["build_parser", "main"]
+
+# Subcommand modules, in the order `edgert --help` lists them.
+_COMMANDS = ("edgert.cli._bench", "edgert.cli._doctor", "edgert.cli._inspect")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="edgert",
+        description="Predictable-latency inference on NVIDIA edge hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgert {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        print("edgert: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
