@@ -55,8 +55,8 @@ def parse_cpu_list(text: str | None) -> tuple[int, ...]:
     if not text:
         return ()
     cpus: set[int] = set()
-    for part in text.replace("\n", ",").split(","):
-        part = part.strip()
+    for raw in text.replace("\n", ",").split(","):
+        part = raw.strip()
         if not part:
             continue
         m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::\d+/\d+)?", part)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 __all__ = ["TENSORRT_FLAVOURS", "TensorRTFlavour", "find_tensorrt"]
