@@ -1,0 +1,251 @@
+"""The Executable seam: what an inference session drives, and how its tensors are described.
+
+An :class:`Executable` is shaped like TensorRT's name-based ``IExecutionContext`` (set an input
+shape, read a resolved shape, set a raw tensor address, enqueue on a stream) so that a real
+TensorRT context fits with no adapter on the hot path: the TensorRT executable binds the
+context's own methods as its attributes. ONNX Runtime (host memory, synchronous) and the testing
+kernel executable implement the same protocol.
+
+Every tensor is described by a :class:`TensorSpec`. TensorRT data types without a numpy twin are
+stored in a numpy *storage* dtype of the same width, and the TensorRT name is kept beside it:
+
+========  ==================  ====================================================
+TensorRT  numpy storage       meaning
+========  ==================  ====================================================
+BF16      ``uint16``          bfloat16 bit patterns (2 bytes per element)
+FP8       ``uint8``           float8 E4M3 bit patterns (1 byte per element)
+E8M0      ``uint8``           8-bit exponent-only scale factors
+INT4      ``uint8``           two signed 4-bit values per byte (packed)
+FP4       ``uint8``           two float4 E2M1 values per byte (packed)
+========  ==================  ====================================================
+
+For the packed 4-bit types :attr:`TensorSpec.element_bits` is 4 and :meth:`TensorSpec.nbytes`
+rounds up to whole bytes; :attr:`TensorSpec.itemsize` is the storage dtype's itemsize (1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edgert._compat import StrEnum
+from edgert.errors import InvalidArgumentError
+
+__all__ = [
+    "Executable",
+    "Placement",
+    "ProfileShape",
+    "TensorLocation",
+    "TensorMode",
+    "TensorSpec",
+]
+
+
+class TensorMode(StrEnum):
+    """Whether a tensor is read (input) or written (output) by the executable."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class TensorLocation(StrEnum):
+    """Where one tensor's memory must live (TensorRT shape tensors may live on the host)."""
+
+    DEVICE = "device"
+    HOST = "host"
+
+
+class Placement(StrEnum):
+    """Where an executable's tensor memory must live as a whole: a CUDA device, or the host."""
+
+    DEVICE = "device"
+    HOST = "host"
+
+
+def _as_shape(value: Sequence[int], what: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in value)
+    except (TypeError, ValueError) as err:
+        raise InvalidArgumentError(f"{what} must be a sequence of ints, got {value!r}") from err
+    return shape
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileShape:
+    """The (min, opt, max) shapes one optimization profile allows for one input.
+
+    Attributes:
+        min: The smallest shape the profile accepts.
+        opt: The shape the engine was tuned for.
+        max: The largest shape the profile accepts; size buffers for this one.
+    """
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        lo, opt, hi = (_as_shape(s, "profile shape") for s in (self.min, self.opt, self.max))
+        object.__setattr__(self, "min", lo)
+        object.__setattr__(self, "opt", opt)
+        object.__setattr__(self, "max", hi)
+        if not len(lo) == len(opt) == len(hi):
+            raise InvalidArgumentError(
+                f"profile shapes differ in rank: min {lo}, opt {opt}, max {hi}")
+        if any(not 0 <= a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
+            raise InvalidArgumentError(
+                f"profile shapes must satisfy 0 <= min <= opt <= max: min {lo}, opt {opt}, "
+                f"max {hi}")
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        """Whether ``shape`` lies within this profile, dimension by dimension."""
+        return len(shape) == len(self.min) and all(
+            a <= d <= b for a, d, b in zip(self.min, shape, self.max, strict=True))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TensorSpec:
+    """One input or output tensor of an engine.
+
+    Attributes:
+        name: The tensor's name in the engine or model.
+        mode: Input or output.
+        dtype: The numpy dtype of its memory (a storage dtype for types numpy lacks; see the
+            module documentation).
+        shape: Its shape, with -1 for each dynamic dimension.
+        profiles: For inputs, the (min, opt, max) shapes of each optimization profile, in
+            profile order; empty for outputs and for models without profiles.
+        location: Where its memory must live.
+        trt_dtype_name: TensorRT's name for the element type (``FLOAT``, ``HALF``, ``BF16``...),
+            also given for ONNX models so both describe tensors the same way.
+        element_bits: Bits per element (4 for INT4/FP4, else 8 x itemsize).
+    """
+
+    name: str
+    mode: TensorMode
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+    profiles: tuple[ProfileShape, ...] = ()
+    location: TensorLocation = TensorLocation.DEVICE
+    trt_dtype_name: str = ""
+    element_bits: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidArgumentError("a tensor needs a non-empty name")
+        object.__setattr__(self, "mode", TensorMode(self.mode))
+        object.__setattr__(self, "location", TensorLocation(self.location))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        shape = _as_shape(self.shape, f"shape of tensor {self.name!r}")
+        if any(d < -1 for d in shape):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r} has shape {shape}: dimensions are >= 0, or -1 if dynamic")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "profiles", tuple(self.profiles))
+        for p in self.profiles:
+            if len(p.min) != len(shape):
+                raise InvalidArgumentError(
+                    f"tensor {self.name!r}: profile rank {len(p.min)} != tensor rank {len(shape)}")
+        if self.element_bits == 0:
+            object.__setattr__(self, "element_bits", 8 * self.dtype.itemsize)
+        elif self.element_bits < 0:
+            raise InvalidArgumentError(f"element_bits must be positive, got {self.element_bits}")
+
+    @property
+    def is_input(self) -> bool:
+        """Whether this is an input tensor."""
+        return self.mode is TensorMode.INPUT
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether any dimension is dynamic (-1)."""
+        return -1 in self.shape
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one element of the numpy storage dtype."""
+        return self.dtype.itemsize
+
+    def nbytes(self, shape: Sequence[int] | None = None) -> int:
+        """Bytes a buffer of ``shape`` (default: this tensor's own shape) needs.
+
+        Raises:
+            InvalidArgumentError: The shape still has a dynamic (-1) dimension, or its rank
+                differs from the tensor's.
+        """
+        dims = self.shape if shape is None else _as_shape(shape, "shape")
+        if len(dims) != len(self.shape):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r} has rank {len(self.shape)}, got shape {tuple(dims)}")
+        if any(d < 0 for d in dims):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r}: shape {tuple(dims)} has a dynamic dimension",
+                hint="pass a concrete shape, e.g. spec.nbytes(spec.max_shape())")
+        return (math.prod(dims) * self.element_bits + 7) // 8
+
+    def max_shape(self, profile: int = 0) -> tuple[int, ...]:
+        """The largest shape this tensor takes under ``profile``; its own shape if static.
+
+        Raises:
+            InvalidArgumentError: The tensor is dynamic and has no such profile.
+        """
+        if not self.is_dynamic:
+            return self.shape
+        if not 0 <= profile < len(self.profiles):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r} is dynamic and has no profile {profile} "
+                f"({len(self.profiles)} profiles)",
+                hint="output sizes follow from the inputs: set input shapes on the executable "
+                     "and read get_tensor_shape()")
+        return self.profiles[profile].max
+
+
+@runtime_checkable
+class Executable(Protocol):
+    """What an inference session drives; shaped like TensorRT's ``IExecutionContext``.
+
+    Methods return False on failure, as TensorRT does. Implementations may also offer
+    ``last_errors() -> tuple[str, ...]`` (the TensorRT and ONNX Runtime executables do): the
+    error lines the runtime reported on the calling thread since the previous call, which a
+    session puts into its ``InferenceError``. Look it up with ``getattr``; it is not part of the
+    protocol, so executables that raise no such lines need not define it.
+    """
+
+    @property
+    def tensors(self) -> tuple[TensorSpec, ...]:
+        """Every tensor, inputs first, then outputs."""
+        ...
+
+    @property
+    def placement(self) -> Placement:
+        """Where tensor memory must live."""
+        ...
+
+    @property
+    def graph_capturable(self) -> bool:
+        """Whether an enqueue may be captured into a CUDA graph."""
+        ...
+
+    def set_input_shape(self, name: str, shape: Sequence[int]) -> bool:
+        """Set the concrete shape of a dynamic input; False if it is not allowed."""
+        ...
+
+    def get_tensor_shape(self, name: str) -> Sequence[int]:
+        """The current shape of a tensor; for outputs, -1 where it cannot be inferred yet."""
+        ...
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        """Bind a tensor to raw memory at ``address`` (device or host per ``placement``)."""
+        ...
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        """Enqueue one inference on the stream (host executables run synchronously)."""
+        ...
+
+    def close(self) -> None:
+        """Release the context; idempotent."""
+        ...
