@@ -1,0 +1,221 @@
+"""ONNX models on ONNX Runtime: loading, describing tensors, and options.
+
+ONNX has no optimization profiles. A model may declare one in its metadata under the key
+``edgert.profiles``: JSON ``{"input": {"min": [...], "opt": [...], "max": [...]}}``; the bundled
+control policy does. Output dimensions that reuse an input's symbolic dimension name (``batch``)
+follow that input; other dynamic output dimensions stay -1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, cast
+
+from edgert._compat import StrEnum
+from edgert._executable import ProfileShape, TensorLocation, TensorMode, TensorSpec
+from edgert.engine._dtypes import from_onnx_type
+from edgert.engine._source import ModelHeader, ModelSource
+from edgert.errors import (
+    EngineLoadError,
+    InvalidArgumentError,
+    ModelFormatError,
+    NotSupportedError,
+    VersionMismatchError,
+)
+
+__all__ = ["PROFILES_METADATA_KEY", "OnnxLoaded", "OnnxOptimization", "OnnxRuntimeOptions",
+           "load_onnx"]
+
+PROFILES_METADATA_KEY = "edgert.profiles"
+_IR_RE = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+# Per output, per dimension: a static size, (input name, axis) to follow, or None (unknown).
+OutputDims = dict[str, tuple[int | tuple[str, int] | None, ...]]
+
+
+class OnnxOptimization(StrEnum):
+    """ONNX Runtime graph optimization level."""
+
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnnxRuntimeOptions:
+    """How ONNX Runtime runs a model.
+
+    Attributes:
+        intra_op_num_threads: Threads inside one operator; 1 keeps a control loop on one core.
+        inter_op_num_threads: Threads across operators (sequential execution uses 1).
+        providers: Execution providers in order of preference.
+        optimization: Graph optimization level.
+        spin_wait: Let worker threads spin between operators (lower latency with more than one
+            thread, at the price of a busy core).
+    """
+
+    intra_op_num_threads: int = 1
+    inter_op_num_threads: int = 1
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    optimization: OnnxOptimization = OnnxOptimization.ALL
+    spin_wait: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("intra_op_num_threads", "inter_op_num_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}")
+        if not self.providers or not all(isinstance(p, str) for p in self.providers):
+            raise InvalidArgumentError(
+                f"providers must be a non-empty tuple of provider names, got {self.providers!r}")
+        object.__setattr__(self, "providers", tuple(self.providers))
+        try:
+            object.__setattr__(self, "optimization", OnnxOptimization(self.optimization))
+        except ValueError as err:
+            raise InvalidArgumentError(
+                f"unknown optimization {self.optimization!r}",
+                hint=f"use one of {', '.join(o.value for o in OnnxOptimization)}") from err
+
+
+@dataclass(slots=True)
+class OnnxLoaded:
+    """An ONNX Runtime session and what edgert derived from it."""
+
+    ort: ModuleType
+    session: Any
+    tensors: tuple[TensorSpec, ...]
+    output_dims: OutputDims
+
+
+def _import_ort() -> ModuleType:
+    try:
+        import onnxruntime
+    except Exception as err:
+        raise NotSupportedError(
+            f"ONNX models need onnxruntime, which cannot be imported: {err}",
+            hint="pip install 'edgert[onnx]'") from err
+    return cast(ModuleType, onnxruntime)
+
+
+def _session_options(ort: ModuleType, options: OnnxRuntimeOptions) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_num_threads
+    so.inter_op_num_threads = options.inter_op_num_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors reach edgert as exceptions; keep stderr quiet
+    so.graph_optimization_level = {
+        OnnxOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        OnnxOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        OnnxOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        OnnxOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.optimization]
+    spin = "1" if options.spin_wait else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return so
+
+
+def _load_error(err: Exception, label: str, path: str | None, ort: ModuleType) -> EngineLoadError:
+    text = str(err).strip()
+    lines = (text,)
+    m = _IR_RE.search(text)
+    if m:
+        return VersionMismatchError(
+            f"{label} has ONNX IR version {m.group(1)}; ONNX Runtime {ort.__version__} reads "
+            f"IR version {m.group(2)} at most", path=path, log_lines=lines,
+            hint=f"re-save it with model.ir_version = {m.group(2)} (e.g. onnx.save after setting "
+                 "it; its opset must be one that IR version allows), or upgrade onnxruntime")
+    if "opset" in text.lower() and ("support" in text.lower() or "development" in text.lower()):
+        return VersionMismatchError(
+            f"{label} uses an operator set ONNX Runtime {ort.__version__} does not support",
+            path=path, log_lines=lines,
+            hint="re-export with a lower opset (onnx.version_converter), or upgrade onnxruntime")
+    if "protobuf parsing failed" in text or "No graph was found" in text:
+        return ModelFormatError(
+            f"ONNX Runtime cannot parse {label} as an ONNX model", path=path, log_lines=lines,
+            hint="the file is corrupted or truncated: export or copy it again")
+    return EngineLoadError(
+        f"ONNX Runtime could not load {label}", path=path, log_lines=lines,
+        hint="check the model with onnx.checker.check_model(); custom operators or external "
+             "data files are not supported")
+
+
+def _dims(shape: Any) -> list[int | str | None]:
+    return [d if isinstance(d, (int, str)) else None for d in (shape or [])]
+
+
+def _profiles(session: Any, label: str) -> dict[str, ProfileShape]:
+    raw = session.get_modelmeta().custom_metadata_map.get(PROFILES_METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        return {name: ProfileShape(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+                for name, p in json.loads(raw).items()}
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError) as err:
+        raise ModelFormatError(
+            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}",
+            hint='write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}')\
+            from err
+
+
+def _describe(session: Any, label: str) -> tuple[tuple[TensorSpec, ...], OutputDims]:
+    profiles = _profiles(session, label)
+    specs: list[TensorSpec] = []
+    symbols: dict[str, tuple[str, int]] = {}
+    output_dims: OutputDims = {}
+    for mode, args in ((TensorMode.INPUT, session.get_inputs()),
+                       (TensorMode.OUTPUT, session.get_outputs())):
+        for arg in args:
+            element = from_onnx_type(arg.type)
+            if element is None:
+                raise EngineLoadError(
+                    f"{label}: tensor {arg.name!r} has type {arg.type}, which edgert cannot bind "
+                    "to raw memory through ONNX Runtime", path=label,
+                    hint="add a Cast at the model boundary to float32/float16/int32/int64")
+            dims = _dims(arg.shape)
+            shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
+            if mode is TensorMode.INPUT:
+                for axis, d in enumerate(dims):
+                    if isinstance(d, str):
+                        symbols.setdefault(d, (arg.name, axis))
+            else:
+                output_dims[arg.name] = tuple(
+                    d if isinstance(d, int) and d >= 0 else symbols.get(d) if isinstance(d, str)
+                    else None for d in dims)
+            profile = profiles.get(arg.name) if mode is TensorMode.INPUT else None
+            specs.append(TensorSpec(
+                name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
+                profiles=(profile,) if profile is not None else (),
+                location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
+                element_bits=element.bits))
+    return tuple(specs), output_dims
+
+
+def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions) -> OnnxLoaded:
+    """Create an ONNX Runtime session for the model.
+
+    Raises:
+        NotSupportedError: onnxruntime is missing, or a requested provider is unavailable.
+        VersionMismatchError: IR version or opset too new for this ONNX Runtime.
+        ModelFormatError: ONNX Runtime cannot parse it, or its edgert metadata is malformed.
+        EngineLoadError: Any other load failure, with ONNX Runtime's message in ``log_lines``.
+    """
+    ort = _import_ort()
+    available = set(ort.get_available_providers())
+    missing = [p for p in options.providers if p not in available]
+    if missing:
+        raise NotSupportedError(
+            f"ONNX Runtime {ort.__version__} lacks execution provider(s) {', '.join(missing)}",
+            hint=f"available here: {', '.join(sorted(available))}")
+    path = str(src.path) if src.path is not None else None
+    try:
+        session = ort.InferenceSession(bytes(src.data), sess_options=_session_options(ort, options),
+                                       providers=list(options.providers))
+    except Exception as err:  # ORT raises its own pybind exception types
+        raise _load_error(err, src.label, path, ort) from err
+    tensors, output_dims = _describe(session, src.label)
+    return OnnxLoaded(ort=ort, session=session, tensors=tensors, output_dims=output_dims)

@@ -1,0 +1,265 @@
+"""Reading a model once and recognising what it is from its first bytes.
+
+A TensorRT plan starts with the tag ``ftrt`` (TensorRT reads it as the little-endian 32-bit value
+1953657958). The next 32-bit word is a serialization tag; when it is 0 (current TensorRT
+releases), bytes 24..27 hold the TensorRT version that built the plan as major, minor, patch,
+build -- the same bytes ``trtexec --getPlanVersionOnly`` prints. Plans from the fake TensorRT
+(:mod:`edgert.testing.fake_tensorrt`) use the same layout with ``EDGEFAKE`` at bytes 8..15.
+
+An ONNX model is a protobuf ``ModelProto``. Its top level is scanned without the ``onnx``
+package: every field must be well formed and inside the buffer (a truncated file fails here),
+and ``ir_version``, ``graph`` and ``opset_import`` must be present.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgert._compat import StrEnum
+from edgert.errors import EngineLoadError, ModelFormatError, PermissionDeniedError
+
+__all__ = [
+    "FAKE_PLAN_MARKER",
+    "PLAN_MAGIC",
+    "EngineFormat",
+    "ModelHeader",
+    "ModelSource",
+    "read_model_header",
+    "read_source",
+    "sniff",
+]
+
+PLAN_MAGIC = b"ftrt"
+FAKE_PLAN_MARKER = b"EDGEFAKE"
+_PLAN_VERSION_OFFSET = 24
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+
+
+class EngineFormat(StrEnum):
+    """What a model file is."""
+
+    TENSORRT_PLAN = "tensorrt-plan"
+    ONNX = "onnx"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSource:
+    """A model's bytes, read once, and where they came from."""
+
+    data: bytes | memoryview
+    path: Path | None
+
+    @property
+    def label(self) -> str:
+        """The path, or ``<bytes>`` for an in-memory model."""
+        return str(self.path) if self.path is not None else "<bytes>"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelHeader:
+    """What the first bytes of a model say, without deserializing it.
+
+    Attributes:
+        format: TensorRT plan or ONNX.
+        size_bytes: Size of the whole model.
+        plan_serialization_tag: The plan's second 32-bit word (0 on current TensorRT).
+        trt_version: The TensorRT version that built the plan, where the header says.
+        fake_plan: The plan was made by :mod:`edgert.testing.fake_tensorrt`.
+        onnx_ir_version: The ONNX IR version.
+        onnx_opsets: ``{domain: version}`` of the model's operator sets (``""`` = default).
+        onnx_producer: ``producer_name producer_version``, if set.
+    """
+
+    format: EngineFormat
+    size_bytes: int
+    plan_serialization_tag: int | None = None
+    trt_version: tuple[int, int, int, int] | None = None
+    fake_plan: bool = False
+    onnx_ir_version: int | None = None
+    onnx_opsets: tuple[tuple[str, int], ...] = ()
+    onnx_producer: str | None = None
+
+    @property
+    def trt_version_str(self) -> str | None:
+        """The plan's TensorRT version as ``major.minor.patch.build``."""
+        return ".".join(map(str, self.trt_version)) if self.trt_version else None
+
+
+def read_source(source: Source) -> ModelSource:
+    """Read a model from a path (one read) or take it from memory.
+
+    Raises:
+        EngineLoadError: The file is missing, a directory, or unreadable.
+        PermissionDeniedError: The OS refused to open it.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = source if isinstance(source, bytes) else memoryview(source).cast("B")
+        return ModelSource(data=data, path=None)
+    path = Path(os.fspath(source))
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as err:
+        raise EngineLoadError(
+            f"model file {path} does not exist", path=str(path),
+            hint="check the path (relative paths are resolved from the current directory: "
+                 f"{Path.cwd()})") from err
+    except IsADirectoryError as err:
+        raise EngineLoadError(
+            f"{path} is a directory, not a model file", path=str(path),
+            hint="pass the .plan/.engine or .onnx file inside it") from err
+    except PermissionError as err:
+        raise PermissionDeniedError(
+            f"cannot read model file {path}: {err.strerror}", errno_value=err.errno,
+            hint="make the file readable by this user (chmod/chown), or run as its owner") from err
+    except OSError as err:
+        raise EngineLoadError(
+            f"cannot read model file {path}: {err.strerror or err}", path=str(path),
+            hint="check the storage device and the file") from err
+    return ModelSource(data=data, path=path)
+
+
+def _plan_header(data: bytes | memoryview) -> ModelHeader:
+    tag = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else None
+    version = None
+    if tag == 0 and len(data) >= _PLAN_VERSION_OFFSET + 4:
+        version = tuple(data[_PLAN_VERSION_OFFSET:_PLAN_VERSION_OFFSET + 4])
+    return ModelHeader(
+        format=EngineFormat.TENSORRT_PLAN, size_bytes=len(data), plan_serialization_tag=tag,
+        trt_version=version,  # type: ignore[arg-type]
+        fake_plan=bytes(data[8:16]) == FAKE_PLAN_MARKER)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise _Truncated
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(data: bytes | memoryview) -> list[tuple[int, int, int | bytes | memoryview]]:
+    """Top-level protobuf fields as (number, wire type, value); raises on malformed input."""
+    out: list[tuple[int, int, int | bytes | memoryview]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, wire, value))
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if pos + size > len(data):
+                raise _Truncated
+            out.append((number, wire, int.from_bytes(data[pos:pos + size], "little")))
+            pos += size
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise _Truncated
+            out.append((number, wire, data[pos:pos + length]))
+            pos += length
+        else:
+            raise ValueError(f"wire type {wire}")
+    return out
+
+
+def _onnx_header(data: bytes | memoryview, label: str) -> ModelHeader:
+    """Scan a ModelProto's top level; raises ModelFormatError if it is not one."""
+    not_onnx = ModelFormatError(
+        f"{label} is neither a TensorRT plan nor an ONNX model ({len(data):,} bytes; "
+        f"starts with {bytes(data[:8]).hex(' ')})", path=label,
+        hint="TensorRT plans start with the tag 'ftrt' and ONNX models are protobuf ModelProto "
+             "files: check that the file was copied completely and is the one you meant")
+    try:
+        fields = _fields(data)
+    except _Truncated:
+        raise ModelFormatError(
+            f"{label} looks like a truncated ONNX model: a field runs past the end of its "
+            f"{len(data):,} bytes", path=label,
+            hint="copy the model again and compare its size or sha256 with the original") \
+            from None
+    except ValueError:
+        raise not_onnx from None
+    ir = graph = None
+    opsets: list[tuple[str, int]] = []
+    producer: list[str] = []
+    for number, wire, value in fields:
+        if number == 1 and wire == 0:
+            ir = int(value)
+        elif number == 7 and wire == 2:
+            graph = value
+        elif number == 8 and wire == 2 and not isinstance(value, int):
+            domain, version = "", 0
+            try:
+                for n, w, v in _fields(value):
+                    if n == 1 and w == 2 and not isinstance(v, int):
+                        domain = bytes(v).decode("utf-8", "replace")
+                    elif n == 2 and w == 0:
+                        version = int(v)
+            except (_Truncated, ValueError):
+                raise not_onnx from None
+            opsets.append((domain, version))
+        elif number in (2, 3) and wire == 2 and not isinstance(value, int):
+            producer.append(bytes(value).decode("utf-8", "replace"))
+    if ir is None or graph is None:
+        raise not_onnx
+    if not opsets:
+        raise ModelFormatError(
+            f"{label} is an ONNX model without opset_import (truncated after its graph?)",
+            path=label, hint="copy the model again, or re-export it with onnx.save")
+    return ModelHeader(format=EngineFormat.ONNX, size_bytes=len(data), onnx_ir_version=ir,
+                       onnx_opsets=tuple(opsets), onnx_producer=" ".join(producer) or None)
+
+
+def sniff(data: bytes | memoryview, label: str = "<bytes>") -> ModelHeader:
+    """Recognise a model from its bytes.
+
+    Raises:
+        ModelFormatError: Empty, truncated, or neither a TensorRT plan nor an ONNX model.
+    """
+    if len(data) == 0:
+        raise ModelFormatError(
+            f"{label} is empty (0 bytes)", path=label,
+            hint="the file was not written completely: copy or export it again")
+    if bytes(data[:4]) == PLAN_MAGIC:
+        return _plan_header(data)
+    if len(data) >= 8:
+        prefix = struct.unpack_from("<I", data, 0)[0]
+        if prefix < 65536 and bytes(data[4 + prefix:8 + prefix]) == PLAN_MAGIC:
+            raise ModelFormatError(
+                f"{label} has {4 + prefix} bytes before TensorRT's 'ftrt' tag: it is a plan "
+                "wrapped in a metadata prefix (some exporters write a 4-byte length and a JSON "
+                "header first)", path=label,
+                hint=f"strip the first {4 + prefix} bytes, or export the raw engine "
+                     "(e.g. trtexec --saveEngine)")
+    return _onnx_header(data, label)
+
+
+def read_model_header(source: Source) -> ModelHeader:
+    """Read a model and say what it is, without deserializing it (no GPU needed).
+
+    Raises:
+        EngineLoadError: The file cannot be read.
+        ModelFormatError: Empty, truncated, or not a model.
+    """
+    src = read_source(source)
+    return sniff(src.data, src.label)
