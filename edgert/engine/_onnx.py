@@ -19,6 +19,7 @@ from edgert._executable import ProfileShape, TensorLocation, TensorMode, TensorS
 from edgert.engine._dtypes import from_onnx_type
 from edgert.engine._source import ModelHeader, ModelSource
 from edgert.errors import (
+    EdgeRTError,
     EngineLoadError,
     InvalidArgumentError,
     ModelFormatError,
@@ -217,5 +218,13 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
                                        providers=list(options.providers))
     except Exception as err:  # ORT raises its own pybind exception types
         raise _load_error(err, src.label, path, ort) from err
-    tensors, output_dims = _describe(session, src.label)
+    try:
+        tensors, output_dims = _describe(session, src.label)
+    except EdgeRTError:
+        raise
+    except Exception as err:  # e.g. names or metadata that are not UTF-8 in a damaged file
+        raise ModelFormatError(
+            f"ONNX Runtime read {src.label} but cannot describe its tensors "
+            f"({type(err).__name__}: {err})", path=path,
+            hint="the model's names or metadata are damaged: export or copy it again") from err
     return OnnxLoaded(ort=ort, session=session, tensors=tensors, output_dims=output_dims)

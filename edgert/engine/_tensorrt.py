@@ -241,10 +241,12 @@ def describe_tensors(engine: Any) -> tuple[TensorSpec, ...]:
             raise EngineLoadError(
                 f"tensor {name!r} has TensorRT data type {dtype_name}, which edgert does not know",
                 hint="upgrade edgert, or rebuild the engine with a standard I/O type")
+        shape = _shape(engine.get_tensor_shape(name))
         spec = TensorSpec(
             name=name, mode=TensorMode.INPUT if is_input else TensorMode.OUTPUT,
-            dtype=element.dtype, shape=_shape(engine.get_tensor_shape(name)),
-            profiles=_profiles(engine, name, count) if is_input else (),
+            dtype=element.dtype, shape=shape,
+            # Static inputs have no profile to ask about (TensorRT would log an error).
+            profiles=_profiles(engine, name, count) if is_input and -1 in shape else (),
             location=TensorLocation(engine.get_tensor_location(name).name.lower()),
             trt_dtype_name=element.trt_name, element_bits=element.bits)
         (inputs if is_input else outputs).append(spec)

@@ -82,6 +82,7 @@ __all__ = [
     "TensorLocation",
     "__version__",
     "bundled_policy_plan",
+    "get_plugin_registry",
     "make_module",
     "make_plan",
     "register_function",
@@ -193,6 +194,14 @@ class Runtime:
             return None
         self._log(_INFO, f"Loaded engine size: {len(data) >> 20} MiB")
         return ICudaEngine(plan, self._log)
+
+
+_global_registry = IPluginRegistry(lambda severity, message: None)
+
+
+def get_plugin_registry() -> IPluginRegistry:
+    """The process-wide plugin registry (runtimes also have their own)."""
+    return _global_registry
 
 
 def make_module(*, flavour: str = "full", version: str = __version__) -> types.ModuleType:
