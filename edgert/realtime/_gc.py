@@ -1,0 +1,89 @@
+"""Keeping Python's cyclic garbage collector out of a real-time loop.
+
+The collector is process-wide, so holders share a reference count: the first one collects,
+freezes (moves every tracked object to the permanent generation) and disables it; the last one
+puts back what it found (enabled or not; unfreezes only if nothing was frozen before).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GcCounter", "hold_gc_frozen", "release_gc"]
+
+
+@dataclass
+class _GcState:
+    holders: int = 0
+    was_enabled: bool = True
+    was_frozen: int = 0
+
+
+_STATE = _GcState()
+_LOCK = threading.Lock()
+
+
+def hold_gc_frozen() -> str:
+    """Collect, freeze and disable the collector (first holder); return what was done."""
+    with _LOCK:
+        if _STATE.holders == 0:
+            _STATE.was_enabled = gc.isenabled()
+            _STATE.was_frozen = gc.get_freeze_count()
+            collected = gc.collect()
+            gc.freeze()
+            gc.disable()
+            _STATE.holders = 1
+            return (f"gc.collect() freed {collected} objects; froze {gc.get_freeze_count()} "
+                    f"objects; collector disabled (was {'on' if _STATE.was_enabled else 'off'})")
+        _STATE.holders += 1
+        return "collector already frozen and disabled by another holder"
+
+
+def release_gc() -> str:
+    """Drop one hold; the last one restores the collector's previous state."""
+    with _LOCK:
+        if _STATE.holders == 0:
+            return "not held"
+        _STATE.holders -= 1
+        if _STATE.holders:
+            return f"still held by {_STATE.holders} other holder(s)"
+        parts = []
+        if _STATE.was_frozen == 0:
+            gc.unfreeze()
+            parts.append("unfroze")
+        else:
+            parts.append("left frozen objects frozen (some were frozen before)")
+        if _STATE.was_enabled:
+            gc.enable()
+            parts.append("re-enabled the collector")
+        return "; ".join(parts)
+
+
+class GcCounter:
+    """Counts collections (any thread) while installed in ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self._installed = False
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.collections += 1
+
+    def install(self) -> None:
+        """Start counting."""
+        if not self._installed:
+            gc.callbacks.append(self._callback)
+            self._installed = True
+
+    def remove(self) -> None:
+        """Stop counting."""
+        if self._installed:
+            try:
+                gc.callbacks.remove(self._callback)
+            except ValueError:
+                pass
+            self._installed = False

@@ -1,0 +1,321 @@
+"""Locking the process's memory (mlockall) and prefaulting stack and heap.
+
+``mlockall`` is process-wide, so several holders (a policy per thread, :func:`lock_memory`
+blocks) share one reference count: the first holder locks, the last one unlocks. Memory that was
+already locked before edgert's first lock (VmLck > 0: another library or the application called
+mlock/mlockall) is never unlocked by edgert, because munlockall would undo their locks too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import resource
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgert._owner import Owner
+from edgert.errors import NotSupportedError, PermissionDeniedError, RealtimeError
+from edgert.realtime._libc import libc
+from edgert.realtime._remedy import diagnose_mlock, errno_label
+from edgert.realtime._sched import RaisedSoftLimit
+from edgert.realtime._sysinfo import format_limit, proc_status_kib
+
+__all__ = [
+    "MCL_CURRENT",
+    "MCL_FUTURE",
+    "MCL_ONFAULT",
+    "HeapPrefault",
+    "MemoryLock",
+    "acquire_lock",
+    "lock_memory",
+    "prefault_heap",
+    "prefault_stack",
+    "release_lock",
+]
+
+# asm-generic values, used by x86_64 and arm64 (the architectures edgert targets).
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+_M_TRIM_THRESHOLD = -1
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's DEFAULT_TRIM_THRESHOLD
+_PAGE = resource.getpagesize()
+
+
+@dataclass
+class _LockState:
+    holders: int = 0
+    onfault_holders: int = 0
+    flags: int = 0
+    prelocked_kib: int = 0
+    raised_memlock: tuple[int, int] | None = None
+
+
+_STATE = _LockState()
+_STATE_LOCK = threading.Lock()
+
+
+def _mlockall(flags: int) -> int:
+    """Return 0 or the errno of a failed mlockall."""
+    if libc().mlockall(flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def _flag_names(flags: int) -> str:
+    names = [n for n, v in (("MCL_CURRENT", MCL_CURRENT), ("MCL_FUTURE", MCL_FUTURE),
+                            ("MCL_ONFAULT", MCL_ONFAULT)) if flags & v]
+    return "|".join(names)
+
+
+def acquire_lock(*, onfault: bool) -> str:
+    """Take one reference on the process-wide memory lock; return what was done.
+
+    Raises:
+        PermissionDeniedError: EPERM (RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK).
+        RealtimeError: ENOMEM (RLIMIT_MEMLOCK smaller than the address space) or another errno.
+    """
+    with _STATE_LOCK:
+        onfault_holders = _STATE.onfault_holders + (1 if onfault else 0)
+        # Full population wins over on-fault locking once any holder asks for it.
+        want = MCL_CURRENT | MCL_FUTURE
+        if onfault_holders == _STATE.holders + 1:
+            want |= MCL_ONFAULT
+        first = _STATE.holders == 0
+        prelocked = (proc_status_kib("VmLck") or 0) if first else _STATE.prelocked_kib
+        if first or want != _STATE.flags:
+            code = _mlockall(want)
+            raised: tuple[int, int] | None = None
+            retried = ""
+            if code in (errno.ENOMEM, errno.EPERM):
+                with RaisedSoftLimit(resource.RLIMIT_MEMLOCK, resource.RLIM_INFINITY) as lim:
+                    if lim.raised is not None:
+                        code = _mlockall(want)
+                        if code == 0:
+                            lim.keep()
+                            raised = lim.raised
+                        else:
+                            retried = (" (also after raising the soft limit to "
+                                       f"{format_limit(lim.raised[1], unit='bytes')})")
+            if code:
+                diag = diagnose_mlock(code)
+                message = (f"mlockall({_flag_names(want)}) failed: {errno_label(code)}: "
+                           f"{diag.reason}{retried}")
+                if diag.permission:
+                    raise PermissionDeniedError(message, hint=diag.hint, errno_value=code)
+                raise RealtimeError(message, hint=diag.hint)
+            if raised is not None and _STATE.raised_memlock is None:
+                _STATE.raised_memlock = raised
+        if first:
+            _STATE.prelocked_kib = prelocked
+        _STATE.holders += 1
+        _STATE.onfault_holders = onfault_holders
+        _STATE.flags = want
+        detail = f"mlockall({_flag_names(want)}); VmLck {proc_status_kib('VmLck')} KiB"
+        if _STATE.raised_memlock is not None:
+            old, new = _STATE.raised_memlock
+            detail += (f"; soft RLIMIT_MEMLOCK raised from {format_limit(old, unit='bytes')} to "
+                       f"{format_limit(new, unit='bytes')}")
+        return detail
+
+
+def release_lock(*, onfault: bool) -> str:
+    """Drop one reference; the last one unlocks (unless memory was locked before edgert)."""
+    with _STATE_LOCK:
+        if _STATE.holders == 0:
+            return "not locked"
+        _STATE.holders -= 1
+        _STATE.onfault_holders -= 1 if onfault else 0
+        if _STATE.holders:
+            return f"still locked for {_STATE.holders} other holder(s)"
+        if _STATE.prelocked_kib:
+            return (f"left locked: {_STATE.prelocked_kib} KiB were locked before edgert locked "
+                    "memory, and munlockall would undo those locks too")
+        if libc().munlockall() != 0:
+            code = ctypes.get_errno()
+            raise RealtimeError(f"munlockall failed: {errno_label(code)}")
+        _STATE.flags = 0
+        detail = "munlockall"
+        if _STATE.raised_memlock is not None:
+            old, _new = _STATE.raised_memlock
+            _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (old, hard))
+            _STATE.raised_memlock = None
+            detail += f"; soft RLIMIT_MEMLOCK back to {format_limit(old, unit='bytes')}"
+        return detail
+
+
+class MemoryLock(Owner):
+    """A held reference on the process's memory lock; :meth:`close` releases it.
+
+    Attributes:
+        detail: What locking did (flags, VmLck, any rlimit change).
+        onfault: Whether pages are locked only as they are first touched (MCL_ONFAULT).
+    """
+
+    def __init__(self, *, onfault: bool = False) -> None:
+        self.onfault = onfault
+        self.detail = acquire_lock(onfault=onfault)
+        self.release_detail: str | None = None
+
+        def release() -> None:
+            release_lock(onfault=onfault)
+
+        self._own(release, "edgert.MemoryLock")
+
+    def close(self) -> None:
+        """Release this reference; the last holder calls munlockall. Idempotent.
+
+        Raises:
+            RealtimeError: munlockall failed.
+        """
+        if not self.closed:
+            self._owner_closed = True
+            fin = self._finalizer
+            if fin is not None:
+                fin.detach()
+            self.release_detail = release_lock(onfault=self.onfault)
+
+    def __repr__(self) -> str:
+        state = "released" if self.closed else "held"
+        return f"MemoryLock({state}, {self.detail!r})"
+
+
+def lock_memory(*, onfault: bool = False) -> MemoryLock:
+    """Lock all current and future memory of the process (``mlockall``) until closed.
+
+    Use it as a context manager. Page faults on locked memory cannot go to disk, and with
+    MCL_FUTURE every later mapping (thread stacks, numpy arrays, CUDA host buffers) is populated
+    at creation. ``onfault=True`` adds MCL_ONFAULT: pages are locked when first touched instead,
+    which keeps resident memory small but leaves first-touch faults in the loop (prefault them).
+
+    Example:
+        >>> with lock_memory() as lock:   # doctest: +SKIP
+        ...     run_control_loop()
+
+    Raises:
+        PermissionDeniedError: EPERM: RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK.
+        RealtimeError: ENOMEM: RLIMIT_MEMLOCK is smaller than the process's address space.
+    """
+    return MemoryLock(onfault=onfault)
+
+
+# -- prefaulting ---------------------------------------------------------------------------------
+
+
+def _thread_stack_bounds() -> tuple[int, int]:
+    lib = libc()
+    attr = ctypes.create_string_buffer(128)  # >= sizeof(pthread_attr_t) on x86_64 and arm64
+    lib.pthread_self.restype = ctypes.c_ulong
+    lib.pthread_getattr_np.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+    code = lib.pthread_getattr_np(lib.pthread_self(), attr)
+    if code:
+        raise RealtimeError(f"pthread_getattr_np failed: {errno_label(code)}")
+    try:
+        addr = ctypes.c_void_p()
+        size = ctypes.c_size_t()
+        code = lib.pthread_attr_getstack(attr, ctypes.byref(addr), ctypes.byref(size))
+        if code:
+            raise RealtimeError(f"pthread_attr_getstack failed: {errno_label(code)}")
+    finally:
+        lib.pthread_attr_destroy(attr)
+    lo = addr.value or 0
+    return lo, lo + size.value
+
+
+def _mapping_start(address: int) -> int | None:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span = line.split(" ", 1)[0]
+        start_s, _, end_s = span.partition("-")
+        start, end = int(start_s, 16), int(end_s, 16)
+        if start <= address < end:
+            return start
+    return None
+
+
+def prefault_stack(nbytes: int) -> str:
+    """Populate the top ``nbytes`` of the calling thread's stack without changing its contents.
+
+    Uses ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14+), which faults pages in writable without
+    writing to them, so it is safe on a live stack. A thread created after mlockall(MCL_FUTURE)
+    already has its whole stack populated; this matters for MCL_ONFAULT and for the main thread,
+    whose stack mapping only covers what it has used so far (only that part can be prefaulted).
+
+    Raises:
+        NotSupportedError: The kernel lacks MADV_POPULATE_WRITE.
+        RealtimeError: The stack bounds could not be read, or madvise failed otherwise.
+    """
+    lo, hi = _thread_stack_bounds()
+    mapped = _mapping_start(hi - 1)
+    start = max(hi - nbytes, lo, mapped if mapped is not None else lo)
+    start = (start + _PAGE - 1) // _PAGE * _PAGE
+    length = hi - start
+    if length <= 0:
+        return "nothing to prefault"
+    if libc().madvise(start, length, _MADV_POPULATE_WRITE) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EINVAL:
+            raise NotSupportedError(
+                "madvise(MADV_POPULATE_WRITE) is not supported by this kernel (needs Linux 5.14)",
+                hint="leave prefault_stack_bytes at 0 and lock memory without onfault instead",
+            )
+        raise RealtimeError(f"madvise(MADV_POPULATE_WRITE) on the stack failed: "
+                            f"{errno_label(code)}")
+    return f"populated the top {length // 1024} KiB of this thread's stack"
+
+
+class HeapPrefault:
+    """Prefaulted C heap kept by glibc until :meth:`release` (process-wide reference count)."""
+
+    _holders = 0
+    _lock = threading.Lock()
+
+    def __init__(self, nbytes: int) -> None:
+        lib = libc()
+        if not hasattr(lib, "mallopt"):
+            raise NotSupportedError("the C library has no mallopt (not glibc)",
+                                    hint="leave prefault_heap_bytes at 0")
+        with HeapPrefault._lock:
+            # Keep freed memory at the top of the heap instead of trimming it back to the OS.
+            if lib.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(nbytes * 2, 2**31 - 1))) != 1:
+                raise RealtimeError("mallopt(M_TRIM_THRESHOLD) failed")
+            HeapPrefault._holders += 1
+        chunk = 64 * 1024  # below glibc's mmap threshold, so chunks come from the heap
+        blocks: list[int] = []
+        try:
+            for _ in range(max(1, nbytes // chunk)):
+                ptr = lib.malloc(chunk)
+                if not ptr:
+                    break
+                ctypes.memset(ptr, 0, chunk)
+                blocks.append(ptr)
+        finally:
+            for ptr in blocks:
+                lib.free(ptr)
+        self.nbytes = len(blocks) * chunk
+        self._released = False
+
+    def release(self) -> str:
+        """Let glibc trim the heap again once nobody holds a prefault."""
+        if self._released:
+            return "already released"
+        self._released = True
+        with HeapPrefault._lock:
+            HeapPrefault._holders -= 1
+            if HeapPrefault._holders == 0:
+                libc().mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_DEFAULT_TRIM_THRESHOLD))
+                return "M_TRIM_THRESHOLD back to glibc's default (128 KiB)"
+        return "heap kept for other holders"
+
+
+def prefault_heap(nbytes: int) -> HeapPrefault:
+    """Touch ``nbytes`` of C heap and keep it mapped, so later mallocs do not page-fault.
+
+    Raises:
+        NotSupportedError: The C library is not glibc.
+        RealtimeError: mallopt failed.
+    """
+    return HeapPrefault(nbytes)

@@ -1,0 +1,53 @@
+"""Holding a CPU wake-up latency target through /dev/cpu_dma_latency (PM QoS).
+
+The kernel applies the smallest target among all open file descriptors, and drops a target when
+its descriptor closes, so holding it is owning an fd.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from edgert._owner import Owner
+from edgert.errors import NotSupportedError, PermissionDeniedError, RealtimeError
+from edgert.realtime._remedy import diagnose_dma_latency, errno_label
+
+__all__ = ["DmaLatencyHold"]
+
+
+class DmaLatencyHold(Owner):
+    """Keeps ``/dev/cpu_dma_latency`` open at ``latency_us`` until closed.
+
+    0 keeps every CPU out of deep C-states (cyclictest's default); it costs power.
+
+    Raises:
+        PermissionDeniedError: The device is not writable (root only by default).
+        NotSupportedError: The device does not exist.
+        RealtimeError: Another OS error.
+    """
+
+    def __init__(self, latency_us: int, *, device: Path = Path("/dev/cpu_dma_latency")) -> None:
+        self.latency_us = latency_us
+        try:
+            fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise self._error(err, device) from err
+        try:
+            os.write(fd, struct.pack("=i", latency_us))
+        except OSError as err:
+            os.close(fd)
+            raise self._error(err, device) from err
+        self._own(lambda: os.close(fd), f"{device} hold")
+
+    @staticmethod
+    def _error(err: OSError, device: Path) -> Exception:
+        code = err.errno or 0
+        diag = diagnose_dma_latency(code)
+        message = f"cannot hold {device}: {errno_label(code)}: {diag.reason}"
+        if diag.permission:
+            return PermissionDeniedError(message, hint=diag.hint, errno_value=code)
+        if not os.path.exists(device):
+            return NotSupportedError(message, hint=diag.hint)
+        return RealtimeError(message, hint=diag.hint)

@@ -1,0 +1,458 @@
+"""RealtimePolicy: what to change for one thread, applied as a context manager that undoes it."""
+
+from __future__ import annotations
+
+import errno
+import resource
+import threading
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from edgert._owner import Owner
+from edgert.errors import (
+    EdgeRTError,
+    InvalidArgumentError,
+    NotSupportedError,
+    PermissionDeniedError,
+    RealtimeError,
+)
+from edgert.realtime._gc import hold_gc_frozen, release_gc
+from edgert.realtime._memlock import acquire_lock, prefault_heap, prefault_stack, release_lock
+from edgert.realtime._pmqos import DmaLatencyHold
+from edgert.realtime._remedy import diagnose_affinity, diagnose_sched, errno_label
+from edgert.realtime._sched import (
+    RESET_ON_FORK,
+    RaisedSoftLimit,
+    SchedPolicy,
+    get_affinity,
+    get_thread_sched,
+    set_affinity,
+    set_thread_sched,
+)
+
+__all__ = ["ActivePolicy", "PolicyReport", "RealtimePolicy", "SettingOutcome"]
+
+_Refusable = (PermissionDeniedError, RealtimeError, NotSupportedError)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RealtimePolicy:
+    """Real-time settings for the thread that applies them.
+
+    A ``priority`` alone means SCHED_FIFO at that priority. Every field left at its default
+    changes nothing. :meth:`apply` changes the *calling thread* (scheduling, affinity) and the
+    process (memory lock, GC, PM QoS), and undoes all of it on exit.
+
+    Attributes:
+        policy: Scheduling policy; ``None`` with a priority means FIFO, ``None`` without one
+            leaves scheduling alone.
+        priority: 1-99 for FIFO/RR. 80 sits above the kernel's IRQ threads (50) and below
+            watchdog-style tools (95+); avoid 99 (see docs/realtime.md).
+        cpus: Pin the thread to these CPUs (ideally an isolated one).
+        lock_memory: ``mlockall(MCL_CURRENT | MCL_FUTURE)`` while active.
+        lock_onfault: Add MCL_ONFAULT: lock pages when first touched, not all at once.
+        prefault_stack_bytes: Populate this much of the thread's stack up front.
+        prefault_heap_bytes: Touch this much C heap and keep it mapped (glibc).
+        freeze_gc: ``gc.collect(); gc.freeze(); gc.disable()`` while active.
+        cpu_dma_latency_us: Hold /dev/cpu_dma_latency at this value (0: no deep C-states).
+        reset_on_fork: Children forked by the RT thread start at SCHED_OTHER
+            (SCHED_RESET_ON_FORK). Threads it creates still inherit the policy.
+        strict: Raise on the first refused setting (after undoing the others). With
+            ``strict=False`` every permitted setting is applied and the refused ones are listed
+            in :attr:`ActivePolicy.report`.
+
+    Raises:
+        InvalidArgumentError: Inconsistent or out-of-range values.
+    """
+
+    policy: SchedPolicy | None = None
+    priority: int | None = None
+    cpus: Collection[int] | None = None
+    lock_memory: bool = False
+    lock_onfault: bool = False
+    prefault_stack_bytes: int = 0
+    prefault_heap_bytes: int = 0
+    freeze_gc: bool = False
+    cpu_dma_latency_us: int | None = None
+    reset_on_fork: bool = True
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        policy: object = self.policy  # callers may pass the string value, e.g. "fifo"
+        if policy is not None and not isinstance(policy, SchedPolicy):
+            try:
+                policy = SchedPolicy(str(policy).lower())
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"unknown scheduling policy {self.policy!r}; choose one of "
+                    f"{[p.value for p in SchedPolicy]}") from None
+        if policy is None and self.priority is not None:
+            policy = SchedPolicy.FIFO
+        object.__setattr__(self, "policy", policy)
+        prio = self.priority
+        if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int)):
+            raise InvalidArgumentError(f"priority must be an int, got {prio!r}")
+        if policy is not None and policy.is_realtime:
+            if prio is None:
+                raise InvalidArgumentError(f"policy {policy.value} needs a priority (1-99)",
+                                           hint="80 is a good default for a control loop")
+            if not 1 <= prio <= 99:
+                raise InvalidArgumentError(f"RT priority must be within 1-99, got {prio}")
+        elif prio not in (None, 0):
+            raise InvalidArgumentError(
+                f"policy {policy.value if policy else None} takes no priority, got {prio}",
+                hint="only fifo and rr take a 1-99 priority")
+        if self.cpus is not None:
+            cpus = frozenset(self.cpus)
+            if not cpus or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
+                               for c in cpus):
+                raise InvalidArgumentError(
+                    f"cpus must be a non-empty set of CPU numbers, got {self.cpus!r}")
+            object.__setattr__(self, "cpus", cpus)
+        for name in ("prefault_stack_bytes", "prefault_heap_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
+        if self.lock_onfault and not self.lock_memory:
+            raise InvalidArgumentError("lock_onfault needs lock_memory=True")
+        lat = self.cpu_dma_latency_us
+        if lat is not None and (isinstance(lat, bool) or not isinstance(lat, int) or lat < 0):
+            raise InvalidArgumentError(
+                f"cpu_dma_latency_us must be a non-negative int or None, got {lat!r}")
+
+    @classmethod
+    def control_loop(
+        cls, *, priority: int = 80, cpus: Collection[int] | None = None, strict: bool = True
+    ) -> RealtimePolicy:
+        """The usual settings for a 100-1000 Hz control loop: FIFO, locked memory, GC frozen.
+
+        Raises:
+            InvalidArgumentError: Bad priority or cpus.
+        """
+        return cls(priority=priority, cpus=cpus, lock_memory=True, freeze_gc=True, strict=strict)
+
+    def apply(self) -> ActivePolicy:
+        """Apply to the calling thread; use the result as a context manager.
+
+        Raises:
+            PermissionDeniedError: A setting was refused by the OS (strict mode), with the
+                exact remediation in ``hint``.
+            RealtimeError: A setting failed for another reason (strict mode).
+            NotSupportedError: The kernel or C library lacks a needed feature (strict mode).
+        """
+        return ActivePolicy(self)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SettingOutcome:
+    """What happened to one setting.
+
+    Attributes:
+        setting: ``scheduler``, ``affinity``, ``memory_lock``, ``prefault_stack``,
+            ``prefault_heap``, ``gc`` or ``cpu_dma_latency``.
+        applied: Whether it took effect (or, in ``restored``, was undone).
+        detail: What was done, or what failed and why.
+        hint: What to change so it is permitted (refusals only).
+        errno_value: The OS error number of a refusal, when there was one.
+    """
+
+    setting: str
+    applied: bool
+    detail: str
+    hint: str | None = None
+    errno_value: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return {"setting": self.setting, "applied": self.applied, "detail": self.detail,
+                "hint": self.hint, "errno": self.errno_value}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyReport:
+    """What :meth:`RealtimePolicy.apply` applied and what the OS refused.
+
+    Attributes:
+        thread_id: Native id (TID) of the thread the policy was applied to.
+        thread_name: Its Python name.
+        applied: Settings in effect.
+        refused: Settings the OS refused (only with ``strict=False``), with reasons and hints.
+    """
+
+    thread_id: int
+    thread_name: str
+    applied: tuple[SettingOutcome, ...] = ()
+    refused: tuple[SettingOutcome, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was refused."""
+        return not self.refused
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return {"thread_id": self.thread_id, "thread_name": self.thread_name,
+                "applied": [o.to_dict() for o in self.applied],
+                "refused": [o.to_dict() for o in self.refused]}
+
+    def __str__(self) -> str:
+        lines = [f"real-time policy on thread {self.thread_name} (tid {self.thread_id}):"]
+        lines += [f"  applied  {o.setting}: {o.detail}" for o in self.applied]
+        for o in self.refused:
+            lines.append(f"  REFUSED  {o.setting}: {o.detail}")
+            if o.hint:
+                lines.append(f"           hint: {o.hint}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Undo:
+    setting: str
+    thread_bound: bool
+    fn: Callable[[], str]
+
+
+@dataclass
+class _UndoStack:
+    tid: int
+    thread: threading.Thread
+    items: list[_Undo] = field(default_factory=list)
+    restored: list[SettingOutcome] = field(default_factory=list)
+
+    def run(self) -> list[BaseException]:
+        errors: list[BaseException] = []
+        same = threading.get_native_id() == self.tid
+        while self.items:
+            undo = self.items.pop()
+            if undo.thread_bound and not same and not self.thread.is_alive():
+                self.restored.append(SettingOutcome(
+                    setting=undo.setting, applied=False,
+                    detail="not restored: the thread has exited (its settings went with it)"))
+                continue
+            try:
+                self.restored.append(SettingOutcome(setting=undo.setting, applied=True,
+                                                    detail=undo.fn()))
+            except Exception as err:
+                errors.append(err)
+                self.restored.append(SettingOutcome(setting=undo.setting, applied=False,
+                                                    detail=f"restore failed: {err}"))
+        return errors
+
+
+class ActivePolicy(Owner):
+    """A :class:`RealtimePolicy` in effect on one thread; closing it restores everything.
+
+    Attributes:
+        policy: The options that were applied.
+        report: What was applied and what was refused.
+    """
+
+    def __init__(self, policy: RealtimePolicy) -> None:
+        self.policy = policy
+        self._tid = threading.get_native_id()
+        thread = threading.current_thread()
+        self._stack = _UndoStack(self._tid, thread)
+        self._applied: list[SettingOutcome] = []
+        self._refused: list[SettingOutcome] = []
+        try:
+            self._apply_all()
+        except BaseException:
+            self._stack.run()
+            raise
+        self.report = PolicyReport(thread_id=self._tid, thread_name=thread.name,
+                                   applied=tuple(self._applied), refused=tuple(self._refused))
+        stack = self._stack
+        self._own(lambda: _raise_first(stack.run()), "edgert.ActivePolicy")
+
+    # -- applying -------------------------------------------------------------------------------
+
+    def _step(self, setting: str, thread_bound: bool,
+              fn: Callable[[], tuple[str, Callable[[], str] | None]]) -> None:
+        try:
+            detail, undo = fn()
+        except _Refusable as err:
+            if self.policy.strict:
+                raise
+            self._refuse(setting, err)
+            return
+        if undo is not None:
+            self._stack.items.append(_Undo(setting, thread_bound, undo))
+        self._applied.append(SettingOutcome(setting=setting, applied=True, detail=detail))
+
+    def _refuse(self, setting: str, err: EdgeRTError) -> None:
+        self._refused.append(SettingOutcome(
+            setting=setting, applied=False, detail=err.message, hint=err.hint,
+            errno_value=getattr(err, "errno_value", None)))
+
+    def _apply_all(self) -> None:
+        p = self.policy
+        # Pin first so the thread is on its CPU before anything else runs there; switch to RT
+        # last, so the (possibly slow) locking and collecting do not run at RT priority.
+        if p.cpus is not None:
+            self._step("affinity", True, self._apply_affinity)
+        if p.lock_memory:
+            self._step("memory_lock", False, self._apply_memory_lock)
+        if p.prefault_stack_bytes:
+            self._step("prefault_stack", True,
+                       lambda: (prefault_stack(p.prefault_stack_bytes), None))
+        if p.prefault_heap_bytes:
+            self._step("prefault_heap", False, self._apply_heap)
+        if p.freeze_gc:
+            self._step("gc", False, lambda: (hold_gc_frozen(), release_gc))
+        if p.cpu_dma_latency_us is not None:
+            self._step("cpu_dma_latency", False, self._apply_dma_latency)
+        if p.policy is not None:
+            self._step("scheduler", True, self._apply_sched)
+
+    def _apply_affinity(self) -> tuple[str, Callable[[], str] | None]:
+        assert self.policy.cpus is not None
+        want = frozenset(self.policy.cpus)
+        tid = self._tid
+        before = get_affinity(0)
+        try:
+            set_affinity(0, want)
+        except OSError as err:
+            code = err.errno or 0
+            diag = diagnose_affinity(code, want)
+            message = (f"cannot pin thread {tid} to CPUs {sorted(want)}: {errno_label(code)}: "
+                       f"{diag.reason}")
+            if diag.permission:
+                raise PermissionDeniedError(message, hint=diag.hint, errno_value=code) from err
+            raise RealtimeError(message, hint=diag.hint) from err
+
+        def undo() -> str:
+            set_affinity(tid, before)
+            return f"affinity back to CPUs {_cpu_text(before)}"
+
+        got = get_affinity(0)
+        if got != want:
+            # The kernel silently drops CPUs outside the cpuset; a partial pin is not the pin
+            # that was asked for.
+            if self.policy.strict:
+                undo()
+            else:
+                self._stack.items.append(_Undo("affinity", True, undo))
+            raise RealtimeError(
+                f"thread {tid} could only be pinned to CPUs {_cpu_text(got)} of "
+                f"{_cpu_text(want)}: CPUs {_cpu_text(want - got)} are offline or outside the "
+                f"cpuset",
+                hint="pick CPUs from `cat /sys/fs/cgroup/cpuset/cpuset.effective_cpus` (or "
+                     "`nproc --all` / taskset -p $$)")
+        return f"pinned thread {tid} to CPUs {_cpu_text(want)} (was {_cpu_text(before)})", undo
+
+    def _apply_memory_lock(self) -> tuple[str, Callable[[], str] | None]:
+        onfault = self.policy.lock_onfault
+        return acquire_lock(onfault=onfault), lambda: release_lock(onfault=onfault)
+
+    def _apply_heap(self) -> tuple[str, Callable[[], str] | None]:
+        held = prefault_heap(self.policy.prefault_heap_bytes)
+        return f"prefaulted {held.nbytes // 1024} KiB of C heap", held.release
+
+    def _apply_dma_latency(self) -> tuple[str, Callable[[], str] | None]:
+        assert self.policy.cpu_dma_latency_us is not None
+        hold = DmaLatencyHold(self.policy.cpu_dma_latency_us)
+
+        def undo() -> str:
+            hold.close()
+            return "closed /dev/cpu_dma_latency"
+
+        return f"holding /dev/cpu_dma_latency at {hold.latency_us} us", undo
+
+    def _apply_sched(self) -> tuple[str, Callable[[], str] | None]:
+        pol = self.policy.policy
+        assert pol is not None
+        prio = self.policy.priority or 0
+        tid = self._tid
+        before = get_thread_sched(0)
+        raw = pol.os_value | (RESET_ON_FORK if self.policy.reset_on_fork else 0)
+        code = _try_sched(raw, prio)
+        note = ""
+        if code == errno.EPERM and pol.is_realtime:
+            # As cyclictest does: an unprivileged process may raise its soft RLIMIT_RTPRIO up
+            # to the hard limit; only for the call, since lowering later never needs it.
+            with RaisedSoftLimit(resource.RLIMIT_RTPRIO, prio) as lim:
+                if lim.raised is not None:
+                    code = _try_sched(raw, prio)
+                    if code == 0:
+                        note = (f" (soft RLIMIT_RTPRIO raised {lim.raised[0]} -> "
+                                f"{lim.raised[1]} for the call, then put back)")
+        if code:
+            diag = diagnose_sched(code, priority=prio)
+            message = (f"cannot set SCHED_{pol.value.upper()} priority {prio} on thread {tid} "
+                       f"({threading.current_thread().name}): {errno_label(code)}: {diag.reason}")
+            if diag.permission:
+                raise PermissionDeniedError(message, hint=diag.hint, errno_value=code)
+            raise RealtimeError(message, hint=diag.hint)
+
+        def undo() -> str:
+            set_thread_sched(tid, before.raw_policy, before.priority)
+            return f"scheduler back to {_sched_text(before.raw_policy, before.priority)}"
+
+        return (f"thread {tid}: {_sched_text(before.raw_policy, before.priority)} -> "
+                f"{_sched_text(raw, prio)}{note}"), undo
+
+    # -- restoring ------------------------------------------------------------------------------
+
+    @property
+    def restored(self) -> tuple[SettingOutcome, ...]:
+        """What :meth:`close` put back (empty until closed)."""
+        return tuple(self._stack.restored)
+
+    def close(self) -> None:
+        """Restore everything that was changed, newest first. Idempotent.
+
+        Call it on the thread that applied the policy: from another thread, per-thread settings
+        are restored through the native id only while that thread is still alive.
+
+        Raises:
+            RealtimeError: A restore step failed (the others still ran).
+        """
+        if self.closed:
+            return
+        self._owner_closed = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        _raise_first(self._stack.run())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as err:  # never mask the body's exception with a restore failure
+            warnings.warn(f"restoring the real-time policy failed: {err}", RuntimeWarning,
+                          stacklevel=2)
+
+
+def _try_sched(raw: int, prio: int) -> int:
+    try:
+        set_thread_sched(0, raw, prio)
+    except OSError as err:
+        return err.errno or errno.EINVAL
+    return 0
+
+
+def _raise_first(errors: list[BaseException]) -> None:
+    if errors:
+        first = errors[0]
+        raise RealtimeError(
+            f"{len(errors)} real-time setting(s) could not be restored; first: {first}",
+            hint="the thread or process keeps the changed setting; restart it if that matters",
+        ) from first
+
+
+def _cpu_text(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def _sched_text(raw: int, prio: int) -> str:
+    from edgert.realtime._sched import policy_from_os
+
+    pol = policy_from_os(raw)
+    name = f"SCHED_{pol.value.upper()}" if pol is not None else f"policy {raw & ~RESET_ON_FORK}"
+    return f"{name} priority {prio}"

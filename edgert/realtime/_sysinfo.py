@@ -1,0 +1,229 @@
+"""Read what the kernel allows this process: capabilities, RT cgroup budget, locked memory.
+
+Every reader takes ``root`` (default ``/``) so tests can point it at a fake procfs/sysfs tree,
+and returns ``None`` for a value it cannot read instead of guessing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CAP_IPC_LOCK",
+    "CAP_SYS_NICE",
+    "CgroupRt",
+    "format_limit",
+    "has_capability",
+    "isolated_cpus",
+    "kernel_is_preempt_rt",
+    "online_cpus",
+    "parse_cpu_list",
+    "proc_status_kib",
+    "rlimit",
+    "rt_cgroup",
+    "user_name",
+]
+
+CAP_IPC_LOCK = 14
+CAP_SYS_NICE = 23
+
+_ROOT = Path("/")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _status_field(name: str, root: Path) -> str | None:
+    text = _read(root / "proc/self/status")
+    if text is None:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == name:
+            return value.strip()
+    return None
+
+
+def has_capability(cap: int, root: Path = _ROOT) -> bool | None:
+    """Whether ``cap`` is in this process's effective set; ``None`` if unreadable."""
+    value = _status_field("CapEff", root)
+    if value is None:
+        return None
+    try:
+        return bool(int(value, 16) >> cap & 1)
+    except ValueError:
+        return None
+
+
+def proc_status_kib(name: str, root: Path = _ROOT) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmLck, VmSize, VmRSS...), in KiB."""
+    value = _status_field(name, root)
+    if value is None:
+        return None
+    try:
+        return int(value.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def rlimit(which: int) -> tuple[int, int]:
+    """``(soft, hard)`` of a resource limit; ``resource.RLIM_INFINITY`` for unlimited."""
+    return resource.getrlimit(which)
+
+
+def format_limit(value: int, *, unit: str = "") -> str:
+    """Render an rlimit value the way ``ulimit`` does."""
+    if value == resource.RLIM_INFINITY:
+        return "unlimited"
+    if unit == "bytes":
+        if value >= 1 << 20 and value % (1 << 20) == 0:
+            return f"{value >> 20} MiB"
+        if value >= 1 << 10 and value % (1 << 10) == 0:
+            return f"{value >> 10} KiB"
+        return f"{value} bytes"
+    return str(value)
+
+
+def user_name() -> str:
+    """The effective user's login name (for limits.conf lines), or its numeric id."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """Parse the kernel's CPU list format (``0-3,6,8-9``)."""
+    cpus: set[int] = set()
+    for raw in text.strip().split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            cpus.update(range(int(lo), int(hi) + 1))
+        else:
+            cpus.add(int(lo))
+    return frozenset(cpus)
+
+
+def _cpu_list_file(path: Path) -> frozenset[int] | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return parse_cpu_list(text)
+    except ValueError:
+        return None
+
+
+def online_cpus(root: Path = _ROOT) -> frozenset[int] | None:
+    """CPUs the kernel has online."""
+    return _cpu_list_file(root / "sys/devices/system/cpu/online")
+
+
+def isolated_cpus(root: Path = _ROOT) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """``(isolcpus, nohz_full)`` sets; a file that does not exist reads as ``None``."""
+    base = root / "sys/devices/system/cpu"
+    return _cpu_list_file(base / "isolated"), _cpu_list_file(base / "nohz_full")
+
+
+def kernel_is_preempt_rt(root: Path = _ROOT) -> tuple[bool, str]:
+    """Whether the kernel is PREEMPT_RT, and how that was decided.
+
+    ``/sys/kernel/realtime`` exists only with the out-of-tree RT patch; mainline kernels with
+    PREEMPT_RT merged have no such file, so ``uname -v`` is checked as well.
+    """
+    flag = _read(root / "sys/kernel/realtime")
+    if flag is not None and flag.strip() == "1":
+        return True, "/sys/kernel/realtime is 1"
+    version = _read(root / "proc/sys/kernel/version")
+    if version is None and root == _ROOT:
+        version = platform.uname().version
+    version = (version or "").strip()
+    if "PREEMPT_RT" in version:
+        return True, f"kernel version says {version!r}"
+    return False, f"kernel version is {version!r} (no PREEMPT_RT)"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CgroupRt:
+    """The RT budget of this process's cpu cgroup (CONFIG_RT_GROUP_SCHED).
+
+    Attributes:
+        group: The cgroup path as /proc/self/cgroup names it.
+        file: The ``cpu.rt_runtime_us`` file that was read.
+        runtime_us: Its value; 0 means no task in the group may be SCHED_FIFO/RR, even as root.
+    """
+
+    group: str
+    file: Path
+    runtime_us: int
+
+
+def _cpu_cgroup_mounts(root: Path) -> list[tuple[int, str, Path]]:
+    """``(version, root inside the hierarchy, mount point)`` of each cpu-capable cgroup mount."""
+    text = _read(root / "proc/self/mountinfo")
+    mounts: list[tuple[int, str, Path]] = []
+    if text is None:
+        return mounts
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype, options = rfields[0], rfields[2].split(",")
+        if fstype == "cgroup" and "cpu" in options:
+            mounts.append((1, fields[3], root / fields[4].lstrip("/")))
+        elif fstype == "cgroup2":
+            mounts.append((2, fields[3], root / fields[4].lstrip("/")))
+    return mounts
+
+
+def rt_cgroup(root: Path = _ROOT) -> CgroupRt | None:
+    """The ``cpu.rt_runtime_us`` of this process's cgroup, or ``None`` when there is none.
+
+    There is none when the kernel lacks CONFIG_RT_GROUP_SCHED (the usual case on cgroup v2), or
+    the cgroup filesystem is not mounted here.
+    """
+    text = _read(root / "proc/self/cgroup")
+    if text is None:
+        return None
+    groups: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if "cpu" in controllers.split(","):
+            groups.append((1, path))
+        elif hierarchy == "0" and controllers == "":
+            groups.append((2, path))
+    mounts = _cpu_cgroup_mounts(root)
+    for version, group in groups:
+        for mount_version, mount_root, mount_point in mounts:
+            if mount_version != version:
+                continue
+            rel = group
+            if mount_root != "/" and rel.startswith(mount_root):
+                rel = rel[len(mount_root):]
+            file = mount_point / rel.lstrip("/") / "cpu.rt_runtime_us"
+            value = _read(file)
+            if value is None:
+                continue
+            try:
+                return CgroupRt(group=group, file=file, runtime_us=int(value.strip()))
+            except ValueError:
+                continue
+    return None

@@ -1,0 +1,236 @@
+"""PeriodicLoop semantics on a fake clock (skip, catch_up, rephase, stop, errors) and a short run
+on the real clock that checks structure, never timing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from edgert.errors import ConcurrentUseError, InvalidArgumentError
+from edgert.realtime import OverrunPolicy, PeriodicLoop, RealtimePolicy, RealtimeThread, Tick
+from edgert.realtime._clock import MonotonicSleeper
+from edgert.testing.realtime import FakeClock
+
+P = 1000  # period in ns on the fake clock
+
+
+def fake_loop(overrun: str, clock: FakeClock, **kwargs: object) -> PeriodicLoop:
+    return PeriodicLoop(period_ns=P, overrun=overrun, clock=clock,
+                        sleep_until=clock.sleep_until, **kwargs)  # type: ignore[arg-type]
+
+
+def stepper(clock: FakeClock, durations: dict[int, int], ticks: list[Tick],
+            default: int = 100) -> Callable[[Tick], None]:
+    def step(tick: Tick) -> None:
+        ticks.append(tick)
+        clock.advance(durations.get(tick.iteration, default))
+    return step
+
+
+def test_skip_drops_passed_deadlines_and_counts_them() -> None:
+    clock = FakeClock(start_ns=0)
+    ticks: list[Tick] = []
+    report = fake_loop("skip", clock).run(stepper(clock, {2: 3500}, ticks), iterations=6)
+    # Deadlines 1000, 2000, 3000; the step at 3000 ends at 6500, so 4000, 5000, 6000 are
+    # dropped and the grid resumes at 7000.
+    assert [t.deadline_ns for t in ticks] == [1000, 2000, 3000, 7000, 8000, 9000]
+    assert [t.skipped for t in ticks] == [0, 0, 0, 3, 0, 0]
+    assert all(t.latency_ns == 0 for t in ticks)
+    assert (report.deadline_misses, report.skipped_periods, report.iterations) == (1, 3, 6)
+    assert report.step.max_ns == 3500
+    assert report.step.over(P) == 1
+    assert report.wake.max_ns == 0
+    assert report.elapsed_ns == 9100 - 1000
+    assert report.stopped_by == "iterations"
+    assert report.overrun is OverrunPolicy.SKIP
+
+
+def test_catch_up_runs_late_iterations_back_to_back() -> None:
+    clock = FakeClock(start_ns=0)
+    ticks: list[Tick] = []
+    report = fake_loop("catch_up", clock).run(stepper(clock, {2: 3500}, ticks), iterations=7)
+    assert [t.deadline_ns for t in ticks] == [1000, 2000, 3000, 4000, 5000, 6000, 7000]
+    # Woken at the end of the previous step until the schedule is met again.
+    assert [t.latency_ns for t in ticks] == [0, 0, 0, 2500, 1600, 700, 0]
+    assert all(t.skipped == 0 for t in ticks)
+    # Late steps 2, 3 and 4 each end after their next deadline.
+    assert (report.deadline_misses, report.skipped_periods) == (3, 0)
+    assert report.wake.max_ns == 2500
+    assert report.wake.over(P // 10) == 3
+
+
+def test_rephase_starts_a_new_grid_after_the_late_step() -> None:
+    clock = FakeClock(start_ns=0)
+    ticks: list[Tick] = []
+    report = fake_loop("rephase", clock).run(stepper(clock, {2: 3500}, ticks), iterations=5)
+    assert [t.deadline_ns for t in ticks] == [1000, 2000, 3000, 7500, 8500]
+    assert [t.skipped for t in ticks] == [0, 0, 0, 3, 0]
+    assert (report.deadline_misses, report.skipped_periods) == (1, 3)
+
+
+def test_wake_latency_and_miss_counting_on_the_fake_clock() -> None:
+    clock = FakeClock(start_ns=0, wake_latency_ns=lambda deadline: 50 if deadline != 3000 else 950)
+    ticks: list[Tick] = []
+    report = fake_loop("skip", clock).run(stepper(clock, {}, ticks, default=60), iterations=5)
+    assert [t.latency_ns for t in ticks] == [50, 50, 950, 50, 50]
+    # wake 950 + step 60 > period: a miss even though the step itself was short.
+    assert report.deadline_misses == 1
+    assert report.skipped_periods == 1
+    assert report.wake.min_ns == 50
+    assert report.wake.over(P // 10) == 1
+
+
+def test_iteration_protocol_with_break_restores_and_reports() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock)
+    seen = []
+    for tick in loop:
+        seen.append(tick.iteration)
+        clock.advance(10)
+        if tick.iteration == 4:
+            break
+    report = loop.report()
+    assert seen == [0, 1, 2, 3, 4]
+    assert report.iterations == 4  # the iteration left by break is not counted
+    assert report.stopped_by == "closed"
+    assert not loop.running
+    with contextlib.closing(loop.ticks(3)) as ticks:
+        assert [t.iteration for t in ticks] == [0, 1, 2]
+    assert loop.report().stopped_by == "iterations"
+
+
+def test_stop_from_the_step_and_from_an_interrupted_sleep() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock)
+    report = loop.run(lambda t: loop.stop() if t.iteration == 3 else None, iterations=100)
+    assert report.iterations == 4
+    assert report.stopped_by == "stop"
+    # A signal handler calling stop() while the loop sleeps: the sleep returns early (EINTR)
+    # and the loop ends without running another step.
+    clock.interrupt_next = 1
+    steps: list[int] = []
+
+    def step(tick: Tick) -> None:
+        steps.append(tick.iteration)
+        if tick.iteration == 1:
+            clock.interrupt_next = 1
+            clock.on_interrupt = loop.stop
+
+    report = loop.run(step, iterations=100)
+    assert steps == [0, 1]
+    assert report.stopped_by == "stop"
+    assert len(clock.sleeps) >= 2
+
+
+def test_step_exception_stops_the_loop_propagates_and_restores_policy() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock, policy=RealtimePolicy(freeze_gc=True))
+
+    def step(tick: Tick) -> None:
+        assert not __import__("gc").isenabled()
+        if tick.iteration == 2:
+            raise RuntimeError("sensor unplugged")
+
+    with pytest.raises(RuntimeError, match="sensor unplugged"):
+        loop.run(step, iterations=10)
+    report = loop.report()
+    assert report.iterations == 2
+    assert report.stopped_by == "exception"
+    assert __import__("gc").isenabled()
+    assert report.policy is not None
+    assert report.policy.applied[0].setting == "gc"
+
+
+def test_running_twice_at_once_is_refused() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock)
+
+    def step(tick: Tick) -> None:
+        assert loop.running
+        loop.run(iterations=1)
+
+    with pytest.raises(ConcurrentUseError):
+        loop.run(step, iterations=1)
+    assert not loop.running
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(InvalidArgumentError):
+        PeriodicLoop()
+    with pytest.raises(InvalidArgumentError):
+        PeriodicLoop(0.001, period_ns=1000)
+    with pytest.raises(InvalidArgumentError):
+        PeriodicLoop(-1.0)
+    with pytest.raises(InvalidArgumentError):
+        PeriodicLoop(0.001, overrun="drop")
+    with pytest.raises(InvalidArgumentError):
+        PeriodicLoop(0.001).run(iterations=-1)
+    assert PeriodicLoop(0.002).period_ns == 2_000_000
+
+
+def test_real_clock_run_with_policy_structure() -> None:
+    can_fifo = os.geteuid() == 0
+    policy = RealtimePolicy(priority=50 if can_fifo else None, freeze_gc=True, strict=False)
+    loop = PeriodicLoop(0.0005, policy=policy)
+    ticks: list[Tick] = []
+    report = loop.run(ticks.append, iterations=40)
+    assert report.iterations == 40 == len(ticks)
+    assert report.wake.count == report.step.count == 40
+    assert report.stopped_by == "iterations"
+    assert report.gc_collections == 0
+    # Absolute deadlines: each deadline is a whole number of periods after the first, and the
+    # loop never wakes before its deadline.
+    first = ticks[0].deadline_ns
+    assert all((t.deadline_ns - first) % loop.period_ns == 0 for t in ticks)
+    assert all(t.latency_ns >= 0 for t in ticks)
+    assert report.elapsed_ns >= 39 * loop.period_ns
+    skipped = sum(t.skipped for t in ticks)
+    assert ticks[-1].deadline_ns - first == (39 + skipped) * loop.period_ns
+    assert report.skipped_periods == skipped
+    assert report.policy is not None
+    assert report.to_dict()["iterations"] == 40
+
+
+def test_stop_from_another_thread() -> None:
+    loop = PeriodicLoop(0.001)
+    started = threading.Event()
+
+    def step(tick: Tick) -> None:
+        started.set()
+
+    worker = RealtimeThread(loop.run, args=(step,), kwargs={"iterations": 1_000_000})
+    worker.start()
+    assert started.wait(10)
+    loop.stop()
+    worker.join(10)
+    assert not worker.is_alive()
+    report = worker.result
+    assert report.stopped_by == "stop"  # type: ignore[attr-defined]
+    assert 0 < report.iterations < 1_000_000  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread")
+def test_stop_from_a_signal_handler_interrupts_the_sleep() -> None:
+    loop = PeriodicLoop(0.2)  # long period: the stop must come from EINTR, not a deadline
+    old = signal.signal(signal.SIGALRM, lambda signum, frame: loop.stop())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        report = loop.run(iterations=50)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert report.stopped_by == "stop"
+    assert report.iterations <= 1  # woken by the signal, not after 50 periods of 0.2 s
+
+
+def test_monotonic_sleeper_returns_at_once_for_a_passed_deadline() -> None:
+    sleeper = MonotonicSleeper()
+    assert sleeper(0) is True
+    with pytest.raises(Exception, match="EINVAL"):
+        sleeper(-5)

@@ -1,0 +1,273 @@
+"""RealtimePolicy applied for real (CI runs as root): per-thread scope and full restoration."""
+
+from __future__ import annotations
+
+import gc
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar, cast
+
+import pytest
+
+from edgert.errors import InvalidArgumentError
+from edgert.realtime import RealtimePolicy, RealtimeThread, SchedPolicy, lock_memory
+from edgert.realtime._sysinfo import proc_status_kib
+
+T = TypeVar("T")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
+
+def vmlck_kib() -> int:
+    value = proc_status_kib("VmLck")
+    assert value is not None
+    return value
+
+
+@pytest.fixture
+def idle_thread() -> Iterator[threading.Thread]:
+    """Another thread of this process, parked, to check that settings do not leak to it."""
+    release = threading.Event()
+    t = threading.Thread(target=release.wait, name="bystander", daemon=True)
+    t.start()
+    yield t
+    release.set()
+    t.join()
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a fresh thread (so the test never changes the main thread) and return its
+    result, re-raising its exception."""
+    t = RealtimeThread(fn)
+    t.start()
+    t.join()
+    return cast(T, t.result)
+
+
+@needs_root
+def test_fifo_applies_to_calling_thread_only_and_is_restored(
+    idle_thread: threading.Thread,
+) -> None:
+    def body() -> tuple[int, int, int, int, int]:
+        before = os.sched_getscheduler(0)
+        with RealtimePolicy(priority=42).apply() as active:
+            inside = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+            prio = os.sched_getparam(0).sched_priority
+            other = os.sched_getscheduler(idle_thread.native_id or -1)
+            assert active.report.thread_id == threading.get_native_id()
+            assert active.report.ok
+        return before, inside, prio, other, os.sched_getscheduler(0)
+
+    before, inside, prio, other, after = in_thread(body)
+    assert before == os.SCHED_OTHER
+    assert (inside, prio) == (os.SCHED_FIFO, 42)
+    assert other == os.SCHED_OTHER  # the bystander, addressed by its native id, is untouched
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # so is the main thread
+    assert after == os.SCHED_OTHER
+
+
+@needs_root
+def test_rr_and_reset_on_fork_flag() -> None:
+    def body() -> tuple[int, int]:
+        with RealtimePolicy(policy=SchedPolicy.RR, priority=10, reset_on_fork=False).apply():
+            inside = os.sched_getscheduler(0)
+        with RealtimePolicy(priority=10).apply():
+            flagged = os.sched_getscheduler(0)
+        return inside, flagged
+
+    inside, flagged = in_thread(body)
+    assert inside == os.SCHED_RR
+    assert flagged == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+
+
+@needs_root
+def test_affinity_applied_and_restored(idle_thread: threading.Thread) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    target = {cpus[-1]}
+
+    def body() -> tuple[set[int], set[int], set[int]]:
+        before = os.sched_getaffinity(0)
+        with RealtimePolicy(cpus=target).apply():
+            inside = os.sched_getaffinity(0)
+            assert os.sched_getaffinity(idle_thread.native_id or -1) == before
+        return before, inside, os.sched_getaffinity(0)
+
+    before, inside, after = in_thread(body)
+    assert inside == target
+    assert after == before
+
+
+@needs_root
+def test_affinity_to_missing_cpu_is_refused() -> None:
+    missing = 4096
+
+    def strict() -> None:
+        with RealtimePolicy(cpus={missing}).apply():
+            pass
+
+    with pytest.raises(Exception, match="EINVAL") as info:
+        in_thread(strict)
+    assert "online" in str(info.value)
+
+    def partial() -> tuple[str, set[int], set[int]]:
+        before = os.sched_getaffinity(0)
+        keep = min(before)
+        with RealtimePolicy(cpus={keep, missing}, strict=False).apply() as active:
+            inside = os.sched_getaffinity(0)
+            refused = active.report.refused
+        assert len(refused) == 1
+        return refused[0].detail, inside, os.sched_getaffinity(0) ^ before
+
+    detail, inside, diff = in_thread(partial)
+    assert str(missing) in detail
+    assert len(inside) == 1
+    assert diff == set()
+
+
+@needs_root
+def test_mlockall_locks_and_is_undone() -> None:
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    with RealtimePolicy(lock_memory=True).apply() as active:
+        locked = vmlck_kib()
+        assert any(o.setting == "memory_lock" for o in active.report.applied)
+    assert locked > 10_000  # the interpreter, numpy and every thread stack: tens of MiB
+    assert vmlck_kib() == 0
+
+
+@needs_root
+def test_memory_lock_is_reference_counted_across_holders() -> None:
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    outer = lock_memory()
+    try:
+        with lock_memory(onfault=True) as inner:
+            assert "MCL_ONFAULT" not in inner.detail  # full locking wins while outer holds
+        assert vmlck_kib() > 0  # the inner release does not unlock for the outer holder
+        assert inner.release_detail is not None
+        assert "other holder" in inner.release_detail
+    finally:
+        outer.close()
+    outer.close()  # idempotent
+    assert vmlck_kib() == 0
+    with lock_memory(onfault=True) as only:
+        assert "MCL_ONFAULT" in only.detail
+    assert vmlck_kib() == 0
+
+
+def test_gc_frozen_and_restored() -> None:
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    with RealtimePolicy(freeze_gc=True).apply():
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        with RealtimePolicy(freeze_gc=True).apply():  # a second holder
+            pass
+        assert not gc.isenabled()  # still held by the first
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        with RealtimePolicy(freeze_gc=True).apply():
+            pass
+        assert not gc.isenabled()  # it was off before, so it stays off
+    finally:
+        gc.enable()
+
+
+@needs_root
+def test_everything_restored_when_the_body_raises() -> None:
+    def body() -> tuple[int, set[int], bool, int]:
+        before_aff = os.sched_getaffinity(0)
+        policy = RealtimePolicy(
+            priority=30, cpus={min(before_aff)}, freeze_gc=True, lock_memory=True,
+            cpu_dma_latency_us=5, prefault_stack_bytes=64 * 1024,
+            prefault_heap_bytes=1 << 20,
+        )
+        active = policy.apply()
+        assert len(active.report.applied) == 7
+        try:
+            with active:
+                raise KeyError("boom")
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("the body's exception was swallowed")
+        assert {o.setting for o in active.restored if o.applied} == {
+            "scheduler", "cpu_dma_latency", "gc", "prefault_heap", "memory_lock", "affinity"}
+        return (os.sched_getscheduler(0), os.sched_getaffinity(0) ^ before_aff, gc.isenabled(),
+                vmlck_kib())
+
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    policy, aff_diff, gc_on, locked = in_thread(body)
+    assert policy == os.SCHED_OTHER
+    assert aff_diff == set()
+    assert gc_on
+    assert locked == 0
+
+
+@needs_root
+def test_cpu_dma_latency_is_held_while_active() -> None:
+    dev = Path("/dev/cpu_dma_latency")
+    if not dev.exists():
+        pytest.skip("no /dev/cpu_dma_latency")
+    with RealtimePolicy(cpu_dma_latency_us=7).apply():
+        (current,) = struct.unpack("=i", dev.read_bytes()[:4])
+        assert current <= 7
+
+
+def test_priority_alone_means_fifo_and_validation() -> None:
+    assert RealtimePolicy(priority=80).policy is SchedPolicy.FIFO
+    assert RealtimePolicy(policy="rr", priority=5).policy is SchedPolicy.RR  # type: ignore[arg-type]
+    assert RealtimePolicy().policy is None
+    assert RealtimePolicy(cpus=[1, 1, 2]).cpus == frozenset({1, 2})
+    control = RealtimePolicy.control_loop(cpus={0})
+    assert control.lock_memory
+    assert control.freeze_gc
+    assert control.priority == 80
+    bad: list[dict[str, object]] = [
+        {"priority": 0}, {"priority": 100}, {"policy": SchedPolicy.FIFO},
+        {"policy": SchedPolicy.OTHER, "priority": 5}, {"policy": "deadline", "priority": 5},
+        {"priority": True}, {"cpus": []}, {"cpus": [-1]}, {"prefault_stack_bytes": -1},
+        {"lock_onfault": True}, {"cpu_dma_latency_us": -3},
+    ]
+    for kwargs in bad:
+        with pytest.raises(InvalidArgumentError):
+            RealtimePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_empty_policy_changes_nothing() -> None:
+    with RealtimePolicy().apply() as active:
+        assert active.report.applied == ()
+        assert active.report.refused == ()
+    assert str(active.report).startswith("real-time policy on thread MainThread")
+    assert active.closed
+    assert active.restored == ()
+
+
+def test_raised_soft_limit_raises_towards_hard_and_puts_back() -> None:
+    import resource
+
+    from edgert.realtime._sched import RaisedSoftLimit
+
+    which = resource.RLIMIT_CORE
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY and hard < 8192:
+        pytest.skip("RLIMIT_CORE hard limit too small to exercise")
+    resource.setrlimit(which, (0, hard))  # lowering a soft limit needs no privilege
+    try:
+        with RaisedSoftLimit(which, 4096) as lim:
+            assert lim.raised == (0, 4096)
+            assert resource.getrlimit(which)[0] == 4096
+        assert resource.getrlimit(which)[0] == 0
+        with RaisedSoftLimit(which, resource.RLIM_INFINITY) as lim:
+            assert lim.raised == (0, hard)  # "as far as the hard limit allows"
+            lim.keep()
+        assert resource.getrlimit(which)[0] == hard
+        with RaisedSoftLimit(which, 10) as lim:  # already high enough: untouched
+            assert lim.raised is None
+    finally:
+        resource.setrlimit(which, (soft, hard))
