@@ -102,12 +102,16 @@ def bench_nvml(iterations: int) -> dict[str, Any]:
     with sensors:
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         raw = measure(lambda: pynvml.nvmlDeviceGetTemperature(handle, 0), iterations)
+        raw_v = None
+        if hasattr(pynvml, "nvmlDeviceGetTemperatureV"):
+            raw_v = measure(lambda: pynvml.nvmlDeviceGetTemperatureV(handle, 0), iterations)
         temp = measure(sensors.temperature_c, iterations)
         read = measure(sensors.read, iterations)
         sample = sensors.read()
         return {
             "available": True, "device": sensors.name,
-            "raw_pynvml_temperature": raw, "temperature_c": temp, "read_all": read,
+            "raw_pynvml_temperature": raw, "raw_pynvml_temperature_v": raw_v,
+            "temperature_c": temp, "read_all": read,
             "ratios_to_raw_temperature_p50": {
                 "temperature_c": round(temp["p50_us"] / raw["p50_us"], 2),
                 "read_all": round(read["p50_us"] / raw["p50_us"], 2),
@@ -156,8 +160,11 @@ def main() -> int:
     if nvml is not None:
         if nvml.get("available"):
             print(f"NVML ({nvml['device']}; supported: {', '.join(nvml['fields_supported'])})")
-            for key in ("raw_pynvml_temperature", "temperature_c", "read_all"):
+            for key in ("raw_pynvml_temperature", "raw_pynvml_temperature_v", "temperature_c",
+                        "read_all"):
                 v = nvml[key]
+                if v is None:
+                    continue
                 print(f"  {key:42} {v['p50_us']:9.2f} {v['p99_us']:9.2f}")
         else:
             print(f"NVML: not available ({nvml['reason']})")

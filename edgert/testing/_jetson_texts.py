@@ -15,6 +15,7 @@ from edgert._compat import StrEnum
 __all__ = [
     "NvpConf",
     "clocks_show_text",
+    "default_mode_id",
     "nvpmodel_conf_text",
 ]
 
