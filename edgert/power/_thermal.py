@@ -187,6 +187,7 @@ class ThermalZones:
         self._hwmon = hwmon
         self._zone_dirs: tuple[tuple[int, str, Path], ...] = ()
         self._sensors: tuple[_Sensor, ...] = ()
+        self._paths: dict[str, str] = {}
         self._aliases: Mapping[str, str] = MappingProxyType({})
         self.rescan()
 
@@ -212,6 +213,7 @@ class ThermalZones:
             aliases.setdefault(zone_alias(key), key)
         self._zone_dirs = tuple(zones)
         self._sensors = tuple(sensors)
+        self._paths = {s.key: s.temp_path for s in sensors}
         self._aliases = MappingProxyType(aliases)
 
     def _hwmon_channels(self) -> Iterable[tuple[str, str, int, str]]:
@@ -246,7 +248,7 @@ class ThermalZones:
         Raises:
             NotSupportedError: No zone or sensor has that name on this machine.
         """
-        if any(s.key == name for s in self._sensors):
+        if name in self._paths:
             return name
         real = self._aliases.get(name) or self._aliases.get(zone_alias(name))
         if real is not None:
@@ -276,11 +278,7 @@ class ThermalZones:
         Raises:
             NotSupportedError: No sensor has that name (see :meth:`resolve`).
         """
-        key = self.resolve(name)
-        for sensor in self._sensors:
-            if sensor.key == key:
-                return _sysfs.milli_c(sensor.temp_path)
-        raise AssertionError("unreachable: resolve() returned an unknown key")  # pragma: no cover
+        return _sysfs.milli_c(self._paths[self.resolve(name)])
 
     def zones(self) -> tuple[ThermalZone, ...]:
         """Full snapshots of every zone: temperature (with the failure reason), mode, trips."""
