@@ -1,0 +1,278 @@
+"""Lease: the right to use one pool block until release."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from edgert.errors import NotSupportedError, ResourceClosedError
+from edgert.memory._allocation import MemoryKind, refcount
+from edgert.memory._copy import PageablePolicy, copy
+from edgert.memory._interop import DeviceView, check_view, sync_consumer
+
+if TYPE_CHECKING:
+    from edgert.memory._pool import BufferPool
+    from edgert.memory._pooltypes import Block
+
+__all__ = ["Lease"]
+
+
+def _released() -> ResourceClosedError:
+    return ResourceClosedError(
+        "this lease has been released (or its pool was closed)",
+        hint="acquire a new lease; do not keep a lease or its raw pointer past release()")
+
+
+class Lease:
+    """One block of a :class:`BufferPool`, yours until :meth:`release`.
+
+    A lease is a context manager (leaving the block releases it, unless you already did). It is
+    owned by one thread at a time. Lease objects are recycled by the pool so that ``acquire``
+    allocates nothing; a released lease raises :class:`~edgert.ResourceClosedError` on use until
+    the pool hands the same object out again, so never keep one past :meth:`release`.
+    Numpy views, DLPack exports and device views taken from a lease keep its block out of
+    circulation until they die; the raw :attr:`ptr` does not.
+    """
+
+    __slots__ = ("__weakref__", "_blk", "_entered", "_gen", "_nbytes", "_pool", "_stream")
+
+    def __init__(self, pool: BufferPool) -> None:
+        self._pool = pool
+        self._blk: Block | None = None
+        self._nbytes = 0
+        self._gen = 0
+        self._entered = -1
+        self._stream: Any = None
+
+    # -- what the lease holds --------------------------------------------------------------
+
+    @property
+    def ptr(self) -> int:
+        """Address of the block: a host address for host pools, a device one for device pools.
+
+        Raises:
+            ResourceClosedError: The lease was released.
+        """
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        return blk.ptr
+
+    @property
+    def device_ptr(self) -> int:
+        """The block's device address (device pools and mapped host pools).
+
+        Raises:
+            NotSupportedError: The block has no device address.
+            ResourceClosedError: The lease was released.
+        """
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        if blk.device_ptr is None:
+            raise NotSupportedError("this pool's blocks have no device address",
+                                    hint="use BufferPool.for_host(mapped=True) or for_device()")
+        return blk.device_ptr
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes asked for in :meth:`BufferPool.acquire`."""
+        return self._nbytes
+
+    @property
+    def capacity(self) -> int:
+        """Bytes actually usable (the size class, >= :attr:`nbytes`).
+
+        Raises:
+            ResourceClosedError: The lease was released.
+        """
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        return blk.capacity
+
+    @property
+    def kind(self) -> MemoryKind:
+        """What the block is (``PINNED``, ``OS_LOCKED``, ``DEVICE``, ...).
+
+        Raises:
+            ResourceClosedError: The lease was released.
+        """
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        return blk.kind
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` has run for this acquisition."""
+        return self._blk is None
+
+    def _memory_operand(self) -> tuple[int, int, MemoryKind]:
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        return blk.ptr, self._nbytes, blk.kind
+
+    def _note_stream(self, stream: Any) -> None:
+        self._stream = stream if hasattr(stream, "handle") else None
+
+    # -- views and copies ------------------------------------------------------------------
+
+    def view(self, dtype: DTypeLike = np.uint8, shape: int | tuple[int, ...] | None = None, *,
+             offset: int = 0) -> NDArray[Any]:
+        """A numpy array over the first :attr:`nbytes` bytes (host pools), without copying.
+
+        Raises:
+            NotSupportedError: The pool holds device memory.
+            InvalidArgumentError: The view does not fit in :attr:`nbytes` or is misaligned.
+            ResourceClosedError: The lease was released.
+        """
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        if blk.kind is MemoryKind.DEVICE:
+            raise NotSupportedError("a device-memory lease has no host view",
+                                    hint="use device_view(), or copy_to() a host lease")
+        dt, shp = check_view(dtype, shape, offset, self._nbytes)
+        out: NDArray[Any] = np.ndarray(shp, dt, buffer=blk.root, offset=offset)
+        return out
+
+    def device_view(self, dtype: DTypeLike = np.uint8,
+                    shape: int | tuple[int, ...] | None = None, *, offset: int = 0,
+                    stream: Any = None) -> DeviceView:
+        """A typed device view (CAI + DLPack) of the block, for device or mapped host pools.
+
+        Raises:
+            NotSupportedError: The block has no device address.
+            InvalidArgumentError: The view does not fit or is misaligned.
+            ResourceClosedError: The lease was released.
+        """
+        dptr = self.device_ptr
+        assert self._blk is not None
+        dt, shp = check_view(dtype, shape, offset, self._nbytes)
+        device = self._pool._device
+        return DeviceView(self._blk.root, dptr, offset=offset, dtype=dt, shape=shp,
+                          device=0 if device is None else device,
+                          stream=self._stream if stream is None else stream)
+
+    def __dlpack__(self, *, stream: int | None = None, max_version: tuple[int, int] | None = None,
+                   dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:
+        """Export the requested bytes (uint8, 1-D): ``kDLCPU`` for host pools, ``kDLCUDA`` for
+        device pools. The export keeps the block out of circulation until the consumer frees it.
+
+        Raises:
+            BufferError: A copy or another device was asked for.
+            ResourceClosedError: The lease was released.
+        """
+        from edgert.memory._dlpack import to_dlpack
+
+        blk = self._blk
+        if blk is None:
+            raise _released()
+        if copy:
+            raise BufferError("a lease exports without copying; copy=True is not supported")
+        dev = self.__dlpack_device__()
+        if dl_device is not None and tuple(dl_device) != dev:
+            raise BufferError(f"this lease lives on DLPack device {dev}, not {dl_device}")
+        if blk.kind is MemoryKind.DEVICE:
+            sync_consumer(self._stream, stream, None)
+        return to_dlpack(blk.ptr, 0, (self._nbytes,), np.dtype(np.uint8), device_type=dev[0],
+                         device_id=dev[1], owner=blk.root, max_version=max_version)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        blk = self._blk
+        if blk is not None and blk.kind is MemoryKind.DEVICE:
+            device = self._pool._device
+            return (2, 0 if device is None else device)
+        return (1, 0)
+
+    def copy_from(self, src: Any, *, stream: Any = None, nbytes: int | None = None,
+                  pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
+        """Copy into the block (see :func:`edgert.memory.copy`).
+
+        Raises:
+            InvalidArgumentError: Sizes do not fit, or a pageable side under "error".
+            ResourceClosedError: The lease was released.
+            CudaError: The copy failed.
+        """
+        copy(self, src, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+
+    def copy_to(self, dst: Any, *, stream: Any = None, nbytes: int | None = None,
+                pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
+        """Copy out of the block (see :func:`edgert.memory.copy`).
+
+        Raises:
+            InvalidArgumentError: Sizes do not fit, or a pageable side under "error".
+            ResourceClosedError: The lease was released.
+            CudaError: The copy failed.
+        """
+        copy(dst, self, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+
+    # -- release ---------------------------------------------------------------------------
+
+    def release(self, *, stream: Any = None) -> None:
+        """Give the block back to the pool.
+
+        Args:
+            stream: If work that uses the block is still enqueued, the stream it is on: an event
+                is recorded there and the block is not handed out again before it completes.
+
+        Raises:
+            ResourceClosedError: Already released (double release), or the pool was closed.
+            NotSupportedError: ``stream`` given but the pool has no event factory (no CUDA).
+            CudaError: Recording the event failed (the lease stays held).
+        """
+        pool = self._pool
+        lock = pool._lock
+        lock.acquire()
+        try:
+            blk = self._blk
+            if blk is None:
+                raise ResourceClosedError(
+                    "double release: this lease was already released (or its pool was closed)",
+                    hint="release each acquisition exactly once; a `with` block releases for you")
+            if stream is not None:
+                ev = blk.event
+                if ev is None:
+                    ev = blk.event = pool._make_event()
+                ev.record(stream)
+                blk.fenced = True
+            self._blk = None
+            self._stream = None
+            cap = blk.capacity
+            pool._in_use -= cap
+            if blk.fenced or refcount(blk.root) > blk.root_refs:
+                pool._pending.append(blk)
+                pool._pending_bytes += cap
+            else:
+                blk.cls.free.append(blk)
+            if pool._recycle:
+                pool._leases.append(self)
+            if pool._waiters:
+                pool._cond.notify_all()
+        finally:
+            lock.release()
+
+    def __enter__(self) -> Lease:
+        if self._blk is None:
+            raise _released()
+        self._entered = self._gen
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # Released already inside the block (e.g. with a stream): nothing left to do, and the
+        # generation check keeps us from releasing someone else's later acquisition.
+        if self._blk is not None and self._gen == self._entered:
+            self.release()
+
+    def __repr__(self) -> str:
+        blk = self._blk
+        if blk is None:
+            return "<edgert.memory.Lease released>"
+        return (f"<edgert.memory.Lease {self._nbytes:,} of {blk.capacity:,} bytes {blk.kind} at "
+                f"0x{blk.ptr:x}>")

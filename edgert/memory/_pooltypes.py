@@ -1,0 +1,214 @@
+"""The seams and records of :class:`~edgert.memory.BufferPool`: allocator and event protocols,
+options, statistics, and the per-block bookkeeping."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from edgert.errors import InvalidArgumentError
+from edgert.memory._allocation import MemoryKind
+from edgert.memory._sizeclass import SizeClasses
+
+__all__ = [
+    "Allocator",
+    "ClassStats",
+    "EventLike",
+    "PoolMemory",
+    "PoolOptions",
+    "PoolStats",
+]
+
+
+@runtime_checkable
+class PoolMemory(Protocol):
+    """One block handed out by an :class:`Allocator` (HostBuffer and DeviceBuffer fit)."""
+
+    @property
+    def ptr(self) -> int:
+        """Address of the first byte (host address for host memory, device for device)."""
+        ...
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes (at least what was asked for)."""
+        ...
+
+    @property
+    def device_ptr(self) -> int:
+        """Device address (read only for device memory and mapped host memory)."""
+        ...
+
+    def view(self) -> object:
+        """Anything that keeps the bytes valid while it lives, even after :meth:`close`."""
+        ...
+
+    def close(self) -> None:
+        """Give the memory back (it may outlive this call while a :meth:`view` lives)."""
+        ...
+
+
+@runtime_checkable
+class Allocator(Protocol):
+    """Where a pool gets its blocks: :class:`HostAllocator`, :class:`DeviceAllocator` or a fake
+    (``edgert.testing.memory.FakeAllocator``)."""
+
+    @property
+    def kind(self) -> MemoryKind:
+        """What the blocks are (``PINNED``, ``OS_LOCKED``, ``DEVICE``, ...)."""
+        ...
+
+    @property
+    def device(self) -> int | None:
+        """The CUDA device of the blocks, or None for host-only memory."""
+        ...
+
+    @property
+    def mapped(self) -> bool:
+        """Host blocks that also have a device address."""
+        ...
+
+    def allocate(self, nbytes: int) -> PoolMemory:
+        """Allocate a block of at least ``nbytes``; raise on failure."""
+        ...
+
+
+@runtime_checkable
+class EventLike(Protocol):
+    """What stream-ordered release needs of an event (:class:`edgert.cuda.Event` fits)."""
+
+    def record(self, stream: Any) -> None:
+        """Capture the work enqueued on ``stream`` so far."""
+        ...
+
+    def is_done(self) -> bool:
+        """Whether that work has finished (non-blocking)."""
+        ...
+
+    def synchronize(self) -> None:
+        """Block until that work has finished."""
+        ...
+
+    def close(self) -> None:
+        """Destroy the event."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoolOptions:
+    """How a :class:`BufferPool` behaves.
+
+    Attributes:
+        max_bytes: Hard budget: the pool never holds more than this from its allocator.
+        size_classes: How requests are rounded (512-byte steps, then powers of two).
+        recycle_leases: Reuse lease objects so ``acquire`` allocates nothing (default). With
+            False every acquire makes a new lease, so a stale lease is always detected, at the
+            cost of one small allocation per acquire (a debugging aid).
+        lease_slack: Spare lease objects made by :meth:`BufferPool.prewarm` beyond one per
+            block, so a lease released and re-acquired at once is a different object.
+
+    Raises:
+        InvalidArgumentError: A value is out of range.
+    """
+
+    max_bytes: int
+    size_classes: SizeClasses = field(default_factory=SizeClasses)
+    recycle_leases: bool = True
+    lease_slack: int = 8
+
+    def __post_init__(self) -> None:
+        mb = self.max_bytes
+        if isinstance(mb, bool) or not isinstance(mb, int) or mb <= 0:
+            raise InvalidArgumentError(f"max_bytes must be a positive int, not {mb!r}",
+                                       hint="size it from your largest tensors: see docs/memory.md")
+        if not isinstance(self.size_classes, SizeClasses):
+            raise InvalidArgumentError("size_classes must be a SizeClasses")
+        if not isinstance(self.lease_slack, int) or self.lease_slack < 0:
+            raise InvalidArgumentError(f"lease_slack must be a non-negative int, not "
+                                       f"{self.lease_slack!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClassStats:
+    """One size class of a pool.
+
+    Attributes:
+        capacity_bytes: The class's block size.
+        blocks: Blocks of this class the pool holds.
+        free_blocks: Of those, ready to hand out.
+    """
+
+    capacity_bytes: int
+    blocks: int
+    free_blocks: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoolStats:
+    """A consistent snapshot of a pool (taken under its lock).
+
+    Attributes:
+        budget_bytes: ``max_bytes``.
+        reserved_bytes: Held from the allocator (all blocks, whatever their state).
+        in_use_bytes: Capacity of the blocks leased out now.
+        free_bytes: Capacity of the blocks ready to hand out.
+        pending_bytes: Released blocks waiting for their stream's event or for views to die.
+        high_water_bytes: The most ``in_use_bytes`` has been since the pool was made.
+        leases: Leases outstanding.
+        blocks: Blocks held.
+        hits: Acquires served by a free block.
+        misses: Acquires that had to allocate.
+        waits: Acquires that had to wait for a release.
+        timeouts: Acquires that gave up (raised PoolExhausted).
+        evictions: Free blocks given back to make room for another size class.
+        classes: Per-size-class counts, smallest first.
+    """
+
+    budget_bytes: int
+    reserved_bytes: int
+    in_use_bytes: int
+    free_bytes: int
+    pending_bytes: int
+    high_water_bytes: int
+    leases: int
+    blocks: int
+    hits: int
+    misses: int
+    waits: int
+    timeouts: int
+    evictions: int
+    classes: tuple[ClassStats, ...]
+
+
+class SizeClass:
+    """The free list of one capacity (LIFO: the most recently used block is warmest)."""
+
+    __slots__ = ("capacity", "free", "total")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # deque, not list: a list gives memory back as it shrinks and asks again as it grows,
+        # which would allocate on the hot path; deque blocks come from a free list.
+        self.free: deque[Block] = deque()
+        self.total = 0
+
+
+class Block:
+    """A pool block: its memory, its class, its event, and the anchor its views hang from."""
+
+    __slots__ = ("capacity", "cls", "device_ptr", "event", "fenced", "kind", "memory", "ptr",
+                 "root", "root_refs")
+
+    def __init__(self, memory: PoolMemory, cls: SizeClass, *, kind: MemoryKind,
+                 device_ptr: int | None, root: Any, event: EventLike | None) -> None:
+        self.memory = memory
+        self.cls = cls
+        self.capacity = cls.capacity
+        self.ptr = int(memory.ptr)
+        self.kind = kind
+        self.device_ptr = device_ptr
+        self.root = root
+        self.root_refs = 0
+        self.event = event
+        self.fenced = False
