@@ -152,9 +152,9 @@ def _gate(stream: cuda.Stream, flag: HostBuffer) -> None:
 def test_stream_ordered_release_with_real_events(stream: cuda.Stream) -> None:
     with HostBuffer(4096, mapped=True) as flag, \
             BufferPool.for_device(max_bytes=MIB) as pool:
+        _gate(stream, flag)  # the stream stalls here until the host opens the gate
         lease = pool.acquire(MIB)
         ptr = lease.ptr
-        _gate(stream, flag)  # the stream stalls here until the host opens the gate
         try:
             _memapi().memset_async(ptr, 1, MIB, stream.raw)
             lease.release(stream=stream)
