@@ -1,0 +1,392 @@
+"""Session latency and throughput against a hand-written loop, eager PyTorch and the floor.
+
+Usage: ``python benchmarks/session.py [--quick] [--json PATH]`` (needs a CUDA GPU).
+
+Latency (batch 1, the bundled MLP as :class:`~edgert.testing.kernel_executable.KernelExecutable`,
+inputs from a numpy array, outputs back as numpy, synchronized):
+
+* ``floor``: an empty CUDA graph launch + stream synchronize (cuda.bindings, no Python around);
+* ``hand copy``: a hand-written cuda.bindings loop doing what copy mode does (copy into pinned
+  memory, H2D, one kernel launch, D2H, synchronize);
+* ``hand graph zc``: a hand-written loop doing what graph + zero-copy does (copy into mapped
+  memory, one graph launch, synchronize);
+* edgert ``InferenceSession.infer`` for {copy, zero_copy} x {graph, no graph}, slots=1, spin
+  waits, timing off (what the hand-written loops do), plus the same with the default per-stage
+  timing and with blocking waits, to show what those cost;
+* ``torch eager``: the same MLP in eager PyTorch (``.cuda()``, three ``F.linear``, ``.cpu()``).
+
+All variants run interleaved (round-robin blocks), every sample recorded. Throughput: batch 256
+requests through ``submit``/``result`` with slots 1, 2 and 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgert.stats import LatencyStats
+
+_now = time.perf_counter_ns
+TARGET_FLOOR = 1.25
+TARGET_HAND = 1.10
+TARGET_TORCH = 2.0
+
+
+def _check(result: Any) -> Any:
+    err = result[0]
+    if int(err):
+        raise RuntimeError(f"CUDA call failed: {err!r}")
+    if len(result) == 1:
+        return None
+    return result[1] if len(result) == 2 else result[1:]
+
+
+def _floats(ptr: Any, n: int) -> np.ndarray:
+    return np.ctypeslib.as_array((ctypes.c_float * n).from_address(int(ptr))).reshape(1, n)
+
+
+class HandWritten:
+    """Raw cuda.bindings loops with the KernelExecutable's own kernel and arguments."""
+
+    def __init__(self, exe: Any) -> None:
+        from cuda.bindings import driver as drv
+        from cuda.bindings import runtime as rt
+
+        self.rt, self.drv = rt, drv
+        self.stream = _check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
+        n_in, n_out = 48 * 4, 12 * 4
+        self.h_in = _check(rt.cudaHostAlloc(n_in, 0))
+        self.h_out = _check(rt.cudaHostAlloc(n_out, 0))
+        self.d_in = _check(rt.cudaMalloc(n_in))
+        self.d_out = _check(rt.cudaMalloc(n_out))
+        self.m_in = _check(rt.cudaHostAlloc(n_in, rt.cudaHostAllocMapped))
+        self.m_out = _check(rt.cudaHostAlloc(n_out, rt.cudaHostAllocMapped))
+        self.in_view = _floats(self.h_in, 48)
+        self.out_view = _floats(self.h_out, 12)
+        self.min_view = _floats(self.m_in, 48)
+        self.mout_view = _floats(self.m_out, 12)
+        kernel, grid, block, args = exe._plan[0]
+        from edgert.cuda import KernelArgs
+
+        self.func = kernel._func
+        self.grid, self.block = grid, block
+        values = [args[i] for i in range(len(args))]
+        types = ["ptr"] * (len(args) - 1) + ["i32"]
+        self.args = KernelArgs(types, values)
+        self.args[0] = int(self.d_in)
+        self.args[7] = int(self.d_out)
+        self.args[len(args) - 1] = 1
+        d_in_z = _check(rt.cudaHostGetDevicePointer(self.m_in, 0))
+        d_out_z = _check(rt.cudaHostGetDevicePointer(self.m_out, 0))
+        self.zargs = KernelArgs(types, values)
+        self.zargs[0] = int(d_in_z)
+        self.zargs[7] = int(d_out_z)
+        self.zargs[len(args) - 1] = 1
+        # The zero-copy request as a graph, and the floor: an empty graph.
+        _check(rt.cudaStreamBeginCapture(
+            self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        self._launch(self.zargs)
+        graph = _check(rt.cudaStreamEndCapture(self.stream))
+        self.zgraph = _check(rt.cudaGraphInstantiate(graph, 0))
+        _check(rt.cudaStreamBeginCapture(
+            self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        empty = _check(rt.cudaStreamEndCapture(self.stream))
+        self.empty = _check(rt.cudaGraphInstantiate(empty, 0))
+        self.h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+
+    def _launch(self, args: Any) -> None:
+        g, b = self.grid, self.block
+        err = self.drv.cuLaunchKernel(self.func, g[0], g[1], g[2], b[0], b[1], b[2], 0,
+                                      self.stream, args.address, 0)[0]
+        if int(err):
+            raise RuntimeError(f"launch failed: {err!r}")
+
+    def copy_loop(self, x: np.ndarray) -> np.ndarray:
+        rt, s = self.rt, self.stream
+        np.copyto(self.in_view, x)
+        rt.cudaMemcpyAsync(self.d_in, self.h_in, 192, self.h2d, s)
+        self._launch(self.args)
+        rt.cudaMemcpyAsync(self.h_out, self.d_out, 48, self.d2h, s)
+        rt.cudaStreamSynchronize(s)
+        return self.out_view
+
+    def graph_zero_copy(self, x: np.ndarray) -> np.ndarray:
+        rt, s = self.rt, self.stream
+        np.copyto(self.min_view, x)
+        rt.cudaGraphLaunch(self.zgraph, s)
+        rt.cudaStreamSynchronize(s)
+        return self.mout_view
+
+    def floor(self, x: np.ndarray) -> None:
+        self.rt.cudaGraphLaunch(self.empty, self.stream)
+        self.rt.cudaStreamSynchronize(self.stream)
+
+
+def _torch_mlp() -> Callable[[np.ndarray], np.ndarray] | None:
+    try:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+    except ImportError:
+        return None
+    from edgert.models import WEIGHT_NAMES, load_policy_weights
+
+    w = load_policy_weights()
+    ws = [torch.from_numpy(np.ascontiguousarray(w[n].T if n.endswith("weight") else w[n])).cuda()
+          for n in WEIGHT_NAMES]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(x).cuda()
+            t = F.relu(F.linear(t, ws[0], ws[1]))
+            t = F.relu(F.linear(t, ws[2], ws[3]))
+            t = F.linear(t, ws[4], ws[5])
+            return t.cpu().numpy()
+
+    return run
+
+
+def _latency(quick: bool) -> dict[str, Any]:
+    from edgert.models import policy_reference
+    from edgert.session import InferenceSession
+    from edgert.testing.kernel_executable import KernelExecutable
+
+    exe = KernelExecutable()
+    hand = HandWritten(exe)
+    x = np.random.default_rng(0).standard_normal((1, 48)).astype(np.float32)
+    ref = policy_reference(x)
+    sessions: dict[str, InferenceSession] = {}
+    exes = [exe]
+
+    def sess(name: str, **kw: Any) -> Callable[[np.ndarray], Any]:
+        # One executable per session, as with TensorRT contexts: a session caches what it
+        # bound to its executable.
+        exes.append(KernelExecutable())
+        s = InferenceSession(exes[-1], slots=1, **kw)
+        sessions[name] = s
+        d = {"obs": x}
+        return lambda _x: s.infer(d)
+
+    variants: dict[str, Callable[[np.ndarray], Any]] = {
+        "floor": hand.floor,
+        "hand copy": hand.copy_loop,
+        "hand graph zc": hand.graph_zero_copy,
+        "edgert copy": sess("edgert copy", io="copy", cuda_graph="off", sync="spin",
+                            timing="off"),
+        "edgert copy graph": sess("edgert copy graph", io="copy", cuda_graph="on", sync="spin",
+                                  timing="off"),
+        "edgert zc": sess("edgert zc", io="zero_copy", cuda_graph="off", sync="spin",
+                          timing="off"),
+        "edgert zc graph": sess("edgert zc graph", io="zero_copy", cuda_graph="on", sync="spin",
+                                timing="off"),
+        "edgert zc graph +stages": sess("edgert zc graph +stages", io="zero_copy",
+                                        cuda_graph="on", sync="spin", timing="stages"),
+        "edgert copy +stages": sess("edgert copy +stages", io="copy", cuda_graph="off",
+                                    sync="spin", timing="stages"),
+        "edgert zc graph blocking": sess("edgert zc graph blocking", io="zero_copy",
+                                         cuda_graph="on", sync="blocking", timing="off"),
+    }
+    torch_run = _torch_mlp()
+    if torch_run is not None:
+        variants["torch eager"] = torch_run
+    # Correctness first: every variant that returns outputs must match the reference.
+    for name, fn in variants.items():
+        for _ in range(3):
+            out = fn(x)
+        if out is not None:
+            got = out["actions"] if isinstance(out, dict) or hasattr(out, "keys") else out
+            np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+    rounds, block = (10, 300) if quick else (40, 1000)
+    stats = {name: LatencyStats(rounds * block) for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            rec = stats[name].record
+            for _ in range(50):
+                fn(x)
+            for _ in range(block):
+                t0 = _now()
+                fn(x)
+                rec(_now() - t0)
+    result = {name: {"p50_us": s.summary().p50_us, "p99_us": s.summary().p99_us,
+                     "mean_us": s.summary().mean_us, "count": s.count}
+              for name, s in stats.items()}
+    prof = _profile(sessions, x, hand)
+    for s in sessions.values():
+        s.close()
+    for e in exes:
+        e.close()
+    return {"latency": result, "profile": prof}
+
+
+def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict[str, float]:
+    """Host-side cost of each stage of a request and of the calls it is made of, in ns."""
+    import threading
+
+    from cuda.bindings import runtime as rt
+
+    from edgert.session import Pending
+
+    n = 5000
+    out: dict[str, float] = {}
+
+    def med(fn: Callable[[], Any], reps: int = n) -> float:
+        samples = np.empty(reps, np.int64)
+        for i in range(reps):
+            t0 = _now()
+            fn()
+            samples[i] = _now() - t0
+        return float(np.median(samples))
+
+    d = {"obs": x}
+    for name in ("edgert zc graph", "edgert copy"):
+        s = sessions[name]
+        runner = s._runner
+        slot = s._slots[0]
+        for _ in range(100):
+            s.infer(d)
+        st = np.empty(n, np.int64)
+        la = np.empty(n, np.int64)
+        fi = np.empty(n, np.int64)
+        for i in range(n):
+            t0 = _now()
+            key = runner.stage(slot, d)
+            t1 = _now()
+            s._launch(slot, key, t0, False)
+            t2 = _now()
+            runner.finish(slot)
+            t3 = _now()
+            st[i], la[i], fi[i] = t1 - t0, t2 - t1, t3 - t2
+        out[f"{name}: stage"] = float(np.median(st))
+        out[f"{name}: launch"] = float(np.median(la))
+        out[f"{name}: finish (wait)"] = float(np.median(fi))
+    s = sessions["edgert zc graph"]
+    stream = s.stream.raw
+    view = s._slots[0].inputs[0].view
+    ev = s._slots[0].ev_end
+    lock = threading.Lock()
+    stats = LatencyStats(1024)
+    slot = s._slots[0]
+    out["np.copyto 192 B"] = med(lambda: np.copyto(view, x))
+    out["lock acquire+release"] = med(lambda: (lock.acquire(False), lock.release()))
+    out["LatencyStats.record"] = med(lambda: stats.record(1234))
+    out["Pending()"] = med(lambda: Pending(s, slot, 1))
+    out["cudaEventRecord"] = med(lambda: rt.cudaEventRecord(ev, stream))
+    out["cudaEventQuery (done)"] = med(lambda: rt.cudaEventQuery(ev))
+    out["cudaGraphLaunch+sync (empty)"] = med(lambda: hand.floor(x))
+    sz = sessions["edgert zc graph +stages"]
+    sz.infer(d)
+    sl = sz._slots[0]
+    out["cudaEventElapsedTime"] = med(lambda: rt.cudaEventElapsedTime(sl.ev_start, sl.ev_end))
+    return out
+
+
+def _throughput(quick: bool) -> dict[str, Any]:
+    from edgert.session import InferenceSession
+    from edgert.testing.kernel_executable import KernelExecutable
+
+    exe = KernelExecutable()
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((256, 48)).astype(np.float32) for _ in range(8)]
+    seconds = 0.5 if quick else 2.0
+    result: dict[str, Any] = {}
+    for graphs in ("off", "on"):
+        for slots in (1, 2, 4):
+            with InferenceSession(exe, io="copy", slots=slots, cuda_graph=graphs,
+                                  sync="spin", timing="off") as s:
+                s.warmup([{"obs": (256, 48)}])
+                pend: list[Any] = []
+                done = 0
+                t_end = time.perf_counter() + seconds
+                t0 = time.perf_counter()
+                i = 0
+                while time.perf_counter() < t_end:
+                    if len(pend) == slots:
+                        pend.pop(0).result()
+                        done += 1
+                    pend.append(s.submit({"obs": xs[i % 8]}))
+                    i += 1
+                for p in pend:
+                    p.result()
+                    done += 1
+                elapsed = time.perf_counter() - t0
+                result[f"graph={graphs} slots={slots}"] = {
+                    "requests_per_s": done / elapsed, "samples_per_s": done * 256 / elapsed}
+    exe.close()
+    return result
+
+
+def _table(lat: dict[str, Any]) -> list[str]:
+    floor = lat["floor"]["p50_us"]
+    hand = lat["hand copy"]["p50_us"]
+    torch = lat.get("torch eager", {}).get("p50_us")
+    lines = [f"{'variant':28} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
+             f"{'torch/x':>8}"]
+    for name, r in lat.items():
+        speed = f"{torch / r['p50_us']:8.2f}" if torch else f"{'-':>8}"
+        lines.append(f"{name:28} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
+                     f"{r['p50_us'] / floor:7.2f} {r['p50_us'] / hand:7.2f} {speed}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (about 20 s)")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    import edgert.cuda
+
+    if not edgert.cuda.is_available():
+        print(f"needs a CUDA GPU: {edgert.cuda.unavailable_reason()}")
+        return 2
+    props = edgert.cuda.device_properties(0)
+    lat = _latency(args.quick)
+    thr = _throughput(args.quick)
+    lat_p = lat["latency"]
+    p50 = {name: r["p50_us"] for name, r in lat_p.items()}
+    checks = {
+        "zc_graph_vs_floor": p50["edgert zc graph"] / p50["floor"],
+        "copy_nograph_vs_hand": p50["edgert copy"] / p50["hand copy"],
+    }
+    if "torch eager" in lat_p:
+        checks["torch_vs_zc_graph"] = p50["torch eager"] / p50["edgert zc graph"]
+        checks["torch_vs_copy"] = p50["torch eager"] / p50["edgert copy"]
+    print(f"device: {props.name}  python {platform.python_version()}")
+    print("\n".join(_table(lat_p)))
+    print("\ntargets (p50 ratios):")
+    print(f"  edgert zc graph / floor      = {checks['zc_graph_vs_floor']:.3f}  "
+          f"(target <= {TARGET_FLOOR})")
+    print(f"  edgert copy / hand copy      = {checks['copy_nograph_vs_hand']:.3f}  "
+          f"(target <= {TARGET_HAND})")
+    if "torch_vs_zc_graph" in checks:
+        print(f"  torch / edgert zc graph      = {checks['torch_vs_zc_graph']:.2f}  "
+              f"(target >= {TARGET_TORCH})")
+        print(f"  torch / edgert copy          = {checks['torch_vs_copy']:.2f}  "
+              f"(target >= {TARGET_TORCH})")
+    print("\nthroughput (batch 256, copy I/O, submit/result):")
+    for name, r in thr.items():
+        print(f"  {name:22} {r['requests_per_s']:10.0f} req/s {r['samples_per_s']:12.0f} "
+              f"samples/s")
+    print("\nhost-side profile (median ns):")
+    for name, v in lat["profile"].items():
+        print(f"  {name:36} {v:9.0f}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": props.name, "latency": lat_p, "checks": checks,
+                                         "throughput": thr, "profile": lat["profile"]},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Sessions: asynchronous, pipelined, zero-copy, graph-captured inference on CUDA streams.
+
+:class:`InferenceSession` drives an :class:`~edgert.engine.Engine` (or any
+:class:`~edgert.engine.Executable`) on a CUDA device or, without one, on the host. See
+docs/sessions.md for the latency and throughput recipes and for who owns output views.
+"""
+
+from edgert.session._options import (
+    BusyMode,
+    ContiguityMode,
+    GraphMode,
+    IoMode,
+    OutputMode,
+    SessionOptions,
+    SyncMode,
+    TimingMode,
+)
+from edgert.session._pending import Pending, RequestTimings, SessionStats
+from edgert.session._session import InferenceSession
+
+__all__ = [
+    "BusyMode",
+    "ContiguityMode",
+    "GraphMode",
+    "InferenceSession",
+    "IoMode",
+    "OutputMode",
+    "Pending",
+    "RequestTimings",
+    "SessionOptions",
+    "SessionStats",
+    "SyncMode",
+    "TimingMode",
+]

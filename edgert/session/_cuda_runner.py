@@ -1,0 +1,362 @@
+"""The GPU path: copies, enqueue and CUDA graphs on the session's streams.
+
+One request, copy mode, plain: record ``start``; H2D copies; record ``h2d``; enqueue the
+executable; record ``compute``; D2H copies; record ``end``. With several slots and ``submit``,
+the three stages run on three streams (H2D, compute, D2H) chained by the slot's events, so the
+copies of one request overlap the compute of another; all computes stay on the one compute
+stream because an execution context runs one enqueue at a time. With graphs, the whole request
+(events included, as external event-record nodes) is captured once per key and replayed with one
+``cudaGraphLaunch``. Every cuda-python function is bound once; the hot path makes no wrapper
+objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from edgert._executable import Executable
+from edgert.cuda import CudaGraph, GraphCapture, Stream
+from edgert.cuda._api import raise_cuda, runtime
+from edgert.cuda._memapi import pointer_info
+from edgert.errors import CudaError, EdgeRTError, InferenceError
+from edgert.session._graphs import GraphCache
+from edgert.session._options import SessionOptions, TimingMode
+from edgert.session._pending import SessionStats
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
+from edgert.session._slot import Slot, TensorBuffer
+from edgert.session._validate import ExternalArray
+
+__all__ = ["CudaRunner"]
+
+_now = time.perf_counter_ns
+_NOT_READY = 600  # cudaErrorNotReady
+
+
+class CudaRunner(Runner):
+    """Runs requests on a CUDA device (see the module documentation)."""
+
+    on_device = True
+
+    def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
+                 stats: SessionStats, host_pool: Any, device_pool: Any, copies: bool,
+                 stream: Stream, h2d_stream: Stream | None, d2h_stream: Stream | None,
+                 graphs: GraphCache | None) -> None:
+        super().__init__(exe, options=options, slots=slots, stats=stats, host_pool=host_pool,
+                         device_pool=device_pool, copies=copies)
+        rt = runtime()
+        self.stream = stream
+        self.s = stream.raw
+        self.s_handle = stream.handle
+        self.h2d_s = h2d_stream.raw if h2d_stream is not None else None
+        self.d2h_s = d2h_stream.raw if d2h_stream is not None else None
+        self.graphs = graphs
+        self.graph_events = True  # timing events inside graphs (external event-record nodes)
+        self.memcpy = rt.cudaMemcpyAsync
+        self.kind_h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.kind_d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.rec = rt.cudaEventRecord
+        self.rec_flags = rt.cudaEventRecordWithFlags
+        self.rec_external = int(getattr(rt, "cudaEventRecordExternal", 1))
+        self.stream_wait = rt.cudaStreamWaitEvent
+        self.ev_sync = rt.cudaEventSynchronize
+        self.ev_query = rt.cudaEventQuery
+        self.elapsed = rt.cudaEventElapsedTime
+        self.graph_launch = rt.cudaGraphLaunch
+        self.stream_sync = rt.cudaStreamSynchronize
+        self.stages = options.timing is TimingMode.STAGES
+        self.host_timing = options.timing is not TimingMode.OFF
+        self._foreign_event: Any = None
+
+    # -- memory ---------------------------------------------------------------------------
+
+    def wants_host(self, tb: TensorBuffer) -> bool:
+        """Staging/landing host memory: always in zero-copy, for copied tensors in copy mode."""
+        if not self.copies or tb.host_resident or tb.spec.is_input:
+            return True
+        return not self.device_outputs
+
+    def wants_device(self, tb: TensorBuffer) -> bool:
+        """Device memory: in copy mode, for tensors the executable reads on the device."""
+        return self.copies and not tb.host_resident
+
+    def place(self, tb: TensorBuffer) -> None:
+        """Bind device memory (copy), mapped memory (zero-copy) or host memory (host tensors)."""
+        spec = tb.spec
+        if tb.host_resident:
+            tb.dev_ptr = 0
+            tb.bind_ptr = tb.host_ptr
+        elif self.copies:
+            tb.dev_ptr = tb.bind_ptr = tb.device.ptr
+        else:
+            tb.dev_ptr = tb.bind_ptr = tb.host.device_ptr
+        if self.device_outputs and not spec.is_input:
+            lease = tb.device if self.copies and tb.device is not None else tb.host
+            assert tb.shape is not None
+            tb.dview = lease.device_view(spec.dtype, tb.shape, stream=self.stream)
+
+    def buffers_moved(self, slot: Slot) -> None:
+        """Captured graphs name the old addresses: drop the slot's graphs."""
+        super().buffers_moved(slot)
+        if self.graphs is not None:
+            self.graphs.drop_slot(slot.index)
+
+    def _pinned(self, tb: TensorBuffer, arr: Any) -> ExternalArray | None:
+        """Large contiguous arrays in page-locked memory are used where they are."""
+        if arr.nbytes <= STAGE_LIMIT_BYTES or not arr.flags.c_contiguous or \
+                arr.dtype != tb.spec.dtype:
+            return None
+        ptr = int(arr.__array_interface__["data"][0])
+        try:
+            info = pointer_info(ptr)
+        except CudaError:
+            return None
+        if info.memory_type != "host":
+            return None
+        return ExternalArray(ptr, info.device_ptr, tuple(arr.shape), arr.dtype, None, arr)
+
+    def _use_external(self, slot: Slot, sig: Hashable, plan: Any) -> Hashable:
+        # A producer that wrote on another stream: our compute stream waits for it (before any
+        # capture, so the wait is never part of a graph and replays still honour it).
+        for _arr, ext in plan:
+            if ext is not None and ext.stream is not None and ext.stream != self.s_handle:
+                self._wait_foreign(ext.stream)
+        return super()._use_external(slot, sig, plan)
+
+    def _wait_foreign(self, handle: int) -> None:
+        from edgert.cuda import Event
+
+        ev = self._foreign_event
+        if ev is None:
+            ev = self._foreign_event = Event(device=self.stream.device)
+        err = self.rec(ev.raw, handle)[0]  # 1 and 2 are the legacy / per-thread streams
+        if err:
+            raise_cuda(err, call="cudaEventRecord")
+        err = self.stream_wait(self.s, ev.raw, 0)[0]
+        if err:
+            raise_cuda(err, call="cudaStreamWaitEvent")
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def launch(self, slot: Slot, key: Hashable, pipelined: bool) -> None:
+        """Enqueue the request staged in ``slot``: replay, capture, or plain.
+
+        Raises:
+            InferenceError: The executable refused the request.
+            CudaError: A CUDA call failed.
+        """
+        graphs = self.graphs
+        if graphs is not None:
+            entry: Any = graphs.get(slot.index, key)
+            if entry is None and graphs.should_capture(key, slot.sig):
+                entry = self._capture(slot, key)
+            if entry is not None:
+                s = self.s
+                outer = not self.graph_events and self.stages
+                if outer:
+                    self.rec(slot.ev_start, s)
+                err = self.graph_launch(entry.exec, s)[0]
+                if err:
+                    raise_cuda(err, call="cudaGraphLaunch")
+                if outer or not self.graph_events:
+                    self.rec(slot.ev_end, s)
+                slot.timed = (1 if outer else 2) if self.stages else 0
+                return
+        if pipelined and self.h2d_s is not None:
+            self._enqueue_pipelined(slot)
+        else:
+            self._enqueue(slot, False)
+        if graphs is not None:
+            graphs.ran_plainly(slot.sig)
+
+    def _execute(self, slot: Slot) -> None:
+        sig = slot.sig
+        if self.ctx_sig is not sig and self.ctx_sig != sig:
+            assert sig is not None
+            self.apply_shapes(sig)
+        if self.bound_token is not slot.binds:
+            self.bind(slot)
+        if not self.exe.execute_async_v3(self.s_handle):
+            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
+                                 hint="see the runtime's message above; the session stays usable")
+
+    def _enqueue(self, slot: Slot, capturing: bool) -> None:
+        s = self.s
+        memcpy = self.memcpy
+        events = not capturing or self.graph_events
+        if capturing:
+            flags = self.rec_external
+            rec_flags = self.rec_flags
+
+            def rec(ev: Any, stream: Any) -> tuple[Any, ...]:
+                return rec_flags(ev, stream, flags)  # type: ignore[no-any-return]
+        else:
+            rec = self.rec
+        ev = slot.ev_start
+        if ev is not None and events:
+            rec(ev, s)
+        kind = self.kind_h2d
+        for dst, src, n in slot.h2d:
+            err = memcpy(dst, src, n, kind, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        ev = slot.ev_h2d
+        if ev is not None and events and self.stages:
+            rec(ev, s)
+        self._execute(slot)
+        ev = slot.ev_compute
+        if ev is not None and events and self.stages:
+            rec(ev, s)
+        kind = self.kind_d2h
+        for dst, src, n in slot.d2h:
+            err = memcpy(dst, src, n, kind, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        if events:
+            err = rec(slot.ev_end, s)[0]
+            if err:
+                raise_cuda(err, call="cudaEventRecord")
+        slot.timed = 2 if self.stages else 0
+
+    def _enqueue_pipelined(self, slot: Slot) -> None:
+        h, s, d = self.h2d_s, self.s, self.d2h_s
+        memcpy, rec, wait = self.memcpy, self.rec, self.stream_wait
+        if self.stages:
+            rec(slot.ev_start, h)
+        kind = self.kind_h2d
+        for dst, src, n in slot.h2d:
+            err = memcpy(dst, src, n, kind, h)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        rec(slot.ev_h2d, h)
+        wait(s, slot.ev_h2d, 0)
+        self._execute(slot)
+        rec(slot.ev_compute, s)
+        wait(d, slot.ev_compute, 0)
+        kind = self.kind_d2h
+        for dst, src, n in slot.d2h:
+            err = memcpy(dst, src, n, kind, d)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        err = rec(slot.ev_end, d)[0]
+        if err:
+            raise_cuda(err, call="cudaEventRecord")
+        slot.timed = 2 if self.stages else 0
+
+    def _capture(self, slot: Slot, key: Hashable) -> Any:
+        graphs = self.graphs
+        assert graphs is not None
+        for _attempt in range(2):
+            try:
+                with GraphCapture(self.stream) as cap:
+                    self._enqueue(slot, True)
+                graph = cap.graph
+                graph.upload(self.stream)
+            except EdgeRTError as err:
+                if self.graph_events and isinstance(err, CudaError):
+                    # Some drivers refuse event-record nodes: time around the launch instead.
+                    self.graph_events = False
+                    continue
+                graphs.failed(key, err)
+                return None
+            entry = _Captured(graph)
+            graphs.put(slot.index, key, entry)
+            return entry
+        graphs.failed(key, RuntimeError("capture failed with and without event nodes"))
+        return None
+
+    # -- completion -----------------------------------------------------------------------
+
+    def query(self, slot: Slot) -> bool:
+        """Whether the slot's request has finished (or failed). Never blocks."""
+        err = self.ev_query(slot.ev_end)[0]
+        return not err or int(err) != _NOT_READY
+
+    def wait(self, slot: Slot, timeout: float) -> bool:
+        """Poll until the slot's request finishes or ``timeout`` seconds pass; True if done."""
+        deadline = time.monotonic() + timeout
+        pause = 20e-6
+        while not self.query(slot):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 1e-3)
+        return True
+
+    def finish(self, slot: Slot) -> None:
+        """Wait for the slot's request, record its timings, and mark the slot idle."""
+        err = self.ev_sync(slot.ev_end)[0]
+        done = _now()
+        slot.busy = False
+        slot.keep = None
+        if err:
+            try:
+                raise_cuda(err, call="cudaEventSynchronize")
+            except CudaError as cause:
+                failure = InferenceError(f"the request failed on the device: {cause.message}",
+                                         hint=cause.hint)
+                failure.__cause__ = cause
+                slot.error = failure
+            return
+        if self.host_timing:
+            latency = done - slot.t_submit_ns
+            slot.t_latency_ns = latency
+            self.stats.latency.record(latency)
+        if slot.timed:
+            self._read_events(slot)
+
+    def _read_events(self, slot: Slot) -> None:
+        elapsed = self.elapsed
+        stats = self.stats
+        start, end = slot.ev_start, slot.ev_end
+        err, ms = elapsed(start, end)
+        device = None if err else int(ms * 1e6)
+        slot.t_device_ns = device
+        h2d = compute = d2h = None
+        if slot.timed == 2 and slot.ev_h2d is not None:
+            err, ms = elapsed(start, slot.ev_h2d)
+            h2d = None if err else int(ms * 1e6)
+            err, ms = elapsed(slot.ev_h2d, slot.ev_compute)
+            compute = None if err else int(ms * 1e6)
+            err, ms = elapsed(slot.ev_compute, end)
+            d2h = None if err else int(ms * 1e6)
+        elif slot.timed == 2:
+            compute = device
+        slot.t_h2d_ns, slot.t_compute_ns, slot.t_d2h_ns = h2d, compute, d2h
+        if device is not None:
+            stats.device.record(device)
+        if h2d is not None:
+            stats.h2d.record(h2d)
+        if compute is not None:
+            stats.compute.record(compute)
+        if d2h is not None:
+            stats.d2h.record(d2h)
+
+    def close(self) -> None:
+        """Destroy the event used to wait for foreign streams."""
+        if self._foreign_event is not None:
+            self._foreign_event.close()
+            self._foreign_event = None
+
+    def drain(self) -> None:
+        """Wait for everything enqueued on the session's streams; errors are dropped."""
+        for s in (self.h2d_s, self.s, self.d2h_s):
+            if s is not None:
+                self.stream_sync(s)
+
+
+class _Captured:
+    """A captured graph with its executable handle bound for the launch call."""
+
+    __slots__ = ("exec", "graph")
+
+    def __init__(self, graph: CudaGraph) -> None:
+        self.graph = graph
+        # The launch is the whole hot path of a replay: call cudaGraphLaunch on the handle
+        # rather than through CudaGraph.launch's checks.
+        self.exec = graph._exec
+
+    def close(self) -> None:
+        self.graph.close()

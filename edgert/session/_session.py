@@ -1,0 +1,451 @@
+"""InferenceSession: asynchronous, pipelined, zero-copy, graph-captured inference.
+
+A session owns its execution context (when it made it from an Engine), its streams, events,
+graphs and buffers. Requests rotate through ``slots``; each slot has its own buffers and events,
+so up to ``slots`` requests are in flight. See docs/sessions.md for the recipes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgert._executable import Executable
+from edgert._owner import Owner
+from edgert.errors import (
+    ConcurrentUseError,
+    EdgeRTError,
+    InferenceError,
+    InvalidArgumentError,
+    RequestTimeoutError,
+)
+from edgert.session._options import (
+    BusyMode,
+    GraphMode,
+    IoMode,
+    OutputMode,
+    SessionOptions,
+    SyncMode,
+    TimingMode,
+)
+from edgert.session._pending import Pending, RequestTimings, SessionStats
+from edgert.session._runner import Runner
+from edgert.session._setup import DeviceChoice, build_runner, initial_signature
+from edgert.session._slot import Slot
+
+__all__ = ["InferenceSession"]
+
+_now = time.perf_counter_ns
+
+
+class _Resources:
+    """What the session must release, in order; the finalizer holds this, never the session."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+        self.slots: list[Slot] = []
+        self.closers: list[Callable[[], None]] = []
+
+    def release(self) -> None:
+        runner = self.runner
+        if runner is not None:
+            try:
+                runner.drain()
+            except Exception:  # a failed device: free what can be freed
+                pass
+            graphs = getattr(runner, "graphs", None)
+            if graphs is not None:
+                graphs.close()
+            runner.close()
+        for slot in self.slots:
+            slot.release()
+            slot.close_events()
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:
+                pass
+        self.closers.clear()
+        self.runner = None
+
+
+class InferenceSession(Owner):
+    """Runs an Engine (or any Executable) on a CUDA stream, or on the host.
+
+    Args:
+        model: An :class:`~edgert.engine.Engine` (the session makes and owns one execution
+            context of it; several sessions may share one engine) or an
+            :class:`~edgert.engine.Executable` (borrowed: the caller closes it).
+        device: A CUDA device ordinal, ``"host"``, or None: device 0 when CUDA is usable and
+            the model runs on a device, else the host.
+        stream: Run on this stream (an edgert Stream, a raw handle, or any ``__cuda_stream__``
+            object) instead of a stream the session makes. Never the legacy default stream.
+        priority: Priority of the stream the session makes: ``"highest"``, ``"lowest"``, an int
+            in the device's range, or None (default priority).
+        io: ``"copy"``, ``"zero_copy"`` or ``"auto"`` (:class:`IoMode`).
+        slots: Requests in flight at once (each with its own buffers and events).
+        cuda_graph: ``"auto"``, ``"on"``, ``"off"`` (or True/False) (:class:`GraphMode`).
+        pool: A host :class:`~edgert.memory.BufferPool` for staging/landing (mapped for
+            zero-copy); default: the session makes and owns one.
+        device_pool: A device BufferPool for copy mode; default: the session makes one.
+        sync: ``"blocking"`` (sleep until the GPU signals) or ``"spin"`` (:class:`SyncMode`).
+        outputs: ``"view"``, ``"copy"`` or ``"device"`` (:class:`OutputMode`).
+        when_busy: ``"wait"`` or ``"raise"`` when every slot is in flight (:class:`BusyMode`).
+        timing: ``"stages"``, ``"host"`` or ``"off"`` (:class:`TimingMode`).
+        cast: Convert inputs of another dtype (``same_kind``) instead of refusing them.
+        contiguous: ``"copy"`` or ``"refuse"`` non-contiguous numpy inputs.
+        profile: Optimization profile of the context made from an Engine.
+        max_graphs: CUDA graphs kept per slot.
+        stats_capacity: Samples each latency recorder keeps for percentiles.
+
+    Raises:
+        InvalidArgumentError: An option is out of range or contradicts the model or device.
+        NotSupportedError: What was asked needs what this machine lacks (CUDA, mapped memory,
+            graph capture of this executable).
+        EngineLoadError: The engine could not make an execution context.
+        CudaError: Creating streams, events or buffers failed.
+    """
+
+    def __init__(self, model: Any, *, device: int | str | None = None, stream: Any = None,
+                 priority: int | str | None = None, io: IoMode | str = IoMode.AUTO,
+                 slots: int = 2, cuda_graph: GraphMode | str | bool = GraphMode.AUTO,
+                 pool: Any = None, device_pool: Any = None,
+                 sync: SyncMode | str = SyncMode.BLOCKING,
+                 outputs: OutputMode | str = OutputMode.VIEW,
+                 when_busy: BusyMode | str = BusyMode.WAIT,
+                 timing: TimingMode | str = TimingMode.STAGES, cast: bool = False,
+                 contiguous: str = "copy", profile: int = 0, max_graphs: int = 8,
+                 stats_capacity: int = 4096) -> None:
+        options = SessionOptions(
+            io=io, slots=slots, cuda_graph=cuda_graph, sync=sync,  # type: ignore[arg-type]
+            outputs=outputs, when_busy=when_busy, timing=timing,  # type: ignore[arg-type]
+            cast=cast, contiguous=contiguous, profile=profile,  # type: ignore[arg-type]
+            max_graphs=max_graphs, stats_capacity=stats_capacity)
+        self._use = threading.Lock()
+        self._resources = _Resources()
+        self._own(self._resources.release, "InferenceSession")
+        self._stats = SessionStats(options.stats_capacity)
+        try:
+            choice = build_runner(model, options, self._stats, self._resources, device=device,
+                                  stream=stream, priority=priority, pool=pool,
+                                  device_pool=device_pool)
+        except BaseException:
+            self.close()
+            raise
+        self._choice: DeviceChoice = choice
+        self._options = choice.options
+        self._runner: Runner = choice.runner
+        self._slots: list[Slot] = choice.runner.slots
+        self._n = len(self._slots)
+        self._next = 0
+        self._after = [(i + 1) % self._n for i in range(self._n)]
+        self._outputs_mode = self._options.outputs
+        self._timing = self._options.timing is not TimingMode.OFF
+        self._raise_when_busy = self._options.when_busy is BusyMode.RAISE
+        self._pipelined = choice.pipelined
+
+    # -- description ----------------------------------------------------------------------
+
+    @property
+    def options(self) -> SessionOptions:
+        """The options in force, with ``auto`` modes resolved."""
+        return self._options
+
+    @property
+    def device(self) -> int | str:
+        """The CUDA device ordinal, or ``"host"``."""
+        return self._choice.device
+
+    @property
+    def executable(self) -> Executable:
+        """The executable the session drives."""
+        return self._runner.exe
+
+    @property
+    def stream(self) -> Any:
+        """The compute :class:`~edgert.cuda.Stream` (None on the host)."""
+        return self._choice.stream
+
+    @property
+    def stats(self) -> SessionStats:
+        """Per-stage latency recorders (preallocated; recording allocates nothing)."""
+        return self._stats
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The model's inputs, in order."""
+        return self._runner.in_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The model's outputs, in order."""
+        return tuple(s.name for s in self._runner.out_specs)
+
+    @property
+    def graph_count(self) -> int:
+        """CUDA graphs held now, over all slots."""
+        graphs = getattr(self._runner, "graphs", None)
+        return 0 if graphs is None else int(graphs.count())
+
+    @property
+    def graph_captures(self) -> int:
+        """CUDA graphs captured since the session was made (re-captures included)."""
+        graphs = getattr(self._runner, "graphs", None)
+        return 0 if graphs is None else int(graphs.captures)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def infer(self, inputs: Any) -> Mapping[str, Any]:
+        """Run one request and wait for it.
+
+        Args:
+            inputs: ``{name: array}`` (or a bare array for a one-input model): numpy arrays
+                (staged into pinned memory), views of edgert host buffers or leases (copied
+                from where they are), HostBuffers, or device arrays
+                (``__cuda_array_interface__``/DLPack; bound without a copy).
+
+        Returns:
+            The outputs by name (see ``outputs=``). Views stay valid until this slot is used
+            again, ``slots`` requests later.
+
+        Raises:
+            InputError: The inputs were rejected before anything was enqueued.
+            InferenceError: The executable or the device failed the request.
+            ConcurrentUseError: Another thread is using the session right now.
+            PoolExhausted: Larger buffers were needed and the pool could not serve them.
+            ResourceClosedError: The session is closed.
+        """
+        start = _now()
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
+        try:
+            if self._owner_closed:
+                self._check_open()
+            slot = self._slots[self._next]
+            if slot.busy:
+                self._reclaim(slot)
+            runner = self._runner
+            key = runner.stage(slot, inputs)
+            self._launch(slot, key, start, False)
+            if slot.busy:
+                runner.finish(slot)
+            if slot.error is not None:
+                raise slot.error
+            if self._outputs_mode is OutputMode.VIEW:
+                return slot.results
+            return self._outputs(slot)
+        finally:
+            use.release()
+
+    def submit(self, inputs: Any) -> Pending:
+        """Enqueue one request and return at once.
+
+        Args:
+            inputs: As for :meth:`infer`. Caller memory used in place (device arrays, large
+                pinned arrays) must not change until the request is done.
+
+        Returns:
+            A :class:`Pending`; its ``result()`` raises what the request ran into.
+
+        Raises:
+            InputError: The inputs were rejected before anything was enqueued.
+            RequestTimeoutError: Every slot is busy and ``when_busy="raise"``.
+            ConcurrentUseError: Another thread is using the session right now.
+            PoolExhausted: Larger buffers were needed and the pool could not serve them.
+            ResourceClosedError: The session is closed.
+        """
+        start = _now()
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
+        try:
+            if self._owner_closed:
+                self._check_open()
+            slot = self._slots[self._next]
+            if slot.busy:
+                if self._raise_when_busy:
+                    raise RequestTimeoutError(
+                        f"all {self._n} slots hold requests in flight",
+                        hint="collect results first, raise slots=, or use when_busy='wait'")
+                self._reclaim(slot)
+            key = self._runner.stage(slot, inputs)
+            self._launch(slot, key, start, self._pipelined)
+            return Pending(self, slot, slot.generation)
+        finally:
+            use.release()
+
+    def _launch(self, slot: Slot, key: Any, start: int, pipelined: bool) -> None:
+        """Enqueue; a failure is kept in the slot (``result()``/``infer`` raise it)."""
+        slot.generation += 1
+        slot.t_submit_ns = start
+        slot.error = None
+        slot.t_latency_ns = slot.t_device_ns = None
+        slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
+        self._next = self._after[slot.index]
+        try:
+            self._runner.launch(slot, key, pipelined)
+        except EdgeRTError as err:
+            self._fail(slot, err)
+            return
+        slot.busy = True
+        enqueue = _now() - start
+        slot.t_enqueue_ns = enqueue
+        if self._timing:
+            self._stats.enqueue.record(enqueue)
+
+    def _fail(self, slot: Slot, err: EdgeRTError) -> None:
+        try:
+            self._runner.drain()  # partial work of the failed request must not linger
+        except Exception:
+            pass
+        if isinstance(err, InferenceError):
+            slot.error = err
+        else:
+            failure = InferenceError(f"the request could not be enqueued: {err.message}",
+                                     hint=err.hint)
+            failure.__cause__ = err
+            slot.error = failure
+        slot.keep = None
+        slot.busy = False
+
+    def _reclaim(self, slot: Slot) -> None:
+        """Wait for the request in ``slot`` so the slot can be reused."""
+        self._runner.finish(slot)
+
+    def _outputs(self, slot: Slot) -> Mapping[str, Any]:
+        mode = self._outputs_mode
+        if mode is OutputMode.VIEW:
+            return slot.results
+        if mode is OutputMode.DEVICE:
+            return slot.results_device
+        return {name: np.array(view, copy=True) for name, view in slot.results.items()}
+
+    def _concurrent(self) -> ConcurrentUseError:
+        return ConcurrentUseError(
+            "this InferenceSession is being used by another thread right now",
+            hint="give each thread its own session (sessions may share one Engine), or "
+                 "serialize calls with a lock")
+
+    # -- Pending's side -------------------------------------------------------------------
+
+    def _done(self, slot: Slot, generation: int) -> bool:
+        if slot.generation != generation or not slot.busy:
+            return True
+        return self._runner.query(slot)
+
+    def _peek_done(self, slot: Slot, generation: int) -> bool:
+        try:
+            return self._done(slot, generation)
+        except EdgeRTError:
+            return True
+
+    def _result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Any]:
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
+        try:
+            self._check_open()
+            if slot.generation != generation:
+                raise InferenceError(
+                    f"this request's slot {slot.index} was reused by a later request; its "
+                    "outputs are gone",
+                    hint="call result() before submitting `slots` more requests, or raise "
+                         "slots=")
+            if slot.busy:
+                if timeout is not None:
+                    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or \
+                            timeout < 0:
+                        raise InvalidArgumentError(f"timeout must be seconds >= 0, not "
+                                                   f"{timeout!r}")
+                    if not self._runner.wait(slot, float(timeout)):
+                        raise RequestTimeoutError(
+                            f"the request did not finish within {timeout} s",
+                            hint="wait longer, or check that the device is not stalled")
+                self._runner.finish(slot)
+            if slot.error is not None:
+                raise slot.error
+            return self._outputs(slot)
+        finally:
+            use.release()
+
+    def _timings(self, slot: Slot, generation: int) -> RequestTimings | None:
+        if slot.generation != generation or slot.busy or slot.error is not None:
+            return None
+        return RequestTimings(enqueue_ns=slot.t_enqueue_ns, h2d_ns=slot.t_h2d_ns,
+                              compute_ns=slot.t_compute_ns, d2h_ns=slot.t_d2h_ns,
+                              device_ns=slot.t_device_ns, latency_ns=slot.t_latency_ns)
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def warmup(self, shapes: Sequence[Mapping[str, Sequence[int]]] | None = None, *,
+               runs: int = 2) -> None:
+        """Run zero-filled requests so buffers, shapes and graphs are ready before real work.
+
+        Each shape set runs ``runs`` times on every slot: the first run of a shape is the
+        warm-up a graph capture needs, the next captures it.
+
+        Args:
+            shapes: Input shapes to prepare, one mapping per signature; default the profile's
+                opt shapes.
+            runs: Runs per shape set and slot.
+
+        Raises:
+            InputError: A shape is outside the profile.
+            InferenceError: A run failed.
+        """
+        sets = list(shapes) if shapes is not None else [
+            dict(zip(self._runner.in_names, initial_signature(self._runner.in_specs,
+                                                              self._options.profile), strict=True))]
+        specs = {s.name: s for s in self._runner.in_specs}
+        for shape_set in sets:
+            arrays = {name: np.zeros(tuple(shape), dtype=specs[name].dtype)
+                      for name, shape in shape_set.items() if name in specs}
+            for _ in range(runs * self._n):
+                self.infer(arrays)
+
+    def synchronize(self) -> None:
+        """Wait for every request in flight (their results stay collectable).
+
+        Raises:
+            ConcurrentUseError: Another thread is using the session right now.
+        """
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
+        try:
+            self._check_open()
+            for slot in self._slots:
+                if slot.busy:
+                    self._runner.finish(slot)
+        finally:
+            use.release()
+
+    def close(self) -> None:
+        """Wait for work in flight, then release graphs, buffers, events, streams, pools and
+        the context the session made. Idempotent.
+
+        Raises:
+            ConcurrentUseError: Another thread is using the session right now.
+        """
+        if self._owner_closed:
+            return
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
+        try:
+            super().close()
+        finally:
+            use.release()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<edgert.InferenceSession closed>"
+        o = self._options
+        return (f"<edgert.InferenceSession device={self.device} io={o.io} slots={o.slots} "
+                f"cuda_graph={o.cuda_graph} outputs={o.outputs}>")

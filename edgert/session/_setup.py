@@ -1,0 +1,280 @@
+"""Building a session: resolve the device and modes, make streams, pools, slots and the runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgert._executable import Executable, Placement, TensorSpec
+from edgert.errors import InvalidArgumentError, NotSupportedError
+from edgert.session._options import (
+    GraphMode,
+    IoMode,
+    OutputMode,
+    SessionOptions,
+    SyncMode,
+    TimingMode,
+)
+from edgert.session._pending import SessionStats
+from edgert.session._runner import Runner
+from edgert.session._slot import Slot, TensorBuffer
+
+if TYPE_CHECKING:
+    from edgert.session._session import _Resources
+
+__all__ = ["DeviceChoice", "build_runner", "initial_signature"]
+
+_MIB = 1 << 20
+_DEFAULT_BUDGET = 256 * _MIB  # when a dynamic input has no profile to size from
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceChoice:
+    """What a session was built with."""
+
+    runner: Runner
+    options: SessionOptions
+    device: int | str
+    stream: Any
+    pipelined: bool
+
+
+def initial_signature(specs: tuple[TensorSpec, ...], profile: int) -> tuple[tuple[int, ...], ...]:
+    """Shapes the buffers start with: static shapes, else the profile's opt, else 1 per -1."""
+    sig = []
+    for spec in specs:
+        if not spec.is_dynamic:
+            sig.append(spec.shape)
+        elif profile < len(spec.profiles):
+            sig.append(spec.profiles[profile].opt)
+        else:
+            sig.append(tuple(1 if d < 0 else d for d in spec.shape))
+    return tuple(sig)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(9, (max(n, 1) - 1).bit_length())
+
+
+def _budget(exe: Executable, profile: int, slots: int) -> int:
+    """A pool budget from the largest shapes the profile allows (with room to round up)."""
+    per_slot = 0
+    for spec in exe.tensors:
+        if not spec.is_input:
+            continue
+        if spec.is_dynamic and profile >= len(spec.profiles):
+            return _DEFAULT_BUDGET
+        shape = spec.max_shape(profile)
+        per_slot += _pow2(spec.nbytes(shape))
+        if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            return _DEFAULT_BUDGET
+    for spec in exe.tensors:
+        if spec.is_input:
+            continue
+        shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
+        if len(shape) != len(spec.shape) or any(d < 0 for d in shape):
+            return _DEFAULT_BUDGET
+        per_slot += _pow2(spec.nbytes(shape))
+    return max(8 * _MIB, 2 * slots * per_slot)
+
+
+def _executable(model: Any, profile: int, stream_handle: int, res: _Resources) -> Executable:
+    create = getattr(model, "create_context", None)
+    if callable(create):
+        exe: Executable = create(profile=profile, stream_handle=stream_handle)
+        res.closers.append(exe.close)
+        return exe
+    if isinstance(model, Executable):
+        return model
+    raise InvalidArgumentError(
+        f"model must be an edgert Engine or an Executable, not {type(model).__name__}",
+        hint="load one with edgert.Engine.load(path)")
+
+
+def _reads_host_memory(model: Any) -> bool:
+    """Whether ``model`` comes from a TensorRT module that runs on host memory (the fake).
+
+    Such a module declares ``EDGERT_REQUIRES_CUDA = False``; its contexts read and write the raw
+    host addresses they are given, so they must never be given device pointers.
+    """
+    engine = model if callable(getattr(model, "create_context", None)) else \
+        getattr(model, "engine", None)
+    name = getattr(engine, "runtime_module", None)
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return module is not None and getattr(module, "EDGERT_REQUIRES_CUDA", True) is False
+
+
+def _device(device: int | str | None, placement: Placement) -> int | str:
+    if placement is Placement.HOST:
+        if device not in (None, "host"):
+            raise InvalidArgumentError(
+                f"this model runs on the host (its runtime reads host memory), not on CUDA "
+                f"device {device!r}", hint="pass device='host' or leave device unset")
+        return "host"
+    if device == "host":
+        return "host"
+    from edgert.cuda import is_available, require
+
+    if device is None:
+        return 0 if is_available() else "host"
+    if isinstance(device, bool) or not isinstance(device, int):
+        raise InvalidArgumentError(f"device must be a CUDA ordinal, 'host' or None, not "
+                                   f"{device!r}")
+    require(device)
+    return device
+
+
+def _slots(exe: Executable, n: int) -> list[Slot]:
+    ins = [t for t in exe.tensors if t.is_input]
+    outs = [t for t in exe.tensors if not t.is_input]
+    return [Slot(i, [TensorBuffer(t) for t in ins], [TensorBuffer(t) for t in outs])
+            for i in range(n)]
+
+
+def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
+                 device: int | str | None, stream: Any, priority: Any, pool: Any,
+                 device_pool: Any) -> DeviceChoice:
+    """Resolve everything and return the runner; what it makes is registered in ``res``.
+
+    Raises:
+        InvalidArgumentError: Contradictory options.
+        NotSupportedError: The machine or executable lacks what was asked.
+    """
+    from edgert.memory import BufferPool
+
+    placement = Placement(getattr(model, "placement", Placement.DEVICE))
+    if _reads_host_memory(model):
+        placement = Placement.HOST
+    where = _device(device, placement)
+    if where == "host":
+        return _build_host(model, options, stats, res, stream=stream, priority=priority,
+                           pool=pool, pool_cls=BufferPool)
+    assert isinstance(where, int)
+    return _build_cuda(model, options, stats, res, where, stream=stream, priority=priority,
+                       pool=pool, device_pool=device_pool, pool_cls=BufferPool)
+
+
+def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
+                stream: Any, priority: Any, pool: Any, pool_cls: Any) -> DeviceChoice:
+    from edgert.session._host_runner import HostRunner
+
+    if stream is not None or priority is not None:
+        raise InvalidArgumentError("stream= and priority= need a CUDA device; this session "
+                                   "runs on the host")
+    if options.outputs is OutputMode.DEVICE:
+        raise InvalidArgumentError("outputs='device' needs a CUDA device; this session runs on "
+                                   "the host", hint="use outputs='view' or 'copy'")
+    if options.cuda_graph is GraphMode.ON:
+        raise NotSupportedError("cuda_graph='on' needs a CUDA device; this session runs on "
+                                "the host", hint="use cuda_graph='auto'")
+    io = IoMode.ZERO_COPY if options.io is IoMode.AUTO else options.io
+    resolved = dataclasses.replace(options, io=io, cuda_graph=GraphMode.OFF)
+    exe = _executable(model, options.profile, 0, res)
+    if pool is None:
+        pool = pool_cls.for_host(max_bytes=_budget(exe, options.profile, options.slots + 1),
+                                 device="host")
+        res.closers.append(pool.close)
+    slots = _slots(exe, options.slots)
+    res.slots = slots
+    runner = HostRunner(exe, options=resolved, slots=slots, stats=stats, host_pool=pool,
+                        device_pool=None, copies=False)
+    runner.zero_copy = io is IoMode.ZERO_COPY
+    if options.slots > 1:
+        runner.use_work_set()
+    res.runner = runner
+    _shape_slots(runner, options.profile)
+    return DeviceChoice(runner=runner, options=resolved, device="host", stream=None,
+                        pipelined=False)
+
+
+def _stream(stream: Any, priority: Any, device: int, res: _Resources) -> Any:
+    from edgert.cuda import Stream, as_stream_handle
+
+    if stream is None:
+        made = Stream(device=device, priority=priority)
+        res.closers.append(made.close)
+        return made
+    if priority is not None:
+        raise InvalidArgumentError("pass either stream= or priority=, not both",
+                                   hint="create the stream with the priority you want")
+    adopted = stream if isinstance(stream, Stream) else Stream.from_handle(
+        as_stream_handle(stream), device=device, owner=stream)
+    if adopted.handle == 0:
+        raise InvalidArgumentError(
+            "the legacy default stream (0) serialises with all other work and cannot be "
+            "captured into CUDA graphs", hint="pass an edgert.cuda.Stream() or leave stream unset")
+    return adopted
+
+
+def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources,
+                device: int, *, stream: Any, priority: Any, pool: Any, device_pool: Any,
+                pool_cls: Any) -> DeviceChoice:
+    from edgert.cuda import Event, Stream, device_properties
+    from edgert.session._cuda_runner import CudaRunner
+    from edgert.session._graphs import GraphCache
+
+    props = device_properties(device)
+    io = options.io
+    if io is IoMode.AUTO:
+        io = IoMode.ZERO_COPY if props.integrated and props.can_map_host_memory else IoMode.COPY
+    if io is IoMode.ZERO_COPY and not props.can_map_host_memory:
+        raise NotSupportedError(f"device {device} ({props.name}) cannot map host memory, so "
+                                "zero-copy I/O is impossible", hint="use io='copy'")
+    compute = _stream(stream, priority, device, res)
+    exe = _executable(model, options.profile, compute.handle, res)
+    graph_mode = options.cuda_graph
+    if graph_mode is not GraphMode.OFF and not exe.graph_capturable:
+        if graph_mode is GraphMode.ON:
+            raise NotSupportedError(
+                "cuda_graph='on', but this executable cannot be captured (data-dependent output "
+                "shapes, or its runtime forbids capture)", hint="use cuda_graph='auto' or 'off'")
+        graph_mode = GraphMode.OFF
+    copies = io is IoMode.COPY
+    pipelined = copies and options.slots > 1
+    side: list[Stream | None] = [None, None]
+    if pipelined:
+        for i in range(2):
+            made = Stream(device=device, priority=compute.priority)
+            res.closers.append(made.close)
+            side[i] = made
+    budget = _budget(exe, options.profile, options.slots)
+    if pool is None:
+        pool = pool_cls.for_host(max_bytes=budget, mapped=not copies, device=device)
+        res.closers.append(pool.close)
+    if copies and device_pool is None:
+        device_pool = pool_cls.for_device(max_bytes=budget, device=device)
+        res.closers.append(device_pool.close)
+    slots = _slots(exe, options.slots)
+    res.slots = slots
+    stages = options.timing is TimingMode.STAGES
+    blocking = options.sync is SyncMode.BLOCKING
+    for slot in slots:
+        def event(timing: bool, blocking_sync: bool = False, slot: Slot = slot) -> Any:
+            ev = Event(timing=timing, blocking_sync=blocking_sync, device=device)
+            slot.event_owners.append(ev)
+            return ev.raw
+
+        if stages:
+            slot.ev_start = event(True)
+        if copies and (stages or pipelined):
+            slot.ev_h2d = event(stages)
+            slot.ev_compute = event(stages)
+        slot.ev_end = event(stages, blocking)
+    graphs = None if graph_mode is GraphMode.OFF else GraphCache(options.slots,
+                                                                  options.max_graphs)
+    resolved = dataclasses.replace(options, io=io, cuda_graph=graph_mode)
+    runner = CudaRunner(exe, options=resolved, slots=slots, stats=stats, host_pool=pool,
+                        device_pool=device_pool, copies=copies, stream=compute,
+                        h2d_stream=side[0], d2h_stream=side[1], graphs=graphs)
+    res.runner = runner
+    _shape_slots(runner, options.profile)
+    return DeviceChoice(runner=runner, options=resolved, device=device, stream=compute,
+                        pipelined=pipelined)
+
+
+def _shape_slots(runner: Runner, profile: int) -> None:
+    sig = initial_signature(runner.in_specs, profile)
+    for slot in runner.slots:
+        runner.reshape(slot, sig)

@@ -1,0 +1,248 @@
+"""Input checking: every rejection happens before anything is enqueued, with a specific error.
+
+The session's hot path handles the common case (a numpy array of the right dtype and the shape
+of the previous request) inline; everything else comes here, where each input is classified
+(staged numpy, pinned host memory, device memory) and checked against its
+:class:`~edgert.engine.TensorSpec` and optimization profile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgert._executable import TensorSpec
+from edgert.errors import InputError
+
+__all__ = [
+    "ExternalArray",
+    "check_dtype",
+    "check_names",
+    "check_shape",
+    "external_array",
+    "pinned_address",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalArray:
+    """Memory the caller owns that the session binds or copies from without staging.
+
+    Attributes:
+        host_ptr: Host address (pinned or mapped host memory), or None for device memory.
+        device_ptr: Address the device reads (device memory, or mapped host memory), or None.
+        shape: Element shape.
+        dtype: Element type.
+        stream: For ``__cuda_array_interface__`` producers: the stream the data was written on.
+        keep: What must stay alive until the request completes (the array, a DLPack capsule).
+    """
+
+    host_ptr: int | None
+    device_ptr: int | None
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    stream: int | None
+    keep: object
+
+
+def check_names(inputs: Mapping[str, Any], names: Sequence[str]) -> None:
+    """Raise for missing or unknown input names.
+
+    Raises:
+        InputError: Names are missing or unknown; the message lists the expected ones.
+    """
+    missing = [n for n in names if n not in inputs]
+    unknown = sorted(str(k) for k in inputs if k not in names)
+    parts = []
+    if missing:
+        parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+    if unknown:
+        parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
+    if parts:
+        raise InputError("; ".join(parts) + f"; the model's inputs are {', '.join(names)}",
+                         hint="pass a dict with exactly those names")
+
+
+def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
+    """Whether an input of ``dtype`` must be converted; raise if that is not allowed.
+
+    Returns:
+        False when ``dtype`` is the tensor's own, True when it must (and may) be cast.
+
+    Raises:
+        InputError: The dtype differs and ``cast`` is off, or the cast would lose kind.
+    """
+    if dtype == spec.dtype:
+        return False
+    if cast and np.can_cast(dtype, spec.dtype, casting="same_kind"):
+        return True
+    hint = (f"convert it first (x.astype(np.{spec.dtype.name})), or create the session with "
+            "cast=True" if not cast else
+            f"{dtype} does not convert to {spec.dtype} safely (same_kind); convert it yourself")
+    raise InputError(f"input {spec.name!r} has dtype {dtype}, the model wants {spec.dtype}",
+                     hint=hint)
+
+
+def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
+    """Check a concrete input shape against the tensor and its optimization profile.
+
+    Raises:
+        InputError: Wrong rank, a static dimension differs, or a dimension is outside the
+            profile's (min, max).
+    """
+    if len(shape) != len(spec.shape):
+        raise InputError(
+            f"input {spec.name!r} has rank {len(shape)} (shape {shape}); the model wants rank "
+            f"{len(spec.shape)} (shape {spec.shape}, -1 = dynamic)",
+            hint="add or drop the batch dimension, e.g. x[None] for a single sample")
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if want >= 0 and got != want:
+            raise InputError(
+                f"input {spec.name!r} has shape {shape}; dimension {axis} must be {want}",
+                hint=f"the model's shape is {spec.shape} (-1 = dynamic)")
+        if got < 0:
+            raise InputError(f"input {spec.name!r} has a negative dimension in {shape}")
+    if spec.profiles and profile < len(spec.profiles):
+        prof = spec.profiles[profile]
+        if not prof.contains(shape):
+            raise InputError(
+                f"input {spec.name!r} has shape {shape}, outside optimization profile {profile} "
+                f"(min {prof.min}, max {prof.max})",
+                hint="split the request into smaller batches, or use an engine built with a "
+                     "larger profile")
+
+
+def _host_allocation(arr: np.ndarray[Any, Any]) -> Any:
+    """The edgert Allocation at the end of ``arr``'s base chain, or None."""
+    from edgert.memory._allocation import Allocation
+
+    base: Any = arr.base
+    for _ in range(16):
+        if base is None:
+            return None
+        if isinstance(base, Allocation):
+            return base
+        base = getattr(base, "base", None)
+    return None
+
+
+def pinned_address(arr: np.ndarray[Any, Any]) -> tuple[int, int | None] | None:
+    """``(host_ptr, device_ptr or None)`` if ``arr`` lies in edgert page-locked memory.
+
+    Only C-contiguous arrays qualify; ``device_ptr`` is given for mapped memory.
+    """
+    if arr.base is None or not arr.flags.c_contiguous:
+        return None
+    alloc = _host_allocation(arr)
+    if alloc is None or str(alloc.kind) not in ("pinned", "registered"):
+        return None
+    ptr = int(arr.__array_interface__["data"][0])
+    offset = ptr - int(alloc.ptr)
+    if not 0 <= offset <= int(alloc.nbytes) - arr.nbytes:
+        return None
+    dptr = None if alloc.device_ptr is None else int(alloc.device_ptr) + offset
+    return ptr, dptr
+
+
+# DLPack (dlpack.h): data type codes and device types.
+_DL_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}
+_KDL_CUDA = 2
+_KDL_CUDA_MANAGED = 13
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides = []
+    step = itemsize
+    for extent in reversed(shape):
+        strides.append(step)
+        step *= max(extent, 1)
+    return tuple(reversed(strides))
+
+
+def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...] | None, itemsize: int) -> bool:
+    if strides is None:
+        return True
+    want = _c_strides(shape, itemsize)
+    return all(s == w or n <= 1 for s, w, n in zip(strides, want, shape, strict=True))
+
+
+def _from_cai(name: str, obj: Any) -> ExternalArray:
+    cai = obj.__cuda_array_interface__
+    shape = tuple(int(d) for d in cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    strides = cai.get("strides")
+    if not _contiguous(shape, None if strides is None else tuple(strides), dtype.itemsize):
+        raise InputError(f"device input {name!r} is not C-contiguous (strides {strides})",
+                         hint="pass x.contiguous() (torch) or cupy.ascontiguousarray(x)")
+    stream = cai.get("stream")
+    return ExternalArray(None, int(cai["data"][0]), shape, dtype,
+                         None if stream is None else int(stream), obj)
+
+
+def _from_dlpack(name: str, obj: Any, stream_handle: int) -> ExternalArray:
+    # The producer makes our stream wait for its own (no host block); -1 would skip that.
+    capsule = obj.__dlpack__(stream=stream_handle or 1)
+    ptr = _capsule_pointer(capsule, b"dltensor")
+    t = _DLTensor.from_address(ptr)
+    if t.device.device_type not in (_KDL_CUDA, _KDL_CUDA_MANAGED):
+        raise InputError(f"input {name!r} is a DLPack tensor on device type "
+                         f"{t.device.device_type}, not CUDA memory",
+                         hint="pass host data as a numpy array")
+    code = _DL_CODES.get(t.dtype.code)
+    if code is None or t.dtype.lanes != 1:
+        raise InputError(f"input {name!r} has a DLPack dtype (code {t.dtype.code}, "
+                         f"{t.dtype.bits} bits) with no numpy equivalent")
+    dtype = np.dtype(f"{code}{t.dtype.bits // 8}") if code != "b" else np.dtype(bool)
+    shape = tuple(int(t.shape[i]) for i in range(t.ndim))
+    strides = (None if not t.strides else
+               tuple(int(t.strides[i]) * dtype.itemsize for i in range(t.ndim)))
+    if not _contiguous(shape, strides, dtype.itemsize):
+        raise InputError(f"device input {name!r} is not C-contiguous",
+                         hint="make it contiguous before passing it")
+    # An unconsumed capsule calls the tensor's deleter when it is collected: keeping it alive
+    # until the request completes keeps the memory alive.
+    return ExternalArray(None, int(t.data or 0) + int(t.byte_offset), shape, dtype, None,
+                         (obj, capsule))
+
+
+def external_array(name: str, obj: Any, stream_handle: int) -> ExternalArray | None:
+    """Describe a device array (``__cuda_array_interface__`` or CUDA DLPack), or None.
+
+    Raises:
+        InputError: The array is on another kind of device, not contiguous, or of a dtype
+            numpy cannot describe.
+    """
+    if hasattr(obj, "__cuda_array_interface__"):
+        try:
+            return _from_cai(name, obj)
+        except AttributeError:
+            pass  # e.g. an unmapped HostBuffer: it has the property but refuses
+    dev = getattr(obj, "__dlpack_device__", None)
+    if dev is not None:
+        device_type = int(dev()[0])
+        if device_type in (_KDL_CUDA, _KDL_CUDA_MANAGED):
+            return _from_dlpack(name, obj, stream_handle)
+    return None

@@ -1,0 +1,199 @@
+"""Sessions over TensorRT engines, run by the fake TensorRT module on the host (no GPU needed)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgert.engine import Engine
+from edgert.errors import (
+    ConcurrentUseError,
+    InferenceError,
+    InputError,
+    InvalidArgumentError,
+    NotSupportedError,
+)
+from edgert.models import OBS_DIM, policy_reference
+from edgert.session import InferenceSession
+from edgert.testing import fake_tensorrt as ft
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _engine(plan: bytes) -> Engine:
+    return Engine.load(plan, trt_module=ft)
+
+
+def _obs(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, OBS_DIM)).astype(np.float32)
+
+
+def test_policy_engine_matches_reference_and_sessions_share_it() -> None:
+    with _engine(ft.bundled_policy_plan()) as engine:
+        with InferenceSession(engine) as a, InferenceSession(engine, slots=1, io="copy") as b:
+            assert a.device == "host"  # the fake reads host memory, so never a GPU path
+            assert a.executable is not b.executable  # one context per session
+            for i, batch in enumerate((1, 3, 256, 2)):
+                xa, xb = _obs(batch, i), _obs(batch, 100 + i)
+                ya = a.infer({"obs": xa})["actions"]
+                yb = b.infer({"obs": xb})["actions"]
+                np.testing.assert_allclose(ya, policy_reference(xa), rtol=RTOL, atol=ATOL)
+                np.testing.assert_allclose(yb, policy_reference(xb), rtol=RTOL, atol=ATOL)
+            contexts = [a.executable, b.executable]
+        assert all(c.closed for c in contexts)
+        assert not engine.closed
+
+
+def _two_in_two_out() -> bytes:
+    def fn(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"sum": inputs["a"] + inputs["b"][:, :1], "count": np.array(
+            [inputs["a"].shape[0]], np.int32)}
+
+    ft.register_function("tests.session.two", fn)
+    return ft.make_plan(
+        inputs=[ft.FakeTensor("a", "FLOAT", (-1, 4), profiles=[((1, 4), (2, 4), (16, 4))]),
+                ft.FakeTensor("b", "FLOAT", (-1, 2), profiles=[((1, 2), (2, 2), (16, 2))])],
+        outputs=[ft.FakeTensor("sum", "FLOAT", ("a:0", 4)),
+                 ft.FakeTensor("count", "INT32", (1,))],
+        function="tests.session.two")
+
+
+def test_several_inputs_and_outputs_with_dynamic_shapes() -> None:
+    rng = np.random.default_rng(3)
+    with _engine(_two_in_two_out()) as engine, InferenceSession(engine, slots=2) as s:
+        for batch in (2, 7, 16, 1):
+            a = rng.standard_normal((batch, 4)).astype(np.float32)
+            b = rng.standard_normal((batch, 2)).astype(np.float32)
+            out = s.infer({"a": a, "b": b})
+            np.testing.assert_allclose(out["sum"], a + b[:, :1], rtol=RTOL)
+            assert out["count"].tolist() == [batch]
+        with pytest.raises(InputError, match="inputs must be a mapping"):
+            s.infer(np.zeros((2, 4), np.float32))
+        with pytest.raises(InputError, match="profile"):
+            s.infer({"a": np.zeros((17, 4), np.float32), "b": np.zeros((17, 2), np.float32)})
+
+
+def test_large_inputs_are_bound_in_place_in_zero_copy() -> None:
+    ft.register_function("tests.session.first_col", lambda i: i["x"][:, :1] * 2)
+    plan = ft.make_plan(
+        inputs=[ft.FakeTensor("x", "FLOAT", (-1, 8192), profiles=[((1, 8192),) * 2 + (
+            (8, 8192),)])],
+        outputs=[ft.FakeTensor("y", "FLOAT", ("x:0", 1))], function="tests.session.first_col")
+    x = np.random.default_rng(4).standard_normal((4, 8192)).astype(np.float32)  # 128 KiB
+    with _engine(plan) as engine:
+        with InferenceSession(engine, io="zero_copy", slots=2) as s:
+            np.testing.assert_allclose(s.infer({"x": x})["y"], x[:, :1] * 2)
+            bound = s.executable.raw_context.get_tensor_address("x")
+            assert bound == x.__array_interface__["data"][0]
+            small = x[:1].copy()  # 32 KiB: staged into the session's buffer
+            np.testing.assert_allclose(s.infer({"x": small})["y"], small[:, :1] * 2)
+            assert s.executable.raw_context.get_tensor_address("x") != \
+                small.__array_interface__["data"][0]
+        with InferenceSession(engine, io="copy", slots=1) as s:
+            np.testing.assert_allclose(s.infer({"x": x})["y"], x[:, :1] * 2)
+            assert s.executable.raw_context.get_tensor_address("x") != \
+                x.__array_interface__["data"][0]
+
+
+def test_failing_enqueue_is_raised_by_result() -> None:
+    with _engine(ft.bundled_policy_plan(fail_enqueue_after=2)) as engine, \
+            InferenceSession(engine, slots=2) as s:
+        s.infer(_obs(1))
+        ok = s.submit(_obs(1))
+        failed = s.submit(_obs(1))
+        np.testing.assert_allclose(ok.result()["actions"].shape, (1, 12))
+        assert failed.done()
+        with pytest.raises(InferenceError, match="illegal memory access") as info:
+            failed.result()
+        assert failed.timings is None
+        assert "enqueueV3" in str(info.value)
+        with pytest.raises(InferenceError, match="illegal memory access"):
+            s.infer(_obs(1))
+        with pytest.raises(InputError):  # input checks still run first: the session is usable
+            s.infer(_obs(1).astype(np.float64))
+
+
+def test_data_dependent_outputs_are_not_supported() -> None:
+    plan = ft.make_plan(inputs=[ft.FakeTensor("x", "FLOAT", (8,))],
+                        outputs=[ft.FakeTensor("idx", "INT32", (-1,), max_shape=(8,))],
+                        function="nonzero")
+    with _engine(plan) as engine, pytest.raises(NotSupportedError, match="depends on the data"):
+        InferenceSession(engine)
+
+
+def test_static_shapes_and_profile_selection() -> None:
+    plan = ft.make_plan(
+        inputs=[ft.FakeTensor("x", "FLOAT", (-1, 3), profiles=[((1, 3), (1, 3), (4, 3)),
+                                                            ((5, 3), (8, 3), (64, 3))])],
+        outputs=[ft.FakeTensor("x_out", "FLOAT", ("x:0", 3))], function="identity")
+    with _engine(plan) as engine:
+        with InferenceSession(engine, profile=1, slots=1) as s:
+            x = np.arange(24, dtype=np.float32).reshape(8, 3)
+            np.testing.assert_array_equal(s.infer(x)["x_out"], x)
+            with pytest.raises(InputError, match="profile 1"):
+                s.infer(x[:2])
+        with pytest.raises(InvalidArgumentError, match="profile"):
+            InferenceSession(engine, profile=2)
+
+
+def test_concurrent_use_from_two_threads_is_detected() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def slow(inputs: Mapping[str, np.ndarray]) -> Any:
+        entered.set()
+        release.wait(10)
+        return policy_reference(inputs["obs"])
+
+    ft.register_function("tests.session.slow", slow)
+    plan = ft.make_plan(
+        inputs=[ft.FakeTensor("obs", "FLOAT", (-1, OBS_DIM),
+                              profiles=[((1, OBS_DIM), (1, OBS_DIM), (8, OBS_DIM))])],
+        outputs=[ft.FakeTensor("actions", "FLOAT", ("obs:0", 12))],
+        function="tests.session.slow")
+    with _engine(plan) as engine, InferenceSession(engine, slots=2) as s:
+        release.set()
+        s.warmup(runs=1)  # the warm-up runs pass straight through: nothing else is running
+        release.clear()
+        entered.clear()
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                s.infer(_obs(1))
+            except BaseException as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert entered.wait(10)
+        with pytest.raises(ConcurrentUseError, match="another thread"):
+            s.infer(_obs(1))
+        with pytest.raises(ConcurrentUseError):
+            s.submit(_obs(1))
+        with pytest.raises(ConcurrentUseError):
+            s.close()
+        release.set()
+        thread.join(10)
+        assert not errors
+        x = _obs(1, 5)  # after the other thread is done, this one may use the session
+        np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=RTOL,
+                                   atol=ATOL)
+
+
+def test_context_creation_failure_is_reported() -> None:
+    from edgert.errors import EngineLoadError
+
+    with _engine(ft.bundled_policy_plan(fail_context=True)) as engine, \
+            pytest.raises(EngineLoadError, match="execution context"):
+        InferenceSession(engine)
+
+
+def test_gpu_device_requested_for_the_fake_is_refused() -> None:
+    with _engine(ft.bundled_policy_plan()) as engine, \
+            pytest.raises(InvalidArgumentError, match="host"):
+        InferenceSession(engine, device=0)

@@ -1,0 +1,274 @@
+"""Sessions on the host device with the bundled ONNX model (ONNX Runtime, no GPU needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgert.engine import Engine
+from edgert.errors import (
+    InferenceError,
+    InputError,
+    InvalidArgumentError,
+    NotSupportedError,
+    RequestTimeoutError,
+    ResourceClosedError,
+)
+from edgert.models import ACTION_DIM, MAX_BATCH, OBS_DIM, bundled_model_path, policy_reference
+from edgert.session import InferenceSession, IoMode, RequestTimings
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    with Engine.load(bundled_model_path()) as eng:
+        yield eng
+
+
+def _obs(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, OBS_DIM)).astype(np.float32)
+
+
+def test_infer_matches_reference(engine: Engine) -> None:
+    with InferenceSession(engine) as s:
+        assert s.device == "host"
+        assert s.stream is None
+        assert s.options.io is IoMode.ZERO_COPY
+        assert s.input_names == ("obs",)
+        assert s.output_names == ("actions",)
+        for seed in range(3):
+            x = _obs(1, seed)
+            out = s.infer({"obs": x})
+            np.testing.assert_allclose(out["actions"], policy_reference(x), rtol=RTOL, atol=ATOL)
+        x = _obs(1, 9)
+        np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=RTOL,
+                                   atol=ATOL)  # a bare array for a one-input model
+
+
+@pytest.mark.parametrize("io", ["copy", "zero_copy"])
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_dynamic_batches_grow_buffers(engine: Engine, io: str, slots: int) -> None:
+    with InferenceSession(engine, io=io, slots=slots) as s:
+        for i, batch in enumerate((1, 5, MAX_BATCH, 2, 1, 64)):
+            x = _obs(batch, i)
+            out = s.infer({"obs": x})["actions"]
+            assert out.shape == (batch, ACTION_DIM)
+            np.testing.assert_allclose(out, policy_reference(x), rtol=RTOL, atol=ATOL)
+
+
+def test_views_stay_valid_until_their_slot_is_reused(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        xa, xb, xc = _obs(2, 1), _obs(2, 2), _obs(2, 3)
+        a = s.infer(xa)["actions"]
+        b = s.infer(xb)["actions"]
+        np.testing.assert_allclose(a, policy_reference(xa), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(b, policy_reference(xb), rtol=RTOL, atol=ATOL)
+        s.infer(xc)  # reuses a's slot: a now shows c's actions
+        np.testing.assert_allclose(a, policy_reference(xc), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(b, policy_reference(xb), rtol=RTOL, atol=ATOL)
+
+
+def test_copy_outputs_are_owned_by_the_caller(engine: Engine) -> None:
+    with InferenceSession(engine, slots=1, outputs="copy") as s:
+        xa, xb = _obs(1, 1), _obs(1, 2)
+        a = s.infer(xa)["actions"]
+        s.infer(xb)
+        np.testing.assert_allclose(a, policy_reference(xa), rtol=RTOL, atol=ATOL)
+        assert a.flags.owndata
+
+
+def test_submit_result_done_and_timings(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        x = _obs(4)
+        p = s.submit({"obs": x})
+        assert p.done()
+        assert p.timings is None  # not collected yet
+        np.testing.assert_allclose(p.result(timeout=1.0)["actions"], policy_reference(x),
+                                   rtol=RTOL, atol=ATOL)
+        t = p.timings
+        assert isinstance(t, RequestTimings)
+        assert t.enqueue_ns > 0
+        assert t.compute_ns is not None
+        assert t.compute_ns > 0
+        assert t.latency_ns is not None
+        assert t.latency_ns >= t.enqueue_ns
+        assert t.h2d_ns is None
+        assert t.d2h_ns is None
+        assert s.stats.enqueue.count == 1
+        assert s.stats.compute.count == 1
+        assert s.stats.latency.count == 1
+        assert p.result()["actions"] is not None  # result() may be asked again
+        assert "slot=0" in repr(p)
+
+
+def test_a_pending_is_invalid_once_its_slot_is_reused(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        first = s.submit(_obs(1, 1))
+        s.submit(_obs(1, 2))
+        s.submit(_obs(1, 3))  # reuses the first slot
+        with pytest.raises(InferenceError, match="reused"):
+            first.result()
+        assert first.timings is None
+
+
+def test_when_busy_raise(engine: Engine) -> None:
+    with InferenceSession(engine, slots=1, when_busy="raise") as s:
+        p = s.submit(_obs(1))
+        with pytest.raises(RequestTimeoutError, match="slots"):
+            s.submit(_obs(1))
+        p.result()
+        s.submit(_obs(1)).result()
+
+
+def test_timing_off_records_nothing(engine: Engine) -> None:
+    with InferenceSession(engine, timing="off") as s:
+        s.infer(_obs(1))
+        assert all(st.count == 0 for st in s.stats.all().values())
+        assert set(s.stats.to_dict()) == {"enqueue", "h2d", "compute", "d2h", "device",
+                                          "latency"}
+        s.stats.reset()
+
+
+def test_bad_inputs_are_rejected_and_the_session_stays_usable(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        good = _obs(2)
+        cases: list[tuple[Any, str]] = [
+            ({"obs": good.astype(np.float64)}, "dtype"),
+            ({"obs": good[0]}, "rank"),
+            ({"obs": np.zeros((2, 47), np.float32)}, "dimension 1"),
+            ({"obs": np.zeros((MAX_BATCH + 1, OBS_DIM), np.float32)}, "profile"),
+            ({"obs": np.zeros((0, OBS_DIM), np.float32)}, "profile"),
+            ({}, "missing"),
+            ({"obs": good, "extra": good}, "unknown"),
+            ({"observations": good}, "missing"),
+            ({"obs": good.tolist()}, "not an array"),
+            ({"obs": object()}, "unsupported type"),
+        ]
+        for inputs, what in cases:
+            with pytest.raises(InputError, match=what):
+                s.infer(inputs)
+            with pytest.raises(InputError, match=what):
+                s.submit(inputs)
+            np.testing.assert_allclose(s.infer({"obs": good})["actions"], policy_reference(good),
+                                       rtol=RTOL, atol=ATOL)
+        assert s.stats.latency.count == len(cases)
+
+
+def test_cast_when_asked(engine: Engine) -> None:
+    with InferenceSession(engine, cast=True) as s:
+        x = _obs(3).astype(np.float64)
+        np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_non_contiguous_inputs_copied_or_refused(engine: Engine) -> None:
+    wide = np.asfortranarray(_obs(4))
+    assert not wide.flags.c_contiguous
+    with InferenceSession(engine) as s:
+        np.testing.assert_allclose(s.infer(wide)["actions"], policy_reference(wide), rtol=RTOL,
+                                   atol=ATOL)
+    with InferenceSession(engine, contiguous="refuse") as s:
+        with pytest.raises(InputError, match="contiguous"):
+            s.infer(wide)
+        with pytest.raises(InputError, match="contiguous"):
+            s.infer(wide)  # the fast path refuses too, after a good request of that shape
+        s.infer(np.ascontiguousarray(wide))
+        with pytest.raises(InputError, match="contiguous"):
+            s.infer(wide)
+
+
+def test_host_buffer_inputs(engine: Engine) -> None:
+    from edgert.memory import HostBuffer
+
+    with InferenceSession(engine, slots=1) as s, HostBuffer(4 * OBS_DIM * 4) as buf:
+        x = _obs(4, 5)
+        view = buf.view(np.float32, x.shape)
+        view[...] = x
+        np.testing.assert_allclose(s.infer({"obs": view})["actions"], policy_reference(x),
+                                   rtol=RTOL, atol=ATOL)
+        # A raw buffer is read with the shape of the previous request.
+        np.testing.assert_allclose(s.infer({"obs": buf})["actions"], policy_reference(x),
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_device_arrays_are_refused_on_the_host(engine: Engine) -> None:
+    class DeviceArray:
+        @property
+        def __cuda_array_interface__(self) -> dict[str, Any]:
+            return {"shape": (1, 48), "typestr": "<f4", "data": (1, False), "version": 3}
+
+    with InferenceSession(engine) as s, pytest.raises(InputError, match="device memory"):
+        s.infer({"obs": DeviceArray()})
+
+
+def test_use_after_close(engine: Engine) -> None:
+    s = InferenceSession(engine)
+    p = s.submit(_obs(1))
+    exe = s.executable
+    s.close()
+    s.close()  # idempotent
+    assert exe.closed  # the session made this context, so it closed it
+    assert not engine.closed
+    with pytest.raises(ResourceClosedError):
+        s.infer(_obs(1))
+    with pytest.raises(ResourceClosedError):
+        s.submit(_obs(1))
+    with pytest.raises(ResourceClosedError):
+        p.result()
+    assert "closed" in repr(s)
+
+
+def test_options_that_need_a_gpu_are_refused_on_the_host(engine: Engine) -> None:
+    with pytest.raises(NotSupportedError, match="cuda_graph"):
+        InferenceSession(engine, cuda_graph="on")
+    with pytest.raises(InvalidArgumentError, match="outputs='device'"):
+        InferenceSession(engine, outputs="device")
+    with pytest.raises(InvalidArgumentError, match="stream"):
+        InferenceSession(engine, priority="highest")
+    with pytest.raises(InvalidArgumentError, match="runs on the host"):
+        InferenceSession(engine, device=0)
+    with pytest.raises(InvalidArgumentError, match="Engine or an Executable"):
+        InferenceSession(object())
+    with pytest.raises(InvalidArgumentError, match="slots"):
+        InferenceSession(engine, slots=0)
+
+
+def test_warmup_and_synchronize(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        s.warmup()
+        s.warmup([{"obs": (8, OBS_DIM)}], runs=1)
+        assert s.stats.latency.count == 2 * 2 + 1 * 2
+        p = s.submit(_obs(8))
+        s.synchronize()
+        assert p.done()
+        assert p.result()["actions"].shape == (8, ACTION_DIM)
+        assert "device=host" in repr(s)
+
+
+def test_a_borrowed_executable_is_not_closed(engine: Engine) -> None:
+    exe = engine.create_context()
+    with InferenceSession(exe, slots=1) as s:
+        x = _obs(2)
+        np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=RTOL,
+                                   atol=ATOL)
+        assert s.executable is exe
+    assert not exe.closed
+    exe.close()
+
+
+def test_pool_exhaustion_is_reported_and_the_session_recovers(engine: Engine) -> None:
+    from edgert.errors import PoolExhausted
+    from edgert.memory import BufferPool
+
+    with BufferPool.for_host(max_bytes=8192, device="host") as pool, \
+            InferenceSession(engine, slots=1, pool=pool) as s:
+        small = _obs(1)
+        s.infer(small)
+        with pytest.raises(PoolExhausted):
+            s.infer(_obs(MAX_BATCH))
+        np.testing.assert_allclose(s.infer(small)["actions"], policy_reference(small),
+                                   rtol=RTOL, atol=ATOL)
