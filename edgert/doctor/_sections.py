@@ -184,6 +184,7 @@ def run_doctor(root: Path | str = Path("/"),
 
 
 def _all_sections() -> dict[str, Callable[[Path], Section]]:
-    from edgert.doctor._rt_thermal import realtime_section, thermal_section
+    from edgert.doctor._realtime import realtime_section
+    from edgert.doctor._thermal import thermal_section
 
     return {**SECTIONS, "realtime": realtime_section, "thermal": thermal_section}

@@ -1,0 +1,143 @@
+"""edgert doctor against fake roots, this machine and an unprivileged child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgert.cli import main
+from edgert.doctor import Section, Verdict, run_doctor
+from edgert.testing.jetson import build_bare_tree, build_jetson_tree
+
+SECTIONS = ["system", "jetson", "gpu", "tensorrt", "realtime", "thermal"]
+
+
+def _doctor_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    assert main(["doctor", "--json", *args]) == 0
+    data: dict[str, object] = json.loads(capsys.readouterr().out)
+    return data
+
+
+def test_jetpack6_orin_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with build_jetson_tree(tmp_path, "jp6-orin-nx"):
+        data = _doctor_json(capsys, "--root", str(tmp_path))
+    sections = data["sections"]
+    assert isinstance(sections, dict)
+    assert list(sections) == SECTIONS
+    jetson = sections["jetson"]["checks"]
+    assert jetson["is_jetson"] is True
+    assert "Orin" in jetson["model"]
+    assert jetson["l4t_release"] == "36.4.3"
+    assert jetson["jetpack"] == "6.2"
+    assert jetson["nvpmodel_mode"].startswith("2 (")
+    thermal = sections["thermal"]["checks"]
+    assert thermal["zones_found"] >= 9
+    assert "tj-thermal" in thermal
+    assert thermal["tj-thermal"].endswith("°C")
+    # the cv zones fail with EAGAIN on purpose: they read as unreadable, never as an error
+    assert any(k.startswith("cv") for k in thermal["unreadable"])
+    assert sections["thermal"]["verdict"] != "error"
+    assert data["root"] == str(tmp_path)
+
+
+def test_jetpack5_orin_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with build_jetson_tree(tmp_path, "jp5-agx-orin"):
+        data = _doctor_json(capsys, "--root", str(tmp_path))
+    sections = data["sections"]
+    assert isinstance(sections, dict)
+    assert sections["jetson"]["checks"]["l4t_release"].startswith("35.")
+    assert sections["jetson"]["checks"]["jetpack"].startswith("5.")
+    assert "tj-therm" in sections["thermal"]["checks"]
+    for name in SECTIONS:
+        assert sections[name]["verdict"] != "error", sections[name]
+
+
+def test_bare_container_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with build_bare_tree(tmp_path):
+        data = _doctor_json(capsys, "--root", str(tmp_path))
+    sections = data["sections"]
+    assert isinstance(sections, dict)
+    assert sections["jetson"]["checks"]["is_jetson"] is False
+    assert sections["thermal"]["checks"]["zones_found"] == 0
+    for name in SECTIONS:
+        assert sections[name]["verdict"] != "error", sections[name]
+
+
+def test_garbage_tree_never_breaks_the_report(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for rel, data in {
+        "proc/device-tree/model": b"\xff\xfe\xfd",
+        "proc/sys/kernel/version": b"\x00\x01",
+        "sys/class/thermal/thermal_zone0/type": b"\xff",
+        "sys/class/thermal/thermal_zone0/temp": b"not a number",
+        "var/lib/nvpmodel/status": b"pmode:",
+        "etc/nvpmodel.conf": b"< POWER_MODEL ID=x NAME= >\n<<<",
+    }.items():
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (tmp_path / "etc/nv_tegra_release").mkdir()
+    out = _doctor_json(capsys, "--root", str(tmp_path))
+    assert list(out["sections"]) == SECTIONS  # type: ignore[call-overload]
+
+
+def test_this_machine_text_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    for title in ("System", "Jetson", "GPU (CUDA)", "TensorRT", "Real time", "Thermal"):
+        assert title in text
+    assert "sched_fifo" in text
+
+
+def test_a_failing_probe_is_one_error_line() -> None:
+    def broken(root: Path) -> Section:
+        raise RuntimeError("sensor exploded")
+
+    def fine(root: Path) -> Section:
+        s = Section(name="fine", title="Fine")
+        s.add("x", 1, Verdict.OK)
+        return s
+
+    report = run_doctor("/", {"broken": broken, "fine": fine})
+    assert report.section("broken").verdict is Verdict.ERROR
+    assert "RuntimeError: sensor exploded" in (report.section("broken").error or "")
+    assert report.section("fine").verdict is Verdict.OK
+    assert "probe failed: RuntimeError: sensor exploded" in report.render()
+    assert json.loads(report.to_json())["verdicts"] == {"broken": "error", "fine": "ok"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_unprivileged_child_gets_a_clear_report_and_exit_0(tmp_path: Path) -> None:
+    # The interpreter may live under /root, which nobody cannot read: import everything the
+    # doctor uses first, then drop privileges, as a service started as root and dropping would.
+    code = (
+        "import os, resource, sys, json, argparse, traceback, importlib.util\n"
+        "import edgert.cli, edgert.doctor._sections; edgert.cli.build_parser()\n"
+        "import edgert.doctor._realtime, edgert.doctor._thermal, edgert.realtime, edgert.power\n"
+        "import edgert.platform, edgert.cuda; edgert.cuda.probe()\n"
+        "import numpy, psutil, typing_extensions, cuda.bindings\n"
+        "for m in ('tensorrt_lean', 'onnxruntime'):\n"
+        "    try: __import__(m)\n"
+        "    except ImportError: pass\n"
+        "resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))\n"
+        "resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "sys.exit(edgert.cli.main(['doctor', '--json']))\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    tmp_path.chmod(0o777)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rt = data["sections"]["realtime"]
+    assert rt["check_verdicts"]["sched_fifo"] == "fail"
+    assert rt["check_verdicts"]["memory_lock"] in ("fail", "warn")
+    assert any("RTPRIO" in h or "rtprio" in h for h in rt["hints"])
+    for name in SECTIONS:
+        assert data["sections"][name]["verdict"] != "error", data["sections"][name]
