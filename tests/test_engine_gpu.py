@@ -38,10 +38,12 @@ def _version(trt: ModuleType) -> tuple[int, ...]:
     return tuple(int(p) for p in trt.__version__.split(".")[:4])
 
 
-def _plan_like(version: tuple[int, ...], size: int, seed: int = 1) -> bytes:
-    """Bytes with TensorRT's plan tag, serialization tag 0 and ``version`` at bytes 24..27."""
-    body = bytes((i * 131 + seed * 7) % 251 for i in range(max(size - 28, 0)))
-    return b"ftrt" + struct.pack("<I", 0) + bytes(16) + bytes(v & 0xFF for v in version[:4]) + body
+def _plan_like(version: tuple[int, ...], size: int) -> bytes:
+    """A plan header as TensorRT 11 writes it (tag, serialization tag 0, the plan's size at
+    byte 16, the version at bytes 24..27) and a zeroed body: no engine, but a plan in form."""
+    data = bytearray(b"ftrt" + bytes(20) + bytes(v & 0xFF for v in version[:4]) + bytes(size - 28))
+    struct.pack_into("<Q", data, 16, size)
+    return bytes(data)
 
 
 def _bad_inputs(trt: ModuleType) -> dict[str, bytes]:
@@ -49,7 +51,7 @@ def _bad_inputs(trt: ModuleType) -> dict[str, bytes]:
     return {
         "zero bytes": b"",
         "random bytes": os.urandom(4096),
-        "truncated plan": _plan_like(mine, 40),
+        "truncated plan": _plan_like(mine, 8192)[:5000],
         "plan from another version": _plan_like((mine[0] - 3, 1, 0, 0), 8192),
         "plan tag with garbage": b"ftrt" + os.urandom(8192),
     }
@@ -106,3 +108,6 @@ def test_engine_load_gives_engine_load_errors_with_tensorrts_words(flavour: str)
         if case == "plan from another version":
             assert isinstance(err, VersionMismatchError)
             assert trt.__version__ in str(err)
+        if case == "truncated plan":
+            assert isinstance(err, ModelFormatError)
+            assert "truncated" in str(err)

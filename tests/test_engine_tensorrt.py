@@ -291,7 +291,8 @@ def test_plugins(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("plan", "error", "text"), [
-    (ft.bundled_policy_plan()[:100], ModelFormatError, "truncated"),
+    (ft.bundled_policy_plan()[:100], ModelFormatError, "header.size == blobSize"),
+    (ft.bundled_policy_plan()[:20], ModelFormatError, "minBufferSize"),
     (ft.bundled_policy_plan(fail_deserialize="oom"), EngineLoadError, "OutOfMemory"),
     (b"ftrt" + bytes(4) + b"NOTAFAKE" + bytes(64), EngineLoadError, "not a fake plan"),
 ])

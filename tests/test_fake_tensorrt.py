@@ -95,21 +95,21 @@ def test_enqueue_checks_shapes_and_addresses() -> None:
 
 @pytest.mark.parametrize(("data", "text"), [
     (b"onnx" + bytes(40), "Magic tag does not match"),
-    (b"ftrt" + bytes(10), "truncated"),
+    (b"ftrt" + bytes(10), "bufferSize >= minBufferSize"),
     (b"ftrt" + bytes(4) + b"REALPLAN" + bytes(40), "not a fake plan"),
 ])
 def test_bad_plans_return_none_and_log(data: bytes, text: str) -> None:
     runtime, log = _runtime()
     assert runtime.deserialize_cuda_engine(data) is None
     assert text in log.errors()[-1]
-    assert log.errors()[-1].startswith("IRuntime::deserializeCudaEngine: Error Code 1")
+    assert "Error Code" in log.errors()[-1]
 
 
 def test_truncated_and_corrupt_headers() -> None:
     plan = ft.bundled_policy_plan()
     runtime, log = _runtime()
     assert runtime.deserialize_cuda_engine(plan[:-1]) is None
-    assert "truncated" in log.errors()[-1]
+    assert "plan.header.size == blobSize failed" in log.errors()[-1]
     corrupt = plan[:28] + b"[" + plan[29:]
     assert runtime.deserialize_cuda_engine(corrupt) is None
     assert "corrupt plan header" in log.errors()[-1]

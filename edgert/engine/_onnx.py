@@ -107,7 +107,7 @@ def _session_options(ort: ModuleType, options: OnnxRuntimeOptions) -> Any:
     so.intra_op_num_threads = options.intra_op_num_threads
     so.inter_op_num_threads = options.inter_op_num_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3  # errors reach edgert as exceptions; keep stderr quiet
+    so.log_severity_level = 4  # errors come back as exceptions; keep a control loop's stderr quiet
     so.graph_optimization_level = {
         OnnxOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         OnnxOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -33,6 +33,10 @@ __all__ = ["TrtLoaded", "check_temp_dir", "describe_tensors", "deserialize_plan"
 
 _log = logging.getLogger("edgert.engine")
 
+# Fragments of TensorRT's deserialization errors (8.6 - 11.x wording), by cause.
+_TRUNCATED = ("header.size == blobSize", "bufferSize >= minBufferSize", "truncated")
+_NOT_A_PLAN = ("Magic tag does not match", "magicTag", "kMAGIC_TAG")
+
 
 @dataclass(slots=True)
 class TrtLoaded:
@@ -140,14 +144,19 @@ def _failure(lines: tuple[str, ...], *, label: str, path: str | None, header: Mo
         return make(VersionMismatchError,
             f"{label} was built with TensorRT {built}; this runtime is {flavour.value} "
             f"TensorRT {trt_version} and cannot load it", hint=hint)
-    if "Magic tag does not match" in text:
-        return make(ModelFormatError,
-            f"TensorRT does not recognise {label} as a plan", hint="export the engine again "
-            "(trtexec --saveEngine or IBuilder.build_serialized_network)")
-    if "truncat" in text.lower():
+    if any(t in text for t in _TRUNCATED):
         return make(ModelFormatError,
             f"{label} is a truncated TensorRT plan ({header.size_bytes:,} bytes)",
             hint="copy the plan again and compare its size or sha256 with the original")
+    if any(t in text for t in _NOT_A_PLAN):
+        return make(ModelFormatError,
+            f"TensorRT does not recognise {label} as a plan", hint="export the engine again "
+            "(trtexec --saveEngine or IBuilder.build_serialized_network)")
+    if "Platform specific tag mismatch" in text:
+        return make(EngineLoadError,
+            f"{label} was built for another platform (operating system or CPU architecture)",
+            hint="build the plan on (or for) the platform that runs it, e.g. on the Jetson "
+                 "itself for aarch64 JetPack")
     hint = ("the plan may be truncated or corrupted (compare its sha256 with the original), "
             "built for another GPU architecture, or need plugin libraries (plugins=[...])")
     if not allow_host_code:

@@ -6,9 +6,9 @@ Layout (little-endian), chosen so edgert's header reader treats fake plans like 
     0       4     b"ftrt"        TensorRT's plan tag (uint32 1953657958)
     4       4     0              serialization tag, 0 as in current TensorRT plans
     8       8     b"EDGEFAKE"    marks a fake plan
-    16      8     N              length of the JSON header
+    16      8     size           size of the whole plan (where TensorRT 11 plans keep it)
     24      4     major, minor, patch, build of the TensorRT version that "built" it
-    28      N     JSON header    tensors, profiles, flags and the function name (below)
+    28      ...   JSON header    tensors, profiles, flags and the function name (below)
 
 JSON header: ``{"format": 1, "name", "function", "version_compatible", "device_memory_size",
 "num_profiles", "fail": {"deserialize": null | "oom", "context": bool, "enqueue_after": null | int},
@@ -177,7 +177,7 @@ def make_plan(
         "tensors": [t.as_json("INPUT") for t in inputs] + [t.as_json("OUTPUT") for t in outputs],
     }
     body = json.dumps(header, sort_keys=True).encode()
-    return (MAGIC + struct.pack("<I", 0) + FAKE_MARKER + struct.pack("<Q", len(body))
+    return (MAGIC + struct.pack("<I", 0) + FAKE_MARKER + struct.pack("<Q", _PREFIX + len(body))
             + bytes(p & 0xFF for p in parts[:4]) + body)
 
 
@@ -230,15 +230,15 @@ def parse_plan(data: bytes) -> ParsedPlan:
         raise _err("Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does "
                    "not match")
     if len(data) < _PREFIX:
-        raise _err(f"fake_tensorrt: plan is truncated: {len(data)} bytes, the header alone "
-                   f"needs {_PREFIX}")
+        raise PlanError("[runtime.cpp::readHeader] Error Code 2: Internal Error (Assertion "
+                        "bufferSize >= minBufferSize failed.)")
     if data[8:16] != FAKE_MARKER:
         raise _err("fake_tensorrt: this is not a fake plan (a real TensorRT plan needs a real "
                    "TensorRT runtime)")
-    (length,) = struct.unpack_from("<Q", data, 16)
-    if _PREFIX + length > len(data):
-        raise _err(f"fake_tensorrt: plan is truncated: {len(data)} bytes, expected "
-                   f"{_PREFIX + length}")
+    (size,) = struct.unpack_from("<Q", data, 16)
+    if size != len(data):
+        raise _err("Serialization assertion plan.header.size == blobSize failed.")
+    length = size - _PREFIX
     try:
         header = json.loads(data[_PREFIX:_PREFIX + length].decode("utf-8"))
         num_profiles = int(header["num_profiles"])
