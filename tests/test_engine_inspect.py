@@ -81,7 +81,7 @@ def test_plan_with_the_fake_runtime(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 0
     assert "hmac-verified" in out
     assert "device memory per context 524,288 bytes" in out
-    assert "tensors on the device" in out
+    assert "tensors on the host" in out  # the fake computes on host memory
 
 
 @pytest.mark.parametrize(("argv", "text"), [

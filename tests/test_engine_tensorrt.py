@@ -38,6 +38,16 @@ from edgert.errors import (
 from edgert.testing import fake_tensorrt as ft
 
 
+@pytest.fixture
+def device_like(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The fake posing as a real (CUDA) module, with CUDA said to be present: device paths."""
+    module = ft.make_module()
+    module.EDGERT_REQUIRES_CUDA = True  # type: ignore[attr-defined]
+    monkeypatch.setattr(edgert.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(edgert.cuda, "set_device", lambda device: None)
+    return module
+
+
 def _load(plan: bytes | None = None, **kw: Any) -> Engine:
     kw.setdefault("trt_module", ft)
     return Engine.load(ft.bundled_policy_plan() if plan is None else plan, **kw)
@@ -62,7 +72,7 @@ def test_engine_describes_the_plan() -> None:
         assert engine.header.trt_version == (10, 8, 0, 43)
         assert engine.header.fake_plan
         assert engine.integrity is IntegrityStatus.UNCHECKED
-        assert engine.placement is Placement.DEVICE
+        assert engine.placement is Placement.HOST  # the fake computes on host memory
         assert engine.device_memory_bytes == 1 << 19
         assert engine.num_profiles == 1
         obs, actions = engine.tensors
@@ -107,15 +117,23 @@ def test_context_starts_at_the_profiles_opt_shape() -> None:
     with _load() as engine, engine.create_context() as x:
         assert tuple(x.get_tensor_shape("obs")) == (1, 48)
         assert tuple(x.get_tensor_shape("actions")) == (1, 12)
-        assert x.graph_capturable
+        assert x.placement is Placement.HOST
+        assert not x.graph_capturable  # host work cannot be captured
+
+
+def test_real_modules_place_tensors_on_the_device(device_like: types.ModuleType) -> None:
+    with _load(trt_module=device_like) as engine, engine.create_context() as x:
+        assert engine.placement is Placement.DEVICE
         assert x.placement is Placement.DEVICE
+        assert x.graph_capturable
 
 
-def test_data_dependent_outputs_are_not_capturable() -> None:
+def test_data_dependent_outputs_are_not_capturable(device_like: types.ModuleType) -> None:
     plan = ft.make_plan(inputs=[ft.FakeTensor("x", "INT32", (6,))],
                         outputs=[ft.FakeTensor("idx", "INT32", (-1,), max_shape=(6,))],
                         function="nonzero")
-    with _load(plan) as engine, engine.create_context() as x:
+    with _load(plan, trt_module=device_like) as engine, engine.create_context() as x:
+        assert x.placement is Placement.DEVICE
         assert not x.graph_capturable
         assert engine.outputs[0].shape == (-1,)
         data, out = np.array([1, 0, 2, 0, 0, 3], np.int32), np.zeros(6, np.int32)

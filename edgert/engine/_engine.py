@@ -21,7 +21,12 @@ from edgert.engine._tensorrt import (
     device_memory_bytes,
 )
 from edgert.engine._trt_executable import TensorRTExecutable
-from edgert.engine._trt_module import EngineFlavour, resolve_trt_module, validate_runtime
+from edgert.engine._trt_module import (
+    EngineFlavour,
+    requires_cuda,
+    resolve_trt_module,
+    validate_runtime,
+)
 from edgert.errors import EngineLoadError, InvalidArgumentError
 
 __all__ = ["Engine"]
@@ -188,8 +193,14 @@ class Engine(Owner):
 
     @property
     def placement(self) -> Placement:
-        """Where executables of this engine want tensor memory."""
-        return Placement.HOST if isinstance(self._backend, OnnxLoaded) else Placement.DEVICE
+        """Where executables of this engine want tensor memory.
+
+        ``host`` for ONNX models and for TensorRT modules that declare they need no GPU (the
+        fake TensorRT computes on host memory); ``device`` for real TensorRT.
+        """
+        if isinstance(self._backend, OnnxLoaded) or not requires_cuda(self._backend.trt):
+            return Placement.HOST
+        return Placement.DEVICE
 
     @property
     def tensors(self) -> tuple[TensorSpec, ...]:
@@ -281,7 +292,8 @@ class Engine(Owner):
                 f"TensorRT could not switch a context of {label} to profile {profile}",
                 log_lines=backend.bridge.drain(), hint="use one context per profile")
         return TensorRTExecutable(engine=self, loaded=backend, context=context,
-                                  tensors=self._tensors, profile=profile)
+                                  tensors=self._tensors, profile=profile,
+                                  placement=self.placement)
 
     def __repr__(self) -> str:
         where = str(self._path) if self._path else "<bytes>"

@@ -58,9 +58,11 @@ class TensorRTExecutable(Owner):
     execute_async_v3: Callable[[int], bool]
 
     def __init__(self, *, engine: object, loaded: TrtLoaded, context: Any,
-                 tensors: tuple[TensorSpec, ...], profile: int) -> None:
+                 tensors: tuple[TensorSpec, ...], profile: int,
+                 placement: Placement = Placement.DEVICE) -> None:
         self.engine = engine
         self.profile = profile
+        self._placement = placement
         self._tensors = tensors
         self._bridge = loaded.bridge
         self._holder = _ContextHolder(context, loaded)
@@ -69,7 +71,7 @@ class TensorRTExecutable(Owner):
         self.get_tensor_shape = context.get_tensor_shape
         self.set_tensor_address = context.set_tensor_address
         self.execute_async_v3 = context.execute_async_v3
-        self._graph_capturable = self._probe_shapes()
+        self._graph_capturable = self._probe_shapes() and placement is Placement.DEVICE
 
     def _probe_shapes(self) -> bool:
         """Set each dynamic input to its profile's opt shape; outputs still -1 are data-dependent.
@@ -96,12 +98,14 @@ class TensorRTExecutable(Owner):
 
     @property
     def placement(self) -> Placement:
-        """TensorRT tensors live on the device (see each spec's ``location`` for exceptions)."""
-        return Placement.DEVICE
+        """Device for real TensorRT (see each spec's ``location`` for exceptions); host for a
+        module that computes on host memory (the fake TensorRT)."""
+        return self._placement
 
     @property
     def graph_capturable(self) -> bool:
-        """False when an output's shape depends on the data (or could not be inferred)."""
+        """False when an output's shape depends on the data (or could not be inferred), and for
+        host placement."""
         return self._graph_capturable
 
     @property
