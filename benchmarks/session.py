@@ -143,7 +143,7 @@ def _torch_mlp() -> Callable[[np.ndarray], np.ndarray] | None:
     from edgert.models import WEIGHT_NAMES, load_policy_weights
 
     w = load_policy_weights()
-    ws = [torch.from_numpy(np.ascontiguousarray(w[n].T if n.endswith("weight") else w[n])).cuda()
+    ws = [torch.from_numpy(np.array(w[n].T if n.endswith("weight") else w[n])).cuda()
           for n in WEIGHT_NAMES]
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -169,11 +169,13 @@ def _latency(quick: bool) -> dict[str, Any]:
     sessions: dict[str, InferenceSession] = {}
     exes = [exe]
 
-    def sess(name: str, **kw: Any) -> Callable[[np.ndarray], Any]:
+    def sess(name: str, outer_events: bool = False, **kw: Any) -> Callable[[np.ndarray], Any]:
         # One executable per session, as with TensorRT contexts: a session caches what it
         # bound to its executable.
         exes.append(KernelExecutable())
         s = InferenceSession(exes[-1], slots=1, **kw)
+        if outer_events:  # experiment: timing events recorded around the graph launch
+            s._runner.graph_events = False
         sessions[name] = s
         d = {"obs": x}
         return lambda _x: s.infer(d)
@@ -192,6 +194,11 @@ def _latency(quick: bool) -> dict[str, Any]:
                                 timing="off"),
         "edgert zc graph +stages": sess("edgert zc graph +stages", io="zero_copy",
                                         cuda_graph="on", sync="spin", timing="stages"),
+        "edgert zc graph +stages outer": sess("edgert zc graph +stages outer", io="zero_copy",
+                                              cuda_graph="on", sync="spin", timing="stages",
+                                              outer_events=True),
+        "edgert zc graph +host": sess("edgert zc graph +host", io="zero_copy",
+                                      cuda_graph="on", sync="spin", timing="host"),
         "edgert copy +stages": sess("edgert copy +stages", io="copy", cuda_graph="off",
                                     sync="spin", timing="stages"),
         "edgert zc graph blocking": sess("edgert zc graph blocking", io="zero_copy",
@@ -252,6 +259,7 @@ def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict
     d = {"obs": x}
     for name in ("edgert zc graph", "edgert copy"):
         s = sessions[name]
+        out[f"{name}: infer"] = med(lambda s=s: s.infer(d))
         runner = s._runner
         slot = s._slots[0]
         for _ in range(100):
@@ -263,7 +271,7 @@ def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict
             t0 = _now()
             key = runner.stage(slot, d)
             t1 = _now()
-            s._launch(slot, key, t0, False)
+            s._launch(slot, key, t0, None)
             t2 = _now()
             runner.finish(slot)
             t3 = _now()
@@ -331,11 +339,11 @@ def _table(lat: dict[str, Any]) -> list[str]:
     floor = lat["floor"]["p50_us"]
     hand = lat["hand copy"]["p50_us"]
     torch = lat.get("torch eager", {}).get("p50_us")
-    lines = [f"{'variant':28} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
+    lines = [f"{"variant":30} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
              f"{'torch/x':>8}"]
     for name, r in lat.items():
         speed = f"{torch / r['p50_us']:8.2f}" if torch else f"{'-':>8}"
-        lines.append(f"{name:28} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
+        lines.append(f"{name:30} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
                      f"{r['p50_us'] / floor:7.2f} {r['p50_us'] / hand:7.2f} {speed}")
     return lines
 

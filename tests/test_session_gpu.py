@@ -255,13 +255,14 @@ def test_pinned_inputs_used_in_place(exe: Any, io: str, graphs: str,
 
 
 class _SyncsInCapture:
-    """Wraps an executable and synchronizes inside execute: capture must fail, plain must work."""
+    """Wraps an executable and synchronizes inside execute: capture must fail, plain must work.
+
+    Every protocol member is spelled out: ``isinstance`` against a runtime-checkable protocol
+    looks attributes up statically on Python 3.12, so ``__getattr__`` delegation is not enough.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     @property
     def tensors(self) -> Any:
@@ -275,12 +276,24 @@ class _SyncsInCapture:
     def graph_capturable(self) -> bool:
         return True
 
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        return bool(self._inner.set_input_shape(name, shape))
+
+    def get_tensor_shape(self, name: str) -> Any:
+        return self._inner.get_tensor_shape(name)
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        return bool(self._inner.set_tensor_address(name, address))
+
     def execute_async_v3(self, stream_handle: int) -> bool:
         from edgert.cuda._api import runtime
 
         ok = bool(self._inner.execute_async_v3(stream_handle))
         runtime().cudaStreamSynchronize(stream_handle)  # illegal while capturing
         return ok
+
+    def close(self) -> None:
+        pass
 
 
 def test_capture_failure_falls_back_once(exe: Any, caplog: pytest.LogCaptureFixture) -> None:

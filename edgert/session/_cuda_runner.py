@@ -22,7 +22,7 @@ from edgert.cuda._api import raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
-from edgert.session._options import SessionOptions, TimingMode
+from edgert.session._options import SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
 from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
 from edgert.session._slot import Slot, TensorBuffer
@@ -65,8 +65,10 @@ class CudaRunner(Runner):
         self.elapsed = rt.cudaEventElapsedTime
         self.graph_launch = rt.cudaGraphLaunch
         self.stream_sync = rt.cudaStreamSynchronize
+        self.stream_query = rt.cudaStreamQuery
         self.stages = options.timing is TimingMode.STAGES
         self.host_timing = options.timing is not TimingMode.OFF
+        self.stream_wait_ok = options.sync is SyncMode.SPIN and not self.stages
         self._foreign_event: Any = None
 
     # -- memory ---------------------------------------------------------------------------
@@ -139,8 +141,18 @@ class CudaRunner(Runner):
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def launch(self, slot: Slot, key: Hashable, pipelined: bool) -> None:
+    def launch(self, slot: Slot, key: Hashable, pipelined: bool, *,
+               wait_now: bool = False) -> None:
         """Enqueue the request staged in ``slot``: replay, capture, or plain.
+
+        Args:
+            slot: The slot holding the staged request.
+            key: Its graph key.
+            pipelined: Spread a plain request over the copy and compute streams (``submit``
+                with several slots).
+            wait_now: ``finish`` follows at once (``infer``): a plain request that spins and
+                records no timings then needs no completion event, as a stream synchronize
+                waits for it (one event record less per request).
 
         Raises:
             InferenceError: The executable refused the request.
@@ -152,23 +164,38 @@ class CudaRunner(Runner):
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
             if entry is not None:
-                s = self.s
-                outer = not self.graph_events and self.stages
-                if outer:
-                    self.rec(slot.ev_start, s)
-                err = self.graph_launch(entry.exec, s)[0]
-                if err:
-                    raise_cuda(err, call="cudaGraphLaunch")
-                if outer or not self.graph_events:
-                    self.rec(slot.ev_end, s)
-                slot.timed = (1 if outer else 2) if self.stages else 0
+                self._replay(slot, entry)
                 return
-        if pipelined and self.h2d_s is not None:
+        if wait_now and self.stream_wait_ok:
+            self._enqueue(slot, False, end_event=False)
+            slot.wait_stream = True
+        elif pipelined and self.h2d_s is not None:
             self._enqueue_pipelined(slot)
         else:
             self._enqueue(slot, False)
         if graphs is not None:
             graphs.ran_plainly(slot.sig)
+
+    def launch_and_wait(self, slot: Slot, key: Hashable) -> None:
+        """:meth:`launch` for a request that ``finish`` is called for at once (``infer``)."""
+        self.launch(slot, key, False, wait_now=True)
+
+    def _replay(self, slot: Slot, entry: Any) -> None:
+        s = self.s
+        if self.graph_events:
+            err = self.graph_launch(entry.exec, s)[0]
+            if err:
+                raise_cuda(err, call="cudaGraphLaunch")
+            slot.timed = 2 if self.stages else 0
+            return
+        # Events could not be captured: time (and mark completion) around the launch.
+        if self.stages:
+            self.rec(slot.ev_start, s)
+        err = self.graph_launch(entry.exec, s)[0]
+        if err:
+            raise_cuda(err, call="cudaGraphLaunch")
+        self.rec(slot.ev_end, s)
+        slot.timed = 1 if self.stages else 0
 
     def _execute(self, slot: Slot) -> None:
         sig = slot.sig
@@ -181,7 +208,7 @@ class CudaRunner(Runner):
             raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
                                  hint="see the runtime's message above; the session stays usable")
 
-    def _enqueue(self, slot: Slot, capturing: bool) -> None:
+    def _enqueue(self, slot: Slot, capturing: bool, end_event: bool = True) -> None:
         s = self.s
         memcpy = self.memcpy
         events = not capturing or self.graph_events
@@ -213,7 +240,7 @@ class CudaRunner(Runner):
             err = memcpy(dst, src, n, kind, s)[0]
             if err:
                 raise_cuda(err, call="cudaMemcpyAsync")
-        if events:
+        if events and end_event:
             err = rec(slot.ev_end, s)[0]
             if err:
                 raise_cuda(err, call="cudaEventRecord")
@@ -270,6 +297,9 @@ class CudaRunner(Runner):
 
     def query(self, slot: Slot) -> bool:
         """Whether the slot's request has finished (or failed). Never blocks."""
+        if slot.wait_stream:
+            err = self.stream_query(self.s)[0]
+            return not err or int(err) != _NOT_READY
         err = self.ev_query(slot.ev_end)[0]
         return not err or int(err) != _NOT_READY
 
@@ -287,8 +317,11 @@ class CudaRunner(Runner):
 
     def finish(self, slot: Slot) -> None:
         """Wait for the slot's request, record its timings, and mark the slot idle."""
-        err = self.ev_sync(slot.ev_end)[0]
-        done = _now()
+        if slot.wait_stream:
+            slot.wait_stream = False
+            err = self.stream_sync(self.s)[0]
+        else:
+            err = self.ev_sync(slot.ev_end)[0]
         slot.busy = False
         slot.keep = None
         if err:
@@ -301,7 +334,7 @@ class CudaRunner(Runner):
                 slot.error = failure
             return
         if self.host_timing:
-            latency = done - slot.t_submit_ns
+            latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency
             self.stats.latency.record(latency)
         if slot.timed:

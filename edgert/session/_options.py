@@ -90,16 +90,16 @@ class BusyMode(StrEnum):
 
 
 class TimingMode(StrEnum):
-    """Which device timings each request records.
+    """What each request records into the session's latency statistics.
 
     Attributes:
-        STAGES: CUDA events around H2D, compute and D2H (``total`` is their sum).
-        TOTAL: Only the total device time (two events).
-        OFF: No device timing (host enqueue and round-trip times are still recorded).
+        STAGES: CUDA events around H2D, compute and D2H, plus the host figures.
+        HOST: Only host figures: enqueue time and round-trip latency.
+        OFF: Nothing is recorded.
     """
 
     STAGES = "stages"
-    TOTAL = "total"
+    HOST = "host"
     OFF = "off"
 
 

@@ -117,7 +117,8 @@ class Pending:
 
     @property
     def timings(self) -> RequestTimings | None:
-        """The request's timings once it is done and collected by ``result()``, else None."""
+        """The request's timings once collected by ``result()``; None before, or with
+        ``timing="off"``."""
         return self._session._timings(self._slot, self._generation)
 
     def __repr__(self) -> str:

@@ -92,8 +92,8 @@ class Runner:
         if type(inputs) is dict and len(inputs) == self.n_in and not slot.external:
             refuse = self.refuse
             for tb in slot.inputs:
-                arr = inputs.get(tb.spec.name)
-                if (type(arr) is _ndarray and arr.dtype is tb.spec.dtype and arr.shape == tb.shape
+                arr = inputs.get(tb.name)
+                if (type(arr) is _ndarray and arr.dtype is tb.dtype and arr.shape == tb.shape
                         and arr.nbytes <= STAGE_LIMIT_BYTES
                         and (not refuse or arr.flags.c_contiguous)):
                     _copyto(tb.view, arr)  # type: ignore[arg-type]
@@ -288,6 +288,10 @@ class Runner:
     def launch(self, slot: Slot, key: Hashable, pipelined: bool) -> None:
         """Enqueue (or, on the host, run) the request staged in ``slot``."""
         raise NotImplementedError
+
+    def launch_and_wait(self, slot: Slot, key: Hashable) -> None:
+        """Enqueue a request that ``finish`` is called for at once (``infer``)."""
+        self.launch(slot, key, False)
 
     def query(self, slot: Slot) -> bool:
         """Whether the slot's request has finished. Never blocks."""

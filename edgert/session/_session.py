@@ -232,7 +232,7 @@ class InferenceSession(Owner):
                 self._reclaim(slot)
             runner = self._runner
             key = runner.stage(slot, inputs)
-            self._launch(slot, key, start, False)
+            self._launch(slot, key, start, None)
             if slot.busy:
                 runner.finish(slot)
             if slot.error is not None:
@@ -280,23 +280,30 @@ class InferenceSession(Owner):
         finally:
             use.release()
 
-    def _launch(self, slot: Slot, key: Any, start: int, pipelined: bool) -> None:
-        """Enqueue; a failure is kept in the slot (``result()``/``infer`` raise it)."""
+    def _launch(self, slot: Slot, key: Any, start: int, pipelined: bool | None) -> None:
+        """Enqueue; a failure is kept in the slot (``result()``/``infer`` raise it).
+
+        ``pipelined`` None means ``infer``: the request is waited for at once.
+        """
         slot.generation += 1
         slot.t_submit_ns = start
         slot.error = None
-        slot.t_latency_ns = slot.t_device_ns = None
-        slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
+        if self._timing:
+            slot.t_latency_ns = slot.t_device_ns = None
+            slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
         self._next = self._after[slot.index]
         try:
-            self._runner.launch(slot, key, pipelined)
+            if pipelined is None:
+                self._runner.launch_and_wait(slot, key)
+            else:
+                self._runner.launch(slot, key, pipelined)
         except EdgeRTError as err:
             self._fail(slot, err)
             return
         slot.busy = True
-        enqueue = _now() - start
-        slot.t_enqueue_ns = enqueue
         if self._timing:
+            enqueue = _now() - start
+            slot.t_enqueue_ns = enqueue
             self._stats.enqueue.record(enqueue)
 
     def _fail(self, slot: Slot, err: EdgeRTError) -> None:
@@ -375,7 +382,8 @@ class InferenceSession(Owner):
             use.release()
 
     def _timings(self, slot: Slot, generation: int) -> RequestTimings | None:
-        if slot.generation != generation or slot.busy or slot.error is not None:
+        if not self._timing or slot.generation != generation or slot.busy or \
+                slot.error is not None:
             return None
         return RequestTimings(enqueue_ns=slot.t_enqueue_ns, h2d_ns=slot.t_h2d_ns,
                               compute_ns=slot.t_compute_ns, d2h_ns=slot.t_d2h_ns,

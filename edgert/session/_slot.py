@@ -23,6 +23,8 @@ class TensorBuffer:
 
     Attributes:
         spec: The tensor.
+        name: ``spec.name``.
+        dtype: ``spec.dtype``.
         host: Host lease (staging, landing, mapped or OS-locked memory), or None.
         device: Device lease (copy mode on a GPU), or None.
         shape: Shape of the current request.
@@ -34,11 +36,13 @@ class TensorBuffer:
         dev_ptr: Device address the copies target (0 when none).
     """
 
-    __slots__ = ("bind_ptr", "dev_ptr", "device", "dview", "host", "host_ptr", "nbytes",
-                 "shape", "spec", "view")
+    __slots__ = ("bind_ptr", "dev_ptr", "device", "dtype", "dview", "host", "host_ptr", "name",
+                 "nbytes", "shape", "spec", "view")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
+        self.name = spec.name  # copies of the spec's, read on the hot path
+        self.dtype = spec.dtype
         self.host: Any = None
         self.device: Any = None
         self.shape: tuple[int, ...] | None = None
@@ -83,6 +87,7 @@ class Slot:
         binds: ``(name, address)`` for every tensor, as the executable must see them.
         keep: Caller objects to keep alive until the request completes.
         external: ``h2d``/``binds`` name caller memory (the next request must rebuild them).
+        wait_stream: Completion is awaited with a stream synchronize (no end event recorded).
         timed: Device timing of the current request: 0 none, 1 total only, 2 per stage.
         results: Read-only mapping of output name to the view (or device view) handed out.
     """
@@ -115,6 +120,7 @@ class Slot:
         "t_latency_ns",
         "t_submit_ns",
         "timed",
+        "wait_stream",
     )
 
     def __init__(self, index: int, inputs: list[TensorBuffer],
@@ -139,6 +145,7 @@ class Slot:
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
         self.results_device: MappingProxyType[str, Any] = MappingProxyType({})
         self.timed = 0
+        self.wait_stream = False
         self.t_submit_ns = 0
         self.t_enqueue_ns = 0
         self.t_h2d_ns: int | None = None
