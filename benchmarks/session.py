@@ -339,7 +339,7 @@ def _table(lat: dict[str, Any]) -> list[str]:
     floor = lat["floor"]["p50_us"]
     hand = lat["hand copy"]["p50_us"]
     torch = lat.get("torch eager", {}).get("p50_us")
-    lines = [f"{"variant":30} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
+    lines = [f"{'variant':30} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
              f"{'torch/x':>8}"]
     for name, r in lat.items():
         speed = f"{torch / r['p50_us']:8.2f}" if torch else f"{'-':>8}"
