@@ -394,15 +394,15 @@ def test_force_close_keeps_real_locked_memory_alive_for_views() -> None:
 def test_acquire_release_allocates_nothing_after_prewarm() -> None:
     pool = BufferPool.for_host(max_bytes=4 * MIB, device="host")
     pool.prewarm({4096: 2, 65536: 1})
-    # Warm up past 256 cycles, so the statistics counters are already ints outside CPython's
-    # small-int cache when the first snapshot is taken (each counter holds one int object).
-    for _ in range(300):
+    # Warm up until every lease object's use counter is past CPython's small-int cache (256),
+    # so each already holds one int object when the first snapshot is taken.
+    for _ in range(3000):
         pool.acquire(4096).release()
         with pool.acquire(65536):
             pass
     tracemalloc.start()
     try:
-        for _ in range(10):  # objects made before start() are untraced: replace them first
+        for _ in range(100):  # objects made before start() are untraced: replace them first
             pool.acquire(4096).release()
             with pool.acquire(65536):
                 pass

@@ -78,3 +78,43 @@ def test_close_wakes_waiters_with_an_error() -> None:
     t.join(30)
     assert outcome == ["ResourceClosedError"]
     assert held.released
+
+
+def test_racing_double_release_is_caught_and_never_duplicates_a_block() -> None:
+    pool = BufferPool(FakeAllocator(), PoolOptions(max_bytes=16 * KIB))
+    pool.prewarm({4096: 2})
+    rounds = 300
+    outcomes: list[str] = []
+    start = threading.Barrier(3)
+    done = threading.Barrier(3)
+    lease_box: list[object] = [None]
+
+    def releaser() -> None:
+        for _ in range(rounds):
+            start.wait()
+            try:
+                lease_box[0].release()  # type: ignore[attr-defined]
+                outcomes.append("ok")
+            except Exception as err:
+                outcomes.append(type(err).__name__)
+            done.wait()
+
+    threads = [threading.Thread(target=releaser) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(rounds):
+        lease_box[0] = pool.acquire(4096)
+        start.wait()  # both releasers now race to release the same lease
+        done.wait()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count("ok") == rounds
+    assert outcomes.count("ResourceClosedError") == rounds
+    s = pool.stats()
+    assert s.leases == 0
+    assert [c.free_blocks for c in s.classes] == [2]  # each block exactly once
+    held = [pool.acquire(4096), pool.acquire(4096)]
+    assert held[0].ptr != held[1].ptr
+    for lease in held:
+        lease.release()
+    pool.close()

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from edgert._compat import StrEnum
+from edgert.cuda import _memapi as api  # loads no CUDA until a call is made
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind
 
-__all__ = ["PageableCopyWarning", "PageablePolicy", "copy"]
+__all__ = ["PageableCopyWarning", "PageablePolicy", "copy", "copy_impl"]
 
 _CUDA_LOCKED = (MemoryKind.PINNED, MemoryKind.REGISTERED)
 
@@ -40,7 +41,8 @@ class PageablePolicy(StrEnum):
     SYNC = "sync"
 
 
-_POLICIES = frozenset(PageablePolicy)
+_POLICIES = frozenset(str(p) for p in PageablePolicy)
+_ERROR = PageablePolicy.ERROR
 
 
 class PageableCopyWarning(UserWarning):
@@ -128,7 +130,16 @@ def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
         ResourceClosedError: A buffer is closed or a lease released.
         CudaError: The copy failed.
     """
-    if pageable not in _POLICIES:
+    copy_impl(dst, src, nbytes, stream, pageable, _stacklevel + 1)
+
+
+def copy_impl(dst: Any, src: Any, nbytes: int | None, stream: Any,  # noqa: PLR0917
+              pageable: PageablePolicy | str, stacklevel: int) -> None:
+    """:func:`copy` with positional arguments (cheaper: what the buffer methods call).
+
+    ``stacklevel`` is for :func:`warnings.warn` as called from here (3: the caller's caller).
+    """
+    if pageable is not _ERROR and pageable not in _POLICIES:
         raise InvalidArgumentError(f"pageable must be 'error', 'warn' or 'sync', not {pageable!r}")
     dptr, dcap, dkind = _operand(dst, True)
     sptr, scap, skind = _operand(src, False)
@@ -139,8 +150,6 @@ def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
             f"destination", hint="pass nbytes= no larger than either side")
     if n == 0:
         return
-    from edgert.cuda import _memapi as api
-
     if dkind is not MemoryKind.DEVICE and skind is not MemoryKind.DEVICE:
         if stream is None:
             ctypes.memmove(dptr, sptr, n)
@@ -154,7 +163,9 @@ def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
     if stream is None:
         api.memcpy(dptr, sptr, n)
         return
-    raw = _raw_stream(stream)
+    raw = getattr(stream, "raw", None)
+    if raw is None:
+        raw = _raw_stream(stream)
     host = skind if dkind is MemoryKind.DEVICE else dkind
     if host is MemoryKind.DEVICE or host in _CUDA_LOCKED:
         api.memcpy_async(dptr, sptr, n, raw)
@@ -169,7 +180,7 @@ def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
                      "synchronous copy")
         if pageable == PageablePolicy.WARN:
             warnings.warn(f"copy of {n:,} bytes with {host} host memory ran synchronously",
-                          PageableCopyWarning, stacklevel=_stacklevel + 1)
+                          PageableCopyWarning, stacklevel=stacklevel)
         api.memcpy_async(dptr, sptr, n, raw)
         api.stream_synchronize(raw)
     if dkind is MemoryKind.DEVICE:

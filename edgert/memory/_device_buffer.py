@@ -10,7 +10,7 @@ from numpy.typing import DTypeLike
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
-from edgert.memory._copy import PageablePolicy, copy
+from edgert.memory._copy import PageablePolicy, copy_impl
 from edgert.memory._interop import DeviceView, cai_stream, check_view, sync_consumer
 
 __all__ = ["DeviceBuffer"]
@@ -154,7 +154,7 @@ class DeviceBuffer(Owner):
             ResourceClosedError: This buffer or the source is closed.
             CudaError: The copy failed.
         """
-        copy(self, src, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+        copy_impl(self, src, nbytes, stream, pageable, 3)
 
     def copy_to(self, dst: Any, *, stream: Any = None, nbytes: int | None = None,
                 pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
@@ -173,7 +173,7 @@ class DeviceBuffer(Owner):
             ResourceClosedError: This buffer or the destination is closed.
             CudaError: The copy failed.
         """
-        copy(dst, self, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+        copy_impl(dst, self, nbytes, stream, pageable, 3)
 
     def fill(self, value: int, *, stream: Any = None, nbytes: int | None = None) -> None:
         """Set every byte (or the first ``nbytes``) to ``value`` (``cudaMemsetAsync``).

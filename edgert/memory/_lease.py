@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from edgert.errors import NotSupportedError, ResourceClosedError
 from edgert.memory._allocation import MemoryKind, refcount
-from edgert.memory._copy import PageablePolicy, copy
+from edgert.memory._copy import PageablePolicy, copy_impl
 from edgert.memory._interop import DeviceView, check_view, sync_consumer
 
 if TYPE_CHECKING:
@@ -37,15 +38,23 @@ class Lease:
     circulation until they die; the raw :attr:`ptr` does not.
     """
 
-    __slots__ = ("__weakref__", "_blk", "_entered", "_gen", "_nbytes", "_pool", "_stream")
+    __slots__ = ("__weakref__", "_entered", "_nbytes", "_pool", "_stream", "_tok", "_uses")
 
     def __init__(self, pool: BufferPool) -> None:
         self._pool = pool
-        self._blk: Block | None = None
+        # Holds the block while leased. Releasing pops it: one atomic deque operation, so of two
+        # threads racing to release the same lease exactly one wins and the other is told.
+        self._tok: deque[Block] = deque()
         self._nbytes = 0
-        self._gen = 0
+        self._uses = 0  # acquisitions of this object: the pool's hit count, and a generation
         self._entered = -1
         self._stream: Any = None
+
+    def _block(self) -> Block:
+        try:
+            return self._tok[0]
+        except IndexError:
+            raise _released() from None
 
     # -- what the lease holds --------------------------------------------------------------
 
@@ -56,9 +65,7 @@ class Lease:
         Raises:
             ResourceClosedError: The lease was released.
         """
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         return blk.ptr
 
     @property
@@ -69,9 +76,7 @@ class Lease:
             NotSupportedError: The block has no device address.
             ResourceClosedError: The lease was released.
         """
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         if blk.device_ptr is None:
             raise NotSupportedError("this pool's blocks have no device address",
                                     hint="use BufferPool.for_host(mapped=True) or for_device()")
@@ -89,9 +94,7 @@ class Lease:
         Raises:
             ResourceClosedError: The lease was released.
         """
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         return blk.capacity
 
     @property
@@ -101,20 +104,16 @@ class Lease:
         Raises:
             ResourceClosedError: The lease was released.
         """
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         return blk.kind
 
     @property
     def released(self) -> bool:
         """Whether :meth:`release` has run for this acquisition."""
-        return self._blk is None
+        return not self._tok
 
     def _memory_operand(self) -> tuple[int, int, MemoryKind]:
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         return blk.ptr, self._nbytes, blk.kind
 
     def _note_stream(self, stream: Any) -> None:
@@ -131,9 +130,7 @@ class Lease:
             InvalidArgumentError: The view does not fit in :attr:`nbytes` or is misaligned.
             ResourceClosedError: The lease was released.
         """
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         if blk.kind is MemoryKind.DEVICE:
             raise NotSupportedError("a device-memory lease has no host view",
                                     hint="use device_view(), or copy_to() a host lease")
@@ -152,10 +149,10 @@ class Lease:
             ResourceClosedError: The lease was released.
         """
         dptr = self.device_ptr
-        assert self._blk is not None
+        blk = self._block()
         dt, shp = check_view(dtype, shape, offset, self._nbytes)
         device = self._pool._device
-        return DeviceView(self._blk.root, dptr, offset=offset, dtype=dt, shape=shp,
+        return DeviceView(blk.root, dptr, offset=offset, dtype=dt, shape=shp,
                           device=0 if device is None else device,
                           stream=self._stream if stream is None else stream)
 
@@ -170,9 +167,7 @@ class Lease:
         """
         from edgert.memory._dlpack import to_dlpack
 
-        blk = self._blk
-        if blk is None:
-            raise _released()
+        blk = self._block()
         if copy:
             raise BufferError("a lease exports without copying; copy=True is not supported")
         dev = self.__dlpack_device__()
@@ -184,8 +179,8 @@ class Lease:
                          device_id=dev[1], owner=blk.root, max_version=max_version)
 
     def __dlpack_device__(self) -> tuple[int, int]:
-        blk = self._blk
-        if blk is not None and blk.kind is MemoryKind.DEVICE:
+        tok = self._tok
+        if tok and tok[0].kind is MemoryKind.DEVICE:
             device = self._pool._device
             return (2, 0 if device is None else device)
         return (1, 0)
@@ -199,7 +194,7 @@ class Lease:
             ResourceClosedError: The lease was released.
             CudaError: The copy failed.
         """
-        copy(self, src, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+        copy_impl(self, src, nbytes, stream, pageable, 3)
 
     def copy_to(self, dst: Any, *, stream: Any = None, nbytes: int | None = None,
                 pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
@@ -210,7 +205,7 @@ class Lease:
             ResourceClosedError: The lease was released.
             CudaError: The copy failed.
         """
-        copy(dst, self, nbytes=nbytes, stream=stream, pageable=pageable, _stacklevel=3)
+        copy_impl(dst, self, nbytes, stream, pageable, 3)
 
     # -- release ---------------------------------------------------------------------------
 
@@ -226,53 +221,51 @@ class Lease:
             NotSupportedError: ``stream`` given but the pool has no event factory (no CUDA).
             CudaError: Recording the event failed (the lease stays held).
         """
+        # Lock-free: the token pop and the deque appends are each atomic, and the block is
+        # reachable by no one else between them (see BufferPool's notes on threads).
+        tok = self._tok
         pool = self._pool
-        lock = pool._lock
-        lock.acquire()
+        if stream is not None and tok:
+            blk = tok[0]
+            ev = blk.event
+            if ev is None:
+                ev = blk.event = pool._make_event()
+            ev.record(stream)
         try:
-            blk = self._blk
-            if blk is None:
-                raise ResourceClosedError(
-                    "double release: this lease was already released (or its pool was closed)",
-                    hint="release each acquisition exactly once; a `with` block releases for you")
-            if stream is not None:
-                ev = blk.event
-                if ev is None:
-                    ev = blk.event = pool._make_event()
-                ev.record(stream)
-                blk.fenced = True
-            self._blk = None
-            self._stream = None
-            cap = blk.capacity
-            pool._in_use -= cap
-            if blk.fenced or refcount(blk.root) > blk.root_refs:
-                pool._pending.append(blk)
-                pool._pending_bytes += cap
-            else:
-                blk.cls.free.append(blk)
-            if pool._recycle:
-                pool._leases.append(self)
-            if pool._waiters:
-                pool._cond.notify_all()
-        finally:
-            lock.release()
+            blk = tok.pop()
+        except IndexError:
+            raise ResourceClosedError(
+                "double release: this lease was already released (or its pool was closed)",
+                hint="release each acquisition exactly once; a `with` block releases for you",
+            ) from None
+        if stream is not None:
+            blk.fenced = True
+        self._stream = None
+        if blk.fenced or refcount(blk.root) > blk.root_refs:
+            pool._pending.append(blk)
+        else:
+            blk.put_back(blk)
+        pool._give_lease(self)
+        if pool._waiters:
+            pool._wake()
 
     def __enter__(self) -> Lease:
-        if self._blk is None:
+        if not self._tok:
             raise _released()
-        self._entered = self._gen
+        self._entered = self._uses
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         # Released already inside the block (e.g. with a stream): nothing left to do, and the
         # generation check keeps us from releasing someone else's later acquisition.
-        if self._blk is not None and self._gen == self._entered:
+        if self._tok and self._uses == self._entered:
             self.release()
 
     def __repr__(self) -> str:
-        blk = self._blk
-        if blk is None:
+        tok = self._tok
+        if not tok:
             return "<edgert.memory.Lease released>"
+        blk = tok[0]
         return (f"<edgert.memory.Lease {self._nbytes:,} of {blk.capacity:,} bytes {blk.kind} at "
                 f"0x{blk.ptr:x}>")

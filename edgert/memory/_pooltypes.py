@@ -137,16 +137,19 @@ class ClassStats:
         capacity_bytes: The class's block size.
         blocks: Blocks of this class the pool holds.
         free_blocks: Of those, ready to hand out.
+        peak_leased: The most blocks of this class leased at the same time (what to prewarm).
     """
 
     capacity_bytes: int
     blocks: int
     free_blocks: int
+    peak_leased: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PoolStats:
-    """A consistent snapshot of a pool (taken under its lock).
+    """A snapshot of a pool, exact when no acquire or release runs at the same moment (the hot
+    path takes no lock, so a snapshot taken during one may be off by that one lease).
 
     Attributes:
         budget_bytes: ``max_bytes``.
@@ -154,7 +157,10 @@ class PoolStats:
         in_use_bytes: Capacity of the blocks leased out now.
         free_bytes: Capacity of the blocks ready to hand out.
         pending_bytes: Released blocks waiting for their stream's event or for views to die.
-        high_water_bytes: The most ``in_use_bytes`` has been since the pool was made.
+        high_water_bytes: An upper bound of the most bytes leased at once: the sum of each
+            size class's peak (``classes[i].peak_leased``, which is what to prewarm), or the
+            most ever reserved if that is less. Exact when the classes peak together, as in a
+            steady loop; the hot path takes no lock, so a global peak is not tracked.
         leases: Leases outstanding.
         blocks: Blocks held.
         hits: Acquires served by a free block.
@@ -184,26 +190,29 @@ class PoolStats:
 class SizeClass:
     """The free list of one capacity (LIFO: the most recently used block is warmest)."""
 
-    __slots__ = ("capacity", "free", "total")
+    __slots__ = ("capacity", "free", "peak", "total")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        # deque, not list: a list gives memory back as it shrinks and asks again as it grows,
-        # which would allocate on the hot path; deque blocks come from a free list.
+        # deque, not list: its append/pop are atomic (the lock-free hot path relies on that),
+        # and a list gives memory back as it shrinks and asks again as it grows, which would
+        # allocate on the hot path; deque blocks come from a free list.
         self.free: deque[Block] = deque()
-        self.total = 0
+        self.total = 0  # blocks of this class the pool holds (changed under the pool's lock)
+        self.peak = 0  # the most blocks of this class leased at once
 
 
 class Block:
     """A pool block: its memory, its class, its event, and the anchor its views hang from."""
 
     __slots__ = ("capacity", "cls", "device_ptr", "event", "fenced", "kind", "memory", "ptr",
-                 "root", "root_refs")
+                 "put_back", "root", "root_refs")
 
     def __init__(self, memory: PoolMemory, cls: SizeClass, *, kind: MemoryKind,
                  device_ptr: int | None, root: Any, event: EventLike | None) -> None:
         self.memory = memory
         self.cls = cls
+        self.put_back = cls.free.append  # release's way home, one lookup cheaper
         self.capacity = cls.capacity
         self.ptr = int(memory.ptr)
         self.kind = kind
@@ -212,3 +221,38 @@ class Block:
         self.root_refs = 0
         self.event = event
         self.fenced = False
+
+
+class Span:
+    """The anchor of a block's exports: a host block's uint8 root array hangs from it."""
+
+    __slots__ = ("__weakref__", "keep", "nbytes", "ptr")
+
+    def __init__(self, ptr: int, nbytes: int, keep: object) -> None:
+        self.ptr = ptr
+        self.nbytes = nbytes
+        self.keep = keep
+
+    @property
+    def base(self) -> object:
+        """What keeps the bytes alive; following ``.base`` from a view leads to the Allocation."""
+        return self.keep
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]:
+        return {"data": (self.ptr, False), "shape": (self.nbytes,), "typestr": "|u1",
+                "version": 3}
+
+
+def free_blocks(blocks: set[Block]) -> None:
+    """Close the memory and events of ``blocks`` (waiting for fenced ones first); empty it."""
+    for blk in list(blocks):
+        ev = blk.event
+        try:
+            if ev is not None:
+                if blk.fenced:
+                    ev.synchronize()  # the device may still be reading or writing the block
+                ev.close()
+        finally:
+            blk.memory.close()
+    blocks.clear()
