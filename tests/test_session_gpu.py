@@ -45,7 +45,7 @@ def _obs(rng: np.random.Generator, batch: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("slots", [1, 2, 4])
-@pytest.mark.parametrize("graphs", ["off", "on"])
+@pytest.mark.parametrize("graphs", ["off", "auto", "on"])
 @pytest.mark.parametrize("io", ["copy", "zero_copy"])
 def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int) -> None:
     from edgert.session import InferenceSession
@@ -73,10 +73,10 @@ def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int
             results.append((p.result()["actions"].copy(), px))
         for got, x in results:
             np.testing.assert_allclose(got, policy_reference(x), rtol=RTOL, atol=ATOL)
-        if graphs == "on":
-            assert s.graph_captures > 0
-        else:
+        if graphs == "off":
             assert s.graph_count == 0
+        else:
+            assert s.graph_captures > 0
 
 
 def test_unfused_kernels_match_reference() -> None:
@@ -332,3 +332,35 @@ def test_sessions_share_an_executable_in_turn(exe: Any) -> None:
             x = _obs(rng, 2)
             np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=RTOL,
                                        atol=ATOL)
+
+
+_SPIN_SOURCE = r"""
+extern "C" __global__ void hold(volatile int* flag, long long max_cycles)
+{
+    long long start = clock64();
+    while (*flag == 0 && clock64() - start < max_cycles) { }
+}
+"""
+
+
+def test_result_timeout_then_success(exe: Any) -> None:
+    from edgert.cuda import KernelArgs, compile_module
+    from edgert.errors import RequestTimeoutError
+    from edgert.memory import HostBuffer
+    from edgert.session import InferenceSession
+
+    x = _obs(np.random.default_rng(12), 2)
+    with compile_module(_SPIN_SOURCE, ["hold"]) as module, HostBuffer(64, mapped=True) as flag, \
+            InferenceSession(exe, io="copy", slots=2, cuda_graph="off") as s:
+        flag.view(np.int32, 1)[0] = 0
+        # Holds the session's stream until the flag is set (or about a second passes).
+        args = KernelArgs(["ptr", "i64"], [flag.device_ptr, 2_000_000_000])
+        module.kernel("hold").launch((1, 1, 1), (1, 1, 1), args, stream=s.stream)
+        pending = s.submit({"obs": x})
+        assert not pending.done()
+        with pytest.raises(RequestTimeoutError, match="did not finish"):
+            pending.result(timeout=0.01)
+        flag.view(np.int32, 1)[0] = 1
+        np.testing.assert_allclose(pending.result(timeout=10)["actions"], policy_reference(x),
+                                   rtol=RTOL, atol=ATOL)
+        assert pending.done()

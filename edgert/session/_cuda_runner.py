@@ -22,7 +22,7 @@ from edgert.cuda._api import raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
-from edgert.session._options import SessionOptions, SyncMode, TimingMode
+from edgert.session._options import GraphMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
 from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
 from edgert.session._slot import Slot, TensorBuffer
@@ -69,6 +69,7 @@ class CudaRunner(Runner):
         self.stages = options.timing is TimingMode.STAGES
         self.host_timing = options.timing is not TimingMode.OFF
         self.stream_wait_ok = options.sync is SyncMode.SPIN and not self.stages
+        self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
 
     # -- memory ---------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class CudaRunner(Runner):
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def launch(self, slot: Slot, key: Hashable, pipelined: bool, *,
+    def launch(self, slot: Slot, key: Hashable, pipelined: bool,
                wait_now: bool = False) -> None:
         """Enqueue the request staged in ``slot``: replay, capture, or plain.
 
@@ -149,7 +150,10 @@ class CudaRunner(Runner):
             slot: The slot holding the staged request.
             key: Its graph key.
             pipelined: Spread a plain request over the copy and compute streams (``submit``
-                with several slots).
+                with several slots). With ``cuda_graph="auto"`` such requests are not replayed
+                from graphs: one graph runs its copies and compute in order on one stream, so
+                consecutive requests cannot overlap, while the three streams can (measured on
+                an H100: twice the requests per second at batch 256).
             wait_now: ``finish`` follows at once (``infer``): a plain request that spins and
                 records no timings then needs no completion event, as a stream synchronize
                 waits for it (one event record less per request).
@@ -159,7 +163,7 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
-        if graphs is not None:
+        if graphs is not None and not (pipelined and self.pipeline_first):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
@@ -175,10 +179,6 @@ class CudaRunner(Runner):
             self._enqueue(slot, False)
         if graphs is not None:
             graphs.ran_plainly(slot.sig)
-
-    def launch_and_wait(self, slot: Slot, key: Hashable) -> None:
-        """:meth:`launch` for a request that ``finish`` is called for at once (``infer``)."""
-        self.launch(slot, key, False, wait_now=True)
 
     def _replay(self, slot: Slot, entry: Any) -> None:
         s = self.s

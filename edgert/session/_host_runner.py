@@ -94,7 +94,8 @@ class HostRunner(Runner):
         ptr = int(arr.__array_interface__["data"][0])
         return ExternalArray(ptr, None, tuple(arr.shape), arr.dtype, None, arr)
 
-    def launch(self, slot: Slot, key: Hashable, pipelined: bool) -> None:
+    def launch(self, slot: Slot, key: Hashable, pipelined: bool,
+               wait_now: bool = False) -> None:
         """Run the request now.
 
         Raises:

@@ -285,13 +285,13 @@ class Runner:
 
     # -- what each device does -------------------------------------------------------------
 
-    def launch(self, slot: Slot, key: Hashable, pipelined: bool) -> None:
-        """Enqueue (or, on the host, run) the request staged in ``slot``."""
-        raise NotImplementedError
+    def launch(self, slot: Slot, key: Hashable, pipelined: bool,
+               wait_now: bool = False) -> None:
+        """Enqueue (or, on the host, run) the request staged in ``slot``.
 
-    def launch_and_wait(self, slot: Slot, key: Hashable) -> None:
-        """Enqueue a request that ``finish`` is called for at once (``infer``)."""
-        self.launch(slot, key, False)
+        ``wait_now``: ``finish`` is called at once (``infer``).
+        """
+        raise NotImplementedError
 
     def query(self, slot: Slot) -> bool:
         """Whether the slot's request has finished. Never blocks."""

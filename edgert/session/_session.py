@@ -294,7 +294,7 @@ class InferenceSession(Owner):
         self._next = self._after[slot.index]
         try:
             if pipelined is None:
-                self._runner.launch_and_wait(slot, key)
+                self._runner.launch(slot, key, False, True)
             else:
                 self._runner.launch(slot, key, pipelined)
         except EdgeRTError as err:
