@@ -271,3 +271,19 @@ def test_raised_soft_limit_raises_towards_hard_and_puts_back() -> None:
             assert lim.raised is None
     finally:
         resource.setrlimit(which, (soft, hard))
+
+
+def test_timer_slack_applied_to_the_thread_and_restored() -> None:
+    from edgert.realtime._sched import get_timer_slack
+
+    def body() -> tuple[int, int, int]:
+        before = get_timer_slack()
+        with RealtimePolicy(timer_slack_ns=1).apply():
+            inside = get_timer_slack()
+        return before, inside, get_timer_slack()
+
+    before, inside, after = in_thread(body)
+    assert inside == 1
+    assert after == before != 1
+    with pytest.raises(InvalidArgumentError):
+        RealtimePolicy(timer_slack_ns=0)

@@ -29,8 +29,11 @@ from edgert.realtime._sched import (
     SchedPolicy,
     get_affinity,
     get_thread_sched,
+    get_timer_slack,
+    policy_from_os,
     set_affinity,
     set_thread_sched,
+    set_timer_slack,
 )
 
 __all__ = ["ActivePolicy", "PolicyReport", "RealtimePolicy", "SettingOutcome"]
@@ -58,6 +61,9 @@ class RealtimePolicy:
         prefault_heap_bytes: Touch this much C heap and keep it mapped (glibc).
         freeze_gc: ``gc.collect(); gc.freeze(); gc.disable()`` while active.
         cpu_dma_latency_us: Hold /dev/cpu_dma_latency at this value (0: no deep C-states).
+        timer_slack_ns: The thread's timer slack (``prctl(PR_SET_TIMERSLACK)``, >= 1). Linux
+            lets a SCHED_OTHER thread's sleeps end up to 50 us late by default; RT threads get
+            no slack anyway, so this matters for loops that cannot have an RT policy.
         reset_on_fork: Children forked by the RT thread start at SCHED_OTHER
             (SCHED_RESET_ON_FORK). Threads it creates still inherit the policy.
         strict: Raise on the first refused setting (after undoing the others). With
@@ -77,6 +83,7 @@ class RealtimePolicy:
     prefault_heap_bytes: int = 0
     freeze_gc: bool = False
     cpu_dma_latency_us: int | None = None
+    timer_slack_ns: int | None = None
     reset_on_fork: bool = True
     strict: bool = True
 
@@ -118,6 +125,12 @@ class RealtimePolicy:
                 raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
         if self.lock_onfault and not self.lock_memory:
             raise InvalidArgumentError("lock_onfault needs lock_memory=True")
+        slack = self.timer_slack_ns
+        if slack is not None and (isinstance(slack, bool) or not isinstance(slack, int)
+                                  or slack < 1):
+            raise InvalidArgumentError(
+                f"timer_slack_ns must be a positive int or None, got {slack!r}",
+                hint="1 is the smallest slack (0 would mean 'the default', 50 us)")
         lat = self.cpu_dma_latency_us
         if lat is not None and (isinstance(lat, bool) or not isinstance(lat, int) or lat < 0):
             raise InvalidArgumentError(
@@ -152,7 +165,7 @@ class SettingOutcome:
 
     Attributes:
         setting: ``scheduler``, ``affinity``, ``memory_lock``, ``prefault_stack``,
-            ``prefault_heap``, ``gc`` or ``cpu_dma_latency``.
+            ``prefault_heap``, ``gc``, ``cpu_dma_latency`` or ``timer_slack``.
         applied: Whether it took effect (or, in ``restored``, was undone).
         detail: What was done, or what failed and why.
         hint: What to change so it is permitted (refusals only).
@@ -304,6 +317,8 @@ class ActivePolicy(Owner):
             self._step("gc", False, lambda: (hold_gc_frozen(), release_gc))
         if p.cpu_dma_latency_us is not None:
             self._step("cpu_dma_latency", False, self._apply_dma_latency)
+        if p.timer_slack_ns is not None:
+            self._step("timer_slack", True, self._apply_timer_slack)
         if p.policy is not None:
             self._step("scheduler", True, self._apply_sched)
 
@@ -360,6 +375,23 @@ class ActivePolicy(Owner):
             return "closed /dev/cpu_dma_latency"
 
         return f"holding /dev/cpu_dma_latency at {hold.latency_us} us", undo
+
+    def _apply_timer_slack(self) -> tuple[str, Callable[[], str] | None]:
+        assert self.policy.timer_slack_ns is not None
+        try:
+            before = get_timer_slack()
+            set_timer_slack(self.policy.timer_slack_ns)
+        except OSError as err:
+            raise RealtimeError(f"prctl(PR_SET_TIMERSLACK) failed: {errno_label(err.errno)}",
+                                hint="leave timer_slack_ns unset") from err
+
+        def undo() -> str:
+            if threading.get_native_id() != self._tid:
+                return "timer slack is per thread and can only be restored by its thread"
+            set_timer_slack(before)
+            return f"timer slack back to {before} ns"
+
+        return f"timer slack {before} ns -> {self.policy.timer_slack_ns} ns", undo
 
     def _apply_sched(self) -> tuple[str, Callable[[], str] | None]:
         pol = self.policy.policy
@@ -451,8 +483,6 @@ def _cpu_text(cpus: frozenset[int]) -> str:
 
 
 def _sched_text(raw: int, prio: int) -> str:
-    from edgert.realtime._sched import policy_from_os
-
     pol = policy_from_os(raw)
     name = f"SCHED_{pol.value.upper()}" if pol is not None else f"policy {raw & ~RESET_ON_FORK}"
     return f"{name} priority {prio}"

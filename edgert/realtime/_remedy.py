@@ -7,6 +7,7 @@ raises it as an error) and the capability check (which prints it) say the same t
 from __future__ import annotations
 
 import errno
+import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,6 @@ def errno_label(code: int | None) -> str:
     """``EPERM (Operation not permitted)`` style label for an errno value."""
     if code is None:
         return "unknown error"
-    import os
-
     name = errno.errorcode.get(code, f"errno {code}")
     return f"{name} ({os.strerror(code)})"
 

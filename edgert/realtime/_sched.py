@@ -8,12 +8,14 @@ by its kernel thread id (``threading.get_native_id()`` / ``Thread.native_id``), 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import threading
 from dataclasses import dataclass
 
 from edgert._compat import StrEnum
+from edgert.realtime._libc import libc
 
 __all__ = [
     "RESET_ON_FORK",
@@ -22,9 +24,11 @@ __all__ = [
     "ThreadSched",
     "get_affinity",
     "get_thread_sched",
+    "get_timer_slack",
     "policy_from_os",
     "set_affinity",
     "set_thread_sched",
+    "set_timer_slack",
 ]
 
 RESET_ON_FORK: int = getattr(os, "SCHED_RESET_ON_FORK", 0x40000000)
@@ -128,6 +132,39 @@ def set_affinity(tid: int, cpus: frozenset[int]) -> None:
         OSError: EINVAL when none of ``cpus`` is online and allowed by the cpuset.
     """
     os.sched_setaffinity(tid, cpus)
+
+
+_PR_SET_TIMERSLACK = 29
+_PR_GET_TIMERSLACK = 30
+
+
+def _prctl(option: int, arg: int) -> int:
+    fn = libc().prctl
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    result = int(fn(option, arg, 0, 0, 0))
+    if result == -1:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+def get_timer_slack() -> int:
+    """The calling thread's timer slack in ns (how late the kernel may fire its timers).
+
+    Raises:
+        OSError: prctl failed.
+    """
+    return _prctl(_PR_GET_TIMERSLACK, 0)
+
+
+def set_timer_slack(slack_ns: int) -> None:
+    """Set the calling thread's timer slack (0 means "back to the thread's default").
+
+    Raises:
+        OSError: prctl failed.
+    """
+    _prctl(_PR_SET_TIMERSLACK, slack_ns)
 
 
 _RLIMIT_LOCK = threading.Lock()
