@@ -9,7 +9,6 @@ import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 from edgert._owner import Owner
 from edgert.errors import (
@@ -23,6 +22,7 @@ from edgert.realtime._gc import hold_gc_frozen, release_gc
 from edgert.realtime._memlock import acquire_lock, prefault_heap, prefault_stack, release_lock
 from edgert.realtime._pmqos import DmaLatencyHold
 from edgert.realtime._remedy import diagnose_affinity, diagnose_sched, errno_label
+from edgert.realtime._report import PolicyReport, SettingOutcome
 from edgert.realtime._sched import (
     RESET_ON_FORK,
     RaisedSoftLimit,
@@ -157,68 +157,6 @@ class RealtimePolicy:
             NotSupportedError: The kernel or C library lacks a needed feature (strict mode).
         """
         return ActivePolicy(self)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SettingOutcome:
-    """What happened to one setting.
-
-    Attributes:
-        setting: ``scheduler``, ``affinity``, ``memory_lock``, ``prefault_stack``,
-            ``prefault_heap``, ``gc``, ``cpu_dma_latency`` or ``timer_slack``.
-        applied: Whether it took effect (or, in ``restored``, was undone).
-        detail: What was done, or what failed and why.
-        hint: What to change so it is permitted (refusals only).
-        errno_value: The OS error number of a refusal, when there was one.
-    """
-
-    setting: str
-    applied: bool
-    detail: str
-    hint: str | None = None
-    errno_value: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return {"setting": self.setting, "applied": self.applied, "detail": self.detail,
-                "hint": self.hint, "errno": self.errno_value}
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PolicyReport:
-    """What :meth:`RealtimePolicy.apply` applied and what the OS refused.
-
-    Attributes:
-        thread_id: Native id (TID) of the thread the policy was applied to.
-        thread_name: Its Python name.
-        applied: Settings in effect.
-        refused: Settings the OS refused (only with ``strict=False``), with reasons and hints.
-    """
-
-    thread_id: int
-    thread_name: str
-    applied: tuple[SettingOutcome, ...] = ()
-    refused: tuple[SettingOutcome, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was refused."""
-        return not self.refused
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return {"thread_id": self.thread_id, "thread_name": self.thread_name,
-                "applied": [o.to_dict() for o in self.applied],
-                "refused": [o.to_dict() for o in self.refused]}
-
-    def __str__(self) -> str:
-        lines = [f"real-time policy on thread {self.thread_name} (tid {self.thread_id}):"]
-        lines += [f"  applied  {o.setting}: {o.detail}" for o in self.applied]
-        for o in self.refused:
-            lines.append(f"  REFUSED  {o.setting}: {o.detail}")
-            if o.hint:
-                lines.append(f"           hint: {o.hint}")
-        return "\n".join(lines)
 
 
 @dataclass
