@@ -44,14 +44,18 @@ def _obs(rng: np.random.Generator, batch: int) -> np.ndarray:
     return rng.standard_normal((batch, OBS_DIM)).astype(np.float32)
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["blocking-stages", "spin-untimed"])
 @pytest.mark.parametrize("slots", [1, 2, 4])
 @pytest.mark.parametrize("graphs", ["off", "auto", "on"])
 @pytest.mark.parametrize("io", ["copy", "zero_copy"])
-def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int) -> None:
+def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int,
+                                      lean: bool) -> None:
     from edgert.session import InferenceSession
 
-    rng = np.random.default_rng(hash((io, graphs, slots)) % 2**32)
-    with InferenceSession(exe, io=io, cuda_graph=graphs, slots=slots, sync="spin") as s:
+    rng = np.random.default_rng(hash((io, graphs, slots, lean)) % 2**32)
+    with InferenceSession(exe, io=io, cuda_graph=graphs, slots=slots,
+                          sync="spin" if lean else "blocking",
+                          timing="off" if lean else "stages") as s:
         assert s.options.io == io
         for batch in (1, 1, 1, 7, 7, 7, 1):
             _poison(s)

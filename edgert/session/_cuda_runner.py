@@ -32,6 +32,11 @@ __all__ = ["CudaRunner"]
 
 _now = time.perf_counter_ns
 _NOT_READY = 600  # cudaErrorNotReady
+# With cuda_graph="auto", a pipelined submit that copies at least this much runs on the three
+# streams rather than from a graph. Measured on an H100 (benchmarks/session.py, copy I/O):
+# batch 256 (60 KiB copied) 42.7k requests/s pipelined vs 26k from graphs; batch 1 (240 B)
+# 60k from graphs vs 45k pipelined, where the host's enqueue cost dominates.
+PIPELINE_MIN_BYTES = 16 * 1024
 
 
 class CudaRunner(Runner):
@@ -150,10 +155,10 @@ class CudaRunner(Runner):
             slot: The slot holding the staged request.
             key: Its graph key.
             pipelined: Spread a plain request over the copy and compute streams (``submit``
-                with several slots). With ``cuda_graph="auto"`` such requests are not replayed
-                from graphs: one graph runs its copies and compute in order on one stream, so
-                consecutive requests cannot overlap, while the three streams can (measured on
-                an H100: twice the requests per second at batch 256).
+                with several slots). With ``cuda_graph="auto"``, such requests that copy at
+                least ``PIPELINE_MIN_BYTES`` are not replayed from graphs: one graph runs its
+                copies and compute in order on one stream, so consecutive requests cannot
+                overlap, while the three streams can.
             wait_now: ``finish`` follows at once (``infer``): a plain request that spins and
                 records no timings then needs no completion event, as a stream synchronize
                 waits for it (one event record less per request).
@@ -163,7 +168,8 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
-        if graphs is not None and not (pipelined and self.pipeline_first):
+        if graphs is not None and not (pipelined and self.pipeline_first and
+                                       slot.copy_bytes >= PIPELINE_MIN_BYTES):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
@@ -171,7 +177,7 @@ class CudaRunner(Runner):
                 self._replay(slot, entry)
                 return
         if wait_now and self.stream_wait_ok:
-            self._enqueue(slot, False, end_event=False)
+            self._enqueue_untimed(slot)
             slot.wait_stream = True
         elif pipelined and self.h2d_s is not None:
             self._enqueue_pipelined(slot)
@@ -207,6 +213,32 @@ class CudaRunner(Runner):
         if not self.exe.execute_async_v3(self.s_handle):
             raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
                                  hint="see the runtime's message above; the session stays usable")
+
+    def _enqueue_untimed(self, slot: Slot) -> None:
+        """The plain request that ``infer`` waits for at once, with no events: copies and the
+        executable, nothing else (the common control-loop case, kept free of branches)."""
+        s = self.s
+        memcpy = self.memcpy
+        kind = self.kind_h2d
+        for dst, src, n in slot.h2d:
+            err = memcpy(dst, src, n, kind, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        sig = slot.sig
+        if self.ctx_sig is not sig and self.ctx_sig != sig:
+            assert sig is not None
+            self.apply_shapes(sig)
+        if self.bound_token is not slot.binds:
+            self.bind(slot)
+        if not self.exe.execute_async_v3(self.s_handle):
+            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
+                                 hint="see the runtime's message above; the session stays usable")
+        kind = self.kind_d2h
+        for dst, src, n in slot.d2h:
+            err = memcpy(dst, src, n, kind, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+        slot.timed = 0
 
     def _enqueue(self, slot: Slot, capturing: bool, end_event: bool = True) -> None:
         s = self.s

@@ -94,8 +94,7 @@ class Runner:
             for tb in slot.inputs:
                 arr = inputs.get(tb.name)
                 if (type(arr) is _ndarray and arr.dtype is tb.dtype and arr.shape == tb.shape
-                        and arr.nbytes <= STAGE_LIMIT_BYTES
-                        and (not refuse or arr.flags.c_contiguous)):
+                        and tb.small and (not refuse or arr.flags.c_contiguous)):
                     _copyto(tb.view, arr)  # type: ignore[arg-type]
                 else:
                     return self._stage_slow(slot, inputs)
@@ -347,6 +346,7 @@ class Runner:
             grown = True
         tb.shape = shape
         tb.nbytes = nbytes
+        tb.small = nbytes <= STAGE_LIMIT_BYTES
         if tb.host is not None:
             tb.host_ptr = tb.host.ptr
             view_dtype, view_shape = ((spec.dtype, shape) if spec.element_bits ==

@@ -29,6 +29,7 @@ class TensorBuffer:
         device: Device lease (copy mode on a GPU), or None.
         shape: Shape of the current request.
         nbytes: Bytes of the current request.
+        small: ``nbytes`` is at most the size below which inputs are always staged.
         view: numpy view of ``host`` with ``shape``, or None.
         dview: Device view for ``outputs="device"``, or None.
         bind_ptr: The address bound to the executable for this slot.
@@ -37,7 +38,7 @@ class TensorBuffer:
     """
 
     __slots__ = ("bind_ptr", "dev_ptr", "device", "dtype", "dview", "host", "host_ptr", "name",
-                 "nbytes", "shape", "spec", "view")
+                 "nbytes", "shape", "small", "spec", "view")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -47,6 +48,7 @@ class TensorBuffer:
         self.device: Any = None
         self.shape: tuple[int, ...] | None = None
         self.nbytes = 0
+        self.small = False
         self.view: np.ndarray[Any, Any] | None = None
         self.dview: Any = None
         self.bind_ptr = 0
@@ -84,6 +86,7 @@ class Slot:
         events: Raw CUDA events ``(start, h2d, compute, end)``; any may be None.
         h2d: ``(device_ptr, host_ptr, nbytes)`` copies before compute.
         d2h: ``(host_ptr, device_ptr, nbytes)`` copies after compute.
+        copy_bytes: Bytes the two lists move.
         binds: ``(name, address)`` for every tensor, as the executable must see them.
         keep: Caller objects to keep alive until the request completes.
         external: ``h2d``/``binds`` name caller memory (the next request must rebuild them).
@@ -95,6 +98,7 @@ class Slot:
     __slots__ = (
         "binds",
         "busy",
+        "copy_bytes",
         "d2h",
         "error",
         "ev_compute",
@@ -139,6 +143,7 @@ class Slot:
         self.ev_end: Any = None
         self.h2d: list[tuple[int, int, int]] = []
         self.d2h: list[tuple[int, int, int]] = []
+        self.copy_bytes = 0
         self.binds: tuple[tuple[str, int], ...] = ()
         self.keep: Any = None
         self.external = False
@@ -167,6 +172,7 @@ class Slot:
                     d2h.append((tb.host_ptr, tb.dev_ptr, tb.nbytes))
         self.h2d = h2d
         self.d2h = d2h
+        self.copy_bytes = sum(n for _, _, n in h2d) + sum(n for _, _, n in d2h)
         self.external = False
         self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs))
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})

@@ -274,6 +274,7 @@ class KernelExecutable(Owner):
         self._cu_launch = driver().cuLaunchKernel
         self._set_batch(1)
         self._addresses: dict[str, int] = {}
+        self._ready = False
         self._streams: dict[int, Any] = {}
         self._errors: collections.deque[str] = collections.deque(maxlen=32)
         self._tensors = (
@@ -363,13 +364,14 @@ class KernelExecutable(Owner):
         for i in slots:
             kernel_args[i] = int(address)
         self._addresses[name] = int(address)
+        self._ready = len(self._addresses) == 2
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         """Enqueue the network on the stream; False if an address is unset or a launch fails."""
         if self._owner_closed:
             self._check_open()
-        if len(self._addresses) < 2:
+        if not self._ready:
             return self._fail("execute_async_v3: set the address of every tensor first")
         raw = self._streams.get(stream_handle)
         if raw is None:
