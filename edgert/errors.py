@@ -11,6 +11,8 @@ The tree::
     ├── NotSupportedError         the machine, driver or install lacks what was asked
     ├── PermissionDeniedError     the OS refused (EPERM/EACCES); carries remediation
     ├── ResourceClosedError       use after close()
+    ├── ResourceBusyError         close() or reuse refused while something still uses it
+    ├── OutOfMemoryError          the OS or device has no memory (also a MemoryError)
     ├── InvalidArgumentError      bad argument values (also a ValueError)
     ├── ConcurrentUseError        an object owned by one thread was used from another at once
     ├── RequestTimeoutError       a wait ran out (also a TimeoutError)
@@ -44,11 +46,13 @@ __all__ = [
     "InvalidArgumentError",
     "ModelFormatError",
     "NotSupportedError",
+    "OutOfMemoryError",
     "PermissionDeniedError",
     "PoolExhausted",
     "RealtimeError",
     "RebootRequiredError",
     "RequestTimeoutError",
+    "ResourceBusyError",
     "ResourceClosedError",
     "VersionMismatchError",
 ]
@@ -131,6 +135,14 @@ class PermissionDeniedError(EdgeRTError, PermissionError):
 
 class ResourceClosedError(EdgeRTError):
     """An object was used after ``close()``."""
+
+
+class ResourceBusyError(EdgeRTError):
+    """An object cannot be closed or reused while something still uses it (e.g. leases)."""
+
+
+class OutOfMemoryError(EdgeRTError, MemoryError):
+    """The OS or the device has no memory for an allocation."""
 
 
 class InvalidArgumentError(EdgeRTError, ValueError):

@@ -16,6 +16,7 @@ from edgert.errors import (
     InvalidArgumentError,
     NotSupportedError,
     PoolExhausted,
+    ResourceBusyError,
     ResourceClosedError,
 )
 from edgert.memory import BufferPool, MemoryKind, PoolOptions, SizeClasses, locked_bytes
@@ -358,7 +359,7 @@ def test_close_refuses_while_leases_are_outstanding_unless_forced() -> None:
     lease = pool.acquire(4096)
     view = lease.view()
     view[:] = 3
-    with pytest.raises(InvalidArgumentError, match="1 lease"):
+    with pytest.raises(ResourceBusyError, match="1 lease"):
         pool.close()
     assert not pool.closed
     pool.acquire(100).release(stream="s")

@@ -15,7 +15,7 @@ import os
 import resource
 from pathlib import Path
 
-from edgert.errors import EdgeRTError, PermissionDeniedError
+from edgert.errors import OutOfMemoryError, PermissionDeniedError
 
 __all__ = [
     "PAGE_SIZE",
@@ -118,7 +118,7 @@ def map_locked(nbytes: int) -> tuple[int, int]:
     """Map ``nbytes`` of anonymous, page-aligned memory and lock it; returns ``(ptr, length)``.
 
     Raises:
-        EdgeRTError: The kernel has no memory for the mapping (ENOMEM from mmap).
+        OutOfMemoryError: The kernel has no memory for the mapping (ENOMEM from mmap).
         PermissionDeniedError: The pages could not be locked (RLIMIT_MEMLOCK, CAP_IPC_LOCK).
     """
     length = page_round(nbytes)
@@ -126,7 +126,7 @@ def map_locked(nbytes: int) -> tuple[int, int]:
                 mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
     if ptr is None or ptr == _MAP_FAILED:
         err = ctypes.get_errno()
-        raise EdgeRTError(
+        raise OutOfMemoryError(
             f"mmap of {length:,} bytes failed: {errno.errorcode.get(err, str(err))} "
             f"({os.strerror(err)})",
             hint="the machine is out of memory or address space: allocate less",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from edgert.errors import InvalidArgumentError, PoolExhausted
+from edgert.errors import InvalidArgumentError, PoolExhausted, ResourceBusyError
 from edgert.memory._allocation import refcount
 from edgert.memory._pooltypes import Block, ClassStats, PoolStats, SizeClass, free_blocks
 
@@ -127,7 +127,7 @@ def close(pool: BufferPool, *, force: bool) -> None:
             return
         held = outstanding(pool)
         if held and not force:
-            raise InvalidArgumentError(
+            raise ResourceBusyError(
                 f"cannot close the pool: {len(held)} lease(s) of {in_use(pool):,} bytes are "
                 f"outstanding",
                 hint="release them first, or close(force=True) if nothing will touch them")
