@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from edgert.realtime import CapabilityVerdict, realtime_capabilities
-from edgert.realtime._sysinfo import parse_cpu_list, rt_cgroup
+from edgert.realtime._remedy import diagnose_sched
+from edgert.realtime._sysinfo import parse_cpu_list, rt_cgroup, rt_group_sched
 
 NAMES = ["sched_fifo", "rt_priority_limit", "rt_cgroup", "rt_throttling", "memory_lock",
          "cpu_isolation", "cpu_dma_latency", "rt_kernel", "python"]
+
+
+def _fifo_works(priority: int) -> bool:
+    """An independent probe: try SCHED_FIFO in a throwaway thread."""
+    result: list[bool] = []
+
+    def body() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            result.append(True)
+        except PermissionError:
+            result.append(False)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    return result[0]
 
 
 def test_this_machine() -> None:
@@ -95,3 +116,66 @@ def test_never_raises_on_an_empty_tree(tmp_path: Path) -> None:
 def test_parse_cpu_list() -> None:
     assert parse_cpu_list("0-3,6,8-9\n") == {0, 1, 2, 3, 6, 8, 9}
     assert parse_cpu_list("\n") == frozenset()
+
+
+def v2_tree(tmp_path: Path, *, config: str | None, cmdline: str = "quiet") -> Path:
+    """A cgroup v2 host like the GPU VMs: the process sits in /process_api/<id>, and the cpu
+    controller is enabled for /process_api."""
+    def put(rel: str, data: str | bytes) -> None:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+
+    put("proc/self/cgroup", "0::/process_api/8689\n")
+    put("proc/self/mountinfo", "41 23 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    put("sys/fs/cgroup/cgroup.subtree_control", "cpuset cpu io memory hugetlb pids\n")
+    put("sys/fs/cgroup/process_api/cgroup.subtree_control", "memory\n")
+    put("sys/fs/cgroup/process_api/8689/cgroup.subtree_control", "\n")
+    put("proc/cmdline", cmdline + "\n")
+    if config is not None:
+        put("proc/config.gz", gzip.compress(config.encode()))
+    return tmp_path
+
+
+def test_cgroup_v2_with_rt_group_scheduling_is_diagnosed(tmp_path: Path) -> None:
+    root = v2_tree(tmp_path, config="CONFIG_PREEMPT_DYNAMIC=y\nCONFIG_RT_GROUP_SCHED=y\n")
+    assert rt_group_sched(root) is True
+    group = rt_cgroup(root)
+    assert group is not None
+    assert (group.group, group.version, group.runtime_us, group.file) == ("/process_api", 2, 0,
+                                                                          None)
+    check = realtime_capabilities(root=root)["rt_cgroup"]
+    assert check.verdict is CapabilityVerdict.FAIL
+    assert "'/process_api' (cgroup v2) is not the root group" in check.detail
+    assert check.hint is not None
+    assert "/sys/fs/cgroup/cgroup.procs" in check.hint
+    diag = diagnose_sched(errno.EPERM, priority=80, root=root)
+    assert "CONFIG_RT_GROUP_SCHED" in diag.reason
+    assert diag.permission
+
+
+@pytest.mark.parametrize(("config", "cmdline", "expected"), [
+    ("# CONFIG_RT_GROUP_SCHED is not set\n", "quiet", False),
+    ("CONFIG_RT_GROUP_SCHED=y\n", "quiet rt_group_sched=0", False),
+    ("CONFIG_RT_GROUP_SCHED=y\nCONFIG_RT_GROUP_SCHED_DEFAULT_DISABLED=y\n", "quiet", False),
+    ("CONFIG_RT_GROUP_SCHED=y\nCONFIG_RT_GROUP_SCHED_DEFAULT_DISABLED=y\n",
+     "rt_group_sched=1", True),
+    (None, "quiet", None),
+])
+def test_rt_group_sched_from_config_and_cmdline(tmp_path: Path, config: str | None,
+                                                cmdline: str, expected: bool | None) -> None:
+    root = v2_tree(tmp_path, config=config, cmdline=cmdline)
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    (root / "proc/sys/kernel/osrelease").write_text("6.18.0-test\n")
+    assert rt_group_sched(root) is expected
+    # Without RT group scheduling (or when it cannot be told) a v2 group is no obstacle.
+    assert (rt_cgroup(root) is not None) is bool(expected)
+
+
+def test_v2_process_in_the_root_cpu_group_is_fine(tmp_path: Path) -> None:
+    root = v2_tree(tmp_path, config="CONFIG_RT_GROUP_SCHED=y\n")
+    (root / "sys/fs/cgroup/cgroup.subtree_control").write_text("memory pids\n")
+    assert rt_cgroup(root) is None

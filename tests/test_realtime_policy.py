@@ -13,11 +13,20 @@ from typing import TypeVar, cast
 import pytest
 
 from edgert.errors import InvalidArgumentError
-from edgert.realtime import RealtimePolicy, RealtimeThread, SchedPolicy, lock_memory
+from edgert.realtime import (
+    RealtimePolicy,
+    RealtimeThread,
+    SchedPolicy,
+    lock_memory,
+    realtime_capabilities,
+)
 from edgert.realtime._sysinfo import proc_status_kib
 
 T = TypeVar("T")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+needs_fifo = pytest.mark.skipif(
+    not realtime_capabilities(priority=99).can_schedule_fifo,
+    reason="SCHED_FIFO is refused here (CI runs as root where it is allowed)")
 
 
 def vmlck_kib() -> int:
@@ -46,7 +55,7 @@ def in_thread(fn: Callable[[], T]) -> T:
     return cast(T, t.result)
 
 
-@needs_root
+@needs_fifo
 def test_fifo_applies_to_calling_thread_only_and_is_restored(
     idle_thread: threading.Thread,
 ) -> None:
@@ -68,7 +77,7 @@ def test_fifo_applies_to_calling_thread_only_and_is_restored(
     assert after == os.SCHED_OTHER
 
 
-@needs_root
+@needs_fifo
 def test_rr_and_reset_on_fork_flag() -> None:
     def body() -> tuple[int, int]:
         with RealtimePolicy(policy=SchedPolicy.RR, priority=10, reset_on_fork=False).apply():
@@ -159,10 +168,10 @@ def test_memory_lock_is_reference_counted_across_holders() -> None:
 
 def test_gc_frozen_and_restored() -> None:
     assert gc.isenabled()
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # some interpreters start with objects frozen
     with RealtimePolicy(freeze_gc=True).apply():
         assert not gc.isenabled()
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > before
         with RealtimePolicy(freeze_gc=True).apply():  # a second holder
             pass
         assert not gc.isenabled()  # still held by the first
@@ -177,7 +186,7 @@ def test_gc_frozen_and_restored() -> None:
         gc.enable()
 
 
-@needs_root
+@needs_fifo
 def test_everything_restored_when_the_body_raises() -> None:
     def body() -> tuple[int, set[int], bool, int]:
         before_aff = os.sched_getaffinity(0)

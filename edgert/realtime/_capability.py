@@ -15,6 +15,7 @@ from typing import Any
 
 from edgert._compat import StrEnum
 from edgert.realtime._remedy import (
+    cgroup_refusal,
     diagnose_sched,
     errno_label,
     memlock_hint,
@@ -189,13 +190,11 @@ def _check_cgroup(root: Path) -> CapabilityCheck:
     group = rt_cgroup(root)
     if group is None:
         return CapabilityCheck(name="rt_cgroup", verdict=_OK,
-                               detail="no RT group scheduling budget applies to this process")
+                               detail="no RT group scheduling budget limits this process")
     if group.runtime_us <= 0:
-        diag = diagnose_sched(1, priority=1, root=root)
-        return CapabilityCheck(
-            name="rt_cgroup", verdict=_FAIL,
-            detail=f"cgroup {group.group!r} has cpu.rt_runtime_us = {group.runtime_us} "
-                   f"({group.file}): FIFO/RR are refused even to root", hint=diag.hint)
+        diag = cgroup_refusal(group)
+        return CapabilityCheck(name="rt_cgroup", verdict=_FAIL,
+                               detail=f"FIFO/RR refused: {diag.reason}", hint=diag.hint)
     return CapabilityCheck(name="rt_cgroup", verdict=_OK,
                            detail=f"cgroup {group.group!r} has {group.runtime_us} us of RT time "
                                   f"per period ({group.file})")

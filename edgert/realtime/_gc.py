@@ -2,7 +2,10 @@
 
 The collector is process-wide, so holders share a reference count: the first one collects,
 freezes (moves every tracked object to the permanent generation) and disables it; the last one
-puts back what it found (enabled or not; unfreezes only if nothing was frozen before).
+unfreezes and re-enables it if it was enabled. ``gc.unfreeze`` cannot tell objects frozen before
+from ours, so it unfreezes those too (some interpreters, e.g. Ubuntu's 3.12, start with a few
+hundred frozen): they only become collectable again, which is safer than leaving every object
+alive at the time frozen for good.
 """
 
 from __future__ import annotations
@@ -50,12 +53,11 @@ def release_gc() -> str:
         _STATE.holders -= 1
         if _STATE.holders:
             return f"still held by {_STATE.holders} other holder(s)"
-        parts = []
-        if _STATE.was_frozen == 0:
-            gc.unfreeze()
-            parts.append("unfroze")
-        else:
-            parts.append("left frozen objects frozen (some were frozen before)")
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        parts = [f"unfroze {frozen} objects"
+                 + (f" ({_STATE.was_frozen} of them were frozen before)" if _STATE.was_frozen
+                    else "")]
         if _STATE.was_enabled:
             gc.enable()
             parts.append("re-enabled the collector")

@@ -15,6 +15,7 @@ from pathlib import Path
 from edgert.realtime._sysinfo import (
     CAP_IPC_LOCK,
     CAP_SYS_NICE,
+    CgroupRt,
     format_limit,
     has_capability,
     online_cpus,
@@ -26,6 +27,7 @@ from edgert.realtime._sysinfo import (
 
 __all__ = [
     "Diagnosis",
+    "cgroup_refusal",
     "diagnose_affinity",
     "diagnose_dma_latency",
     "diagnose_mlock",
@@ -86,14 +88,29 @@ def memlock_hint() -> str:
     )
 
 
-def _cgroup_hint(file: Path) -> str:
-    procs = file.parent / "cgroup.procs"
-    return (
-        f"give the cgroup an RT budget: `echo 950000 > {file}` (every parent group needs at "
-        f"least as much; new groups start at 0), or move the process to a group that has one "
-        f"(`echo $$ > {procs.parent.parent / 'cgroup.procs'}` moves it up); Docker: start dockerd "
-        f"with --cpu-rt-runtime=950000 and the container with --cpu-rt-runtime=<us>; systemd "
-        f"services that get their own cpu group (CPUAccounting=, CPUQuota=) start with 0"
+def cgroup_refusal(group: CgroupRt) -> Diagnosis:
+    """Why a cpu cgroup without RT runtime refuses FIFO/RR, and how to give it some."""
+    if group.version == 1:
+        file = group.file
+        return Diagnosis(
+            f"its cpu cgroup {group.group!r} has cpu.rt_runtime_us = {group.runtime_us} "
+            f"({file}), so no thread in it may use SCHED_FIFO/RR, not even root's",
+            f"give the group an RT budget: `echo 950000 > {file}` (every parent group needs at "
+            f"least as much; new groups start at 0), or move the process to the root cpu group "
+            f"(`echo $$ > /sys/fs/cgroup/cpu/cgroup.procs`); Docker: start dockerd with "
+            f"--cpu-rt-runtime=950000 and the container with --cpu-rt-runtime=<us>; systemd "
+            f"services that get their own cpu group (CPUAccounting=, CPUQuota=) start with 0",
+            permission=True,
+        )
+    return Diagnosis(
+        f"its cpu cgroup {group.group!r} (cgroup v2) is not the root group, and this kernel "
+        f"has RT group scheduling (CONFIG_RT_GROUP_SCHED), under which such a group has no RT "
+        f"runtime: only the root cpu group may use SCHED_FIFO/RR, not even root's",
+        "run the process in the root cgroup (as root: `echo $$ > /sys/fs/cgroup/cgroup.procs`), "
+        "or turn the cpu controller off for its subtree (remove 'cpu' from the parent's "
+        "cgroup.subtree_control), or boot with rt_group_sched=0 (kernels that offer "
+        "CONFIG_RT_GROUP_SCHED_DEFAULT_DISABLED) or a kernel built without CONFIG_RT_GROUP_SCHED",
+        permission=True,
     )
 
 
@@ -121,16 +138,15 @@ def diagnose_sched(err_code: int, *, priority: int, root: Path = _ROOT) -> Diagn
         hints.append(rtprio_hint(priority))
     group = rt_cgroup(root)
     if group is not None and group.runtime_us <= 0:
-        reasons.append(
-            f"its cpu cgroup {group.group!r} has cpu.rt_runtime_us = {group.runtime_us} "
-            f"({group.file}), so no thread in it may use SCHED_FIFO/RR, not even root's"
-        )
-        hints.append(_cgroup_hint(group.file))
+        diag = cgroup_refusal(group)
+        reasons.append(diag.reason)
+        hints.append(diag.hint)
     if not reasons:
         reasons.append(
             f"RLIMIT_RTPRIO ({format_limit(soft)}, hard {format_limit(hard)}) and CAP_SYS_NICE "
             f"({'present' if cap else 'absent' if cap is False else 'unknown'}) should allow it, "
-            f"so a security module (SELinux, AppArmor), seccomp or the container runtime refused"
+            f"so a security module (SELinux, AppArmor), seccomp, the container runtime or (on "
+            f"cgroup v2 with an unreadable kernel config) RT group scheduling refused"
         )
         hints.append("check the audit log (`journalctl -k | grep -i denied`) and the "
                      "container's seccomp/capability settings; " + rtprio_hint(priority))

@@ -6,6 +6,7 @@ and returns ``None`` for a value it cannot read instead of guessing.
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import pwd
@@ -26,6 +27,7 @@ __all__ = [
     "proc_status_kib",
     "rlimit",
     "rt_cgroup",
+    "rt_group_sched",
     "user_name",
 ]
 
@@ -155,23 +157,56 @@ def kernel_is_preempt_rt(root: Path = _ROOT) -> tuple[bool, str]:
     return False, f"kernel version is {version!r} (no PREEMPT_RT)"
 
 
+def rt_group_sched(root: Path = _ROOT) -> bool | None:
+    """Whether the kernel applies RT group scheduling; ``None`` when it cannot be told.
+
+    Read from the kernel config (/proc/config.gz, else /boot/config-<release>) and the
+    ``rt_group_sched=`` boot parameter (kernels with CONFIG_RT_GROUP_SCHED_DEFAULT_DISABLED).
+    """
+    config: str | None = None
+    try:
+        config = gzip.decompress((root / "proc/config.gz").read_bytes()).decode(errors="replace")
+    except (OSError, EOFError, gzip.BadGzipFile):
+        release = _read(root / "proc/sys/kernel/osrelease")
+        if release is None and root == _ROOT:
+            release = platform.release()
+        if release:
+            config = _read(root / "boot" / f"config-{release.strip()}")
+    if config is None:
+        return None
+    options = set(config.split())
+    if "CONFIG_RT_GROUP_SCHED=y" not in options:
+        return False
+    cmdline = (_read(root / "proc/cmdline") or "").split()
+    if "rt_group_sched=0" in cmdline:
+        return False
+    if "CONFIG_RT_GROUP_SCHED_DEFAULT_DISABLED=y" in options:
+        return "rt_group_sched=1" in cmdline
+    return True
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CgroupRt:
-    """The RT budget of this process's cpu cgroup (CONFIG_RT_GROUP_SCHED).
+    """The RT budget of this process's cpu cgroup under RT group scheduling.
 
     Attributes:
-        group: The cgroup path as /proc/self/cgroup names it.
-        file: The ``cpu.rt_runtime_us`` file that was read.
-        runtime_us: Its value; 0 means no task in the group may be SCHED_FIFO/RR, even as root.
+        group: The cpu cgroup that applies to the process (cgroup paths as /proc/self/cgroup
+            names them).
+        version: 1 or 2.
+        file: The ``cpu.rt_runtime_us`` that was read, or ``None`` on cgroup v2, which has none:
+            there a non-root cpu group simply has no RT runtime.
+        runtime_us: RT runtime per period; 0 means no task in the group may be SCHED_FIFO/RR,
+            even as root.
     """
 
     group: str
-    file: Path
+    version: int
+    file: Path | None
     runtime_us: int
 
 
-def _cpu_cgroup_mounts(root: Path) -> list[tuple[int, str, Path]]:
-    """``(version, root inside the hierarchy, mount point)`` of each cpu-capable cgroup mount."""
+def _cgroup_mounts(root: Path) -> list[tuple[int, str, Path]]:
+    """``(version, root inside the hierarchy, mount point)`` of the cpu v1 and the v2 mounts."""
     text = _read(root / "proc/self/mountinfo")
     mounts: list[tuple[int, str, Path]] = []
     if text is None:
@@ -191,11 +226,35 @@ def _cpu_cgroup_mounts(root: Path) -> list[tuple[int, str, Path]]:
     return mounts
 
 
-def rt_cgroup(root: Path = _ROOT) -> CgroupRt | None:
-    """The ``cpu.rt_runtime_us`` of this process's cgroup, or ``None`` when there is none.
+def _relative(group: str, mount_root: str) -> str:
+    if mount_root != "/" and group.startswith(mount_root):
+        group = group[len(mount_root):]
+    return group.strip("/")
 
-    There is none when the kernel lacks CONFIG_RT_GROUP_SCHED (the usual case on cgroup v2), or
-    the cgroup filesystem is not mounted here.
+
+def _v2_cpu_group(mount_point: Path, group: str) -> str | None:
+    """The group whose cpu controller governs ``group`` ("" = the root), None if unreadable."""
+    parts = [p for p in group.split("/") if p]
+    while parts:
+        parent = mount_point.joinpath(*parts[:-1]) / "cgroup.subtree_control"
+        control = _read(parent)
+        if control is None:
+            return None
+        if "cpu" in control.split():
+            return "/".join(parts)
+        parts.pop()
+    return ""
+
+
+def rt_cgroup(root: Path = _ROOT) -> CgroupRt | None:
+    """The RT budget of this process's cpu cgroup, or ``None`` when none applies.
+
+    None applies when the kernel has no RT group scheduling, the process sits in the root cpu
+    group, or the cgroup filesystem is not mounted here.
+
+    * cgroup v1: the group's ``cpu.rt_runtime_us`` (new groups start at 0).
+    * cgroup v2 with RT group scheduling: v2 has no ``cpu.rt_runtime_us`` to give a group a
+      budget, so any cpu group other than the root one has none (``runtime_us=0``).
     """
     text = _read(root / "proc/self/cgroup")
     if text is None:
@@ -210,20 +269,28 @@ def rt_cgroup(root: Path = _ROOT) -> CgroupRt | None:
             groups.append((1, path))
         elif hierarchy == "0" and controllers == "":
             groups.append((2, path))
-    mounts = _cpu_cgroup_mounts(root)
+    mounts = _cgroup_mounts(root)
     for version, group in groups:
         for mount_version, mount_root, mount_point in mounts:
             if mount_version != version:
                 continue
-            rel = group
-            if mount_root != "/" and rel.startswith(mount_root):
-                rel = rel[len(mount_root):]
-            file = mount_point / rel.lstrip("/") / "cpu.rt_runtime_us"
+            rel = _relative(group, mount_root)
+            if version == 1:
+                file = mount_point / rel / "cpu.rt_runtime_us"
+                value = _read(file)
+                if value is None:
+                    continue
+                try:
+                    return CgroupRt(group=group, version=1, file=file,
+                                    runtime_us=int(value.strip()))
+                except ValueError:
+                    continue
+            cpu_group = _v2_cpu_group(mount_point, rel)
+            if cpu_group is None or cpu_group == "" or rt_group_sched(root) is not True:
+                continue
+            file = mount_point / cpu_group / "cpu.rt_runtime_us"
             value = _read(file)
-            if value is None:
-                continue
-            try:
-                return CgroupRt(group=group, file=file, runtime_us=int(value.strip()))
-            except ValueError:
-                continue
+            runtime = int(value.strip()) if value and value.strip().isdigit() else 0
+            return CgroupRt(group="/" + cpu_group, version=2,
+                            file=file if value is not None else None, runtime_us=runtime)
     return None
