@@ -41,6 +41,14 @@ class CudaGraph(Owner):
         self._own(lambda: _destroy_graph(graph, exec_), "CUDA graph")
 
     @property
+    def exec_handle(self) -> Any:
+        """The raw ``cudaGraphExec_t``, for hot loops that call ``cudaGraphLaunch`` themselves.
+
+        Valid while this graph is open; it is destroyed by :meth:`close`.
+        """
+        return self._exec
+
+    @property
     def node_count(self) -> int:
         """Number of nodes captured (kernels, copies, ...).
 

@@ -91,6 +91,14 @@ class Kernel:
         self.name = name
         self._launch = driver().cuLaunchKernel
 
+    @property
+    def handle(self) -> Any:
+        """The raw ``CUfunction``, for hot loops that call ``cuLaunchKernel`` themselves.
+
+        Valid while its :class:`Module` is open.
+        """
+        return self._func
+
     def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], args: KernelArgs,
                *, stream: Stream, shared_mem_bytes: int = 0) -> None:
         """Enqueue the kernel on ``stream``.

@@ -421,7 +421,7 @@ class _Captured:
         self.graph = graph
         # The launch is the whole hot path of a replay: call cudaGraphLaunch on the handle
         # rather than through CudaGraph.launch's checks.
-        self.exec = graph._exec
+        self.exec = graph.exec_handle
 
     def close(self) -> None:
         self.graph.close()

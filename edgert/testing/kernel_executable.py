@@ -340,7 +340,7 @@ class KernelExecutable(Owner):
         self._plan = plan
         # What cuLaunchKernel takes, prepared once: the launch is all a TensorRT enqueue costs
         # in C++, so the Python here should cost no more than a hand-written launch.
-        self._raw_plan = [(k._func, g[0], g[1], b[0], a.address) for k, g, b, a in plan]
+        self._raw_plan = [(k.handle, g[0], g[1], b[0], a.address) for k, g, b, a in plan]
 
     def get_tensor_shape(self, name: str) -> Sequence[int]:
         """The current shape of ``obs`` or ``actions``."""
