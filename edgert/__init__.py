@@ -89,7 +89,18 @@ from edgert.realtime import (
     lock_memory,
     realtime_capabilities,
 )
-from edgert.session import InferenceSession, Pending, RequestTimings
+from edgert.session import (
+    GraphMode,
+    InferenceSession,
+    IoMode,
+    OutputMode,
+    Pending,
+    RequestTimings,
+    SessionOptions,
+    SessionStats,
+    SyncMode,
+    TimingMode,
+)
 from edgert.stats import LatencyStats, LatencySummary
 
 # A library never decides where its log lines go; the application configures logging.
@@ -110,6 +121,7 @@ __all__ = [
     "EngineFormat",
     "EngineLoadError",
     "Executable",
+    "GraphMode",
     "HostBuffer",
     "InferenceError",
     "InferenceSession",
@@ -117,6 +129,7 @@ __all__ = [
     "IntegrityError",
     "IntegrityStatus",
     "InvalidArgumentError",
+    "IoMode",
     "JetsonClocks",
     "LatencyStats",
     "LatencySummary",
@@ -127,6 +140,7 @@ __all__ = [
     "NvpModel",
     "OnnxRuntimeOptions",
     "OutOfMemoryError",
+    "OutputMode",
     "OverrunPolicy",
     "Pending",
     "PeriodicLoop",
@@ -148,13 +162,17 @@ __all__ = [
     "ResourceBusyError",
     "ResourceClosedError",
     "SchedPolicy",
+    "SessionOptions",
+    "SessionStats",
     "SubprocessRunner",
+    "SyncMode",
     "TensorLocation",
     "TensorMode",
     "TensorSpec",
     "ThermalGovernor",
     "ThermalLevel",
     "ThermalZones",
+    "TimingMode",
     "VersionMismatchError",
     "__version__",
     "cuda",
