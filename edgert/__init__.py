@@ -81,11 +81,20 @@ from edgert.power import (
     ThermalZones,
 )
 from edgert.realtime import (
+    ActivePolicy,
+    CapabilityCheck,
+    CapabilityVerdict,
+    LoopReport,
+    MemoryLock,
     OverrunPolicy,
     PeriodicLoop,
+    PolicyReport,
+    RealtimeCapabilities,
     RealtimePolicy,
     RealtimeThread,
     SchedPolicy,
+    SettingOutcome,
+    Tick,
     lock_memory,
     realtime_capabilities,
 )
@@ -101,13 +110,16 @@ from edgert.session import (
     SyncMode,
     TimingMode,
 )
-from edgert.stats import LatencyStats, LatencySummary
+from edgert.stats import LatencyHistogram, LatencyStats, LatencySummary
 
 # A library never decides where its log lines go; the application configures logging.
 _logging.getLogger("edgert").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "ActivePolicy",
     "BufferPool",
+    "CapabilityCheck",
+    "CapabilityVerdict",
     "CommandError",
     "CommandResult",
     "CommandRunner",
@@ -131,9 +143,12 @@ __all__ = [
     "InvalidArgumentError",
     "IoMode",
     "JetsonClocks",
+    "LatencyHistogram",
     "LatencyStats",
     "LatencySummary",
     "Lease",
+    "LoopReport",
+    "MemoryLock",
     "ModelFormatError",
     "NotSupportedError",
     "NvmlSensors",
@@ -146,6 +161,7 @@ __all__ = [
     "PeriodicLoop",
     "PermissionDeniedError",
     "Placement",
+    "PolicyReport",
     "PoolExhausted",
     "PoolOptions",
     "PoolStats",
@@ -153,6 +169,7 @@ __all__ = [
     "PowerRails",
     "ProfileShape",
     "RailReading",
+    "RealtimeCapabilities",
     "RealtimeError",
     "RealtimePolicy",
     "RealtimeThread",
@@ -164,6 +181,7 @@ __all__ = [
     "SchedPolicy",
     "SessionOptions",
     "SessionStats",
+    "SettingOutcome",
     "SubprocessRunner",
     "SyncMode",
     "TensorLocation",
@@ -172,6 +190,7 @@ __all__ = [
     "ThermalGovernor",
     "ThermalLevel",
     "ThermalZones",
+    "Tick",
     "TimingMode",
     "VersionMismatchError",
     "__version__",
