@@ -14,6 +14,9 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert.platform import parse_cpu_list as _platform_cpu_list
+from edgert.platform import read_system
+
 __all__ = [
     "CAP_IPC_LOCK",
     "CAP_SYS_NICE",
@@ -104,18 +107,8 @@ def user_name() -> str:
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:
-    """Parse the kernel's CPU list format (``0-3,6,8-9``)."""
-    cpus: set[int] = set()
-    for raw in text.strip().split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        if sep:
-            cpus.update(range(int(lo), int(hi) + 1))
-        else:
-            cpus.add(int(lo))
-    return frozenset(cpus)
+    """Parse a kernel CPU list (``0-3,6,8-9``), as :func:`edgert.platform.parse_cpu_list` does."""
+    return frozenset(_platform_cpu_list(text))
 
 
 def _cpu_list_file(path: Path) -> frozenset[int] | None:
@@ -140,20 +133,13 @@ def isolated_cpus(root: Path = _ROOT) -> tuple[frozenset[int] | None, frozenset[
 
 
 def kernel_is_preempt_rt(root: Path = _ROOT) -> tuple[bool, str]:
-    """Whether the kernel is PREEMPT_RT, and how that was decided.
-
-    ``/sys/kernel/realtime`` exists only with the out-of-tree RT patch; mainline kernels with
-    PREEMPT_RT merged have no such file, so ``uname -v`` is checked as well.
-    """
-    flag = _read(root / "sys/kernel/realtime")
-    if flag is not None and flag.strip() == "1":
+    """Whether the kernel is PREEMPT_RT, and how that was decided (see :mod:`edgert.platform`)."""
+    info = read_system(root)
+    version = (info.kernel_version or "").strip()
+    if info.is_realtime_kernel:
+        if "PREEMPT_RT" in version:
+            return True, f"kernel version says {version!r}"
         return True, "/sys/kernel/realtime is 1"
-    version = _read(root / "proc/sys/kernel/version")
-    if version is None and root == _ROOT:
-        version = platform.uname().version
-    version = (version or "").strip()
-    if "PREEMPT_RT" in version:
-        return True, f"kernel version says {version!r}"
     return False, f"kernel version is {version!r} (no PREEMPT_RT)"
 
 
