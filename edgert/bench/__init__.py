@@ -1,0 +1,43 @@
+"""Benchmarks the way a robot runs a model: ``edgert bench`` as a library call.
+
+:func:`run` runs a model in a periodic loop (or back to back) on the best backend here, under a
+real-time policy where permitted, with thermal, power and NVML readings alongside, and returns a
+:class:`BenchReport`: throughput; total, enqueue, H2D, compute and D2H latency; wake-up jitter;
+deadline misses; temperatures and throttling at start and end; warnings; the environment.
+
+    >>> from edgert import bench
+    >>> report = bench.run(duration_s=1.0)                  # doctest: +SKIP
+    >>> print(report.render())                              # doctest: +SKIP
+    >>> report.latency["total"].p99_us, report.deadline_misses  # doctest: +SKIP
+
+See docs/bench.md.
+"""
+
+from edgert.bench._backend import BackendInfo
+from edgert.bench._options import BenchOptions
+from edgert.bench._report import (
+    SCHEMA,
+    STAGES,
+    BenchProgress,
+    BenchReport,
+    BenchWarning,
+    RealtimeOutcome,
+    ThermalSummary,
+)
+from edgert.bench._run import run, run_options
+from edgert.bench._sampler import SensorSample
+
+__all__ = [
+    "SCHEMA",
+    "STAGES",
+    "BackendInfo",
+    "BenchOptions",
+    "BenchProgress",
+    "BenchReport",
+    "BenchWarning",
+    "RealtimeOutcome",
+    "SensorSample",
+    "ThermalSummary",
+    "run",
+    "run_options",
+]

@@ -1,0 +1,160 @@
+"""BenchOptions: everything one benchmark run is asked to do, validated once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import InvalidArgumentError
+from edgert.session import GraphMode, IoMode, SyncMode
+
+__all__ = ["MAX_RATE_HZ", "BenchOptions"]
+
+#: Highest loop rate accepted: beyond it a Python step cannot keep up on any machine.
+MAX_RATE_HZ = 100_000.0
+_MAX_CAPACITY = 1 << 18  # samples per recorder: 2 MiB each, ~18 MiB for all of them
+_MIN_CAPACITY = 4096
+
+
+def _number(value: Any, what: str, *, minimum: float, maximum: float, inclusive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(f"{what} must be a number, not {value!r}")
+    v = float(value)
+    low_ok = v >= minimum if inclusive else v > minimum
+    if not math.isfinite(v) or not low_ok or v > maximum:
+        bound = ">=" if inclusive else ">"
+        raise InvalidArgumentError(f"{what} must be {bound} {minimum:g} and <= {maximum:g}, "
+                                   f"not {value!r}")
+    return v
+
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(f"{what} must be an int from {low} to {high}, not {value!r}")
+    return value
+
+
+def _mode(enum: Any, value: Any, what: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in enum)
+        raise InvalidArgumentError(f"{what} must be one of {choices}, not {value!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchOptions:
+    """How :func:`edgert.bench.run` measures.
+
+    Attributes:
+        rate_hz: Requests per second, one per period of a :class:`~edgert.realtime.PeriodicLoop`
+            (a control loop's view). ``0`` runs requests back to back with up to ``slots`` in
+            flight (a throughput view, as trtexec does); there is no wake-up jitter then.
+        duration_s: Length of the measured phase.
+        warmup_s: Requests run (and discarded) before it, under the same conditions.
+        rt: Apply a real-time policy to the loop thread: SCHED_FIFO ``priority``, ``cpus``,
+            locked memory and a frozen garbage collector. What the OS refuses is reported, not
+            raised.
+        priority: SCHED_FIFO priority (1-99) when ``rt``.
+        cpus: Pin the loop thread to these CPUs (only when ``rt``).
+        io: Session I/O mode (``auto``, ``copy``, ``zero_copy``).
+        cuda_graph: Session graph mode (``auto``, ``on``, ``off``, or a bool).
+        slots: Requests in flight at once (1: each request is waited for in its period).
+        batch: Batch size of every request (the model's first dimension when it is dynamic).
+        sync: ``blocking`` or ``spin`` waits for the device.
+        runtime: How a model path is loaded (see :meth:`edgert.engine.Engine.load`).
+        device: CUDA ordinal, ``"host"``, or None (the session decides).
+        root: Where thermal zones and power rails are read (a fake tree in tests).
+        sample_interval_s: Period of the sensor sampler (and of progress callbacks).
+        environment: Include the doctor's summary in the report (costs about half a second).
+
+    Raises:
+        InvalidArgumentError: A value is out of range or not one of its mode's values.
+    """
+
+    rate_hz: float = 1000.0
+    duration_s: float = 3.0
+    warmup_s: float = 0.2
+    rt: bool = True
+    priority: int = 80
+    cpus: Collection[int] | None = None
+    io: IoMode | str = IoMode.AUTO
+    cuda_graph: GraphMode | str | bool = GraphMode.AUTO
+    slots: int = 1
+    batch: int = 1
+    sync: SyncMode | str = SyncMode.BLOCKING
+    runtime: str = "auto"
+    device: int | str | None = None
+    root: Path | str = Path("/")
+    sample_interval_s: float = 0.5
+    environment: bool = True
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "rate_hz", _number(self.rate_hz, "rate_hz", minimum=0.0, maximum=MAX_RATE_HZ,
+                                   inclusive=True))
+        s(self, "duration_s", _number(self.duration_s, "duration_s", minimum=0.0,
+                                      maximum=86_400.0, inclusive=False))
+        s(self, "warmup_s", _number(self.warmup_s, "warmup_s", minimum=0.0, maximum=3600.0,
+                                    inclusive=True))
+        s(self, "sample_interval_s", _number(self.sample_interval_s, "sample_interval_s",
+                                             minimum=0.01, maximum=60.0, inclusive=True))
+        for name in ("rt", "environment"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(f"{name} must be a bool, not {getattr(self, name)!r}")
+        _int(self.priority, "priority", 1, 99)
+        _int(self.slots, "slots", 1, 64)
+        _int(self.batch, "batch", 1, 1 << 20)
+        if self.cpus is not None:
+            cpus = frozenset(self.cpus)
+            if not cpus or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
+                               for c in cpus):
+                raise InvalidArgumentError(
+                    f"cpus must be a non-empty set of CPU numbers, not {self.cpus!r}")
+            s(self, "cpus", cpus)
+        graph: Any = self.cuda_graph
+        if isinstance(graph, bool):
+            graph = GraphMode.ON if graph else GraphMode.OFF
+        s(self, "io", _mode(IoMode, self.io, "io"))
+        s(self, "cuda_graph", _mode(GraphMode, graph, "cuda_graph"))
+        s(self, "sync", _mode(SyncMode, self.sync, "sync"))
+        if not isinstance(self.runtime, str):
+            raise InvalidArgumentError(f"runtime must be a str, not {self.runtime!r}")
+        device = self.device
+        if device is not None and device != "host" and (
+                isinstance(device, bool) or not isinstance(device, int) or device < 0):
+            raise InvalidArgumentError(
+                f"device must be a CUDA ordinal, 'host' or None, not {device!r}")
+        s(self, "root", Path(self.root))
+
+    @property
+    def periodic(self) -> bool:
+        """Whether requests run in a periodic loop (``rate_hz > 0``)."""
+        return self.rate_hz > 0
+
+    @property
+    def period_ns(self) -> int | None:
+        """The loop period, or None when requests run back to back."""
+        return round(1e9 / self.rate_hz) if self.rate_hz > 0 else None
+
+    def capacity(self) -> int:
+        """Samples each recorder keeps: every request of the run where that fits."""
+        if not self.periodic:
+            return _MAX_CAPACITY
+        expected = int(self.rate_hz * self.duration_s * 1.1) + 64
+        return max(_MIN_CAPACITY, min(_MAX_CAPACITY, 1 << (expected - 1).bit_length()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return {
+            "rate_hz": self.rate_hz, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
+            "rt": self.rt, "priority": self.priority,
+            "cpus": sorted(self.cpus) if self.cpus is not None else None,
+            "io": str(self.io), "cuda_graph": str(self.cuda_graph), "slots": self.slots,
+            "batch": self.batch, "sync": str(self.sync), "runtime": self.runtime,
+            "device": self.device, "root": str(self.root),
+            "sample_interval_s": self.sample_interval_s, "environment": self.environment,
+        }

@@ -1,0 +1,320 @@
+"""edgert.bench.run: the benchmark as a library call.
+
+The run happens in its own thread ("edgert-bench"), so the real-time policy changes that thread
+only and the caller's thread is left alone (docs/realtime.md: go real time in the loop thread).
+In that thread, in this order: open the backend and make the session, warm it up (graphs are
+captured, helper threads created as ordinary threads), start the sensor sampler (before the
+policy, so its thread does not inherit SCHED_FIFO), apply the policy, run the warm-up phase,
+run the measured phase, restore the policy, close everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import errno
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgert._version import __version__
+from edgert.bench._backend import Backend, BackendInfo, open_backend
+from edgert.bench._options import BenchOptions
+from edgert.bench._phase import PhaseRunner
+from edgert.bench._report import (
+    BenchProgress,
+    BenchReport,
+    RealtimeOutcome,
+    ThermalSummary,
+)
+from edgert.bench._sampler import Sampler, SensorSample
+from edgert.bench._warnings import find_warnings
+from edgert.errors import InvalidArgumentError
+from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy
+from edgert.session import GraphMode, InferenceSession, IoMode, SyncMode
+
+__all__ = ["run", "run_options"]
+
+Progress = Callable[[BenchProgress], object]
+Notify = Callable[[str], object]
+
+
+def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s: float = 3.0,
+        warmup_s: float = 0.2, rt: bool = True, priority: int = 80,
+        cpus: Collection[int] | None = None, io: IoMode | str = IoMode.AUTO,
+        cuda_graph: GraphMode | str | bool = GraphMode.AUTO, slots: int = 1, batch: int = 1,
+        sync: SyncMode | str = SyncMode.BLOCKING, runtime: str = "auto",
+        device: int | str | None = None, root: Path | str = Path("/"),
+        sample_interval_s: float = 0.5, environment: bool = True,
+        progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
+    """Benchmark a model the way a robot runs it, and return the report.
+
+    Requests run in a :class:`~edgert.realtime.PeriodicLoop` at ``rate_hz`` (or back to back
+    with ``rate_hz=0``) under a real-time policy where the OS permits it, with thermal, power
+    and NVML readings sampled alongside. See :class:`BenchOptions` for every option, and
+    docs/bench.md for what each figure means.
+
+    Args:
+        model_or_executable: None or ``"bundled"`` (the bundled control policy on the best
+            backend here), a model path (``.plan``/``.engine``/``.onnx``), an
+            :class:`~edgert.engine.Engine` or an :class:`~edgert.engine.Executable` (both
+            borrowed: the caller closes them).
+        rate_hz: See :class:`BenchOptions` (as are the other keyword options).
+        duration_s: Length of the measured phase.
+        warmup_s: Length of the warm-up phase before it.
+        rt: Apply the real-time policy (refusals are reported, not raised).
+        priority: SCHED_FIFO priority of the loop thread.
+        cpus: CPUs to pin the loop thread to.
+        io: Session I/O mode.
+        cuda_graph: Session graph mode.
+        slots: Requests in flight at once.
+        batch: Batch size of each request.
+        sync: ``blocking`` or ``spin``.
+        runtime: Runtime for model paths (``auto``, ``full``, ``lean``, ``dispatch``,
+            ``onnxruntime``, ``fake``).
+        device: CUDA ordinal, ``"host"`` or None.
+        root: Where sensors are read (a fake tree in tests).
+        sample_interval_s: Sensor sampling period.
+        environment: Include the doctor's summary.
+        progress: Called with a :class:`BenchProgress` after each sensor sample (from the
+            sampler's thread; keep it short).
+        notify: Called with one-line notices (the real-time refusal line, backend fallbacks).
+
+    Returns:
+        The :class:`BenchReport`.
+
+    Raises:
+        InvalidArgumentError: An option is out of range, or the batch does not fit the model.
+        EngineLoadError: The model could not be loaded (or a subclass of it).
+        NotSupportedError: What was asked needs what this machine lacks.
+        InferenceError: A request failed.
+        KeyboardInterrupt: Interrupted before the measured phase began (during it, the run
+            stops early and the report says ``stopped_by="interrupted"``).
+    """
+    options = BenchOptions(
+        rate_hz=rate_hz, duration_s=duration_s, warmup_s=warmup_s, rt=rt, priority=priority,
+        cpus=cpus, io=io, cuda_graph=cuda_graph, slots=slots, batch=batch, sync=sync,
+        runtime=runtime, device=device, root=root, sample_interval_s=sample_interval_s,
+        environment=environment)
+    return run_options(model_or_executable, options, progress=progress, notify=notify)
+
+
+def run_options(model_or_executable: Any, options: BenchOptions, *,
+                progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
+    """:func:`run` with the options already made.
+
+    Raises:
+        EdgeRTError: As :func:`run`.
+    """
+    environment = None
+    if options.environment:
+        from edgert.doctor import run_doctor
+
+        environment = run_doctor(options.root).to_dict()
+    job = _Job(model_or_executable, options, progress, notify)
+    thread = threading.Thread(target=job.main, name="edgert-bench", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        job.stop()
+        thread.join()
+    if job.error is not None:
+        raise job.error
+    if job.report is None:  # stopped before anything was measured
+        raise KeyboardInterrupt
+    return dataclasses.replace(job.report, environment=environment)
+
+
+def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
+    """Deterministic inputs: the profile's opt shape, with ``batch`` as a dynamic first dim.
+
+    Raises:
+        InvalidArgumentError: The model's batch dimension is static and differs, or ``batch``
+            is outside the input's profile.
+    """
+    rng = np.random.default_rng(0)
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for spec in specs:
+        if not spec.is_input:
+            continue
+        if spec.is_dynamic and spec.profiles:
+            shape = list(spec.profiles[0].opt)
+        else:
+            shape = [1 if d < 0 else d for d in spec.shape]
+        if spec.shape and spec.shape[0] < 0:
+            shape[0] = batch
+            prof = spec.profiles[0] if spec.profiles else None
+            if prof is not None and not prof.min[0] <= batch <= prof.max[0]:
+                raise InvalidArgumentError(
+                    f"batch {batch} is outside input {spec.name!r}'s profile "
+                    f"({prof.min[0]} to {prof.max[0]})",
+                    hint=f"pick a batch from {prof.min[0]} to {prof.max[0]}")
+        elif batch != 1:
+            raise InvalidArgumentError(
+                f"input {spec.name!r} has the static shape {list(spec.shape)}: it takes no "
+                f"batch of {batch}", hint="leave the batch at 1 for this model")
+        if np.issubdtype(spec.dtype, np.floating):
+            out[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        else:
+            out[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return out
+
+
+_LABEL = {"scheduler": "SCHED_FIFO priority {p}", "affinity": "CPU pinning to {c}",
+          "memory_lock": "locked memory", "gc": "a frozen garbage collector"}
+
+
+def _label(setting: str, options: BenchOptions) -> str:
+    cpus = ",".join(str(c) for c in sorted(options.cpus or ()))
+    return _LABEL.get(setting, setting).format(p=options.priority, c=cpus)
+
+
+def realtime_outcome(options: BenchOptions, report: PolicyReport | None) -> RealtimeOutcome:
+    """The one-line summary of what the policy did."""
+    if not options.rt or report is None:
+        return RealtimeOutcome(requested=False, policy=None,
+                               summary="off: the loop ran with the default scheduler")
+    applied = ", ".join(_label(o.setting, options) for o in report.applied)
+    if report.ok:
+        return RealtimeOutcome(requested=True, policy=report, summary=applied)
+    refused = " and ".join(
+        f"{_label(o.setting, options)} ("
+        f"{errno.errorcode.get(o.errno_value, 'refused') if o.errno_value else 'refused'})"
+        for o in report.refused)
+    return RealtimeOutcome(requested=True, policy=report,
+                           summary=f"running without {refused}: the OS refused "
+                                   f"{'it' if len(report.refused) == 1 else 'them'}"
+                                   + (f"; applied {applied}" if applied else ""))
+
+
+class _Job:
+    """One run, executed in the bench thread; the caller's thread only starts and joins it."""
+
+    def __init__(self, model: Any, options: BenchOptions, progress: Progress | None,
+                 notify: Notify | None) -> None:
+        self.model = model
+        self.options = options
+        self.progress = progress
+        self.notify = notify
+        self.error: BaseException | None = None
+        self.report: BenchReport | None = None
+        self.notes: list[str] = []
+        self.runner: PhaseRunner | None = None
+        self._stop = False
+
+    def stop(self) -> None:
+        self._stop = True
+        if self.runner is not None:
+            self.runner.stop()
+
+    def main(self) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                self.report = self._run(stack)
+        except BaseException as err:
+            self.error = err
+
+    def _say(self, line: str) -> None:
+        if self.notify is not None:
+            self.notify(line)
+
+    def _on_sample(self, sample: SensorSample) -> None:
+        r = self.runner
+        if self.progress is None or r is None or r.phase == "setup":
+            return
+        try:
+            self.progress(BenchProgress(
+                phase=r.phase, elapsed_s=(time.perf_counter_ns() - r.phase_start_ns) / 1e9,
+                duration_s=r.phase_duration_s, requests=r.requests,
+                mean_us=r.sum_ns / r.requests / 1e3 if r.requests else None,
+                max_us=r.max_ns / 1e3 if r.requests else None, late=r.late, sample=sample))
+        except Exception as err:  # a broken progress printer must not end the run
+            self.notes.append(f"the progress callback failed: {type(err).__name__}: {err}")
+            self.progress = None
+
+    def _run(self, stack: contextlib.ExitStack) -> BenchReport | None:
+        o = self.options
+        started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        backend: Backend = open_backend(self.model, runtime=o.runtime, device=o.device)
+        stack.callback(backend.close)
+        for note in backend.notes:
+            self.notes.append(note)
+            self._say(f"edgert bench: {note}")
+        session = InferenceSession(backend.model, device=o.device, io=o.io, slots=o.slots,
+                                   cuda_graph=o.cuda_graph, sync=o.sync, timing="stages",
+                                   stats_capacity=o.capacity())
+        stack.callback(session.close)
+        inputs = input_arrays(session.executable.tensors, o.batch)
+        session.warmup([{k: v.shape for k, v in inputs.items()}])
+        info = _describe(backend.info, session, o, inputs)
+        runner = self.runner = PhaseRunner(session, inputs, slots=o.slots,
+                                           period_ns=o.period_ns, capacity=o.capacity())
+        sampler = Sampler(Path(o.root), interval_s=o.sample_interval_s,
+                          nvml_index=session.device if isinstance(session.device, int) else None,
+                          on_sample=self._on_sample)
+        stack.callback(sampler.close)
+        sampler.start()  # before the policy: threads inherit the creating thread's scheduler
+        policy = RealtimePolicy(priority=o.priority, cpus=o.cpus, lock_memory=True,
+                                freeze_gc=True, strict=False) if o.rt else None
+        with policy.apply() if policy is not None else contextlib.nullcontext() as active:
+            outcome = realtime_outcome(o, active.report if active is not None else None)
+            if outcome.refused:
+                self._say(f"edgert bench: {outcome.summary}; `edgert doctor` shows how to "
+                          "allow them")
+            if o.warmup_s > 0:
+                runner.run("warmup", o.warmup_s)
+            session.stats.reset()
+            if self._stop or runner.stopped:
+                return None
+            sampler.restart_timeline()
+            start = sampler.record()
+            loop = runner.run("measure", o.duration_s)
+            elapsed_s = (time.perf_counter_ns() - runner.phase_start_ns) / 1e9
+            end = sampler.record()
+        sampler.close()
+        thermal = ThermalSummary(start=start, end=end, samples=sampler.samples,
+                                 sources=tuple(sampler.sources),
+                                 sensor_errors=sampler.errors, last_error=sampler.last_error,
+                                 nvml_unavailable=sampler.nvml_unavailable)
+        return self._report(info, session, runner, loop=loop, outcome=outcome, thermal=thermal,
+                            elapsed_s=elapsed_s, started_at=started_at)
+
+    def _report(self, info: BackendInfo, session: InferenceSession, runner: PhaseRunner, *,
+                loop: LoopReport | None, outcome: RealtimeOutcome, thermal: ThermalSummary,
+                elapsed_s: float, started_at: str) -> BenchReport:
+        st = session.stats
+        recorders = {"total": st.latency, "enqueue": st.enqueue, "h2d": st.h2d,
+                     "compute": st.compute, "d2h": st.d2h, "device": st.device}
+        latency = {k: (r.summary() if r.count else None) for k, r in recorders.items()}
+        samples = {"t": runner.times.samples()}
+        samples.update({k: r.samples() for k, r in recorders.items() if r.count})
+        warnings = find_warnings(backend=info, latency=latency, loop=loop, realtime=outcome,
+                                 thermal=thermal)
+        return BenchReport(
+            edgert_version=__version__, started_at=started_at, options=self.options,
+            backend=info, elapsed_s=elapsed_s, requests=st.latency.count,
+            stopped_by="interrupted" if runner.stopped else "duration", latency=latency,
+            loop=loop, realtime=outcome, thermal=thermal, warnings=tuple(warnings),
+            notes=tuple(self.notes), samples=samples)
+
+
+def _describe(info: BackendInfo, session: InferenceSession, options: BenchOptions,
+              inputs: Mapping[str, Any]) -> BackendInfo:
+    device = session.device
+    if isinstance(device, int):
+        from edgert import cuda
+
+        where, name = f"cuda:{device}", cuda.device_properties(device).name
+    else:
+        where, name = "host", "host CPU"
+    o = session.options
+    return dataclasses.replace(
+        info, device=where, device_name=name, io=str(o.io), cuda_graph=str(o.cuda_graph),
+        slots=o.slots, sync=str(o.sync), batch=options.batch,
+        inputs=tuple((k, tuple(int(d) for d in v.shape)) for k, v in inputs.items()))

@@ -1,0 +1,93 @@
+"""The automatic warnings of a benchmark report (the ones trtexec prints, and a control loop's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edgert.bench._backend import BackendInfo
+from edgert.bench._report import BenchWarning, RealtimeOutcome, ThermalSummary
+from edgert.realtime import LoopReport
+from edgert.stats import LatencySummary
+
+__all__ = ["ENQUEUE_BOUND_RATIO", "find_warnings"]
+
+#: trtexec's rule: the host is the bottleneck when the median enqueue time is above this
+#: fraction of the median compute time.
+ENQUEUE_BOUND_RATIO = 0.8
+
+
+def _p50(latency: Mapping[str, LatencySummary | None], stage: str) -> float | None:
+    s = latency.get(stage)
+    return None if s is None else s.p50_ns
+
+
+def _us(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1000:.1f} us"
+
+
+def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary | None],
+                  loop: LoopReport | None, realtime: RealtimeOutcome,
+                  thermal: ThermalSummary) -> list[BenchWarning]:
+    """Every warning the figures call for, most actionable first."""
+    out: list[BenchWarning] = []
+    compute = _p50(latency, "compute")
+    enqueue = _p50(latency, "enqueue")
+    # On the host, "enqueue" includes the synchronous run itself: the ratio means nothing there.
+    if backend.on_gpu and compute and enqueue is not None and \
+            enqueue > ENQUEUE_BOUND_RATIO * compute:
+        graphs_off = backend.cuda_graph == "off"
+        out.append(BenchWarning(
+            code="enqueue_bound",
+            message=f"bound by enqueue time: the host takes {_us(enqueue)} (median) to enqueue "
+                    f"a request that computes in {_us(compute)}; the GPU waits for the host",
+            hint=("capture CUDA graphs (--graph), " if graphs_off else "")
+            + "use larger batches, or keep several requests in flight (--slots)"))
+    for stage, name in (("h2d", "host-to-device"), ("d2h", "device-to-host")):
+        t = _p50(latency, stage)
+        if compute and t is not None and t >= compute:
+            out.append(BenchWarning(
+                code="transfer_bound",
+                message=f"bound by data transfers: {name} copies take {_us(t)} (median), as "
+                        f"long as or longer than the compute ({_us(compute)})",
+                hint="use zero-copy I/O on integrated GPUs (--io zero_copy), keep data on the "
+                     "device, or overlap copies with compute (--slots 2+ with --rate 0)"))
+    if loop is not None and loop.deadline_misses:
+        worst = loop.step.max_ns
+        refused = "scheduler" in realtime.refused or not realtime.requested
+        out.append(BenchWarning(
+            code="deadline_misses",
+            message=f"{loop.deadline_misses} of {loop.iterations} periods missed their "
+                    f"deadline and {loop.skipped_periods} periods were skipped; the longest "
+                    f"step took {_us(worst)} against a period of {_us(loop.period_ns)}, the "
+                    f"latest wake-up {_us(loop.wake.max_ns)}",
+            hint=("run with a real-time priority (see `edgert doctor` for what to allow); "
+                  if refused else "")
+            + "lower --rate, pin the loop to an isolated CPU (--cpus), or use a PREEMPT_RT "
+              "kernel"))
+    if thermal.throttled:
+        reasons = sorted({r for s in thermal.samples for r in s.throttle_reasons})
+        out.append(BenchWarning(
+            code="throttling",
+            message="the hardware throttled during the run: " + "; ".join(reasons[:3]),
+            hint="these figures are not the hardware's best: improve cooling, lower the rate "
+                 "or the power mode, and let it cool down before comparing runs"))
+    if realtime.refused:
+        out.append(BenchWarning(code="realtime_refused", message=realtime.summary,
+                                hint="`edgert doctor` says what to change (limits.conf, "
+                                     "systemd LimitRTPRIO/LimitMEMLOCK, capabilities)"))
+    if backend.slots > 1:
+        out.append(BenchWarning(
+            code="multiple_slots",
+            message=f"{backend.slots} requests may be in flight at once: the total latency of "
+                    "one includes time spent queued behind others",
+            hint="compare compute and device times across runs; use --slots 1 to measure "
+                 "the latency of one request"))
+    wrapped = sorted(name for name, s in latency.items() if s is not None and s.wrapped)
+    if wrapped:
+        out.append(BenchWarning(
+            code="window",
+            message=f"percentiles of {', '.join(wrapped)} cover only the last "
+                    f"{latency[wrapped[0]].retained} requests (min, max and mean "  # type: ignore[union-attr]
+                    "cover all)",
+            hint="shorten --duration for percentiles over every request"))
+    return out

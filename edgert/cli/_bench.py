@@ -1,0 +1,191 @@
+"""``edgert bench [MODEL]``: run a model the way a robot does and print a trtexec-style report.
+
+With no MODEL it runs the bundled control policy: as CUDA kernels on a GPU, through ONNX Runtime
+on the host otherwise, so it works on a fresh machine. Exit status: 0 when the run completed
+(warnings included), 1 when the model could not be run or a file not written, 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["parse_cpus", "register"]
+
+_EXIT_ERROR = 1
+_EXIT_USAGE = 2
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """``"0,2-3"`` -> ``{0, 2, 3}`` (the cpuset list format).
+
+    Raises:
+        argparse.ArgumentTypeError: Not a CPU list.
+    """
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            cpus.update(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a CPU list like 2 or 0,2-3") from None
+    return frozenset(cpus)
+
+
+def _device(text: str) -> int | str:
+    if text == "host":
+        return "host"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a CUDA ordinal or 'host'") from None
+
+
+def register(sub: Any) -> None:
+    """Add the ``bench`` subcommand."""
+    from edgert.engine import RUNTIME_CHOICES
+
+    p = sub.add_parser(
+        "bench", help="benchmark a model the way a robot runs it (default: the bundled model)",
+        description="Run MODEL in a periodic loop at --rate under a real-time policy (where "
+                    "permitted), with temperatures sampled alongside, and print a trtexec-style "
+                    "report: throughput; total, enqueue, H2D, compute and D2H latency; wake-up "
+                    "jitter; deadline misses; throttling; warnings. Without MODEL: the bundled "
+                    "control policy on the best backend here.")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a .plan/.engine or .onnx file, or 'bundled' (the default)")
+    p.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
+                   help="requests per second in a periodic loop (default 1000); 0 runs them "
+                        "back to back (throughput)")
+    p.add_argument("--duration", type=float, default=3.0, metavar="S",
+                   help="seconds measured (default 3)")
+    p.add_argument("--warmup", type=float, default=0.2, metavar="S",
+                   help="seconds of warm-up before that (default 0.2)")
+    p.add_argument("--rt", action=argparse.BooleanOptionalAction, default=True,
+                   help="real-time policy for the loop thread: SCHED_FIFO, locked memory, "
+                        "frozen GC (default on; what the OS refuses is reported)")
+    p.add_argument("--priority", type=int, default=80, metavar="N",
+                   help="SCHED_FIFO priority (default 80)")
+    p.add_argument("--cpus", type=parse_cpus, metavar="LIST",
+                   help="pin the loop thread to these CPUs, e.g. 3 or 2-3")
+    p.add_argument("--io", choices=("auto", "copy", "zero_copy"), default="auto",
+                   help="session I/O mode (default auto)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA graphs on or off (default: where the executable allows)")
+    p.add_argument("--slots", type=int, default=1, metavar="N",
+                   help="requests in flight at once (default 1)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="batch size of each request (default 1)")
+    p.add_argument("--sync", choices=("blocking", "spin"), default="blocking",
+                   help="how the host waits for the GPU (default blocking)")
+    p.add_argument("--runtime", choices=(*RUNTIME_CHOICES, "fake"), default="auto",
+                   help="runtime for a model file (fake: edgert.testing.fake_tensorrt)")
+    p.add_argument("--device", type=_device, default=None, metavar="N|host",
+                   help="CUDA device ordinal, or 'host' to stay off the GPU")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="read sensors (and the doctor's files) under this directory")
+    p.add_argument("--json", metavar="FILE",
+                   help="write every figure and the environment as JSON ('-': to stdout, "
+                        "instead of the text report)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a latency histogram and timeline (needs edgert[plot])")
+    p.add_argument("--no-environment", dest="environment", action="store_false",
+                   help="leave the doctor's environment summary out (saves ~0.5 s)")
+    p.set_defaults(func=_run)
+
+
+class _Console:
+    """The live progress line (only on a terminal) and one-line notices, on stderr."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self._lock = threading.Lock()
+        self._shown = False
+
+    def notice(self, line: str) -> None:
+        with self._lock:
+            self._clear()
+            print(line, file=self.stream, flush=True)
+
+    def progress(self, p: Any) -> None:
+        if not self.live:
+            return
+        parts = [f"edgert bench: {p.phase} {p.elapsed_s:4.1f}/{p.duration_s:g} s",
+                 f"{p.requests:,} requests"]
+        if p.mean_us is not None:
+            parts.append(f"step mean {p.mean_us:.1f} us, max {p.max_us:.1f} us")
+        if p.late:
+            parts.append(f"{p.late} late")
+        s = p.sample
+        if s is not None and s.max_temp_c is not None:
+            parts.append(f"{s.hottest} {s.max_temp_c:.1f} °C")
+        line = "  ".join(parts)[: shutil.get_terminal_size().columns - 1]
+        with self._lock:
+            self.stream.write("\r" + line + "\x1b[K")
+            self.stream.flush()
+            self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+    def done(self) -> None:
+        with self._lock:
+            self._clear()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgert.bench import BenchOptions, run_options
+    from edgert.errors import EdgeRTError, InvalidArgumentError
+
+    console = _Console(sys.stderr)
+    graph = "auto" if args.graph is None else ("on" if args.graph else "off")
+    try:
+        options = BenchOptions(
+            rate_hz=args.rate, duration_s=args.duration, warmup_s=args.warmup, rt=args.rt,
+            priority=args.priority, cpus=args.cpus, io=args.io, cuda_graph=graph,
+            slots=args.slots, batch=args.batch, sync=args.sync, runtime=args.runtime,
+            device=args.device, root=args.root, environment=args.environment)
+    except InvalidArgumentError as err:
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_USAGE
+    try:
+        report = run_options(args.model, options, progress=console.progress,
+                             notify=console.notice)
+    except InvalidArgumentError as err:
+        console.done()
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_USAGE
+    except (EdgeRTError, OSError) as err:
+        console.done()
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_ERROR
+    console.done()
+    try:
+        if args.json == "-":
+            print(report.to_json())
+        else:
+            print(report.render())
+            if args.json:
+                Path(args.json).write_text(report.to_json() + "\n")
+        if args.plot:
+            report.plot(args.plot)
+    except OSError as err:
+        print(f"edgert bench: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        return _EXIT_ERROR
+    except EdgeRTError as err:
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_ERROR
+    return 0
