@@ -53,6 +53,7 @@ def test_parse_l4t_release() -> None:
             "DATE: Wed Jan  8 01:49:37 UTC 2025")
     assert parse_l4t_release(line) == "36.4.3"
     assert parse_l4t_release("# R35 (release), REVISION: 4.1, GCID: 33958178") == "35.4.1"
+    assert parse_l4t_release("# R38 (release), REVISION: 2.0, GCID: 1") == "38.2.0"
     assert parse_l4t_release("nonsense") is None
     assert parse_l4t_release(None) is None
 

@@ -12,6 +12,10 @@ __all__ = ["JetsonInfo", "parse_l4t_release", "read_jetson"]
 
 # L4T release -> JetPack release, for the releases a robot team meets (NVIDIA's release notes).
 _JETPACK = {
+    "38.4": "7.1",
+    "38.4.0": "7.1",
+    "38.2": "7.0",
+    "38.2.0": "7.0",
     "36.4.4": "6.2.1",
     "36.4.3": "6.2",
     "36.4": "6.1",
@@ -74,6 +78,8 @@ def read_jetson(root: Path = Path("/")) -> JetsonInfo:
     jetpack = None
     if l4t:
         jetpack = _JETPACK.get(l4t) or _JETPACK.get(".".join(l4t.split(".")[:2]))
+        if jetpack is None and l4t.startswith("39."):
+            jetpack = "7.2"  # R39 is the JetPack 7.2 line (AGX Orin and Thor)
     return JetsonInfo(
         is_jetson=tegra or l4t is not None,
         model=model,
