@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -35,7 +36,7 @@ from edgert.bench._report import (
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import find_warnings
 from edgert.errors import InvalidArgumentError
-from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy
+from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy, SettingOutcome
 from edgert.session import GraphMode, InferenceSession, IoMode, SyncMode
 
 __all__ = ["run", "run_options"]
@@ -166,6 +167,7 @@ def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
     return out
 
 
+_ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,}\b")
 _LABEL = {"scheduler": "SCHED_FIFO priority {p}", "affinity": "CPU pinning to {c}",
           "memory_lock": "locked memory", "gc": "a frozen garbage collector"}
 
@@ -173,6 +175,14 @@ _LABEL = {"scheduler": "SCHED_FIFO priority {p}", "affinity": "CPU pinning to {c
 def _label(setting: str, options: BenchOptions) -> str:
     cpus = ",".join(str(c) for c in sorted(options.cpus or ()))
     return _LABEL.get(setting, setting).format(p=options.priority, c=cpus)
+
+
+def _why(outcome: SettingOutcome) -> str:
+    """The errno name of a refusal (``EPERM``), from its number or its message."""
+    if outcome.errno_value:
+        return errno.errorcode.get(outcome.errno_value, f"errno {outcome.errno_value}")
+    found = _ERRNO_NAME.search(outcome.detail)
+    return found.group(0) if found else "refused"
 
 
 def realtime_outcome(options: BenchOptions, report: PolicyReport | None) -> RealtimeOutcome:
@@ -183,10 +193,7 @@ def realtime_outcome(options: BenchOptions, report: PolicyReport | None) -> Real
     applied = ", ".join(_label(o.setting, options) for o in report.applied)
     if report.ok:
         return RealtimeOutcome(requested=True, policy=report, summary=applied)
-    refused = " and ".join(
-        f"{_label(o.setting, options)} ("
-        f"{errno.errorcode.get(o.errno_value, 'refused') if o.errno_value else 'refused'})"
-        for o in report.refused)
+    refused = " and ".join(f"{_label(o.setting, options)} ({_why(o)})" for o in report.refused)
     return RealtimeOutcome(requested=True, policy=report,
                            summary=f"running without {refused}: the OS refused "
                                    f"{'it' if len(report.refused) == 1 else 'them'}"
@@ -215,10 +222,27 @@ class _Job:
 
     def main(self) -> None:
         try:
-            with contextlib.ExitStack() as stack:
-                self.report = self._run(stack)
+            # Memory is locked before the session exists and unlocked after it is closed: the
+            # realtime layer leaves memory locked (MCL_FUTURE included) when something was
+            # locked before it locked, and the session's own page-locked pool would be that.
+            memory = RealtimePolicy(lock_memory=True, strict=False).apply() \
+                if self.options.rt else None
+            try:
+                with contextlib.ExitStack() as stack:
+                    self.report = self._run(stack, memory.report if memory else None)
+            finally:
+                if memory is not None:
+                    memory.close()
+                    self._memory_restored(memory.restored)
         except BaseException as err:
             self.error = err
+
+    def _memory_restored(self, restored: tuple[SettingOutcome, ...]) -> None:
+        kept = [o.detail for o in restored if o.setting == "memory_lock"
+                and o.detail.startswith("left locked")]
+        if kept and self.report is not None:
+            note = f"memory stays locked after the run: {kept[0]}"
+            self.report = dataclasses.replace(self.report, notes=(*self.report.notes, note))
 
     def _say(self, line: str) -> None:
         if self.notify is not None:
@@ -238,7 +262,8 @@ class _Job:
             self.notes.append(f"the progress callback failed: {type(err).__name__}: {err}")
             self.progress = None
 
-    def _run(self, stack: contextlib.ExitStack) -> BenchReport | None:
+    def _run(self, stack: contextlib.ExitStack,
+             memory: PolicyReport | None) -> BenchReport | None:
         o = self.options
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         backend: Backend = open_backend(self.model, runtime=o.runtime, device=o.device)
@@ -260,10 +285,10 @@ class _Job:
                           on_sample=self._on_sample)
         stack.callback(sampler.close)
         sampler.start()  # before the policy: threads inherit the creating thread's scheduler
-        policy = RealtimePolicy(priority=o.priority, cpus=o.cpus, lock_memory=True,
-                                freeze_gc=True, strict=False) if o.rt else None
+        policy = RealtimePolicy(priority=o.priority, cpus=o.cpus, freeze_gc=True,
+                                strict=False) if o.rt else None
         with policy.apply() if policy is not None else contextlib.nullcontext() as active:
-            outcome = realtime_outcome(o, active.report if active is not None else None)
+            outcome = realtime_outcome(o, _merge(memory, active.report) if active else None)
             if outcome.refused:
                 self._say(f"edgert bench: {outcome.summary}; `edgert doctor` shows how to "
                           "allow them")
@@ -302,6 +327,14 @@ class _Job:
             stopped_by="interrupted" if runner.stopped else "duration", latency=latency,
             loop=loop, realtime=outcome, thermal=thermal, warnings=tuple(warnings),
             notes=tuple(self.notes), samples=samples)
+
+
+def _merge(first: PolicyReport | None, second: PolicyReport) -> PolicyReport:
+    if first is None:
+        return second
+    return PolicyReport(thread_id=second.thread_id, thread_name=second.thread_name,
+                        applied=first.applied + second.applied,
+                        refused=first.refused + second.refused)
 
 
 def _describe(info: BackendInfo, session: InferenceSession, options: BenchOptions,

@@ -120,10 +120,10 @@ class _Console:
     def progress(self, p: Any) -> None:
         if not self.live:
             return
-        parts = [f"edgert bench: {p.phase} {p.elapsed_s:4.1f}/{p.duration_s:g} s",
+        parts = [f"bench: {p.phase} {p.elapsed_s:4.1f}/{p.duration_s:g} s",
                  f"{p.requests:,} requests"]
         if p.mean_us is not None:
-            parts.append(f"step mean {p.mean_us:.1f} us, max {p.max_us:.1f} us")
+            parts.append(f"step {p.mean_us:.1f} us (max {p.max_us:.0f})")
         if p.late:
             parts.append(f"{p.late} late")
         s = p.sample
