@@ -1,0 +1,295 @@
+"""edgert.bench as a library: runs on the host, options, warnings, sensors, report forms."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgert import bench
+from edgert.bench._backend import BackendInfo
+from edgert.bench._report import RealtimeOutcome, ThermalSummary
+from edgert.bench._run import input_arrays, realtime_outcome
+from edgert.bench._sampler import Sampler, SensorSample
+from edgert.bench._warnings import find_warnings
+from edgert.engine import Engine
+from edgert.errors import InvalidArgumentError, NotSupportedError
+from edgert.models import bundled_model_path
+from edgert.realtime import PolicyReport, SettingOutcome
+from edgert.stats import LatencyStats, LatencySummary
+from edgert.testing.jetson import Fault, build_jetson_tree, raising_reads
+
+
+def fake_plan() -> bytes:
+    """The bundled policy as a fake TensorRT plan (computed on the host by the fake runtime)."""
+    from edgert.testing import fake_tensorrt as ft
+
+    return ft.make_plan(
+        inputs=[ft.FakeTensor("obs", "FLOAT", (-1, 48), profiles=[((1, 48), (1, 48), (256, 48))])],
+        outputs=[ft.FakeTensor("actions", "FLOAT", ("obs:0", 12))],
+        function="edgert.control_policy")
+
+
+FAST: dict[str, Any] = {"duration_s": 0.25, "warmup_s": 0.05, "environment": False,
+                        "sample_interval_s": 0.05}
+
+
+@pytest.fixture(scope="module")
+def host_report() -> bench.BenchReport:
+    """One periodic run of the bundled model on the host, shared by the read-only tests."""
+    return bench.run(rate_hz=1000, rt=False, device="host", **FAST)
+
+
+def test_periodic_run_on_the_host_measures_every_stage_it_has(
+        host_report: bench.BenchReport) -> None:
+    r = host_report
+    assert r.backend.kind == "onnxruntime"
+    assert r.backend.device == "host"
+    assert r.backend.inputs == (("obs", (1, 48)),)
+    assert r.stopped_by == "duration"
+    assert r.loop is not None
+    assert r.loop.iterations == 250
+    # Every request is counted once in each host figure, and the loop ran one per period.
+    assert r.requests == r.loop.iterations == r.latency["total"].count  # type: ignore[union-attr]
+    for stage in ("total", "enqueue", "compute"):
+        s = r.latency[stage]
+        assert s is not None
+        assert s.count == r.requests
+        assert s.min_ns is not None
+        assert s.max_ns is not None
+        assert 0 < s.min_ns <= s.p50_ns <= s.max_ns  # type: ignore[operator]
+    for stage in ("h2d", "d2h", "device"):  # no copies and no CUDA events on the host
+        assert r.latency[stage] is None
+    assert r.samples["t"].size == r.samples["total"].size == r.requests
+    assert np.all(np.diff(r.samples["t"]) > 0)
+    assert r.realtime.requested is False
+    assert 0 < r.throughput_qps <= 1000 * 1.05
+
+
+def test_report_forms_agree(host_report: bench.BenchReport) -> None:
+    d = json.loads(host_report.to_json())
+    assert d["schema"] == bench.SCHEMA
+    assert d["result"]["requests"] == host_report.requests
+    assert d["latency"]["compute"]["count"] == host_report.requests
+    assert d["latency"]["h2d"] is None
+    assert d["loop"]["iterations"] == host_report.loop.iterations  # type: ignore[union-attr]
+    assert "samples" not in d
+    with_samples = host_report.to_dict(samples=True)
+    assert len(with_samples["samples"]["total"]) == host_report.requests
+    text = host_report.render()
+    for part in ("=== Performance summary ===", "Throughput:", "Latency (total)",
+                 "Compute (host)", "Wake-up latency", "Deadline misses: ", "=== Warnings ==="):
+        assert part in text, part
+    assert str(host_report) == text
+
+
+def test_back_to_back_with_slots_has_no_loop_and_says_latency_includes_queueing() -> None:
+    r = bench.run(rate_hz=0, slots=3, batch=4, rt=False, **FAST)
+    assert r.loop is None
+    assert r.backend.slots == 3
+    assert r.backend.batch == 4
+    assert r.requests > 50
+    assert r.samples_per_s == pytest.approx(4 * r.throughput_qps)
+    assert "multiple_slots" in {w.code for w in r.warnings}
+    assert "back to back" in r.render()
+
+
+def test_engine_and_fake_tensorrt_plan_backends(tmp_path: Path) -> None:
+    with Engine.load(bundled_model_path()) as engine:
+        r = bench.run(engine, rate_hz=2000, rt=False, **FAST)
+        assert not engine.closed  # borrowed, not closed
+    assert r.backend.kind == "onnxruntime"
+    assert r.backend.reason == "the Engine passed in"
+    plan = tmp_path / "policy.plan"
+    plan.write_bytes(fake_plan())
+    r = bench.run(plan, runtime="fake", rate_hz=2000, batch=4, rt=False, **FAST)
+    assert r.backend.kind == "tensorrt"
+    assert r.backend.runtime.startswith("edgert.testing.fake_tensorrt")
+    assert r.backend.inputs == (("obs", (4, 48)),)
+    assert r.latency["compute"] is not None
+
+
+def test_options_are_validated() -> None:
+    for bad in ({"rate_hz": -1}, {"rate_hz": float("nan")}, {"duration_s": 0},
+                {"priority": 0}, {"slots": 0}, {"batch": True}, {"io": "fast"},
+                {"cuda_graph": "maybe"}, {"cpus": []}, {"cpus": [-1]}, {"device": "gpu"},
+                {"sample_interval_s": 0}):
+        with pytest.raises(InvalidArgumentError):
+            bench.BenchOptions(**bad)
+    o = bench.BenchOptions(cuda_graph=False, cpus=[1, 0], root="/tmp")
+    assert str(o.cuda_graph) == "off"
+    assert o.cpus == frozenset({0, 1})
+    assert o.root == Path("/tmp")
+    assert o.period_ns == 1_000_000
+    assert bench.BenchOptions(rate_hz=0).period_ns is None
+    assert 4096 <= bench.BenchOptions(rate_hz=1000, duration_s=3).capacity() <= 8192
+    with pytest.raises(InvalidArgumentError, match="cannot benchmark"):
+        bench.run(object(), environment=False)
+
+
+def test_inputs_follow_the_profile_and_refuse_batches_it_cannot_take() -> None:
+    with Engine.load(bundled_model_path()) as engine:
+        arrays = input_arrays(engine.tensors, 16)
+        assert arrays["obs"].shape == (16, 48)
+        assert arrays["obs"].dtype == np.float32
+        with pytest.raises(InvalidArgumentError, match="outside"):
+            input_arrays(engine.tensors, 257)
+
+
+def _summary(**figures: float) -> LatencySummary:
+    stats = LatencyStats(16)
+    stats.record_many(np.array([int(figures.get("p50", 1000))] * 3))
+    return stats.summary()
+
+
+def _outcome(refused: tuple[str, ...] = ()) -> RealtimeOutcome:
+    report = PolicyReport(thread_id=1, thread_name="t", refused=tuple(
+        SettingOutcome(setting=s, applied=False, detail="no", errno_value=1) for s in refused))
+    return realtime_outcome(bench.BenchOptions(), report)
+
+
+def _thermal(*samples: SensorSample) -> ThermalSummary:
+    first = samples[0] if samples else SensorSample(t_s=0.0)
+    return ThermalSummary(start=first, end=samples[-1] if samples else first,
+                          samples=samples, sources=())
+
+
+def test_warnings_follow_trtexec_rules() -> None:
+    gpu = BackendInfo(kind="kernel", model="m", runtime="r", reason="x", device="cuda:0",
+                      cuda_graph="off")
+    enqueue_bound = {"compute": _summary(p50=10_000), "enqueue": _summary(p50=9_000),
+                     "h2d": _summary(p50=10_000), "d2h": _summary(p50=1_000)}
+    codes = [w.code for w in find_warnings(backend=gpu, latency=enqueue_bound, loop=None,
+                                           realtime=_outcome(), thermal=_thermal())]
+    assert codes == ["enqueue_bound", "transfer_bound"]
+    calm = {"compute": _summary(p50=10_000), "enqueue": _summary(p50=7_000),
+            "h2d": _summary(p50=9_000), "d2h": None}
+    assert find_warnings(backend=gpu, latency=calm, loop=None, realtime=_outcome(),
+                         thermal=_thermal()) == []
+    # On the host the enqueue contains the run itself: never "enqueue bound" there.
+    host = BackendInfo(kind="onnxruntime", model="m", runtime="r", reason="x")
+    assert find_warnings(backend=host, latency=enqueue_bound | {"h2d": None}, loop=None,
+                         realtime=_outcome(), thermal=_thermal()) == []
+    hot = SensorSample(t_s=1.0, throttled=True, throttle_reasons=("tj 99 °C >= trip",))
+    found = find_warnings(backend=host, latency={}, loop=None,
+                          realtime=_outcome(("scheduler", "memory_lock")),
+                          thermal=_thermal(SensorSample(t_s=0.0, throttled=False), hot))
+    assert [w.code for w in found] == ["throttling", "realtime_refused"]
+    assert "tj 99" in found[0].message
+
+
+def test_deadline_misses_are_warned_with_the_numbers() -> None:
+    from edgert.realtime import PeriodicLoop
+    from edgert.testing.realtime import FakeClock
+
+    clock = FakeClock()
+    loop = PeriodicLoop(period_ns=1000, clock=clock, sleep_until=clock.sleep_until)
+    report = loop.run(lambda t: clock.advance(2500 if t.iteration == 2 else 100), iterations=5)
+    host = BackendInfo(kind="onnxruntime", model="m", runtime="r", reason="x")
+    [w] = find_warnings(backend=host, latency={}, loop=report, realtime=_outcome(),
+                        thermal=_thermal())
+    assert w.code == "deadline_misses"
+    assert "1 of 5 periods missed their deadline and 2 periods were skipped" in w.message
+    assert w.hint
+    assert "--rate" in w.hint
+
+
+def test_realtime_outcome_lines() -> None:
+    applied = realtime_outcome(bench.BenchOptions(cpus=[0]), PolicyReport(
+        thread_id=1, thread_name="t", applied=tuple(
+            SettingOutcome(setting=s, applied=True, detail="ok")
+            for s in ("affinity", "memory_lock", "gc", "scheduler"))))
+    assert applied.summary == ("CPU pinning to 0, locked memory, a frozen garbage collector, "
+                               "SCHED_FIFO priority 80")
+    line = _outcome(("scheduler", "memory_lock")).summary
+    assert line == ("running without SCHED_FIFO priority 80 (EPERM) and locked memory (EPERM): "
+                    "the OS refused them")
+    off = realtime_outcome(bench.BenchOptions(rt=False), None)
+    assert not off.requested
+    assert off.refused == ()
+    assert off.summary.startswith("off")
+
+
+def test_sampler_reads_a_fake_jetson_and_sees_throttling(tmp_path: Path) -> None:
+    with build_jetson_tree(tmp_path / "j", temps={"tj": 60.0}) as tree, \
+            Sampler(tree.root, interval_s=0.05) as sampler:
+        cool = sampler.record()
+        assert cool.throttled is False
+        assert cool.hottest == "tj-thermal"
+        assert cool.max_temp_c == 60.0
+        assert cool.temps_c["cv0-thermal"] is None
+        assert cool.power_mw is not None
+        assert cool.power_mw > 0
+        tree.set_temp("tj", 100.0)  # above the 99 °C passive trip
+        hot = sampler.record()
+        assert hot.throttled is True
+        assert hot.throttle_reasons == ("tj-thermal 100.0 °C >= passive trip 99.0 °C",)
+        assert "thermal zones" in sampler.sources[0]
+        # A sensor that raises (and one that vanishes) is counted; sampling goes on.
+        tree.set_temp("cpu", Fault.GARBAGE)
+        with raising_reads([tree.zone_dir("tj") / "temp"], lambda: OSError(5, "EIO")):
+            s = sampler.record()
+        assert s.temps_c["cpu-thermal"] is None
+        assert len(sampler.samples) == 3
+        assert json.loads(json.dumps(s.to_dict()))["t_s"] >= 0
+
+
+def test_sampler_thread_survives_a_failing_callback(tmp_path: Path) -> None:
+    calls: list[SensorSample] = []
+
+    def boom(sample: SensorSample) -> None:
+        calls.append(sample)
+        raise RuntimeError("printer broke")
+
+    with build_jetson_tree(tmp_path / "j") as tree:
+        sampler = Sampler(tree.root, interval_s=0.01, on_sample=boom).start()
+        while len(calls) < 3:
+            sampler._stop.wait(0.01)
+        sampler.close()
+        assert sampler.errors >= 3
+        assert "printer broke" in (sampler.last_error or "")
+        sampler.close()  # idempotent
+
+
+def test_bare_machine_has_no_sensors_and_says_so(tmp_path: Path) -> None:
+    from edgert.testing.jetson import build_bare_tree
+
+    with build_bare_tree(tmp_path / "bare") as tree:
+        r = bench.run(rate_hz=2000, rt=False, root=tree.root, **FAST)
+    assert r.thermal.sources == ()
+    assert r.thermal.throttled is None
+    assert "No thermal zones" in r.render()
+
+
+def test_report_carries_thermal_start_end_and_timeline(tmp_path: Path) -> None:
+    with build_jetson_tree(tmp_path / "j", temps={"tj": 70.0}) as tree:
+        r = bench.run(rate_hz=1000, rt=False, root=tree.root, **FAST)
+    t = r.thermal
+    assert t.start.max_temp_c == 70.0
+    assert t.end.max_temp_c == 70.0
+    assert t.throttled is False
+    assert len(t.samples) >= 2
+    assert t.samples[0] == t.start
+    assert t.samples[-1] == t.end
+    assert "not throttling" in r.render()
+
+
+def test_progress_and_notices_are_called() -> None:
+    seen: list[bench.BenchProgress] = []
+    r = bench.run(rate_hz=1000, rt=False, progress=seen.append, notify=print, **FAST)
+    assert seen
+    assert {p.phase for p in seen} <= {"warmup", "measure"}
+    assert all(p.requests >= 0 and p.duration_s > 0 for p in seen)
+    assert r.requests > 0
+
+
+def test_plot_needs_matplotlib(host_report: bench.BenchReport, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    with pytest.raises(NotSupportedError, match="matplotlib") as info:
+        host_report.plot(tmp_path / "x.png")
+    assert "edgert[plot]" in (info.value.hint or "")

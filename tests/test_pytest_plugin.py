@@ -1,0 +1,159 @@
+"""edgert's pytest plugin, run in pytester sessions: fixtures, markers, device-timed benchmarks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plugin_args() -> list[str]:
+    """``-p edgert.pytest_plugin`` unless the installed entry point already loads it."""
+    for ep in importlib.metadata.entry_points(group="pytest11"):
+        if ep.value == "edgert.pytest_plugin":
+            return []
+    return ["-p", "edgert.pytest_plugin"]
+
+
+def test_fixtures_options_and_markers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+        import pytest
+        from pathlib import Path
+        from edgert.models import bundled_model_path, policy_reference
+
+        def test_default_model_is_bundled(edgert_model, edgert_session):
+            assert edgert_model == "bundled"
+            obs = np.ones((1, 48), np.float32)
+            out = edgert_session.infer({"obs": obs})["actions"]
+            np.testing.assert_allclose(out, policy_reference(obs), rtol=1e-4, atol=1e-4)
+
+        @pytest.mark.edgert_model(bundled_model_path(), slots=3, outputs="copy")
+        def test_marker_path_and_session_options(edgert_model, edgert_session):
+            assert edgert_model == bundled_model_path()
+            assert edgert_session.options.slots == 3
+            assert str(edgert_session.options.outputs) == "copy"
+
+        def test_fake_tensorrt(fake_tensorrt):
+            assert fake_tensorrt.EDGERT_REQUIRES_CUDA is False
+            assert hasattr(fake_tensorrt, "make_plan")
+
+        def test_fake_jetson_default(fake_jetson, tmp_path):
+            from edgert.power import ThermalZones
+            assert fake_jetson.root == tmp_path / "jetson" and fake_jetson.jetpack == 6
+            assert ThermalZones(fake_jetson.root).read()["tj"] is not None
+
+        @pytest.mark.edgert_jetson("jp5-agx-orin", temps={"tj": 80.0})
+        def test_fake_jetson_marker(fake_jetson):
+            from edgert.power import ThermalZones
+            assert fake_jetson.flavour == "jp5-agx-orin"
+            assert ThermalZones(fake_jetson.root).read()["tj"] == 80.0
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q")
+    result.assert_outcomes(passed=5)
+
+
+def test_model_option_and_marker_precedence(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pathlib import Path
+
+        def test_option(edgert_model):
+            assert edgert_model == Path("from-option.onnx")
+
+        @pytest.mark.edgert_model("from-marker.onnx")
+        def test_marker_wins(edgert_model):
+            assert edgert_model == Path("from-marker.onnx")
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q", "--edgert-model", "from-option.onnx")
+    result.assert_outcomes(passed=2)
+    assert "--edgert-model" in "\n".join(pytester.runpytest(*plugin_args(), "--help").outlines)
+
+
+def test_benchmark_stats_are_device_times(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+        import pytest
+
+        OBS = np.zeros((1, 48), np.float32)
+
+        @pytest.mark.benchmark(group="policy")
+        def test_compute(edgert_session, edgert_benchmark, benchmark):
+            out = edgert_benchmark(edgert_session, {"obs": OBS}, rounds=40, warmup_rounds=5)
+            assert out["actions"].shape == (1, 12)
+            assert len(edgert_benchmark.times_ns) == 40
+            # pytest-benchmark's own data is exactly the device times, in seconds
+            data = benchmark.stats.stats.data
+            assert data == pytest.approx([t / 1e9 for t in edgert_benchmark.times_ns])
+            assert benchmark.extra_info["edgert_stage"] == "compute"
+            assert benchmark.group == "policy"  # the test's own marker options are kept
+
+        def test_stage_the_host_does_not_record(edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, {"obs": OBS}, stage="h2d", rounds=3)
+        """)
+    out = pytester.path / "bench.json"
+    result = pytester.runpytest(*plugin_args(), "-q", f"--benchmark-json={out}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*InvalidArgumentError*records no h2d time*"])
+    data = json.loads(out.read_text())
+    [bench] = data["benchmarks"]
+    assert bench["options"]["timer"] == "edgert_device_clock"
+    assert bench["extra_info"]["edgert_device"] == "host"
+    assert bench["stats"]["rounds"] == 40
+    assert bench["stats"]["min"] > 0
+    assert bench["stats"]["max"] < 0.1
+
+
+def test_benchmark_fixture_requested_first_is_refused_and_disable_still_runs(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+
+        def test_wrong_order(benchmark, edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, np.zeros((1, 48), np.float32), rounds=3)
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*request only edgert_benchmark*"])
+    result = pytester.runpytest(*plugin_args(), "-q", "--benchmark-disable")
+    result.assert_outcomes(passed=1)
+
+
+def test_example_suite_runs(pytester: pytest.Pytester) -> None:
+    suite = REPO / "examples" / "bench_suite" / "test_policy_bench.py"
+    pytester.makepyfile(test_policy_bench=suite.read_text())
+    out = pytester.path / "suite.json"
+    result = pytester.runpytest(*plugin_args(), "-q", f"--benchmark-json={out}")
+    result.assert_outcomes(passed=4)
+    names = {b["name"]: b for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(names) == {"test_policy_compute", "test_policy_batches[1]",
+                          "test_policy_batches[32]", "test_policy_round_trip"}
+    assert names["test_policy_round_trip"]["extra_info"]["edgert_stage"] == "total"
+    assert names["test_policy_round_trip"]["group"] == "round trip"
+
+
+@pytest.mark.gpu
+def test_device_times_come_from_cuda_events(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+
+        def test_gpu(edgert_session, edgert_benchmark, benchmark):
+            assert edgert_session.device == 0  # the bundled model as CUDA kernels
+            edgert_benchmark(edgert_session, {"obs": np.zeros((1, 48), np.float32)},
+                             stage="compute", rounds=50)
+            assert benchmark.extra_info["edgert_clock"] == "CUDA events"
+            assert max(edgert_benchmark.times_ns) < 10_000_000
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q")
+    result.assert_outcomes(passed=1)
