@@ -45,6 +45,8 @@ class BackendInfo:
         sync: How the host waits for the device.
         batch: Batch size of each request.
         inputs: Input shapes used, by name.
+        graph_captures: CUDA graphs the session captured (0: every request was enqueued
+            plainly).
     """
 
     kind: str
@@ -59,6 +61,7 @@ class BackendInfo:
     sync: str = ""
     batch: int = 1
     inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    graph_captures: int = 0
 
     @property
     def on_gpu(self) -> bool:
@@ -71,7 +74,8 @@ class BackendInfo:
                 "reason": self.reason, "device": self.device, "device_name": self.device_name,
                 "io": self.io, "cuda_graph": self.cuda_graph, "slots": self.slots,
                 "sync": self.sync, "batch": self.batch,
-                "inputs": {name: list(shape) for name, shape in self.inputs}}
+                "inputs": {name: list(shape) for name, shape in self.inputs},
+                "graph_captures": self.graph_captures}
 
 
 class Backend:

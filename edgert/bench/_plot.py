@@ -37,15 +37,18 @@ def _histogram(ax: Any, report: BenchReport) -> None:
         ax.text(0.5, 0.5, "no requests", ha="center", va="center", transform=ax.transAxes)
         return
     everything = np.concatenate([v for _n, v in series]) / 1000.0
-    lo, hi = float(everything.min()), float(np.percentile(everything, 99.9))
-    hi = max(hi, lo * 1.01 + 1e-3)
-    bins = np.linspace(lo, hi, 80)
+    lo = max(float(everything.min()), 0.01)
+    hi = max(float(np.percentile(everything, 99.9)), lo * 1.5)
+    # Log-spaced bins: a compute time of a few microseconds and a round trip of hundreds both
+    # keep their shape on one axis.
+    bins = np.geomspace(lo, hi, 80)
     label = {"total": "total latency", "compute": "GPU compute" if report.backend.on_gpu
              else "compute (host)"}
     for name, values in series:
         ax.hist(np.clip(values / 1000.0, lo, hi), bins=bins, alpha=0.6, label=label[name])
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("microseconds (the slowest 0.1 % are piled into the last bin)")
+    ax.set_xlabel("microseconds, log scale (the slowest 0.1 % are piled into the last bin)")
     ax.set_ylabel("requests")
     ax.set_title("Latency histogram")
     ax.legend(loc="upper right")
@@ -57,7 +60,7 @@ def _timeline(ax: Any, report: BenchReport) -> None:
     if t is None or total is None or not t.size or t.size != total.size:
         ax.text(0.5, 0.5, "no timeline", ha="center", va="center", transform=ax.transAxes)
         return
-    ax.plot(t / 1e9, total / 1000.0, ",", color="tab:blue", label="total latency")
+    ax.plot(t / 1e9, total / 1000.0, ".", markersize=2, color="tab:blue", label="total latency")
     if report.loop is not None:
         ax.axhline(report.loop.period_ns / 1000.0, color="tab:red", linewidth=0.8,
                    linestyle="--", label="period")

@@ -55,7 +55,9 @@ def _header(r: BenchReport) -> list[str]:
     shapes = ", ".join(f"{n} {list(s)}" for n, s in b.inputs)
     model = ("bundled control policy (48 -> 256 -> 256 -> 12 MLP)" if b.model == "bundled"
              else b.model)
-    modes = (f"io {b.io}, CUDA graphs {b.cuda_graph}, {b.slots} slot"
+    graphs = f"CUDA graphs {b.cuda_graph}" + (f" ({b.graph_captures} captured)" if b.on_gpu
+                                              else "")
+    modes = (f"io {b.io}, {graphs}, {b.slots} slot"
              f"{'s' if b.slots != 1 else ''}, batch {b.batch}, sync {b.sync}")
     if o.periodic:
         loop = (f"periodic at {o.rate_hz:g} Hz for {o.duration_s:g} s after a "

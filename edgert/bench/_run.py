@@ -120,11 +120,15 @@ def run_options(model_or_executable: Any, options: BenchOptions, *,
     job = _Job(model_or_executable, options, progress, notify)
     thread = threading.Thread(target=job.main, name="edgert-bench", daemon=True)
     thread.start()
+    # Wait on an Event, not on join(): a join() interrupted by Ctrl-C marks the thread as
+    # stopped on Python 3.11 (bpo-45274's fix releases the thread's lock), so a second join()
+    # would return at once while the run still goes on.
     try:
-        thread.join()
+        job.done.wait()
     except KeyboardInterrupt:
         job.stop()
-        thread.join()
+        job.done.wait()
+    thread.join()
     if job.error is not None:
         raise job.error
     if job.report is None:  # stopped before anything was measured
@@ -213,6 +217,7 @@ class _Job:
         self.report: BenchReport | None = None
         self.notes: list[str] = []
         self.runner: PhaseRunner | None = None
+        self.done = threading.Event()
         self._stop = False
 
     def stop(self) -> None:
@@ -236,6 +241,8 @@ class _Job:
                     self._memory_restored(memory.restored)
         except BaseException as err:
             self.error = err
+        finally:
+            self.done.set()
 
     def _memory_restored(self, restored: tuple[SettingOutcome, ...]) -> None:
         kept = [o.detail for o in restored if o.setting == "memory_lock"
@@ -319,6 +326,7 @@ class _Job:
         latency = {k: (r.summary() if r.count else None) for k, r in recorders.items()}
         samples = {"t": runner.times.samples()}
         samples.update({k: r.samples() for k, r in recorders.items() if r.count})
+        info = dataclasses.replace(info, graph_captures=session.graph_captures)
         warnings = find_warnings(backend=info, latency=latency, loop=loop, realtime=outcome,
                                  thermal=thermal)
         return BenchReport(

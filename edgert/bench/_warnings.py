@@ -25,6 +25,10 @@ def _us(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1000:.1f} us"
 
 
+def _periods(n: int) -> str:
+    return "1 period was" if n == 1 else f"{n} periods were"
+
+
 def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary | None],
                   loop: LoopReport | None, realtime: RealtimeOutcome,
                   thermal: ThermalSummary) -> list[BenchWarning]:
@@ -35,7 +39,7 @@ def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary 
     # On the host, "enqueue" includes the synchronous run itself: the ratio means nothing there.
     if backend.on_gpu and compute and enqueue is not None and \
             enqueue > ENQUEUE_BOUND_RATIO * compute:
-        graphs_off = backend.cuda_graph == "off"
+        graphs_off = backend.graph_captures == 0
         out.append(BenchWarning(
             code="enqueue_bound",
             message=f"bound by enqueue time: the host takes {_us(enqueue)} (median) to enqueue "
@@ -57,7 +61,7 @@ def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary 
         out.append(BenchWarning(
             code="deadline_misses",
             message=f"{loop.deadline_misses} of {loop.iterations} periods missed their "
-                    f"deadline and {loop.skipped_periods} periods were skipped; the longest "
+                    f"deadline and {_periods(loop.skipped_periods)} skipped; the longest "
                     f"step took {_us(worst)} against a period of {_us(loop.period_ns)}, the "
                     f"latest wake-up {_us(loop.wake.max_ns)}",
             hint=("run with a real-time priority (see `edgert doctor` for what to allow); "

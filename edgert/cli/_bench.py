@@ -2,7 +2,8 @@
 
 With no MODEL it runs the bundled control policy: as CUDA kernels on a GPU, through ONNX Runtime
 on the host otherwise, so it works on a fresh machine. Exit status: 0 when the run completed
-(warnings included), 1 when the model could not be run or a file not written, 2 for bad options.
+(warnings included), 1 when the model could not be run or a file not written, 2 for bad options,
+130 when Ctrl-C stopped it (the report of what ran is still printed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = ["parse_cpus", "register"]
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
+_EXIT_INTERRUPTED = 130
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -188,4 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeRTError as err:
         print(f"edgert bench: {err}", file=sys.stderr)
         return _EXIT_ERROR
+    if report.stopped_by == "interrupted":
+        print("edgert bench: interrupted; the report covers what ran", file=sys.stderr)
+        return _EXIT_INTERRUPTED
     return 0
