@@ -120,20 +120,30 @@ def run_options(model_or_executable: Any, options: BenchOptions, *,
     job = _Job(model_or_executable, options, progress, notify)
     thread = threading.Thread(target=job.main, name="edgert-bench", daemon=True)
     thread.start()
-    # Wait on an Event, not on join(): a join() interrupted by Ctrl-C marks the thread as
-    # stopped on Python 3.11 (bpo-45274's fix releases the thread's lock), so a second join()
-    # would return at once while the run still goes on.
     try:
-        job.done.wait()
+        _wait(job.done)
     except KeyboardInterrupt:
         job.stop()
-        job.done.wait()
+        _wait(job.done)
     thread.join()
     if job.error is not None:
         raise job.error
     if job.report is None:  # stopped before anything was measured
         raise KeyboardInterrupt
     return dataclasses.replace(job.report, environment=environment)
+
+
+def _wait(done: threading.Event) -> None:
+    """Wait for the run in short steps.
+
+    Ctrl-C may be delivered to any thread of the process; Python runs the handler (raising
+    KeyboardInterrupt) only when the main thread executes Python code again, so a single long
+    wait would sleep through it. Nor is join() used for the waiting: a join() interrupted by
+    Ctrl-C marks the thread as stopped on Python 3.11 (bpo-45274), so a second join() would
+    return while the run goes on.
+    """
+    while not done.wait(0.1):
+        pass
 
 
 def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
