@@ -8,6 +8,7 @@ CUDA nor TensorRT: those load on first use, so control processes that only need
 import logging as _logging
 
 from edgert import (
+    bench,
     cuda,
     doctor,
     engine,
@@ -194,6 +195,7 @@ __all__ = [
     "TimingMode",
     "VersionMismatchError",
     "__version__",
+    "bench",
     "cuda",
     "doctor",
     "engine",

@@ -238,7 +238,15 @@ class InputError(InferenceError, ValueError):
 
 
 class RealtimeError(EdgeRTError):
-    """A real-time setting (scheduling, affinity, memory locking) could not be applied."""
+    """A real-time setting (scheduling, affinity, memory locking) could not be applied.
+
+    Attributes:
+        errno_value: The errno the OS returned (e.g. ``errno.ENOMEM`` from mlockall), if any.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, errno_value: int | None = None):
+        self.errno_value = errno_value
+        super().__init__(message, hint=hint)
 
 
 class CommandError(EdgeRTError):

@@ -106,7 +106,7 @@ def acquire_lock(*, onfault: bool) -> str:
                            f"{diag.reason}{retried}")
                 if diag.permission:
                     raise PermissionDeniedError(message, hint=diag.hint, errno_value=code)
-                raise RealtimeError(message, hint=diag.hint)
+                raise RealtimeError(message, hint=diag.hint, errno_value=code)
             if raised is not None and _STATE.raised_memlock is None:
                 _STATE.raised_memlock = raised
         if first:
@@ -132,11 +132,21 @@ def release_lock(*, onfault: bool) -> str:
         if _STATE.holders:
             return f"still locked for {_STATE.holders} other holder(s)"
         if _STATE.prelocked_kib:
-            return (f"left locked: {_STATE.prelocked_kib} KiB were locked before edgert locked "
-                    "memory, and munlockall would undo those locks too")
+            # munlockall would also undo locks taken before edgert (a pool's mlock'ed blocks).
+            # mlockall without MCL_FUTURE resets the future flag and keeps every current lock, so
+            # later mappings (thread stacks) are no longer locked and charged to RLIMIT_MEMLOCK.
+            keep = MCL_CURRENT | (_STATE.flags & MCL_ONFAULT)
+            code = _mlockall(keep)
+            if code:
+                raise RealtimeError(f"mlockall({_flag_names(keep)}) to drop MCL_FUTURE failed: "
+                                    f"{errno_label(code)}", errno_value=code)
+            _STATE.flags = keep
+            return (f"MCL_FUTURE dropped; current mappings stay locked because "
+                    f"{_STATE.prelocked_kib} KiB were locked before edgert locked memory and "
+                    "munlockall would undo those locks too")
         if libc().munlockall() != 0:
             code = ctypes.get_errno()
-            raise RealtimeError(f"munlockall failed: {errno_label(code)}")
+            raise RealtimeError(f"munlockall failed: {errno_label(code)}", errno_value=code)
         _STATE.flags = 0
         detail = "munlockall"
         if _STATE.raised_memlock is not None:
