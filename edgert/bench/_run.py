@@ -318,7 +318,7 @@ class _Job:
             start = sampler.record()
             loop = runner.run("measure", o.duration_s)
             elapsed_s = (time.perf_counter_ns() - runner.phase_start_ns) / 1e9
-            end = sampler.record()
+            end = sampler.finish()
         sampler.close()
         thermal = ThermalSummary(start=start, end=end, samples=sampler.samples,
                                  sources=tuple(sampler.sources),

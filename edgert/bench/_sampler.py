@@ -197,6 +197,21 @@ class Sampler(Owner):
                     self._stride *= 2
         return s
 
+    def finish(self) -> SensorSample:
+        """Stop the background thread, then take the last sample and always keep it.
+
+        The timeline then ends exactly with the returned sample: no background sample can land
+        after it, and thinning by stride never drops it.
+        """
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        s = self.sample()
+        with self._lock:
+            self._samples.append(s)
+        return s
+
     def restart_timeline(self) -> None:
         """Forget the samples so far and count time from now (the start of a phase)."""
         with self._lock:

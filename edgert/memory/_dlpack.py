@@ -15,11 +15,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KDL_CPU", "KDL_CUDA", "KDL_CUDA_HOST", "export_count", "to_dlpack"]
+__all__ = [
+    "DL_TYPE_CODES",
+    "KDL_CPU",
+    "KDL_CUDA",
+    "KDL_CUDA_HOST",
+    "KDL_CUDA_MANAGED",
+    "dltensor_of",
+    "export_count",
+    "to_dlpack",
+]
 
 KDL_CPU = 1
 KDL_CUDA = 2
 KDL_CUDA_HOST = 3
+KDL_CUDA_MANAGED = 13
+# DLPack data type codes (dlpack.h) with a numpy kind: int, uint, float, bool.
+DL_TYPE_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}
 
 _FLAG_READ_ONLY = 1
 _VERSION = (1, 0)
@@ -78,16 +90,33 @@ def _delete(address: int | None) -> None:
 
 _DELETER = _Deleter(_delete)
 
+# Private function objects, not the attributes of ctypes.pythonapi: those are one cached object
+# per process, and any module (another library, or another part of edgert) that sets different
+# argtypes on them would silently change how these calls convert their arguments.
 _pyapi = ctypes.pythonapi
-_capsule_new = _pyapi.PyCapsule_New
-_capsule_new.restype = ctypes.py_object
-_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-_capsule_is_valid = _pyapi.PyCapsule_IsValid
-_capsule_is_valid.restype = ctypes.c_int
-_capsule_is_valid.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-_capsule_get_pointer = _pyapi.PyCapsule_GetPointer
-_capsule_get_pointer.restype = ctypes.c_void_p
-_capsule_get_pointer.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_void_p)(("PyCapsule_New", _pyapi))
+_capsule_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(
+    ("PyCapsule_IsValid", _pyapi))
+_capsule_get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+    ("PyCapsule_GetPointer", _pyapi))
+_object_get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", _pyapi))
+
+
+def dltensor_of(capsule: object) -> _DLTensor:
+    """The ``DLTensor`` inside an unversioned ``dltensor`` capsule.
+
+    The struct lives in the capsule's memory: keep the capsule alive while using it (an
+    unconsumed capsule frees the tensor when it is collected).
+
+    Raises:
+        ValueError: ``capsule`` is not a ``dltensor`` capsule (CPython sets the error).
+    """
+    ptr = _object_get_pointer(capsule, b"dltensor")
+    # DLManagedTensor starts with its DLTensor, so the capsule's pointer is the tensor's address.
+    return _DLTensor.from_address(ptr)
+
 
 # Capsule names must outlive every capsule: module-lifetime C strings.
 _NAME = ctypes.create_string_buffer(b"dltensor")

@@ -8,7 +8,6 @@ of the previous request) inline; everything else comes here, where each input is
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,12 @@ import numpy as np
 
 from edgert._executable import TensorSpec
 from edgert.errors import InputError
+from edgert.memory._dlpack import (
+    DL_TYPE_CODES,
+    KDL_CUDA,
+    KDL_CUDA_MANAGED,
+    dltensor_of,
+)
 
 __all__ = [
     "ExternalArray",
@@ -148,31 +153,6 @@ def pinned_address(arr: np.ndarray[Any, Any]) -> tuple[int, int | None] | None:
     return ptr, dptr
 
 
-# DLPack (dlpack.h): data type codes and device types.
-_DL_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}
-_KDL_CUDA = 2
-_KDL_CUDA_MANAGED = 13
-
-
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
-                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     strides = []
     step = itemsize
@@ -205,13 +185,12 @@ def _from_cai(name: str, obj: Any) -> ExternalArray:
 def _from_dlpack(name: str, obj: Any, stream_handle: int) -> ExternalArray:
     # The producer makes our stream wait for its own (no host block); -1 would skip that.
     capsule = obj.__dlpack__(stream=stream_handle or 1)
-    ptr = _capsule_pointer(capsule, b"dltensor")
-    t = _DLTensor.from_address(ptr)
-    if t.device.device_type not in (_KDL_CUDA, _KDL_CUDA_MANAGED):
+    t = dltensor_of(capsule)
+    if t.device.device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
         raise InputError(f"input {name!r} is a DLPack tensor on device type "
                          f"{t.device.device_type}, not CUDA memory",
                          hint="pass host data as a numpy array")
-    code = _DL_CODES.get(t.dtype.code)
+    code = DL_TYPE_CODES.get(t.dtype.code)
     if code is None or t.dtype.lanes != 1:
         raise InputError(f"input {name!r} has a DLPack dtype (code {t.dtype.code}, "
                          f"{t.dtype.bits} bits) with no numpy equivalent")
@@ -243,6 +222,6 @@ def external_array(name: str, obj: Any, stream_handle: int) -> ExternalArray | N
     dev = getattr(obj, "__dlpack_device__", None)
     if dev is not None:
         device_type = int(dev()[0])
-        if device_type in (_KDL_CUDA, _KDL_CUDA_MANAGED):
+        if device_type in (KDL_CUDA, KDL_CUDA_MANAGED):
             return _from_dlpack(name, obj, stream_handle)
     return None
