@@ -224,15 +224,7 @@ class CudaRunner(Runner):
             err = memcpy(dst, src, n, kind, s)[0]
             if err:
                 raise_cuda(err, call="cudaMemcpyAsync")
-        sig = slot.sig
-        if self.ctx_sig is not sig and self.ctx_sig != sig:
-            assert sig is not None
-            self.apply_shapes(sig)
-        if self.bound_token is not slot.binds:
-            self.bind(slot)
-        if not self.exe.execute_async_v3(self.s_handle):
-            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
-                                 hint="see the runtime's message above; the session stays usable")
+        self._execute(slot)
         kind = self.kind_d2h
         for dst, src, n in slot.d2h:
             err = memcpy(dst, src, n, kind, s)[0]
