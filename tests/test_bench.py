@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,30 @@ def test_ctrl_c_during_the_measured_phase_returns_what_ran() -> None:
     assert r.loop is not None
     assert r.loop.stopped_by == "stop"
     assert "stopped early: interrupted" in r.render()
+
+
+def test_a_sample_taken_before_a_restart_never_enters_the_new_timeline(tmp_path: Path) -> None:
+    # The race seen on the H100 (NVML makes each sample slow): the background thread samples,
+    # the phase restarts the timeline, then the old sample is appended ahead of `start`.
+    with build_jetson_tree(tmp_path / "j") as tree, \
+            Sampler(tree.root, interval_s=3600.0) as sampler:
+        entered, release = threading.Event(), threading.Event()
+        real_sample = sampler.sample
+
+        def slow_sample() -> SensorSample:
+            s = real_sample()
+            entered.set()
+            release.wait(5)
+            return s
+
+        sampler.sample = slow_sample  # type: ignore[method-assign]
+        stale = threading.Thread(target=sampler.record)
+        stale.start()
+        assert entered.wait(5)
+        sampler.restart_timeline()
+        release.set()
+        stale.join()
+        sampler.sample = real_sample  # type: ignore[method-assign]
+        start = sampler.record()
+        end = sampler.finish()
+        assert sampler.samples == (start, end)

@@ -91,6 +91,7 @@ class Sampler(Owner):
         self._stride = 1
         self._tick = 0
         self._samples: list[SensorSample] = []
+        self._generation = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,9 +187,13 @@ class Sampler(Owner):
                             throttle_reasons=tuple(reasons))
 
     def record(self) -> SensorSample:
-        """:meth:`sample`, kept in the timeline."""
+        """:meth:`sample`, kept in the timeline (unless the timeline restarted meanwhile)."""
+        generation = self._generation
         s = self.sample()
         with self._lock:
+            if generation != self._generation:
+                # Taken before restart_timeline(): it belongs to the phase that ended.
+                return s
             self._tick += 1
             if self._tick % self._stride == 0 or not self._samples:
                 self._samples.append(s)
@@ -215,6 +220,7 @@ class Sampler(Owner):
     def restart_timeline(self) -> None:
         """Forget the samples so far and count time from now (the start of a phase)."""
         with self._lock:
+            self._generation += 1
             self._samples = []
             self._stride = 1
             self._tick = 0
