@@ -21,6 +21,7 @@ from edgert.errors import IntegrityError, InvalidArgumentError
 
 __all__ = ["SIDECAR_SUFFIX", "IntegrityStatus", "check_integrity", "parse_digest"]
 
+#: Suffix of the HMAC sidecar file read next to a model (``model.plan.sig``).
 SIDECAR_SUFFIX = ".sig"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 

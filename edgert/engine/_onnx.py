@@ -30,6 +30,7 @@ from edgert.errors import (
 __all__ = ["PROFILES_METADATA_KEY", "OnnxLoaded", "OnnxOptimization", "OnnxRuntimeOptions",
            "load_onnx"]
 
+#: ONNX metadata key under which a model may declare its (min, opt, max) input profiles.
 PROFILES_METADATA_KEY = "edgert.profiles"
 _IR_RE = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 

@@ -32,6 +32,7 @@ __all__ = [
     "sniff",
 ]
 
+#: The tag a serialized TensorRT plan starts with (read as the 32-bit value 1953657958).
 PLAN_MAGIC = b"ftrt"
 FAKE_PLAN_MARKER = b"EDGEFAKE"
 _PLAN_VERSION_OFFSET = 24

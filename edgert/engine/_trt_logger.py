@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = ["LOGGER_NAME", "LogBridge", "bridge_for"]
 
+#: The :mod:`logging` logger TensorRT's messages are bridged to.
 LOGGER_NAME = "edgert.tensorrt"
 _MAX_KEPT = 64
 # TensorRT's ILogger.Severity values: INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4.

@@ -42,6 +42,7 @@ _PIP_NAMES = {
     EngineFlavour.LEAN: "tensorrt-lean-cu13 (pip install 'edgert[lean]')",
     EngineFlavour.DISPATCH: "tensorrt-dispatch-cu13",
 }
+#: Accepted values of ``Engine.load(runtime=...)``.
 RUNTIME_CHOICES = ("auto", "full", "lean", "dispatch", "onnxruntime")
 
 

@@ -35,15 +35,23 @@ __all__ = [
     "policy_reference",
 ]
 
+#: Observation size (the input's last dimension).
 OBS_DIM = 48
+#: Width of both hidden layers.
 HIDDEN_DIM = 256
+#: Action size (the output's last dimension).
 ACTION_DIM = 12
+#: Largest batch in the model's input profile.
 MAX_BATCH = 256
+#: Name of the input tensor.
 INPUT_NAME = "obs"
+#: Name of the output tensor.
 OUTPUT_NAME = "actions"
+#: File name of the bundled ONNX model inside the package.
 MODEL_FILENAME = "control_policy.onnx"
+#: File name of the weights (.npz) inside the package, shared by the ONNX model and GPU kernels.
 WEIGHTS_FILENAME = "control_policy.npz"
-# Weights are stored (in, out), so a layer is x @ weight + bias.
+#: Arrays in the weights file; stored (in, out), so a layer is ``x @ weight + bias``.
 WEIGHT_NAMES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
 
 _HERE = Path(__file__).resolve().parent

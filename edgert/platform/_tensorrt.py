@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 __all__ = ["TENSORRT_FLAVOURS", "TensorRTFlavour", "find_tensorrt"]
 
-# flavour -> module name; "auto" tries them in this order.
+#: TensorRT flavour -> Python module; ``runtime="auto"`` tries them in this order.
 TENSORRT_FLAVOURS: dict[str, str] = {
     "full": "tensorrt",
     "lean": "tensorrt_lean",

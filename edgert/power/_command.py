@@ -37,13 +37,19 @@ class CommandOutput(Protocol):
     """What a :class:`CommandRunner` returns: the exit status and both output streams as text."""
 
     @property
-    def returncode(self) -> int: ...
+    def returncode(self) -> int:
+        """The exit status (negative: killed by that signal)."""
+        ...
 
     @property
-    def stdout(self) -> str: ...
+    def stdout(self) -> str:
+        """Standard output, decoded."""
+        ...
 
     @property
-    def stderr(self) -> str: ...
+    def stderr(self) -> str:
+        """Standard error, decoded."""
+        ...
 
 
 class CommandRunner(Protocol):
@@ -57,7 +63,9 @@ class CommandRunner(Protocol):
 
     def __call__(
         self, argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None
-    ) -> CommandOutput: ...
+    ) -> CommandOutput:
+        """Run ``argv`` with ``stdin`` as its whole input and wait at most ``timeout`` seconds."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -132,6 +132,7 @@ class FakeTensor:
     max_shape: Sequence[int] | None = None
 
     def as_json(self, mode: str) -> dict[str, Any]:
+        """This tensor as the plan header's JSON entry, with ``mode`` (``INPUT``/``OUTPUT``)."""
         return {"name": self.name, "mode": mode, "dtype": _dtype(self.dtype).name,
                 "shape": list(self.shape), "location": self.location,
                 "profiles": [[list(s) for s in p] for p in self.profiles],

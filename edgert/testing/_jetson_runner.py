@@ -130,6 +130,7 @@ class FakeCommandRunner:
     # -- dispatch -------------------------------------------------------------------------
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None,
                  timeout: float | None = None) -> CommandResult:
+        """Answer ``argv`` from the canned outputs and record the call (a CommandRunner)."""
         args = tuple(argv)
         self.calls.append(FakeCall(args, stdin, timeout))
         prog = os.path.basename(args[0]) if args else ""

@@ -55,11 +55,14 @@ from edgert.testing._fake_trt_types import (
     TensorLocation,
 )
 
+#: The TensorRT version the fake claims to be (plans record it; a mismatch is reported like TRT).
 __version__ = "10.8.0.43"
+#: Tells ``Engine.load`` this module computes on host memory and needs no CUDA device.
 EDGERT_REQUIRES_CUDA = False
+#: The flavour ``Engine.load`` reports for engines loaded through the fake.
 EDGERT_FLAVOUR = "full"
 
-# Names that exist only in the fake (everything else imitates tensorrt and is checked against it).
+#: Names that exist only in the fake (everything else imitates tensorrt and is checked against it).
 FAKE_ONLY_NAMES = ("EDGERT_FLAVOUR", "EDGERT_REQUIRES_CUDA", "FAKE_ONLY_NAMES", "FakeTensor",
                    "bundled_policy_plan", "make_module", "make_plan", "register_function")
 

@@ -188,6 +188,7 @@ class FakeEventFactory:
         self.events: list[FakeEvent] = []
 
     def __call__(self) -> FakeEvent:
+        """A new, not yet completed :class:`FakeEvent`, remembered in :attr:`events`."""
         ev = FakeEvent()
         self.events.append(ev)
         return ev

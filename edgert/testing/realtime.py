@@ -41,6 +41,7 @@ class FakeClock:
         self.on_interrupt: Callable[[], None] | None = None
 
     def __call__(self) -> int:
+        """The current reading in nanoseconds (the clock interface of :class:`PeriodicLoop`)."""
         return self.now_ns
 
     def advance(self, ns: int) -> None:
