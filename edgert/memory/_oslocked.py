@@ -15,6 +15,7 @@ import os
 import resource
 from pathlib import Path
 
+from edgert._libc import libc
 from edgert.errors import OutOfMemoryError, PermissionDeniedError
 
 __all__ = [
@@ -29,21 +30,6 @@ __all__ = [
 
 PAGE_SIZE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_mmap = _libc.mmap
-_mmap.restype = ctypes.c_void_p
-_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                  ctypes.c_long]
-_munmap = _libc.munmap
-_munmap.restype = ctypes.c_int
-_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_mlock = _libc.mlock
-_mlock.restype = ctypes.c_int
-_mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_munlock = _libc.munlock
-_munlock.restype = ctypes.c_int
-_munlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 _REMEDY = ("raise the locked-memory limit for this process: `ulimit -l unlimited` in the launching "
            "shell, `LimitMEMLOCK=infinity` in its systemd unit, a `memlock` line in "
@@ -104,14 +90,14 @@ def lock_pages(ptr: int, nbytes: int) -> tuple[int, int]:
     """
     start = ptr - ptr % PAGE_SIZE
     length = page_round(ptr + max(nbytes, 1) - start)
-    if _mlock(start, length) != 0:
+    if libc().mlock(start, length) != 0:
         raise _lock_error("mlock", length, ctypes.get_errno())
     return start, length
 
 
 def unlock_pages(start: int, length: int) -> None:
     """``munlock`` a range returned by :func:`lock_pages` (errors are ignored: nothing to do)."""
-    _munlock(start, length)
+    libc().munlock(start, length)
 
 
 def map_locked(nbytes: int) -> tuple[int, int]:
@@ -122,7 +108,7 @@ def map_locked(nbytes: int) -> tuple[int, int]:
         PermissionDeniedError: The pages could not be locked (RLIMIT_MEMLOCK, CAP_IPC_LOCK).
     """
     length = page_round(nbytes)
-    ptr = _mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE,
+    ptr = libc().mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE,
                 mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
     if ptr is None or ptr == _MAP_FAILED:
         err = ctypes.get_errno()
@@ -131,14 +117,14 @@ def map_locked(nbytes: int) -> tuple[int, int]:
             f"({os.strerror(err)})",
             hint="the machine is out of memory or address space: allocate less",
         )
-    if _mlock(ptr, length) != 0:
+    if libc().mlock(ptr, length) != 0:
         err = ctypes.get_errno()
-        _munmap(ptr, length)
+        libc().munmap(ptr, length)
         raise _lock_error("mlock", length, err)
     return int(ptr), length
 
 
 def unmap_locked(ptr: int, length: int) -> None:
     """Unlock and unmap a range from :func:`map_locked` (errors ignored: nothing to do)."""
-    _munlock(ptr, length)
-    _munmap(ptr, length)
+    libc().munlock(ptr, length)
+    libc().munmap(ptr, length)

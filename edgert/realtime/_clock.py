@@ -12,8 +12,8 @@ import errno
 import time
 from collections.abc import Callable
 
+from edgert._libc import libc
 from edgert.errors import RealtimeError
-from edgert.realtime._libc import libc
 from edgert.realtime._remedy import errno_label
 
 __all__ = ["CLOCK_MONOTONIC", "TIMER_ABSTIME", "MonotonicSleeper", "SleepUntil", "monotonic_ns"]

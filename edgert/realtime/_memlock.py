@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert._libc import libc
 from edgert._owner import Owner
 from edgert.errors import NotSupportedError, PermissionDeniedError, RealtimeError
-from edgert.realtime._libc import libc
 from edgert.realtime._remedy import diagnose_mlock, errno_label
 from edgert.realtime._sched import RaisedSoftLimit
 from edgert.realtime._sysinfo import format_limit, proc_status_kib

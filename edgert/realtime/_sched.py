@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from edgert._compat import StrEnum
-from edgert.realtime._libc import libc
+from edgert._libc import libc
 
 __all__ = [
     "RESET_ON_FORK",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgert.platform import parse_cpu_list as _platform_cpu_list
-from edgert.platform import read_system
+from edgert.platform import read_system, read_text
 
 __all__ = [
     "CAP_IPC_LOCK",
@@ -41,10 +41,8 @@ _ROOT = Path("/")
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
+    # One reader for the whole package: never raises, strips NULs and whitespace.
+    return read_text(_ROOT, str(path))
 
 
 def _status_field(name: str, root: Path) -> str | None:

@@ -1,4 +1,8 @@
-"""The few libc functions Python's ``os`` module lacks, loaded once through ctypes."""
+"""The few libc functions Python's ``os`` module lacks, loaded once through ctypes.
+
+Shared by :mod:`edgert.realtime` (scheduling, mlockall, clock_nanosleep) and
+:mod:`edgert.memory` (the OS-locked allocator), so the C library is loaded and declared once.
+"""
 
 from __future__ import annotations
 
@@ -29,4 +33,11 @@ def libc() -> ctypes.CDLL:
     lib.free.argtypes = [ctypes.c_void_p]
     lib.free.restype = None
     lib.clock_nanosleep.restype = ctypes.c_int
+    lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                         ctypes.c_int, ctypes.c_long]
+    lib.mmap.restype = ctypes.c_void_p
+    for name in ("munmap", "mlock", "munlock"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_int
     return lib
