@@ -37,6 +37,7 @@ from edgert.errors import InvalidArgumentError
 
 __all__ = [
     "Executable",
+    "OutputAllocator",
     "Placement",
     "ProfileShape",
     "TensorLocation",
@@ -205,6 +206,35 @@ class TensorSpec:
 
 
 @runtime_checkable
+class OutputAllocator(Protocol):
+    """Memory for an output whose shape is known only while or after the executable runs.
+
+    Shaped like TensorRT's ``IOutputAllocator`` (8.6 / 10 / 11) so that the TensorRT executable
+    hands the session's allocator to the context with a thin adapter. An executable that reports
+    an output shape with -1 after every input shape is set (a data-dependent output such as
+    NonZero's, or an ONNX output whose dimensions the model does not tie to its inputs) writes
+    that output through the allocator the session registered with
+    ``set_output_allocator(name, allocator)``:
+
+    1. ``reallocate_output(name, memory, size, alignment)`` during the run: return the address
+       of at least ``size`` bytes aligned to ``alignment`` (``memory`` is the address returned
+       last time, 0 the first time; returning it again is allowed when it is large enough), or 0
+       if no memory could be had (the run then fails);
+    2. ``notify_shape(name, shape)`` once the output's real shape is known, before the run ends
+       (for a device executable: before the work on the stream completes).
+    """
+
+    def reallocate_output(self, tensor_name: str, memory: int, size: int,
+                          alignment: int) -> int:
+        """An address of at least ``size`` bytes for ``tensor_name``; 0 if none can be had."""
+        ...
+
+    def notify_shape(self, tensor_name: str, shape: Sequence[int]) -> None:
+        """The real shape of the output just written."""
+        ...
+
+
+@runtime_checkable
 class Executable(Protocol):
     """What an inference session drives; shaped like TensorRT's ``IExecutionContext``.
 
@@ -213,6 +243,12 @@ class Executable(Protocol):
     error lines the runtime reported on the calling thread since the previous call, which a
     session puts into its ``InferenceError``. Look it up with ``getattr``; it is not part of the
     protocol, so executables that raise no such lines need not define it.
+
+    Executables whose outputs can have shapes that do not follow from the input shapes also
+    offer ``set_output_allocator(name, allocator: OutputAllocator) -> bool`` (see
+    :class:`OutputAllocator`); the session registers one for every output whose
+    ``get_tensor_shape`` still has a -1 after all input shapes are set, and never captures such
+    an executable into a CUDA graph.
     """
 
     @property
