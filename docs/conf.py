@@ -1,0 +1,65 @@
+"""Sphinx configuration: the guides (MyST Markdown) and the API reference (autodoc).
+
+Build the site with ``tools/build_docs.sh`` (``sphinx-build -W``: every warning — a broken link,
+an unresolved reference to an edgert name, a malformed docstring — fails the build).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import edgert  # noqa: E402
+
+project = "edgert"
+author = "edgert developers"
+copyright = "edgert developers"  # noqa: A001
+release = edgert.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+]
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build"]
+myst_heading_anchors = 3
+myst_enable_extensions = ["colon_fence"]
+
+# Google-style docstrings (the project's convention).
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_ivar = True
+napoleon_attr_annotations = True
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_class_signature = "mixed"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+# Hardware and optional packages that a docs build machine may lack.
+autodoc_mock_imports = ["tensorrt", "tensorrt_lean", "tensorrt_dispatch", "pynvml"]
+
+# Every reference to an edgert name must resolve; names of other projects cannot be resolved
+# without their inventories (intersphinx would need the network), so they are not checked.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(numpy|np|npt|cuda|ctypes|collections|typing|typing_extensions|types|enum|"
+               r"pathlib|os|threading|concurrent|logging|subprocess|dataclasses|weakref|"
+               r"argparse|io|json|abc|contextlib|datetime|decimal|fractions|re|socket|"
+               r"onnxruntime|onnx|ml_dtypes|pytest|_pytest|matplotlib|psutil)(\..*)?"),
+    (r"py:.*", r"(int|float|str|bytes|bool|object|None|type|tuple|list|dict|set|frozenset|"
+               r"Callable|Mapping|Sequence|Iterable|Iterator|Any|Self|Path|ModuleType|"
+               r"TracebackType|BaseException|Exception|memoryview|bytearray|complex|range|"
+               r"slice|Hashable|Generator|Literal|TypeVar|ParamSpec|Protocol|StrEnum|Enum|"
+               r"IntEnum|Event|Lock|Thread|Logger|Popen|CompletedProcess|Namespace|"
+               r"ArgumentParser|ndarray|dtype|generic|DTypeLike|ArrayLike|NDArray|"
+               r"PathLike|StrPath|BufferProtocol|ReadableBuffer)"),
+]
+
+html_theme = "alabaster"
+html_title = f"edgert {release}"
