@@ -296,3 +296,82 @@ def test_timer_slack_applied_to_the_thread_and_restored() -> None:
     assert after == before != 1
     with pytest.raises(InvalidArgumentError):
         RealtimePolicy(timer_slack_ns=0)
+
+
+def _leaky_policy() -> RealtimePolicy:
+    """Process-wide settings (the GC; memory lock and PM QoS where allowed) plus the per-thread
+    timer slack whose undo used to refer to the policy (defect 12.4)."""
+    root = os.geteuid() == 0
+    dma = Path("/dev/cpu_dma_latency")
+    return RealtimePolicy(freeze_gc=True, timer_slack_ns=1000, lock_memory=root,
+                          cpu_dma_latency_us=9 if root and dma.exists() else None)
+
+
+def _dma_fds() -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd")
+               if os.path.realpath(f"/proc/self/fd/{fd}") == "/dev/cpu_dma_latency")
+
+
+def test_a_leaked_policy_is_undone_when_collected() -> None:
+    import weakref
+
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    fds = _dma_fds()
+    active = _leaky_policy().apply()
+    assert not gc.isenabled()
+    alive = weakref.ref(active)
+    with pytest.warns(ResourceWarning, match="unclosed edgert.ActivePolicy"):
+        del active  # no cycle may reach the policy: the collector is off, refcounting frees it
+    assert alive() is None
+    assert gc.isenabled()
+    assert vmlck_kib() == 0
+    assert _dma_fds() == fds
+
+
+def test_no_undo_step_refers_to_its_policy() -> None:
+    import weakref
+
+    from edgert.realtime._policy import ActivePolicy
+
+    active = _leaky_policy().apply()
+    try:
+        assert active.report.ok
+        seen: set[int] = set()
+        todo: list[object] = [active._stack]
+        while todo:  # everything the safety nets can reach from the undo stack
+            obj = todo.pop()
+            if id(obj) in seen or isinstance(obj, (type, threading.Thread)):
+                continue
+            seen.add(id(obj))
+            assert not isinstance(obj, ActivePolicy)
+            todo.extend(gc.get_referents(obj))
+        assert weakref.getweakrefcount(active) == 1  # only the Owner's finalizer
+    finally:
+        active.close()
+    assert gc.isenabled()
+
+
+def test_a_policy_left_open_is_undone_when_its_thread_ends() -> None:
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    fds = _dma_fds()
+    kept: list[object] = []
+
+    def body() -> None:
+        kept.append(_leaky_policy().apply())  # still referenced after the thread is gone
+
+    def run_thread() -> None:
+        t = threading.Thread(target=body)
+        t.start()
+        t.join()  # the warning is raised on the ending thread, before join() returns
+
+    with pytest.warns(ResourceWarning, match="ended with an ActivePolicy still open"):
+        run_thread()
+    assert gc.isenabled()
+    assert vmlck_kib() == 0
+    assert _dma_fds() == fds
+    (active,) = kept
+    assert {o.setting for o in active.restored if o.applied} >= {"gc", "timer_slack"}  # type: ignore[attr-defined]
+    active.close()  # type: ignore[attr-defined]  # nothing left to do, and no error
+    assert gc.isenabled()

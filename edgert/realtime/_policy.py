@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import functools
 import resource
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -161,13 +163,22 @@ class RealtimePolicy:
 
 @dataclass
 class _Undo:
+    """One restore step. ``fn`` must not refer to the :class:`ActivePolicy` (see _UndoStack)."""
+
     setting: str
     thread_bound: bool
     fn: Callable[[], str]
 
 
-@dataclass
+@dataclass(eq=False)
 class _UndoStack:
+    """What to put back, newest last. Shared by close(), the GC safety net and thread death.
+
+    Nothing in here refers to the ActivePolicy that filled it: the safety nets hold the stack,
+    and a stack that reached its policy would keep a leaked policy (with the GC disabled, the
+    memory locked and /dev/cpu_dma_latency held) alive for the life of the process.
+    """
+
     tid: int
     thread: threading.Thread
     items: list[_Undo] = field(default_factory=list)
@@ -176,8 +187,13 @@ class _UndoStack:
     def run(self) -> list[BaseException]:
         errors: list[BaseException] = []
         same = threading.get_native_id() == self.tid
-        while self.items:
-            undo = self.items.pop()
+        while True:
+            try:
+                # pop() is atomic, so close() on one thread and a safety net on another (or a
+                # finalizer interrupting close()) never run the same step twice.
+                undo = self.items.pop()
+            except IndexError:
+                break
             if undo.thread_bound and not same and not self.thread.is_alive():
                 self.restored.append(SettingOutcome(
                     setting=undo.setting, applied=False,
@@ -193,6 +209,58 @@ class _UndoStack:
         return errors
 
 
+class _ThreadWatch:
+    """Per-thread sentinel whose finalizer undoes the policies its thread left open.
+
+    CPython drops a thread's ``threading.local`` data when the thread ends, so this object's
+    finalizer is a thread-exit hook: without it the process-wide parts of a policy (GC, memory
+    lock, PM QoS) would outlive the thread for as long as anything still refers to it.
+    """
+
+    __slots__ = ("__weakref__", "stacks")
+
+    def __init__(self) -> None:
+        self.stacks: set[_UndoStack] = set()
+        weakref.finalize(self, _thread_ended, self.stacks)
+
+
+_LOCAL = threading.local()
+
+
+def _thread_watch() -> _ThreadWatch:
+    watch: _ThreadWatch | None = getattr(_LOCAL, "watch", None)
+    if watch is None:
+        watch = _ThreadWatch()
+        _LOCAL.watch = watch
+    return watch
+
+
+def _thread_ended(stacks: set[_UndoStack]) -> None:
+    while stacks:
+        stack = stacks.pop()
+        if not stack.items:
+            continue
+        _warn_quietly(f"thread {stack.thread.name!r} ended with an ActivePolicy still open; "
+                      "restoring it now: close it (or use it as a context manager) on its "
+                      "thread", ResourceWarning)
+        errors = stack.run()
+        if errors:
+            _warn_quietly(f"restoring the real-time policy of an ended thread failed: "
+                          f"{errors[0]}", RuntimeWarning)
+
+
+def _close_stack(stack: _UndoStack, watched: set[_UndoStack]) -> None:
+    watched.discard(stack)
+    _raise_first(stack.run())
+
+
+def _warn_quietly(message: str, category: type[Warning]) -> None:
+    try:
+        warnings.warn(message, category, stacklevel=1)
+    except Exception:  # a warnings filter set to "error" must not stop the restore
+        pass
+
+
 class ActivePolicy(Owner):
     """A :class:`RealtimePolicy` in effect on one thread; closing it restores everything.
 
@@ -206,6 +274,7 @@ class ActivePolicy(Owner):
         self._tid = threading.get_native_id()
         thread = threading.current_thread()
         self._stack = _UndoStack(self._tid, thread)
+        self._watched = _thread_watch().stacks
         self._applied: list[SettingOutcome] = []
         self._refused: list[SettingOutcome] = []
         try:
@@ -215,8 +284,11 @@ class ActivePolicy(Owner):
             raise
         self.report = PolicyReport(thread_id=self._tid, thread_name=thread.name,
                                    applied=tuple(self._applied), refused=tuple(self._refused))
-        stack = self._stack
-        self._own(lambda: _raise_first(stack.run()), "edgert.ActivePolicy")
+        # Two safety nets, neither of which refers to self: the GC (Owner's finalizer) and the
+        # end of the thread (its _ThreadWatch), whichever comes first.
+        self._watched.add(self._stack)
+        self._own(functools.partial(_close_stack, self._stack, self._watched),
+                  "edgert.ActivePolicy")
 
     # -- applying -------------------------------------------------------------------------------
 
@@ -323,8 +395,10 @@ class ActivePolicy(Owner):
             raise RealtimeError(f"prctl(PR_SET_TIMERSLACK) failed: {errno_label(err.errno)}",
                                 hint="leave timer_slack_ns unset") from err
 
+        tid = self._tid
+
         def undo() -> str:
-            if threading.get_native_id() != self._tid:
+            if threading.get_native_id() != tid:
                 return "timer slack is per thread and can only be restored by its thread"
             set_timer_slack(before)
             return f"timer slack back to {before} ns"
@@ -385,7 +459,7 @@ class ActivePolicy(Owner):
         self._owner_closed = True
         if self._finalizer is not None:
             self._finalizer.detach()
-        _raise_first(self._stack.run())
+        _close_stack(self._stack, self._watched)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
