@@ -196,3 +196,46 @@ def test_close_with_leases_out_raises_what_the_docs_say() -> None:
     lease.release()
     pool.close()
     assert pool.closed
+
+
+# -- on a real GPU (pytest -m gpu on the device machine) ----------------------------------------
+
+@pytest.mark.gpu
+def test_a_leaked_device_pool_with_a_fenced_block_is_freed_on_the_reaper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgert import cuda
+    from edgert.memory import _pool
+
+    freed_on: list[str] = []
+    real = _pool.free_blocks
+
+    def noting(blocks: set[Any]) -> None:
+        freed_on.append(threading.current_thread().name)
+        real(blocks)  # waits for the fenced block's event, then cudaFree
+
+    monkeypatch.setattr(_pool, "free_blocks", noting)
+    from edgert.memory import HostBuffer
+
+    with cuda.Stream() as stream, HostBuffer(1 << 20) as src:
+        src.view()[:] = 7
+        pool = BufferPool.for_device(max_bytes=4 << 20)
+        lease = pool.acquire(src.nbytes)
+        lease.copy_from(src, stream=stream)  # asynchronous from pinned memory
+        lease.release(stream=stream)  # fenced: the copy may still be in flight
+        with pytest.warns(ResourceWarning, match="unclosed BufferPool"):
+            del pool, lease
+        assert _reaper.drain()
+        stream.synchronize()
+    assert freed_on == ["edgert-reaper"]
+
+
+@pytest.mark.gpu
+def test_a_device_view_holds_a_device_block_through_its_anchor() -> None:
+    with BufferPool.for_device(max_bytes=1 << 20) as pool:
+        lease = pool.acquire(4096)
+        view = lease.device_view(np.float32, (1024,))
+        lease.release()
+        assert pool.stats().pending_bytes == 4096
+        del view
+        assert pool.stats().pending_bytes == 0
