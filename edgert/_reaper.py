@@ -75,9 +75,10 @@ def drain(timeout_s: float = 10.0) -> bool:
 def _run() -> None:
     try:
         # A reaper made by a SCHED_FIFO thread pinned to an isolated CPU would compete with
-        # it there; lowering the policy never needs a privilege.
+        # it there; lowering the policy never needs a privilege. Asking for every CPU gets
+        # the ones the cpuset allows (the kernel drops the others).
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     except (OSError, AttributeError):
         pass
     while True:

@@ -239,3 +239,34 @@ def test_a_device_view_holds_a_device_block_through_its_anchor() -> None:
         assert pool.stats().pending_bytes == 4096
         del view
         assert pool.stats().pending_bytes == 0
+
+
+def test_a_reaper_started_by_a_pinned_fifo_thread_runs_at_normal_priority_everywhere() -> None:
+    import os
+
+    from edgert.realtime import RealtimePolicy, RealtimeThread, realtime_capabilities
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if not realtime_capabilities(priority=10).can_schedule_fifo or len(cpus) < 2:
+        pytest.skip("needs SCHED_FIFO and two CPUs")
+
+    def body() -> str:
+        # reset_on_fork=False: the child interpreter starts pinned and at FIFO 10, as a thread
+        # of an RT process would, and starts its reaper from there.
+        with RealtimePolicy(priority=10, cpus={cpus[0]}, reset_on_fork=False).apply():
+            return run_isolated("""
+                import os
+                from edgert import _reaper
+                assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+                _reaper.start()
+                got = []
+                _reaper.reap(lambda: got.append(
+                    f"{os.sched_getscheduler(0)}:{len(os.sched_getaffinity(0))}"))
+                assert _reaper.drain()
+                print(got[0])
+            """).strip()
+
+    t = RealtimeThread(body)
+    t.start()
+    t.join()
+    assert t.result == f"{os.SCHED_OTHER}:{len(cpus)}"
