@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import TypeVar, cast
 
 import pytest
 
+from edgert import _reaper
 from edgert.errors import InvalidArgumentError
 from edgert.realtime import (
     RealtimePolicy,
@@ -324,6 +328,7 @@ def test_a_leaked_policy_is_undone_when_collected() -> None:
     with pytest.warns(ResourceWarning, match="unclosed edgert.ActivePolicy"):
         del active  # no cycle may reach the policy: the collector is off, refcounting frees it
     assert alive() is None
+    assert _reaper.drain()  # the process-wide steps run there (see the next test)
     assert gc.isenabled()
     assert vmlck_kib() == 0
     assert _dma_fds() == fds
@@ -375,3 +380,40 @@ def test_a_policy_left_open_is_undone_when_its_thread_ends() -> None:
     assert {o.setting for o in active.restored if o.applied} >= {"gc", "timer_slack"}  # type: ignore[attr-defined]
     active.close()  # type: ignore[attr-defined]  # nothing left to do, and no error
     assert gc.isenabled()
+
+
+@needs_root
+def test_a_collected_policy_never_deadlocks_on_a_lock_its_collector_holds() -> None:
+    # The collector can run a leaked policy's finalizer at any allocation, including one made
+    # while this thread holds the memory-lock state lock inside lock_memory(). Forced here at
+    # such a point; the finalizer's release_lock must not wait for that lock on this thread.
+    code = textwrap.dedent("""
+        import gc
+        from edgert.realtime import RealtimePolicy, _memlock, lock_memory
+        from edgert import _reaper
+
+        real = _memlock.proc_status_kib
+        def collecting(name):
+            gc.collect()
+            return real(name)
+
+        class Holder:
+            pass
+        leaked = Holder()
+        leaked.policy = RealtimePolicy(lock_memory=True).apply()
+        leaked.cycle = leaked
+        del leaked
+        _memlock.proc_status_kib = collecting
+        with lock_memory():  # the finalizer runs inside, under the state lock
+            pass
+        _memlock.proc_status_kib = real
+        assert _reaper.drain()
+        print(_memlock._STATE.holders)
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                              text=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a collected policy waited for a lock its own thread held")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]

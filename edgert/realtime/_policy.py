@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import (
     EdgeRTError,
@@ -184,16 +185,25 @@ class _UndoStack:
     items: list[_Undo] = field(default_factory=list)
     restored: list[SettingOutcome] = field(default_factory=list)
 
-    def run(self) -> list[BaseException]:
+    def run(self, *, thread_bound_only: bool = False) -> list[BaseException]:
         errors: list[BaseException] = []
         same = threading.get_native_id() == self.tid
         while True:
-            try:
-                # pop() is atomic, so close() on one thread and a safety net on another (or a
-                # finalizer interrupting close()) never run the same step twice.
-                undo = self.items.pop()
-            except IndexError:
-                break
+            # pop() and remove() are atomic, so close() on one thread and a safety net on
+            # another (or a finalizer interrupting close()) never run the same step twice.
+            if thread_bound_only:
+                undo = next((u for u in reversed(self.items) if u.thread_bound), None)
+                if undo is None:
+                    break
+                try:
+                    self.items.remove(undo)
+                except ValueError:  # taken meanwhile
+                    continue
+            else:
+                try:
+                    undo = self.items.pop()
+                except IndexError:
+                    break
             if undo.thread_bound and not same and not self.thread.is_alive():
                 self.restored.append(SettingOutcome(
                     setting=undo.setting, applied=False,
@@ -254,6 +264,18 @@ def _close_stack(stack: _UndoStack, watched: set[_UndoStack]) -> None:
     _raise_first(stack.run())
 
 
+def _leaked(stack: _UndoStack, watched: set[_UndoStack]) -> None:
+    """The GC safety net. Thread-bound steps run here: they are plain syscalls, and the timer
+    slack can only be restored by its own thread, which is usually the one dropping the policy.
+    Process-wide steps go to the reaper thread: they take locks (memory-lock and GC state) that
+    this very thread may hold when the collector runs this finalizer from inside them."""
+    watched.discard(stack)
+    errors = stack.run(thread_bound_only=True)
+    if stack.items:
+        _reaper.reap(functools.partial(_close_stack, stack, watched))
+    _raise_first(errors)
+
+
 def _warn_quietly(message: str, category: type[Warning]) -> None:
     try:
         warnings.warn(message, category, stacklevel=1)
@@ -277,6 +299,8 @@ class ActivePolicy(Owner):
         self._watched = _thread_watch().stacks
         self._applied: list[SettingOutcome] = []
         self._refused: list[SettingOutcome] = []
+        # Here, before the thread turns real-time, not in the safety net that may need it.
+        _reaper.start()
         try:
             self._apply_all()
         except BaseException:
@@ -287,7 +311,7 @@ class ActivePolicy(Owner):
         # Two safety nets, neither of which refers to self: the GC (Owner's finalizer) and the
         # end of the thread (its _ThreadWatch), whichever comes first.
         self._watched.add(self._stack)
-        self._own(functools.partial(_close_stack, self._stack, self._watched),
+        self._own(functools.partial(_leaked, self._stack, self._watched),
                   "edgert.ActivePolicy")
 
     # -- applying -------------------------------------------------------------------------------
