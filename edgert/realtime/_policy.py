@@ -7,9 +7,8 @@ import functools
 import resource
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
 from edgert import _reaper
@@ -38,6 +37,7 @@ from edgert.realtime._sched import (
     set_thread_sched,
     set_timer_slack,
 )
+from edgert.realtime._undo import Undo, UndoStack, close_stack, leaked, thread_watch
 
 __all__ = ["ActivePolicy", "PolicyReport", "RealtimePolicy", "SettingOutcome"]
 
@@ -162,127 +162,6 @@ class RealtimePolicy:
         return ActivePolicy(self)
 
 
-@dataclass
-class _Undo:
-    """One restore step. ``fn`` must not refer to the :class:`ActivePolicy` (see _UndoStack)."""
-
-    setting: str
-    thread_bound: bool
-    fn: Callable[[], str]
-
-
-@dataclass(eq=False)
-class _UndoStack:
-    """What to put back, newest last. Shared by close(), the GC safety net and thread death.
-
-    Nothing in here refers to the ActivePolicy that filled it: the safety nets hold the stack,
-    and a stack that reached its policy would keep a leaked policy (with the GC disabled, the
-    memory locked and /dev/cpu_dma_latency held) alive for the life of the process.
-    """
-
-    tid: int
-    thread: threading.Thread
-    items: list[_Undo] = field(default_factory=list)
-    restored: list[SettingOutcome] = field(default_factory=list)
-
-    def run(self, *, thread_bound_only: bool = False) -> list[BaseException]:
-        errors: list[BaseException] = []
-        same = threading.get_native_id() == self.tid
-        while True:
-            # pop() and remove() are atomic, so close() on one thread and a safety net on
-            # another (or a finalizer interrupting close()) never run the same step twice.
-            if thread_bound_only:
-                undo = next((u for u in reversed(self.items) if u.thread_bound), None)
-                if undo is None:
-                    break
-                try:
-                    self.items.remove(undo)
-                except ValueError:  # taken meanwhile
-                    continue
-            else:
-                try:
-                    undo = self.items.pop()
-                except IndexError:
-                    break
-            if undo.thread_bound and not same and not self.thread.is_alive():
-                self.restored.append(SettingOutcome(
-                    setting=undo.setting, applied=False,
-                    detail="not restored: the thread has exited (its settings went with it)"))
-                continue
-            try:
-                self.restored.append(SettingOutcome(setting=undo.setting, applied=True,
-                                                    detail=undo.fn()))
-            except Exception as err:
-                errors.append(err)
-                self.restored.append(SettingOutcome(setting=undo.setting, applied=False,
-                                                    detail=f"restore failed: {err}"))
-        return errors
-
-
-class _ThreadWatch:
-    """Per-thread sentinel whose finalizer undoes the policies its thread left open.
-
-    CPython drops a thread's ``threading.local`` data when the thread ends, so this object's
-    finalizer is a thread-exit hook: without it the process-wide parts of a policy (GC, memory
-    lock, PM QoS) would outlive the thread for as long as anything still refers to it.
-    """
-
-    __slots__ = ("__weakref__", "stacks")
-
-    def __init__(self) -> None:
-        self.stacks: set[_UndoStack] = set()
-        weakref.finalize(self, _thread_ended, self.stacks)
-
-
-_LOCAL = threading.local()
-
-
-def _thread_watch() -> _ThreadWatch:
-    watch: _ThreadWatch | None = getattr(_LOCAL, "watch", None)
-    if watch is None:
-        watch = _ThreadWatch()
-        _LOCAL.watch = watch
-    return watch
-
-
-def _thread_ended(stacks: set[_UndoStack]) -> None:
-    while stacks:
-        stack = stacks.pop()
-        if not stack.items:
-            continue
-        _warn_quietly(f"thread {stack.thread.name!r} ended with an ActivePolicy still open; "
-                      "restoring it now: close it (or use it as a context manager) on its "
-                      "thread", ResourceWarning)
-        errors = stack.run()
-        if errors:
-            _warn_quietly(f"restoring the real-time policy of an ended thread failed: "
-                          f"{errors[0]}", RuntimeWarning)
-
-
-def _close_stack(stack: _UndoStack, watched: set[_UndoStack]) -> None:
-    watched.discard(stack)
-    _raise_first(stack.run())
-
-
-def _leaked(stack: _UndoStack, watched: set[_UndoStack]) -> None:
-    """The GC safety net. Thread-bound steps run here: they are plain syscalls, and the timer
-    slack can only be restored by its own thread, which is usually the one dropping the policy.
-    Process-wide steps go to the reaper thread: they take locks (memory-lock and GC state) that
-    this very thread may hold when the collector runs this finalizer from inside them."""
-    watched.discard(stack)
-    errors = stack.run(thread_bound_only=True)
-    if stack.items:
-        _reaper.reap(functools.partial(_close_stack, stack, watched))
-    _raise_first(errors)
-
-
-def _warn_quietly(message: str, category: type[Warning]) -> None:
-    try:
-        warnings.warn(message, category, stacklevel=1)
-    except Exception:  # a warnings filter set to "error" must not stop the restore
-        pass
-
-
 class ActivePolicy(Owner):
     """A :class:`RealtimePolicy` in effect on one thread; closing it restores everything.
 
@@ -295,8 +174,8 @@ class ActivePolicy(Owner):
         self.policy = policy
         self._tid = threading.get_native_id()
         thread = threading.current_thread()
-        self._stack = _UndoStack(self._tid, thread)
-        self._watched = _thread_watch().stacks
+        self._stack = UndoStack(self._tid, thread)
+        self._watched = thread_watch().stacks
         self._applied: list[SettingOutcome] = []
         self._refused: list[SettingOutcome] = []
         # Here, before the thread turns real-time, not in the safety net that may need it.
@@ -311,7 +190,7 @@ class ActivePolicy(Owner):
         # Two safety nets, neither of which refers to self: the GC (Owner's finalizer) and the
         # end of the thread (its _ThreadWatch), whichever comes first.
         self._watched.add(self._stack)
-        self._own(functools.partial(_leaked, self._stack, self._watched),
+        self._own(functools.partial(leaked, self._stack, self._watched),
                   "edgert.ActivePolicy")
 
     # -- applying -------------------------------------------------------------------------------
@@ -326,7 +205,7 @@ class ActivePolicy(Owner):
             self._refuse(setting, err)
             return
         if undo is not None:
-            self._stack.items.append(_Undo(setting, thread_bound, undo))
+            self._stack.items.append(Undo(setting, thread_bound, undo))
         self._applied.append(SettingOutcome(setting=setting, applied=True, detail=detail))
 
     def _refuse(self, setting: str, err: EdgeRTError) -> None:
@@ -383,7 +262,7 @@ class ActivePolicy(Owner):
             if self.policy.strict:
                 undo()
             else:
-                self._stack.items.append(_Undo("affinity", True, undo))
+                self._stack.items.append(Undo("affinity", True, undo))
             raise RealtimeError(
                 f"thread {tid} could only be pinned to CPUs {_cpu_text(got)} of "
                 f"{_cpu_text(want)}: CPUs {_cpu_text(want - got)} are offline or outside the "
@@ -483,7 +362,7 @@ class ActivePolicy(Owner):
         self._owner_closed = True
         if self._finalizer is not None:
             self._finalizer.detach()
-        _close_stack(self._stack, self._watched)
+        close_stack(self._stack, self._watched)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -503,15 +382,6 @@ def _try_sched(raw: int, prio: int) -> int:
     except OSError as err:
         return err.errno or errno.EINVAL
     return 0
-
-
-def _raise_first(errors: list[BaseException]) -> None:
-    if errors:
-        first = errors[0]
-        raise RealtimeError(
-            f"{len(errors)} real-time setting(s) could not be restored; first: {first}",
-            hint="the thread or process keeps the changed setting; restart it if that matters",
-        ) from first
 
 
 def _cpu_text(cpus: frozenset[int]) -> str:
