@@ -18,9 +18,10 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["drain", "reap", "start"]
+__all__ = ["drain", "inline", "reap", "reap_unless_inline", "start"]
 
 _work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 _lock = threading.Lock()
@@ -52,6 +53,37 @@ def reap(fn: Callable[[], None]) -> None:
         _run_one(fn)
         return
     _work.put(fn)
+
+
+class _Inline(threading.local):
+    depth = 0
+
+
+_inline = _Inline()
+
+
+@contextmanager
+def inline() -> Iterator[None]:
+    """Within this block, :func:`reap_unless_inline` runs its work here, at once: for code that
+    frees on purpose (``close()``) and whose caller expects the memory back when it returns."""
+    _inline.depth += 1
+    try:
+        yield
+    finally:
+        _inline.depth -= 1
+
+
+def reap_unless_inline(fn: Callable[[], None]) -> None:
+    """Run ``fn`` here inside an :func:`inline` block, else on the reaper (see :func:`reap`).
+
+    For releases that happen when the last reference dies: inside ``close()`` that is wanted
+    and immediate; anywhere else it is whichever thread dropped a view last, perhaps a real-time
+    loop, which must not pay for ``cudaFreeHost`` (it synchronizes the whole device).
+    """
+    if _inline.depth:
+        _run_one(fn)
+    else:
+        reap(fn)
 
 
 def drain(timeout_s: float = 10.0) -> bool:

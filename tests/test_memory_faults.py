@@ -3,6 +3,7 @@ inside the pool's locked half, leaked pools, stale lease references, bad argumen
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -270,3 +271,45 @@ def test_a_reaper_started_by_a_pinned_fifo_thread_runs_at_normal_priority_everyw
     t.start()
     t.join()
     assert t.result == f"{os.SCHED_OTHER}:{len(cpus)}"
+
+
+def test_memory_whose_last_view_dies_late_is_freed_on_the_reaper() -> None:
+    from edgert.memory._allocation import Allocation
+
+    freed_on: list[str] = []
+
+    def free() -> None:
+        freed_on.append(threading.current_thread().name)
+
+    raw = np.zeros(64, np.uint8)
+    alloc = Allocation(raw.ctypes.data, 64, MemoryKind.PAGEABLE, free, keep=raw)
+    view = np.asarray(alloc)
+    del alloc  # like close() with a view alive: nothing is freed yet
+    assert freed_on == []
+    del view  # the last view dies here, perhaps on a real-time thread: not freed here
+    assert _reaper.drain()
+    assert freed_on == ["edgert-reaper"]
+    with _reaper.inline():  # what close() and the pools do: free now, on this thread
+        Allocation(raw.ctypes.data, 64, MemoryKind.PAGEABLE, free, keep=raw)
+    assert freed_on == ["edgert-reaper", threading.current_thread().name]
+
+
+def test_closing_a_buffer_without_views_frees_it_before_close_returns() -> None:
+    from edgert.memory import HostBuffer, locked_bytes
+
+    if locked_bytes() is None:
+        pytest.skip("no VmLck in /proc/self/status")
+    gate = threading.Event()
+    _reaper.start()
+    _reaper.reap(functools.partial(gate.wait, 30))  # the reaper is busy until the gate opens
+    try:
+        buf = HostBuffer(1 << 20, device="host")  # mlock'ed: VmLck shows it
+        held = locked_bytes()
+        buf.close()
+        after = locked_bytes()
+        assert held is not None
+        assert after is not None
+        assert held - after >= 1 << 20  # unlocked by close() itself, not by the busy reaper
+    finally:
+        gate.set()
+    assert _reaper.drain()

@@ -291,7 +291,7 @@ class PoolCore:
     def _allocate(self, cls: SizeClass, nbytes: int, victims: list[Block]) -> Lease:
         cap = cls.capacity
         try:
-            free_blocks(set(victims))
+            free_blocks(victims)  # emptied in place: nothing else holds the victims after this
             blk = self.new_block(cls)
         except BaseException:
             with self.lock:
@@ -382,13 +382,13 @@ class PoolCore:
             self.check_open_locked()
             victims: set[Block] = set()
             for cls in self.classes.values():
+                free = cls.free
                 while True:
-                    try:
-                        blk = cls.free.pop()
+                    try:  # no local name for the block: free_blocks must hold the last reference
+                        victims.add(free.pop())
                     except IndexError:
                         break
                     cls.total -= 1
-                    victims.add(blk)
             freed = sum(b.capacity for b in victims)
             self.reserved -= freed
             self.blocks -= victims

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from edgert import _reaper
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import MemoryKind
 from edgert.memory._sizeclass import SizeClasses
@@ -253,18 +254,32 @@ class Span:
                 "version": 3}
 
 
-def free_blocks(blocks: set[Block]) -> None:
-    """Close the memory and events of ``blocks`` (waiting for fenced ones first); empty it."""
-    for blk in list(blocks):
-        ev = blk.event
-        try:
-            if ev is not None:
-                if blk.fenced:
-                    ev.synchronize()  # the device may still be reading or writing the block
-                ev.close()
-        finally:
-            blk.memory.close()
-    blocks.clear()
+def free_blocks(blocks: set[Block] | list[Block]) -> None:
+    """Close the memory and events of ``blocks`` (waiting for fenced ones first); empty it.
+
+    The blocks die in here, so their memory is freed on this thread unless a view still holds
+    it (then on the reaper, when the view dies). Every block is freed even if one fails; the
+    first failure is raised at the end.
+    """
+    first: BaseException | None = None
+    with _reaper.inline():
+        todo = list(blocks)
+        blocks.clear()
+        while todo:
+            blk = todo.pop()
+            try:
+                ev = blk.event
+                if ev is not None:
+                    if blk.fenced:
+                        ev.synchronize()  # the device may still be reading or writing the block
+                    ev.close()
+            except BaseException as err:
+                first = first or err
+            finally:
+                blk.memory.close()
+                del blk  # possibly the last reference: free inside the inline block
+    if first is not None:
+        raise first
 
 
 class Bell:
