@@ -100,6 +100,10 @@ def test_a_keyboard_interrupt_in_the_logger_waits_for_python_instead_of_crossing
     with pytest.raises(KeyboardInterrupt):
         bridge.drain()  # back in Python: now it is raised
     assert bridge.drain() == ()  # raised once, then gone
+    bridge.trt_logger.log(_ERROR, "again")
+    with pytest.raises(KeyboardInterrupt):
+        bridge.raise_pending()  # the cheap check, for hot paths
+    bridge.raise_pending()  # nothing left
 
 
 @pytest.mark.usefixtures("interrupting_handler")

@@ -100,6 +100,19 @@ class LogBridge:
         if local.raised is None:
             local.raised = err
 
+    def raise_pending(self) -> None:
+        """Raise what a callback on this thread caught, if anything (cheap: for code that calls
+        TensorRT on a hot path and does not drain after every call).
+
+        Raises:
+            BaseException: What a callback caught (see :meth:`drain`).
+        """
+        local = self._local
+        raised = local.raised
+        if raised is not None:
+            local.raised = None
+            raise raised
+
     def drain(self) -> tuple[str, ...]:
         """The calling thread's error messages since its previous drain, oldest first; also
         forgets its recorded errors.

@@ -125,7 +125,7 @@ class BufferPool(Owner):
         Raises:
             InvalidArgumentError: ``nbytes`` is negative or not an int.
         """
-        return self._core.class_for(nbytes).capacity
+        return self._core.sizes.capacity_for(as_request(nbytes))
 
     # -- the hot path ----------------------------------------------------------------------
 
