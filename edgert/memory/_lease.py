@@ -279,9 +279,11 @@ class Lease:
             blk.fenced = True
         self._stream = None
         anchor = blk.anchor
-        if blk.fenced or (anchor is not None and anchor() is not None):
+        if anchor is None and not blk.fenced:  # the common case first: no views, no stream
+            blk.put_back(blk)
+        elif blk.fenced or (anchor is not None and anchor() is not None):
             pool.pending.append(blk)
-        else:
+        else:  # its views have died already
             blk.anchor = None
             blk.put_back(blk)
         pool.give_lease(self)
