@@ -28,6 +28,17 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
+def _forget_after_fork() -> None:
+    # Work queued in the parent is the parent's (its CUDA context, its mappings): a child
+    # starts with an empty queue and no reaper, and starts its own when it needs one.
+    global _work, _thread
+    _work = queue.SimpleQueue()
+    _thread = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def start() -> None:
     """Start the reaper thread if it is not running (after ``fork`` it is not). Call it from
     ordinary code, never from a finalizer."""

@@ -313,3 +313,25 @@ def test_closing_a_buffer_without_views_frees_it_before_close_returns() -> None:
     finally:
         gate.set()
     assert _reaper.drain()
+
+
+def test_a_forked_child_does_not_run_the_parents_queued_cleanup() -> None:
+    out = run_isolated("""
+        import os, threading
+        from edgert import _reaper
+        _reaper.start()
+        gate = threading.Event()
+        ran = []
+        _reaper.reap(lambda: gate.wait(30))  # keeps the parent's reaper busy
+        _reaper.reap(lambda: ran.append(os.getpid()))  # queued, not yet run, at the fork
+        pid = os.fork()
+        if pid == 0:
+            _reaper.start()
+            ok = _reaper.drain(5)
+            os._exit(0 if ok and ran == [] else 1)
+        _, status = os.waitpid(pid, 0)
+        gate.set()
+        assert _reaper.drain()
+        print(os.waitstatus_to_exitcode(status), ran == [os.getpid()])
+    """)
+    assert out.split() == ["0", "True"]
