@@ -15,7 +15,12 @@ fi
 if [ "$(cat "$venv/.edgert-stamp" 2>/dev/null)" != "$want" ]; then
   echo "edgert: installing edgert[$extras] into $venv (first run only)" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2 2>/dev/null || true
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[$extras]" >&2
+  # The build backend's notes (e.g. setuptools on editable installs) go to a log, shown on failure.
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[$extras]" \
+      > "$venv/edgert-install.log" 2>&1; then
+    cat "$venv/edgert-install.log" >&2
+    exit 1
+  fi
   echo "$want" > "$venv/.edgert-stamp"
 fi
 export PATH="$venv/bin:$PATH"

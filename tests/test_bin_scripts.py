@@ -47,3 +47,22 @@ def test_alternating_scripts_install_the_environment_once(tmp_path: Path) -> Non
     subprocess.run([str(clone / "bin" / "edgert")], env=env, timeout=60, check=True,
                    capture_output=True)
     assert sum(" -e " in line for line in log.read_text().splitlines()) == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the scripts are bash")
+def test_a_failed_install_shows_its_output_and_is_tried_again(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "bin", clone / "bin")
+    shutil.copy(REPO / "pyproject.toml", clone / "pyproject.toml")
+    venv_bin = clone / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [[ "$*" == *" -e "* ]]; then echo "resolver said no"; exit 1; fi\n')
+    (venv_bin / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "EDGERT_EXTRAS"}
+    proc = subprocess.run([str(clone / "bin" / "edgert")], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "resolver said no" in proc.stderr
+    assert not (clone / ".venv" / ".edgert-stamp").exists()
