@@ -251,16 +251,20 @@ if TYPE_CHECKING:
 _logging.getLogger("edgert").addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name (or subpackage) on first access and keep it in the module."""
-    if name in _SUBPACKAGES:
-        value: Any = _importlib.import_module(f"edgert.{name}")
-    elif name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name]), name)
-    else:
-        raise AttributeError(f"module 'edgert' has no attribute {name!r}")
-    globals()[name] = value  # later accesses are plain lookups
-    return value
+# Hidden from type checkers: they see the imports above, so a misspelt name stays an error
+# (a visible module __getattr__ would make every attribute of edgert type-check as Any).
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Import a public name (or subpackage) on first access and keep it in the module."""
+        if name in _SUBPACKAGES:
+            value = _importlib.import_module(f"edgert.{name}")
+        elif name in _LAZY:
+            value = getattr(_importlib.import_module(_LAZY[name]), name)
+        else:
+            raise AttributeError(f"module 'edgert' has no attribute {name!r}")
+        globals()[name] = value  # later accesses are plain lookups
+        return value
 
 
 def __dir__() -> list[str]:

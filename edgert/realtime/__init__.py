@@ -36,13 +36,15 @@ if TYPE_CHECKING:
     from edgert.stats import LatencyStats
 
 
-def __getattr__(name: str) -> Any:
-    # LatencyStats needs numpy; importing edgert.realtime must not (DESIGN.md, import targets).
-    if name == "LatencyStats":
-        from edgert.stats import LatencyStats
+if not TYPE_CHECKING:  # type checkers see the import above; a misspelt name stays an error
 
-        return LatencyStats
-    raise AttributeError(f"module 'edgert.realtime' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # LatencyStats needs numpy; importing edgert.realtime must not (DESIGN.md, targets).
+        if name == "LatencyStats":
+            from edgert.stats import LatencyStats
+
+            return LatencyStats
+        raise AttributeError(f"module 'edgert.realtime' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -13,7 +13,7 @@
 it is product code, not a fake. ``edgert.testing.KernelExecutable`` still resolves to it.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgert.testing import fake_tensorrt, jetson
 from edgert.testing.jetson import (
@@ -24,6 +24,9 @@ from edgert.testing.jetson import (
 )
 from edgert.testing.memory import FakeAllocator, FakeEvent, FakeEventFactory
 from edgert.testing.realtime import FakeClock
+
+if TYPE_CHECKING:
+    from edgert.kernels import KernelExecutable as KernelExecutable
 
 __all__ = [
     "FakeAllocator",
@@ -39,10 +42,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Compatibility: KernelExecutable lived here before it moved to edgert.kernels.
-    if name == "KernelExecutable":
-        from edgert.kernels import KernelExecutable
+if not TYPE_CHECKING:  # type checkers see the import above; a misspelt name stays an error
 
-        return KernelExecutable
-    raise AttributeError(f"module 'edgert.testing' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # Compatibility: KernelExecutable lived here before it moved to edgert.kernels.
+        if name == "KernelExecutable":
+            from edgert.kernels import KernelExecutable
+
+            return KernelExecutable
+        raise AttributeError(f"module 'edgert.testing' has no attribute {name!r}")
