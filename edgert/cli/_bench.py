@@ -82,7 +82,8 @@ def register(sub: Any) -> None:
                    help="a .plan/.engine or .onnx file, or 'bundled' (the default)")
     p.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
                    help="requests per second in a periodic loop (default 1000); 0 runs them "
-                        "back to back (throughput)")
+                        "back to back (throughput: add --no-rt, since RT throttling may stop a "
+                        "SCHED_FIFO loop that never sleeps for up to 50 ms a second)")
     p.add_argument("--duration", type=float, default=3.0, metavar="S",
                    help="seconds measured (default 3)")
     p.add_argument("--warmup", type=float, default=0.2, metavar="S",
@@ -93,7 +94,7 @@ def register(sub: Any) -> None:
     p.add_argument("--priority", type=int, default=80, metavar="N",
                    help="SCHED_FIFO priority (default 80)")
     p.add_argument("--cpus", type=parse_cpus, metavar="LIST",
-                   help="pin the loop thread to these CPUs, e.g. 3 or 2-3")
+                   help="pin the loop thread to these CPUs, e.g. 3 or 2-3 (part of --rt)")
     p.add_argument("--io", choices=("auto", "copy", "zero_copy"), default="auto",
                    help="session I/O mode (default auto)")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
