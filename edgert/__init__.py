@@ -6,11 +6,9 @@ imports :mod:`edgert.session` (and numpy) on first access, and a control process
 :mod:`edgert.realtime` or :mod:`edgert.power` never pays for sessions, CUDA, TensorRT or numpy.
 """
 
-from __future__ import annotations
-
 import importlib as _importlib
 import logging as _logging
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from edgert._version import __version__
 
@@ -136,7 +134,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ below
     from edgert import (
         bench,
         cuda,
@@ -253,9 +251,9 @@ _logging.getLogger("edgert").addHandler(_logging.NullHandler())
 
 # Hidden from type checkers: they see the imports above, so a misspelt name stays an error
 # (a visible module __getattr__ would make every attribute of edgert type-check as Any).
-if not TYPE_CHECKING:
+if not _typing.TYPE_CHECKING:
 
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> _typing.Any:
         """Import a public name (or subpackage) on first access and keep it in the module."""
         if name in _SUBPACKAGES:
             value = _importlib.import_module(f"edgert.{name}")

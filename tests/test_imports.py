@@ -94,15 +94,26 @@ def test_lazy_names_resolve_to_their_modules() -> None:
         elif name != "__version__":
             assert value is getattr(importlib.import_module(edgert._LAZY[name]), name), name
     assert set(edgert.__all__) <= set(dir(edgert))
+    # In a fresh interpreter nothing public-looking besides the API: no typing helpers or
+    # __future__ features (importing a submodule later binds its name too, as always).
+    extra = run_python("import edgert\n"
+                       "print(sorted({n for n in dir(edgert) if not n.startswith('_')}"
+                       " - set(edgert.__all__)))")
+    assert extra.strip() == "[]"
     with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
         _ = edgert.NoSuchName  # type: ignore[attr-defined]
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``typing.TYPE_CHECKING`` (under any module alias)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _type_checking_imports() -> dict[str, set[str]]:
     """``module -> names`` of the imports under ``if TYPE_CHECKING:`` in edgert/__init__.py."""
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
-    [block] = [n for n in tree.body if isinstance(n, ast.If)
-               and isinstance(n.test, ast.Name) and n.test.id == "TYPE_CHECKING"]
+    [block] = [n for n in tree.body if isinstance(n, ast.If) and _is_type_checking(n.test)]
     out: dict[str, set[str]] = {}
     for node in block.body:
         assert isinstance(node, ast.ImportFrom)
@@ -144,8 +155,7 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     while todo:
         node = todo.pop()
         out.append(node)
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and \
-                node.test.id == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
             todo.extend(node.orelse)
             continue
         todo.extend(ast.iter_child_nodes(node))

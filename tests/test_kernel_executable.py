@@ -79,5 +79,5 @@ def test_old_testing_import_paths_resolve_to_the_product_class() -> None:
     from edgert.testing.kernel_executable import KernelExecutable as Old
 
     assert Old is KernelExecutable
-    assert edgert.testing.KernelExecutable is KernelExecutable  # type: ignore[attr-defined]
+    assert edgert.testing.KernelExecutable is KernelExecutable
     assert "KernelExecutable" not in edgert.testing.__all__
