@@ -3,7 +3,8 @@
 The public API is re-exported here; everything else is private. Nothing is imported until it is
 used (PEP 562): ``import edgert`` loads only this file and the version, ``edgert.InferenceSession``
 imports :mod:`edgert.session` (and numpy) on first access, and a control process that imports only
-:mod:`edgert.realtime` or :mod:`edgert.power` never pays for sessions, CUDA, TensorRT or numpy.
+:mod:`edgert.realtime` or :mod:`edgert.power` never pays for sessions, CUDA or TensorRT (nor for
+numpy until it makes a :class:`~edgert.realtime.PeriodicLoop`, whose statistics use numpy).
 """
 
 import importlib as _importlib
@@ -16,7 +17,7 @@ from edgert._version import __version__
 # import to the TYPE_CHECKING block below (what mypy and editors see) and add it to __all__. A new
 # public subpackage goes into _SUBPACKAGES, the TYPE_CHECKING block and __all__. One name per line
 # keeps merges simple. tests/test_imports.py fails when the three lists disagree, and when
-# `import edgert` starts importing a subpackage eagerly.
+# `import edgert` starts importing a subpackage eagerly; tests/test_typing_exports.py runs mypy.
 
 #: Subpackages reachable as attributes (``edgert.bench``), imported on first access.
 _SUBPACKAGES = (
