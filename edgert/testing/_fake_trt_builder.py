@@ -1,0 +1,531 @@
+"""The fake TensorRT's builder: ONNX model -> fake plan, with TensorRT's builder API names.
+
+Its plans compute for real: the network is the ONNX model itself, carried inside the plan
+(base64, in the function name ``edgert.onnx:<precision>:<model>``) and run through ONNX Runtime
+when the plan executes, so a plan built here gives the ONNX model's outputs (rounded through
+FP16 or BF16 when those flags were set, as reduced precision would). Profiles, flags, the timing
+cache and the progress monitor behave like TensorRT's, failures included.
+
+Every class, method, property and enum member name below is TensorRT's own, from the TensorRT
+Python API reference (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/):
+``Builder`` (``create_network``, ``create_builder_config``, ``create_optimization_profile``,
+``build_serialized_network``; infer/Core/Builder.html), ``INetworkDefinition`` (``num_inputs``,
+``num_outputs``, ``get_input``, ``get_output``, ``get_flag``; infer/Graph/Network.html),
+``ITensor`` (``name``, ``shape``, ``dtype``), ``OnnxParser`` (``parse``, ``parse_from_file``,
+``num_errors``, ``get_error``, ``clear_errors``; parsers/Onnx/pyOnnx.html) and ``ParserError``
+(``desc``), ``IBuilderConfig`` (``set_flag``, ``get_flag``, ``clear_flag``, ``flags``,
+``set_memory_pool_limit``, ``get_memory_pool_limit``, ``add_optimization_profile``,
+``num_optimization_profiles``, ``create_timing_cache``, ``set_timing_cache``,
+``get_timing_cache``, ``hardware_compatibility_level``, ``builder_optimization_level``,
+``progress_monitor``, ``int8_calibrator``; infer/Core/BuilderConfig.html), ``BuilderFlag``,
+``MemoryPoolType``, ``HardwareCompatibilityLevel``, ``IOptimizationProfile`` (``set_shape``,
+``get_shape``; infer/Core/OptimizationProfile.html), ``ITimingCache`` (``serialize``,
+``combine``, ``reset``), ``IHostMemory`` (buffer, ``nbytes``), ``IProgressMonitor``
+(``phase_start``, ``step_complete``, ``phase_finish``; infer/Core/ProgressMonitor.html) and
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``. Enum values follow ``NvInfer.h`` of TensorRT
+10.x. The lean bindings installed in CI have no builder, so these names cannot be checked there
+automatically; ``tests/test_store_trt.py`` checks them against full TensorRT where it exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import MutableMapping
+from enum import IntEnum
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from edgert.testing._fake_trt_plan import FakeTensor, make_plan, register_resolver
+
+__all__ = [
+    "BUILDER_NAMES",
+    "Builder",
+    "BuilderFlag",
+    "HardwareCompatibilityLevel",
+    "IBuilderConfig",
+    "IHostMemory",
+    "INetworkDefinition",
+    "IOptimizationProfile",
+    "IProgressMonitor",
+    "ITensor",
+    "ITimingCache",
+    "MemoryPoolType",
+    "NetworkDefinitionCreationFlag",
+    "OnnxParser",
+    "ParserError",
+    "add_builder",
+]
+
+_ERROR, _WARNING, _INFO = 1, 2, 3
+_PREFIX = "edgert.onnx:"
+_ORT_TYPES = {"tensor(float)": "FLOAT", "tensor(float16)": "HALF", "tensor(int8)": "INT8",
+              "tensor(int32)": "INT32", "tensor(int64)": "INT64", "tensor(bool)": "BOOL",
+              "tensor(uint8)": "UINT8", "tensor(bfloat16)": "BF16"}
+
+
+class BuilderFlag(IntEnum):
+    """``tensorrt.BuilderFlag`` (the members edgert uses; values of TensorRT 10.x)."""
+
+    FP16 = 0
+    INT8 = 1
+    DEBUG = 2
+    GPU_FALLBACK = 3
+    REFIT = 4
+    DISABLE_TIMING_CACHE = 5
+    TF32 = 6
+    VERSION_COMPATIBLE = 13
+    EXCLUDE_LEAN_RUNTIME = 14
+    BF16 = 17
+
+
+class NetworkDefinitionCreationFlag(IntEnum):
+    """``tensorrt.NetworkDefinitionCreationFlag``."""
+
+    EXPLICIT_BATCH = 0
+    STRONGLY_TYPED = 1
+
+
+class MemoryPoolType(IntEnum):
+    """``tensorrt.MemoryPoolType`` (the workspace pool)."""
+
+    WORKSPACE = 0
+
+
+class HardwareCompatibilityLevel(IntEnum):
+    """``tensorrt.HardwareCompatibilityLevel``."""
+
+    NONE = 0
+    AMPERE_PLUS = 1
+    SAME_COMPUTE_CAPABILITY = 2
+
+
+class IHostMemory(bytes):
+    """Serialized data (a plan or a timing cache); supports the buffer protocol."""
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes."""
+        return len(self)
+
+
+class IProgressMonitor:
+    """Subclass it and override the three callbacks (as with TensorRT)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+        """A phase began."""
+
+    def step_complete(self, phase_name: str, step: int) -> bool:
+        """A step finished; return False to cancel the build."""
+        return True
+
+    def phase_finish(self, phase_name: str) -> None:
+        """A phase ended."""
+
+
+class ITensor:
+    """A network input or output."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: str,
+                 follows: tuple[int | str, ...]) -> None:
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self._follows = follows
+
+
+class INetworkDefinition:
+    """A network; the fake's is the ONNX model the parser read."""
+
+    def __init__(self, flags: int) -> None:
+        self._flags = int(flags)
+        self._inputs: list[ITensor] = []
+        self._outputs: list[ITensor] = []
+        self._model: bytes | None = None
+
+    @property
+    def num_inputs(self) -> int:
+        """Number of inputs."""
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of outputs."""
+        return len(self._outputs)
+
+    def get_input(self, index: int) -> ITensor:
+        """Input ``index``."""
+        return self._inputs[index]
+
+    def get_output(self, index: int) -> ITensor:
+        """Output ``index``."""
+        return self._outputs[index]
+
+    def get_flag(self, flag: NetworkDefinitionCreationFlag) -> bool:
+        """Whether a creation flag was set."""
+        return bool(self._flags & (1 << int(flag)))
+
+
+class ParserError:
+    """One parser error."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def desc(self) -> str:
+        """What went wrong."""
+        return self._text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def _dims(shape: list[Any]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+class OnnxParser:
+    """Reads an ONNX model into a network (through ONNX Runtime, which checks it)."""
+
+    def __init__(self, network: INetworkDefinition, logger: Any) -> None:
+        self._network = network
+        self._logger = logger
+        self._errors: list[ParserError] = []
+
+    @property
+    def num_errors(self) -> int:
+        """Errors of the last parse."""
+        return len(self._errors)
+
+    def get_error(self, index: int) -> ParserError:
+        """Error ``index``."""
+        return self._errors[index]
+
+    def clear_errors(self) -> None:
+        """Forget the errors."""
+        self._errors.clear()
+
+    def parse_from_file(self, model: str) -> bool:
+        """Parse the ONNX file at ``model``."""
+        try:
+            with open(model, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            self._errors.append(ParserError(f"ModelImporter.cpp: Failed to open {model}: {err}"))
+            return False
+        return self.parse(data)
+
+    def parse(self, model: Any, path: str | None = None) -> bool:
+        """Parse an ONNX model from bytes."""
+        import onnxruntime as ort
+
+        data = bytes(memoryview(model))
+        try:
+            sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            self._errors.append(ParserError(f"ModelImporter.cpp: fake_tensorrt: the ONNX model "
+                                            f"cannot be parsed: {err}"))
+            return False
+        symbols: dict[str, str] = {}
+        net = self._network
+        for arg in sess.get_inputs():
+            dtype = _ORT_TYPES.get(arg.type)
+            if dtype is None:
+                self._errors.append(ParserError(f"fake_tensorrt: input {arg.name} has "
+                                                f"unsupported type {arg.type}"))
+                return False
+            for axis, d in enumerate(arg.shape):
+                if isinstance(d, str):
+                    symbols.setdefault(d, f"{arg.name}:{axis}")
+            net._inputs.append(ITensor(arg.name, _dims(arg.shape), dtype, ()))
+        for arg in sess.get_outputs():
+            dtype = _ORT_TYPES.get(arg.type)
+            follows: list[int | str] = []
+            for d in arg.shape:
+                if isinstance(d, int) and d >= 0:
+                    follows.append(d)
+                elif isinstance(d, str) and d in symbols:
+                    follows.append(symbols[d])
+                else:
+                    self._errors.append(ParserError(
+                        f"fake_tensorrt: output {arg.name} has a dimension ({d!r}) that follows "
+                        "no input; the fake builder cannot size it"))
+                    return False
+            if dtype is None:
+                self._errors.append(ParserError(f"fake_tensorrt: output {arg.name} has "
+                                                f"unsupported type {arg.type}"))
+                return False
+            net._outputs.append(ITensor(arg.name, _dims(arg.shape), dtype, tuple(follows)))
+        net._model = data
+        return True
+
+
+class IOptimizationProfile:
+    """(min, opt, max) shapes per dynamic input."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+    def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
+        """Set an input's shapes."""
+        self._shapes[input] = tuple(tuple(int(d) for d in s) for s in (min, opt, max))
+
+    def get_shape(self, input: str) -> list[tuple[int, ...]]:
+        """An input's [min, opt, max] (empty if unset)."""
+        return list(self._shapes.get(input, ()))
+
+
+class ITimingCache:
+    """Kernel timings; the fake's entries are the models built with it."""
+
+    def __init__(self, entries: set[str]) -> None:
+        self._entries = entries
+
+    def serialize(self) -> IHostMemory:
+        """The cache as bytes."""
+        return IHostMemory(json.dumps({"fake_timing_cache": 1,
+                                       "entries": sorted(self._entries)}).encode())
+
+    def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        """Merge another cache in."""
+        self._entries |= input_cache._entries
+        return True
+
+    def reset(self) -> bool:
+        """Empty the cache."""
+        self._entries.clear()
+        return True
+
+
+class IBuilderConfig:
+    """Build settings."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.flags = 0
+        self._pools: dict[int, int] = {}
+        self._profiles: list[IOptimizationProfile] = []
+        self._timing: ITimingCache | None = None
+        self.hardware_compatibility_level = HardwareCompatibilityLevel.NONE
+        self.builder_optimization_level = 3
+        self.progress_monitor: IProgressMonitor | None = None
+        self.int8_calibrator: Any = None
+
+    def set_flag(self, flag: BuilderFlag) -> None:
+        """Set a builder flag."""
+        self.flags |= 1 << int(flag)
+
+    def clear_flag(self, flag: BuilderFlag) -> None:
+        """Clear a builder flag."""
+        self.flags &= ~(1 << int(flag))
+
+    def get_flag(self, flag: BuilderFlag) -> bool:
+        """Whether a builder flag is set."""
+        return bool(self.flags & (1 << int(flag)))
+
+    def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
+        """Limit a memory pool."""
+        self._pools[int(pool)] = int(pool_size)
+
+    def get_memory_pool_limit(self, pool: MemoryPoolType) -> int:
+        """A pool's limit (the fake's default: 1 GiB)."""
+        return self._pools.get(int(pool), 1 << 30)
+
+    def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
+        """Add a profile; its index, or -1 if it is invalid."""
+        for name, (lo, opt, hi) in profile._shapes.items():
+            if not (len(lo) == len(opt) == len(hi)) or any(
+                    not a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
+                self._log(_ERROR, f"IBuilderConfig::addOptimizationProfile: Error Code 3: API "
+                                  f"Usage Error (fake_tensorrt: invalid profile of {name})")
+                return -1
+        self._profiles.append(profile)
+        return len(self._profiles) - 1
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        """Profiles added."""
+        return len(self._profiles)
+
+    def create_timing_cache(self, serialized_timing_cache: Any) -> ITimingCache | None:
+        """A timing cache from bytes (empty bytes: a new cache); None if they are not one."""
+        data = bytes(memoryview(serialized_timing_cache))
+        if not data:
+            return ITimingCache(set())
+        try:
+            doc = json.loads(data)
+            return ITimingCache({str(e) for e in doc["entries"]})
+        except Exception:
+            self._log(_ERROR, "IBuilderConfig::createTimingCache: Error Code 1: Serialization "
+                              "(fake_tensorrt: not a timing cache)")
+            return None
+
+    def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        """Use a timing cache."""
+        self._timing = cache
+        return True
+
+    def get_timing_cache(self) -> ITimingCache | None:
+        """The timing cache in use."""
+        return self._timing
+
+
+def _round(array: npt.NDArray[Any], precision: str) -> npt.NDArray[Any]:
+    if array.dtype != np.float32 or precision == "fp32":
+        return array
+    if precision == "fp16":
+        return array.astype(np.float16).astype(np.float32)
+    bits = np.ascontiguousarray(array).view(np.uint32) & np.uint32(0xFFFF0000)
+    rounded: npt.NDArray[Any] = bits.view(np.float32)
+    return rounded
+
+
+def _resolve(name: str) -> Any:
+    """The function a builder-made plan names: its ONNX model on ONNX Runtime."""
+    import onnxruntime as ort
+
+    precision, _, encoded = name[len(_PREFIX):].partition(":")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    sess = ort.InferenceSession(base64.b64decode(encoded), options,
+                                providers=["CPUExecutionProvider"])
+
+    def run(inputs: Any) -> list[npt.NDArray[Any]]:
+        fed = {k: _round(np.asarray(v), precision) for k, v in inputs.items()}
+        return [_round(np.asarray(o), precision) for o in sess.run(None, fed)]
+
+    return run
+
+
+register_resolver(_PREFIX, _resolve)
+
+
+class Builder:
+    """Builds fake plans from networks parsed from ONNX models."""
+
+    _version = "10.8.0.43"
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def _log(self, severity: int, message: str) -> None:
+        self._logger.log(severity, message)
+
+    def create_network(self, flags: int = 0) -> INetworkDefinition:
+        """An empty network."""
+        return INetworkDefinition(flags)
+
+    def create_builder_config(self) -> IBuilderConfig:
+        """Default build settings."""
+        return IBuilderConfig(self._log)
+
+    def create_optimization_profile(self) -> IOptimizationProfile:
+        """An empty profile."""
+        return IOptimizationProfile()
+
+    def _check(self, network: INetworkDefinition, config: IBuilderConfig) -> str | None:
+        if network._model is None:
+            return "Network must have at least one output"
+        typed = network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        for flag in (BuilderFlag.FP16, BuilderFlag.BF16, BuilderFlag.INT8):
+            if typed and config.get_flag(flag):
+                return (f"fake_tensorrt: BuilderFlag.{flag.name} cannot be set for a strongly "
+                        "typed network")
+        dynamic = [t.name for t in network._inputs if -1 in t.shape]
+        if dynamic and not config._profiles:
+            return ("Network has dynamic or shape inputs, but no optimization profile has been "
+                    "defined.")
+        for index, profile in enumerate(config._profiles):
+            for t in network._inputs:
+                shapes = profile._shapes.get(t.name)
+                if t.name in dynamic and shapes is None:
+                    return f"Optimization profile {index} has no shapes for input {t.name}"
+                if shapes is not None and any(
+                        len(s) != len(t.shape) or any(d not in (-1, v)
+                                                      for d, v in zip(t.shape, s, strict=True))
+                        for s in shapes):
+                    return (f"fake_tensorrt: profile {index} of {t.name} {shapes} does not fit "
+                            f"its shape {t.shape}")
+        return None
+
+    def _progress(self, monitor: IProgressMonitor | None) -> bool:
+        if monitor is None:
+            return True
+        phases = (("Building engine", None, 2), ("Tactic selection", "Building engine", 3))
+        monitor.phase_start(*phases[0])
+        monitor.phase_start(*phases[1])
+        for step in range(3):
+            if not monitor.step_complete("Tactic selection", step):
+                monitor.phase_finish("Tactic selection")
+                monitor.phase_finish("Building engine")
+                return False
+        monitor.phase_finish("Tactic selection")
+        keep = monitor.step_complete("Building engine", 0) and \
+            monitor.step_complete("Building engine", 1)
+        monitor.phase_finish("Building engine")
+        return keep
+
+    def build_serialized_network(self, network: INetworkDefinition,
+                                 config: IBuilderConfig) -> IHostMemory | None:
+        """A serialized fake plan, or None (and an error logged)."""
+        problem = self._check(network, config)
+        if problem is not None:
+            self._log(_ERROR, f"IBuilder::buildSerializedNetwork: Error Code 4: API Usage "
+                              f"Error ({problem})")
+            return None
+        if not self._progress(config.progress_monitor):
+            self._log(_ERROR, "IBuilder::buildSerializedNetwork: Error Code 2: Internal Error "
+                              "(Build cancelled by the progress monitor.)")
+            return None
+        model = network._model
+        assert model is not None
+        digest = hashlib.sha256(model).hexdigest()
+        if config._timing is not None:
+            config._timing._entries.add(digest)
+        precision = ("fp16" if config.get_flag(BuilderFlag.FP16) else
+                     "bf16" if config.get_flag(BuilderFlag.BF16) else "fp32")
+        profiles = config._profiles
+        inputs = [FakeTensor(t.name, t.dtype, t.shape,
+                             profiles=[cast(Any, p._shapes[t.name]) for p in profiles]
+                             if -1 in t.shape else ())
+                  for t in network._inputs]
+        outputs = [FakeTensor(t.name, t.dtype, t._follows) for t in network._outputs]
+        vc = config.get_flag(BuilderFlag.VERSION_COMPATIBLE) and not config.get_flag(
+            BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+        plan = make_plan(
+            inputs=inputs, outputs=outputs,
+            function=_PREFIX + precision + ":" + base64.b64encode(model).decode("ascii"),
+            version=self._version, version_compatible=vc, device_memory_size=1 << 16,
+            name=f"onnx-{digest[:12]}")
+        self._log(_INFO, f"Engine generation completed ({len(plan):,} bytes, {precision})")
+        return IHostMemory(plan)
+
+
+#: Names :func:`add_builder` puts on a fake TensorRT module of the full flavour.
+BUILDER_NAMES = ("Builder", "BuilderFlag", "HardwareCompatibilityLevel", "IBuilderConfig",
+                 "IHostMemory", "INetworkDefinition", "IOptimizationProfile",
+                 "IProgressMonitor", "ITensor", "ITimingCache", "MemoryPoolType",
+                 "NetworkDefinitionCreationFlag", "OnnxParser", "ParserError")
+
+
+def add_builder(namespace: MutableMapping[str, Any], *, flavour: str, version: str) -> None:
+    """Give a fake TensorRT module (its namespace) the builder, if it imitates full TensorRT.
+
+    Lean and dispatch runtimes have no builder, so their fakes get none.
+    """
+    if flavour != "full":
+        for name in BUILDER_NAMES:
+            namespace.pop(name, None)
+        return
+    for name in BUILDER_NAMES:
+        namespace[name] = globals()[name]
+    namespace["Builder"] = type("Builder", (Builder,), {
+        "_version": version, "__doc__": Builder.__doc__, "__module__": __name__})
+
