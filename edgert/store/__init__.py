@@ -1,0 +1,24 @@
+"""Models that live on the robot: build TensorRT plans, cache them, version them, swap them.
+
+:class:`EngineBuilder` builds plans from ONNX with full TensorRT. :class:`EngineCache` (behind
+:meth:`edgert.engine.Engine.from_onnx`) builds once per model, options, TensorRT and GPU, and
+falls back to ONNX Runtime where nothing can build. :class:`ModelStore` keeps versions with a
+manifest and activates a candidate only after it passed a health gate. See docs/lifecycle.md.
+"""
+
+from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
+from edgert.store._errors import BuildError, HealthCheckError, StoreError
+from edgert.store._options import BuildOptions, HardwareCompatibility, format_shapes, parse_shapes
+
+__all__ = [
+    "BuildError",
+    "BuildOptions",
+    "EngineBuilder",
+    "HardwareCompatibility",
+    "HealthCheckError",
+    "ProgressCallback",
+    "StoreError",
+    "format_shapes",
+    "has_builder",
+    "parse_shapes",
+]
