@@ -16,7 +16,8 @@ from edgert._version import __version__
 __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `edgert --help` lists them.
-_COMMANDS = ("edgert.cli._bench", "edgert.cli._doctor", "edgert.cli._inspect")
+_COMMANDS = ("edgert.cli._bench", "edgert.cli._build", "edgert.cli._doctor",
+             "edgert.cli._inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
