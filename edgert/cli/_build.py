@@ -13,6 +13,7 @@ import hashlib
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
 __all__ = ["ProgressPrinter", "register"]
@@ -99,9 +100,11 @@ def _run(args: argparse.Namespace) -> int:
     from edgert.errors import EdgeRTError
     from edgert.store import EngineBuilder
 
-    trt_module = None
+    trt_module: ModuleType | None = None
     if args.runtime == "fake":
-        from edgert.testing import fake_tensorrt as trt_module
+        from edgert.testing import fake_tensorrt
+
+        trt_module = fake_tensorrt
     try:
         options = _options(args)
         progress = None if args.no_progress else ProgressPrinter(sys.stderr)
