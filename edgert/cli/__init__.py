@@ -17,7 +17,7 @@ __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `edgert --help` lists them.
 _COMMANDS = ("edgert.cli._bench", "edgert.cli._build", "edgert.cli._doctor",
-             "edgert.cli._inspect")
+             "edgert.cli._inspect", "edgert.cli._store")
 
 
 def build_parser() -> argparse.ArgumentParser:

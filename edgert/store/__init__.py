@@ -7,18 +7,40 @@ manifest and activates a candidate only after it passed a health gate. See docs/
 """
 
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
+from edgert.store._cache import (
+    CacheResult,
+    CacheStatus,
+    DeviceIdentity,
+    EngineCache,
+    default_cache_dir,
+)
 from edgert.store._errors import BuildError, HealthCheckError, StoreError
+from edgert.store._health import HealthPolicy, HealthReport, check_health, sample_inputs
+from edgert.store._manifest import Manifest
 from edgert.store._options import BuildOptions, HardwareCompatibility, format_shapes, parse_shapes
+from edgert.store._store import ModelStore, StoreEvent
 
 __all__ = [
     "BuildError",
     "BuildOptions",
+    "CacheResult",
+    "CacheStatus",
+    "DeviceIdentity",
     "EngineBuilder",
+    "EngineCache",
     "HardwareCompatibility",
     "HealthCheckError",
+    "HealthPolicy",
+    "HealthReport",
+    "Manifest",
+    "ModelStore",
     "ProgressCallback",
     "StoreError",
+    "StoreEvent",
+    "check_health",
+    "default_cache_dir",
     "format_shapes",
     "has_builder",
     "parse_shapes",
+    "sample_inputs",
 ]
