@@ -21,7 +21,7 @@ import numpy as np
 
 from edgert.errors import EdgeRTError, InferenceError
 from edgert.session._options import TimingMode
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, absent
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -43,6 +43,7 @@ class HostRunner(Runner):
     work_sig: object = None
     work_binds: tuple[tuple[str, int], ...] = ()
     work_copy: tuple[int, ...] = ()
+    work_in_copy: tuple[int, ...] = ()
 
     def use_work_set(self) -> None:
         """Keep the executable bound to one set of buffers (for more than one slot)."""
@@ -53,8 +54,11 @@ class HostRunner(Runner):
         assert self.work_in is not None
         self.work_sig = None
         for w, tb in zip(self.work_in, slot.inputs, strict=True):
-            assert tb.shape is not None
-            self._fit(w, tb.shape)
+            if tb.shape is None:
+                absent(w)
+            else:
+                self._fit(w, tb.shape)
+        self.work_in_copy = tuple(i for i, tb in enumerate(slot.inputs) if tb.shape is not None)
         for w, tb in zip(self.work_out, slot.outputs, strict=True):
             # Allocated and echoed outputs are written straight into the slot's own buffers.
             w.allocated = tb.unbound
@@ -72,16 +76,17 @@ class HostRunner(Runner):
         if self.work_sig != slot.sig:
             self._shape_work(slot)
         if not slot.external:
-            for w, tb in zip(work_in, slot.inputs, strict=True):
-                _copyto(w.view, tb.view)  # type: ignore[arg-type]
+            ins = slot.inputs
+            for i in self.work_in_copy:
+                _copyto(work_in[i].view, ins[i].view)  # type: ignore[arg-type]
             self.bind_pairs(self.work_binds)
             return
         given = dict(slot.binds)
         pairs = []
         for w, tb in zip(work_in, slot.inputs, strict=True):
             name = tb.spec.name
-            if given[name] != tb.bind_ptr:
-                pairs.append((name, given[name]))  # caller memory, bound in place
+            if given[name] != tb.bind_ptr or tb.view is None:
+                pairs.append((name, given[name]))  # caller memory bound in place, or absent
             else:
                 _copyto(w.view, tb.view)  # type: ignore[arg-type]
                 pairs.append((name, w.bind_ptr))

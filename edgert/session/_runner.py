@@ -21,7 +21,7 @@ from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedE
 from edgert.session._options import ContiguityMode, OutputMode, SessionOptions
 from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
 from edgert.session._pending import SessionStats
-from edgert.session._slot import Slot, TensorBuffer
+from edgert.session._slot import Signature, Slot, TensorBuffer
 from edgert.session._validate import (
     ExternalArray,
     check_dtype,
@@ -47,6 +47,15 @@ def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
     if spec.element_bits == 8 * spec.dtype.itemsize:
         return spec.dtype, shape
     return np.dtype(np.uint8), (nbytes,)
+
+
+def absent(tb: TensorBuffer) -> None:
+    """Mark an optional input left out of a request: bound to address 0 (the model's default)."""
+    tb.shape = None
+    tb.view = None
+    tb.nbytes = 0
+    tb.small = False
+    tb.bind_ptr = tb.dev_ptr = 0
 
 
 def executable_errors(exe: Executable) -> str:
@@ -84,11 +93,12 @@ class Runner:
         self.out_specs = tuple(t for t in exe.tensors if not t.is_input)
         self.in_names = tuple(t.name for t in self.in_specs)
         self.n_in = len(self.in_specs)
+        self.required = tuple(t.name for t in self.in_specs if not t.optional)
         self.profile = options.profile
         self.cast = options.cast
         self.refuse = options.contiguous is ContiguityMode.REFUSE
         self.device_outputs = options.outputs is OutputMode.DEVICE
-        self.ctx_sig: tuple[tuple[int, ...], ...] | None = None
+        self.ctx_sig: Signature | None = None
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
@@ -128,8 +138,8 @@ class Runner:
     def _as_mapping(self, inputs: Any) -> Mapping[str, Any]:
         if isinstance(inputs, Mapping):
             return inputs
-        if self.n_in == 1:
-            return {self.in_names[0]: inputs}
+        if len(self.required) == 1:
+            return {self.required[0]: inputs}
         raise InputError(
             f"inputs must be a mapping of name to array; the model has {self.n_in} inputs "
             f"({', '.join(self.in_names)})", hint="pass a dict such as {'name': array}")
@@ -178,11 +188,15 @@ class Runner:
     def _stage_slow(self, slot: Slot, inputs: Any) -> Hashable:
         inputs = self._as_mapping(inputs)
         if len(inputs) != self.n_in or any(n not in inputs for n in self.in_names):
-            check_names(inputs, self.in_names)
+            check_names(inputs, self.in_names, self.required)
         plan: list[tuple[np.ndarray[Any, Any] | None, ExternalArray | None]] = []
-        shapes = []
+        shapes: list[tuple[int, ...] | None] = []
         for tb in slot.inputs:
             spec = tb.spec
+            if spec.optional and spec.name not in inputs:
+                plan.append((None, None))  # the model's own default is used
+                shapes.append(None)
+                continue
             arr, ext = self._classify(tb, inputs[spec.name])
             if ext is not None:
                 if ext.dtype != spec.dtype:
@@ -210,10 +224,10 @@ class Runner:
         assert staged is not None
         external = False
         for tb, (arr, ext) in zip(slot.inputs, plan, strict=True):
-            if ext is None:
-                _copyto(tb.view, arr)  # type: ignore[arg-type]
-            else:
+            if ext is not None:
                 external = True
+            elif arr is not None:
+                _copyto(tb.view, arr)  # type: ignore[arg-type]
         if not external:
             if slot.external:
                 slot.rebuild(copies=self.copies)
@@ -255,7 +269,7 @@ class Runner:
 
     # -- shapes and buffers ---------------------------------------------------------------
 
-    def apply_shapes(self, sig: tuple[tuple[int, ...], ...]) -> None:
+    def apply_shapes(self, sig: Signature) -> None:
         """Set the executable's input shapes to ``sig``.
 
         Raises:
@@ -264,13 +278,14 @@ class Runner:
         exe = self.exe
         self.ctx_sig = None
         for spec, shape in zip(self.in_specs, sig, strict=True):
-            if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            if spec.is_dynamic and shape is not None and not exe.set_input_shape(spec.name,
+                                                                                  shape):
                 raise InputError(f"the executable refused shape {shape} for input "
                                  f"{spec.name!r}{executable_errors(exe)}",
                                  hint="check the shape against the engine's profile")
         self.ctx_sig = sig
 
-    def _output_shapes(self, sig: tuple[tuple[int, ...] | None, ...]) -> list[
+    def _output_shapes(self, sig: Signature) -> list[
             tuple[int, ...] | None]:
         """Each output's shape for ``sig``; None for one the executable writes through the
         session's output allocator (registered here the first time it is needed)."""
@@ -310,7 +325,7 @@ class Runner:
                 hint="its output shape must then follow from the input shapes")
         self.alloc_registered.add(name)
 
-    def reshape(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> None:
+    def reshape(self, slot: Slot, sig: Signature) -> None:
         """Shape the executable and ``slot``'s buffers for ``sig`` (checked already).
 
         Raises:
@@ -323,7 +338,10 @@ class Runner:
         self.apply_shapes(sig)
         grown = False
         for tb, shape in zip(slot.inputs, sig, strict=True):
-            grown |= self._fit(tb, shape)
+            if shape is None:
+                absent(tb)
+            else:
+                grown |= self._fit(tb, shape)
         grown |= self._fit_outputs(slot, sig)
         if grown:
             self.buffers_moved(slot)
@@ -331,7 +349,7 @@ class Runner:
         slot.keep = None
         slot.rebuild(copies=self.copies)
 
-    def _fit_outputs(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> bool:
+    def _fit_outputs(self, slot: Slot, sig: Signature) -> bool:
         grown = False
         for i, (tb, shape) in enumerate(zip(slot.outputs, self._output_shapes(sig),
                                             strict=True)):

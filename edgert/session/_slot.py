@@ -15,7 +15,10 @@ import numpy as np
 
 from edgert._executable import TensorLocation, TensorSpec
 
-__all__ = ["Slot", "TensorBuffer"]
+__all__ = ["Signature", "Slot", "TensorBuffer"]
+
+#: Input shapes of one request, in input order; None for an optional input left out.
+Signature = tuple[tuple[int, ...] | None, ...]
 
 
 class TensorBuffer:
@@ -155,7 +158,7 @@ class Slot:
         self.index = index
         self.inputs = inputs
         self.outputs = outputs
-        self.sig: tuple[tuple[int, ...], ...] | None = None
+        self.sig: Signature | None = None
         self.busy = False
         self.generation = 0
         self.error: BaseException | None = None
