@@ -198,7 +198,10 @@ def run_unit(case_dir: Path, name: str, variant: str,
 
         res["edgert"] = "error"
         res["edgert_error"] = _error(err)
-        if not isinstance(err, EdgeRTError):  # a stray exception type is a bug of its own
+        if not isinstance(err, EdgeRTError):
+            # Every refusal must be an EdgeRTError (with ORT's words where ORT refused): another
+            # exception type is a bug of its own, whatever ORT did.
+            res["edgert"] = "stray-error"
             res["edgert_error"] += " | " + _short(traceback.format_exc(limit=-3), 400)
         return res
     vs_expected = [compare(exp, got, rtol, atol)
@@ -367,15 +370,15 @@ def failures(results: Iterable[dict[str, Any]], variant: str) -> list[dict[str, 
     """The units that break the rule in ``variant``.
 
     The rule: where raw ORT gets the expected outputs, edgert does too, with ORT's own answer;
-    wherever edgert returns outputs that are neither the expected ones nor ORT's, that is a
-    failure whatever ORT did. Cases ORT fails, and cases whose graph inputs or outputs are
-    sequences, maps or optionals, are otherwise not required.
+    wherever edgert returns outputs that are neither the expected ones nor ORT's, or raises
+    anything but an EdgeRTError, that is a failure whatever ORT did. Cases ORT fails, and cases
+    whose graph inputs or outputs are sequences, maps or optionals, are otherwise not required.
     """
     bad = []
     for r in results:
         if r["variant"] != variant:
             continue
-        if ("harness_error" in r or r.get("edgert") == "differs"
+        if ("harness_error" in r or r.get("edgert") in ("differs", "stray-error")
                 or (required(r) and r.get("edgert") != "pass")):
             bad.append(r)
     return bad

@@ -9,7 +9,7 @@ and the output shapes cleared. The rule, per variant:
   check and tolerances) and whose graph inputs/outputs are tensors, edgert passes too, returning
   the same outputs as raw ORT;
 * wherever edgert returns outputs, they are the expected ones or ORT's: a different answer fails
-  the suite whatever ORT did.
+  the suite whatever ORT did; and whatever edgert refuses, it refuses with an EdgeRTError.
 
 Nothing is skipped. The counts are printed and written to ``results.json`` in the pytest tmp dir.
 """
@@ -97,6 +97,28 @@ def test_compare_catches_wrong_values_shapes_and_dtypes() -> None:
     assert cases.compare(ref, [ref[0].reshape(2)], 1e-3, 1e-7) is not None
     assert cases.compare(ref, [ref[0].astype(np.float64)], 1e-3, 1e-7) is not None
     assert cases.compare(ref, [], 1e-3, 1e-7) is not None
+
+
+def test_the_rule() -> None:
+    def unit(name: str, ort: str, edgert: str, tensor_io: bool = True) -> dict[str, Any]:
+        return {"name": name, "variant": "declared", "ort": ort, "edgert": edgert,
+                "tensor_io": tensor_io, "edgert_error": "x"}
+
+    units = [
+        unit("ok", "pass", "pass"),
+        unit("refused", "pass", "error"),  # ORT passes, edgert must too
+        unit("wrong", "pass", "differs"),
+        unit("ort_refuses", "error", "error"),  # not required
+        unit("ort_wrong_same", "fail", "same-as-ort"),  # not required
+        unit("ort_wrong_other", "fail", "differs"),  # a different answer: always a failure
+        unit("stray", "error", "stray-error"),  # not an EdgeRTError: always a failure
+        unit("sequence", "pass", "error", tensor_io=False),  # not a tensor model
+    ]
+    assert [r["name"] for r in cases.failures(units, "declared")] == [
+        "refused", "wrong", "ort_wrong_other", "stray"]
+    assert cases.failures(units, "symbolic") == []
+    c = cases.counts(units)["declared"]
+    assert (c["cases"], c["ort_pass"], c["required"], c["edgert_pass_of_required"]) == (8, 4, 3, 1)
 
 
 def _write_case(case_dir: Path, name: str) -> None:
