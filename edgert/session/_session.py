@@ -424,7 +424,7 @@ class InferenceSession(Owner):
         specs = {s.name: s for s in self._runner.in_specs}
         for shape_set in sets:
             arrays = {name: np.zeros(tuple(shape), dtype=specs[name].dtype)
-                      for name, shape in shape_set.items() if name in specs}
+                      for name, shape in shape_set.items() if name in specs and shape is not None}
             for _ in range(runs * self._n):
                 self.infer(arrays)
 
