@@ -19,6 +19,7 @@ from edgert import (
     realtime,
     session,
     stats,
+    store,
     testing,
 )
 from edgert._version import __version__
@@ -109,10 +110,22 @@ from edgert.session import (
     RequestTimings,
     SessionOptions,
     SessionStats,
+    SwapResult,
     SyncMode,
     TimingMode,
 )
 from edgert.stats import LatencyHistogram, LatencyStats, LatencySummary
+from edgert.store import (
+    BuildError,
+    BuildOptions,
+    EngineBuilder,
+    EngineCache,
+    HealthCheckError,
+    HealthPolicy,
+    HealthReport,
+    ModelStore,
+    StoreError,
+)
 
 # A library never decides where its log lines go; the application configures logging.
 _logging.getLogger("edgert").addHandler(_logging.NullHandler())
@@ -120,6 +133,8 @@ _logging.getLogger("edgert").addHandler(_logging.NullHandler())
 __all__ = [
     "ActivePolicy",
     "BufferPool",
+    "BuildError",
+    "BuildOptions",
     "CapabilityCheck",
     "CapabilityVerdict",
     "CommandError",
@@ -131,11 +146,16 @@ __all__ = [
     "DeviceBuffer",
     "EdgeRTError",
     "Engine",
+    "EngineBuilder",
+    "EngineCache",
     "EngineFlavour",
     "EngineFormat",
     "EngineLoadError",
     "Executable",
     "GraphMode",
+    "HealthCheckError",
+    "HealthPolicy",
+    "HealthReport",
     "HostBuffer",
     "InferenceError",
     "InferenceSession",
@@ -152,6 +172,7 @@ __all__ = [
     "LoopReport",
     "MemoryLock",
     "ModelFormatError",
+    "ModelStore",
     "NotSupportedError",
     "NvmlSensors",
     "NvpModel",
@@ -185,7 +206,9 @@ __all__ = [
     "SessionOptions",
     "SessionStats",
     "SettingOutcome",
+    "StoreError",
     "SubprocessRunner",
+    "SwapResult",
     "SyncMode",
     "TensorLocation",
     "TensorMode",
@@ -211,5 +234,6 @@ __all__ = [
     "realtime_capabilities",
     "session",
     "stats",
+    "store",
     "testing",
 ]
