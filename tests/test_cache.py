@@ -62,7 +62,7 @@ def test_first_load_builds_then_hits_and_computes_the_model(tmp_path: Path) -> N
     assert second.status is CacheStatus.HIT
     assert second.key == first.key
     second.engine.close()
-    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name != ".digests")
     stem = first.plan_path.name
     assert names == sorted([stem, stem + ".sig", stem[:-5] + ".json", stem[:-5] + ".lock"])
 
@@ -295,6 +295,8 @@ _KILLED = textwrap.dedent("""
     from edgert.store import _files
     real_write = os.write
     def write(fd, data):
+        if len(data) < 100_000:  # the digest memo: let it through
+            return real_write(fd, data)
         n = real_write(fd, bytes(data)[: len(data) // 2])
         os.kill(os.getpid(), 9)  # SIGKILL in the middle of writing the plan
         return n
@@ -334,3 +336,43 @@ def test_kill_9_between_plan_and_sidecar_is_rebuilt(tmp_path: Path) -> None:
     again = _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
     again.engine.close()
     assert again.status is CacheStatus.REBUILT
+
+
+def test_the_onnx_digest_is_remembered_only_while_the_file_provably_did_not_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from edgert.store import _digest
+
+    onnx = _model(tmp_path)
+    memo = tmp_path / "memo"
+    digest, data = _digest.file_sha256(onnx, memo)
+    assert data is not None
+    assert digest == hashlib.sha256(data).hexdigest()
+    # just written: its change time is too recent to trust the memo (racy), so it hashes again
+    assert _digest.file_sha256(onnx, memo)[1] is not None
+    # hashed long after its last change (as on a robot booting with last month's model):
+    real = _digest.time.time_ns
+    monkeypatch.setattr(_digest.time, "time_ns", lambda: real() + 10 * 10**9)
+    _digest.file_sha256(onnx, memo)
+    monkeypatch.setattr(_digest.time, "time_ns", real)
+    assert _digest.file_sha256(onnx, memo) == (digest, None)  # remembered, not read
+    # any change of the file's identity (here its size, modification time put back) rehashes
+    st = onnx.stat()
+    changed = models.bundled_model_path().read_bytes() + b"\x00"
+    onnx.write_bytes(changed)
+    os.utime(onnx, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again, read = _digest.file_sha256(onnx, memo)
+    assert read is not None
+    assert again == hashlib.sha256(changed).hexdigest()
+    onnx.write_bytes(models.bundled_model_path().read_bytes())
+    # and through the cache: the changed model is built, not the old entry loaded
+    cache = _cache(tmp_path / "c")
+    first = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    first.engine.close()
+    onnx.write_bytes(_model(tmp_path, bias_offset=0.25, name="other.onnx").read_bytes())
+    second = cache.load(onnx, BuildOptions(profiles=SHAPES))  # same size, just written
+    with second.engine as engine:
+        assert second.key != first.key
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS) + 0.25,
+                                   atol=1e-4)

@@ -15,6 +15,9 @@ An ``flock`` per entry makes processes that start together build once: the other
 load what the first wrote. Loading a valid entry needs no write access, so a cache prepared at
 first boot keeps working on a read-only root.
 
+The ONNX model's SHA-256 is remembered between starts while the file provably did not change
+(:mod:`edgert.store._digest`), so a hit costs a ``stat`` instead of hashing the model.
+
 Without a key of your own the sidecar is keyed by the cache key: it detects corruption, not
 tampering. Pass ``hmac_key=`` (a secret) to make entries tamper-evident; version-compatible plans,
 which embed host code, are loaded only with ``allow_host_code=True`` and then always through
@@ -46,6 +49,7 @@ from edgert.errors import (
     NotSupportedError,
 )
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
+from edgert.store._digest import file_sha256
 from edgert.store._files import FileLock, atomic_write, remove_stale_temps, unwritable
 from edgert.store._options import BuildOptions
 
@@ -229,18 +233,13 @@ class EngineCache:
                 hint="pass allow_host_code=True (cached plans are loaded only after their HMAC "
                      "sidecar verifies; give the cache hmac_key= to make that tamper-proof), "
                      "or build with exclude_lean_runtime=True")
-        src = read_source(onnx)
-        if sniff(src.data, src.label).format is not EngineFormat.ONNX:
-            raise InvalidArgumentError(f"{src.label} is not an ONNX model",
-                                       hint="the cache builds plans from .onnx files; load "
-                                            "plans with Engine.load")
         trt, why = self._builder_module()
         if trt is None:
-            return self._fallback(src.path, src.data, why or "", onnx_options)
-        digest = hashlib.sha256(src.data).hexdigest()
+            return self._fallback(onnx, why or "", onnx_options)
+        path, data, digest = self._digest(onnx)
         fields = self.key_fields(digest, options, trt)
         key = self.key_of(fields)
-        stem = (src.path.stem if src.path is not None else "model")[:64]
+        stem = (path.stem if path is not None else "model")[:64]
         plan_path = self.root / f"{stem}-{key[:32]}.plan"
         load = {"trt_module": trt, "device": self.device, "allow_host_code": allow_host_code,
                 "temp_dir": temp_dir}
@@ -262,9 +261,15 @@ class EngineCache:
             if problem:
                 _log.warning("engine cache: rebuilding %s: %s", plan_path.name, problem)
             remove_stale_temps(self.root)
+            src = read_source(data) if data is not None else read_source(path or "")
+            label = str(path) if path is not None else "<bytes>"
+            if sniff(src.data, label).format is not EngineFormat.ONNX:
+                raise InvalidArgumentError(f"{label} is not an ONNX model",
+                                           hint="the cache builds plans from .onnx files; load "
+                                                "plans with Engine.load")
             start = time.monotonic()
             with EngineBuilder(trt_module=trt, device=self.device) as builder:
-                plan = builder.build(src.path if src.path is not None else src.data, options,
+                plan = builder.build(path if path is not None else src.data, options,
                                      progress=progress)
             build_s = time.monotonic() - start
             atomic_write(plan_path, plan)
@@ -272,13 +277,13 @@ class EngineCache:
             atomic_write(plan_path.with_name(plan_path.name + ".sig"), (tag + "\n").encode())
             meta = dict(fields, key=key, built_at_unix_s=round(time.time(), 3),
                         build_s=round(build_s, 3), plan_sha256=hashlib.sha256(plan).hexdigest(),
-                        source=str(src.path) if src.path is not None else None)
+                        source=str(path) if path is not None else None)
             atomic_write(plan_path.with_suffix(".json"),
                          (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
         engine, problem_after = self._try_load(plan_path, key, load)
         if engine is None:
             raise EngineLoadError(
-                f"the plan just built for {src.label} does not load: {problem_after}",
+                f"the plan just built for {label} does not load: {problem_after}",
                 path=str(plan_path),
                 hint="this TensorRT cannot run what it built: check the GPU and the TensorRT "
                      "install (`edgert doctor`)")
@@ -296,7 +301,20 @@ class EngineCache:
         except (IntegrityError, EngineLoadError) as err:  # corrupt, truncated, stale: rebuild
             return None, f"the cached entry did not load ({type(err).__name__}: {err.message})"
 
-    def _fallback(self, path: Path | None, data: bytes | memoryview, why: str,
+    def _digest(self, onnx: Source) -> tuple[Path | None, bytes | None, str]:
+        """(path, bytes if they were read, SHA-256) of the ONNX model."""
+        if isinstance(onnx, (bytes, bytearray, memoryview)):
+            given = bytes(onnx)
+            return None, given, hashlib.sha256(given).hexdigest()
+        path = Path(os.fspath(onnx))
+        try:
+            digest, read = file_sha256(path, self.root / ".digests")
+        except OSError:
+            read_source(path)  # raises the library's error for a missing/unreadable file
+            raise
+        return path, read, digest
+
+    def _fallback(self, onnx: Source, why: str,
                   onnx_options: OnnxRuntimeOptions | None) -> CacheResult:
         if not self.fallback:
             raise NotSupportedError(f"cannot build a TensorRT plan here: {why}",
@@ -304,7 +322,7 @@ class EngineCache:
                                          "allow the ONNX Runtime fallback")
         reason = f"no TensorRT builder: {why}; running the ONNX model on ONNX Runtime"
         _log.info("engine cache: %s", reason)
-        engine = Engine.load(path if path is not None else data, onnx_options=onnx_options)
+        engine = Engine.load(onnx, runtime="onnxruntime", onnx_options=onnx_options)
         return CacheResult(engine=engine, status=CacheStatus.ONNXRUNTIME, key=None,
                            plan_path=None, reason=reason, build_s=0.0)
 
