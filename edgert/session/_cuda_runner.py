@@ -409,6 +409,8 @@ class CudaRunner(Runner):
             except InferenceError as failure:
                 slot.error = failure
                 return
+        if slot.packed:
+            self.unpack_outputs(slot)
         if self.host_timing:
             latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency

@@ -45,11 +45,13 @@ class TensorBuffer:
         notified: The shape the executable last reported for an allocated output.
         echo: For an output that is also a graph input: that input's buffer in the same slot
             (the session copies the input; the executable is never given this output).
+        packed: Two elements per byte (INT4, UINT4, FP4): ``view`` holds the packed bytes.
+        objects: Strings: never in raw memory; ``view`` is the numpy object array itself.
     """
 
     __slots__ = ("alloc_nbytes", "allocated", "bind_ptr", "dev_ptr", "device", "dtype", "dview",
-                 "echo", "host", "host_ptr", "name", "nbytes", "notified", "shape", "small",
-                 "spec", "view")
+                 "echo", "host", "host_ptr", "name", "nbytes", "notified", "objects", "packed",
+                 "shape", "small", "spec", "view")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -69,11 +71,13 @@ class TensorBuffer:
         self.alloc_nbytes = 0
         self.notified: tuple[int, ...] | None = None
         self.echo: TensorBuffer | None = None
+        self.packed = spec.element_bits != 8 * spec.dtype.itemsize
+        self.objects = spec.dtype.kind == "O"
 
     @property
     def unbound(self) -> bool:
         """Whether the executable is never given this tensor's address."""
-        return self.allocated or self.echo is not None
+        return self.allocated or self.echo is not None or self.objects
 
     @property
     def host_resident(self) -> bool:
@@ -117,6 +121,8 @@ class Slot:
         results: Read-only mapping of output name to the view (or device view) handed out.
         allocs: Outputs written through the session's output allocator for the current shapes.
         echoes: Outputs that are also graph inputs (copied from the input by the session).
+        packed: Packed 4-bit outputs (handed out unpacked where ml_dtypes is installed).
+        objects: String tensors, inputs and outputs (passed as numpy object arrays).
     """
 
     __slots__ = (
@@ -138,7 +144,9 @@ class Slot:
         "index",
         "inputs",
         "keep",
+        "objects",
         "outputs",
+        "packed",
         "results",
         "results_device",
         "sig",
@@ -173,6 +181,8 @@ class Slot:
         self.binds: tuple[tuple[str, int], ...] = ()
         self.allocs: tuple[TensorBuffer, ...] = ()
         self.echoes: tuple[TensorBuffer, ...] = ()
+        self.packed: tuple[TensorBuffer, ...] = ()
+        self.objects: tuple[TensorBuffer, ...] = ()
         self.keep: Any = None
         self.external = False
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
@@ -205,6 +215,8 @@ class Slot:
         self.external = False
         self.allocs = tuple(tb for tb in self.outputs if tb.allocated)
         self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
+        self.packed = tuple(tb for tb in self.outputs if tb.packed)
+        self.objects = tuple(tb for tb in (*self.inputs, *self.outputs) if tb.objects)
         self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs)
                            if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
