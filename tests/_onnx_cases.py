@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 
 VARIANTS = ("declared", "symbolic")
-CASE_TIMEOUT_S = 120.0
+CASE_TIMEOUT_S = 60.0  # one unit takes milliseconds; a minute is a hang, even on a busy CI core
+SUITE_BUDGET_S = 1200.0  # past this, the units left are failures, so CI's 90 minutes hold
+MAX_LOST_IN_A_ROW = 8  # workers dying on every unit: the harness is broken, stop
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -266,8 +268,15 @@ class _Worker:
 
 def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = VARIANTS,
             jobs: int | None = None, timeout_s: float = CASE_TIMEOUT_S,
+            budget_s: float = SUITE_BUDGET_S,
             progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Run every (case, variant) in ``jobs`` worker processes; one result dict per unit."""
+    """Run every (case, variant) in ``jobs`` worker processes; one result dict per unit.
+
+    Raises:
+        RuntimeError: Workers died on MAX_LOST_IN_A_ROW units in a row (they cannot start).
+    """
+    t_end = time.monotonic() + budget_s
+    lost_in_a_row = 0
     todo = collections.deque((n, v) for n in names for v in variants)
     total = len(todo)
     jobs = max(1, min(jobs or os.cpu_count() or 2, total or 1))
@@ -302,10 +311,19 @@ def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = V
         w.partial = {}
         w.deadline = time.monotonic() + timeout_s
         assert w.proc.stdin is not None
-        w.proc.stdin.write(f"{w.unit[0]} {w.unit[1]}\n".encode())
-        w.proc.stdin.flush()
+        try:
+            w.proc.stdin.write(f"{w.unit[0]} {w.unit[1]}\n".encode())
+            w.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died between units: its end of file reaches the loop, which restarts it
 
     def lost(w: _Worker, why: str) -> None:
+        nonlocal lost_in_a_row
+        lost_in_a_row += 1
+        if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+            tail = (case_dir / "workers.log").read_bytes()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{lost_in_a_row} units in a row lost their worker ({why}); "
+                               f"the worker log ends with:\n{tail}")
         assert w.unit is not None
         name, variant = w.unit
         res = {"name": name, "variant": variant, **w.partial}
@@ -340,10 +358,16 @@ def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = V
                         continue
                     msg.pop("stage", None)
                     results.append(msg)
+                    lost_in_a_row = 0
                     if progress is not None:
                         progress(len(results), total)
                     feed(w)
             now = time.monotonic()
+            if now > t_end and todo:
+                while todo:
+                    name, variant = todo.popleft()
+                    results.append({"name": name, "variant": variant, "harness_error":
+                                    f"not run: the suite's {budget_s:.0f} s budget ran out"})
             for i, w in enumerate(workers):
                 if w.unit and now > w.deadline:
                     lost(w, f"timed out after {timeout_s:.0f} s")
