@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -479,8 +480,13 @@ def run_suite(work_dir: Path, *, name_filter: str = "", jobs: int | None = None,
     """Generate the cases into ``work_dir`` and run them all; writes ``results.json`` there."""
     case_dir = work_dir / "cases"
     names = generate(case_dir, name_filter)
-    results = run_all(case_dir, names, variants=variants, jobs=jobs, timeout_s=timeout_s,
-                      progress=progress)
+    try:
+        results = run_all(case_dir, names, variants=variants, jobs=jobs, timeout_s=timeout_s,
+                          progress=progress)
+    finally:
+        if (case_dir / "workers.log").exists():
+            (case_dir / "workers.log").replace(work_dir / "workers.log")
+        shutil.rmtree(case_dir)  # the cases are regenerated each run; keep the verdicts only
     (work_dir / "results.json").write_text(json.dumps(
         {"counts": counts(results), "results": results}, indent=1))
     return results
