@@ -451,6 +451,7 @@ def category(r: dict[str, Any]) -> str:
         text = f"ORT {ort.group(1)}: {ort.group(2)}"
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\(.*?\)|\[.*?\]|\{.*?\}", "(…)", text)
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
     text = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", text)
     status = r.get("edgert")
     return f"[{status}] {text[:160]}"
