@@ -534,13 +534,19 @@ def main() -> int:
     args = ap.parse_args()
     import edgert.cuda
 
-    host = _host(args.quick)
-    print(f"host: python {platform.python_version()}, ONNX Runtime on the CPU, one thread")
-    print("\n".join(_host_table(host)))
-    n = next(iter(next(iter(host.values())).values()))["requests"]
-    print(f"(-iob p50: p50 minus raw IOBinding's, us; kept: Python blocks still held after {n} "
-          "requests past warm-up (a few = ints replaced in place, not growth); peak B: median "
-          "transient Python allocation of one request, above an empty call's)\n")
+    host: dict[str, Any] = {}
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("host section skipped: onnxruntime is not installed (pip install edgert[onnx])\n")
+    else:
+        host = _host(args.quick)
+        print(f"host: python {platform.python_version()}, ONNX Runtime on the CPU, one thread")
+        print("\n".join(_host_table(host)))
+        n = next(iter(next(iter(host.values())).values()))["requests"]
+        print(f"(-iob p50: p50 minus raw IOBinding's, us; kept: Python blocks still held after "
+              f"{n} requests past warm-up (a few = ints replaced in place, not growth); peak B: "
+              "median transient Python allocation of one request, above an empty call's)\n")
     if args.host or not edgert.cuda.is_available():
         if not args.host:
             print(f"GPU sections skipped: {edgert.cuda.unavailable_reason()}")
