@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,9 @@ from typing import Any
 import numpy as np
 
 VARIANTS = ("declared", "symbolic")
-CASE_TIMEOUT_S = 120.0
+CASE_TIMEOUT_S = 60.0  # one unit takes milliseconds; a minute is a hang, even on a busy CI core
+SUITE_BUDGET_S = 1200.0  # past this, the units left are failures, so CI's 90 minutes hold
+MAX_LOST_IN_A_ROW = 8  # workers dying on every unit: the harness is broken, stop
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -266,8 +269,15 @@ class _Worker:
 
 def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = VARIANTS,
             jobs: int | None = None, timeout_s: float = CASE_TIMEOUT_S,
+            budget_s: float = SUITE_BUDGET_S,
             progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Run every (case, variant) in ``jobs`` worker processes; one result dict per unit."""
+    """Run every (case, variant) in ``jobs`` worker processes; one result dict per unit.
+
+    Raises:
+        RuntimeError: Workers died on MAX_LOST_IN_A_ROW units in a row (they cannot start).
+    """
+    t_end = time.monotonic() + budget_s
+    lost_in_a_row = 0
     todo = collections.deque((n, v) for n in names for v in variants)
     total = len(todo)
     jobs = max(1, min(jobs or os.cpu_count() or 2, total or 1))
@@ -302,10 +312,19 @@ def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = V
         w.partial = {}
         w.deadline = time.monotonic() + timeout_s
         assert w.proc.stdin is not None
-        w.proc.stdin.write(f"{w.unit[0]} {w.unit[1]}\n".encode())
-        w.proc.stdin.flush()
+        try:
+            w.proc.stdin.write(f"{w.unit[0]} {w.unit[1]}\n".encode())
+            w.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died between units: its end of file reaches the loop, which restarts it
 
     def lost(w: _Worker, why: str) -> None:
+        nonlocal lost_in_a_row
+        lost_in_a_row += 1
+        if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+            tail = (case_dir / "workers.log").read_bytes()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{lost_in_a_row} units in a row lost their worker ({why}); "
+                               f"the worker log ends with:\n{tail}")
         assert w.unit is not None
         name, variant = w.unit
         res = {"name": name, "variant": variant, **w.partial}
@@ -340,10 +359,16 @@ def run_all(case_dir: Path, names: Sequence[str], *, variants: Sequence[str] = V
                         continue
                     msg.pop("stage", None)
                     results.append(msg)
+                    lost_in_a_row = 0
                     if progress is not None:
                         progress(len(results), total)
                     feed(w)
             now = time.monotonic()
+            if now > t_end and todo:
+                while todo:
+                    name, variant = todo.popleft()
+                    results.append({"name": name, "variant": variant, "harness_error":
+                                    f"not run: the suite's {budget_s:.0f} s budget ran out"})
             for i, w in enumerate(workers):
                 if w.unit and now > w.deadline:
                     lost(w, f"timed out after {timeout_s:.0f} s")
@@ -426,6 +451,7 @@ def category(r: dict[str, Any]) -> str:
         text = f"ORT {ort.group(1)}: {ort.group(2)}"
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\(.*?\)|\[.*?\]|\{.*?\}", "(…)", text)
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
     text = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", text)
     status = r.get("edgert")
     return f"[{status}] {text[:160]}"
@@ -455,8 +481,13 @@ def run_suite(work_dir: Path, *, name_filter: str = "", jobs: int | None = None,
     """Generate the cases into ``work_dir`` and run them all; writes ``results.json`` there."""
     case_dir = work_dir / "cases"
     names = generate(case_dir, name_filter)
-    results = run_all(case_dir, names, variants=variants, jobs=jobs, timeout_s=timeout_s,
-                      progress=progress)
+    try:
+        results = run_all(case_dir, names, variants=variants, jobs=jobs, timeout_s=timeout_s,
+                          progress=progress)
+    finally:
+        if (case_dir / "workers.log").exists():
+            (case_dir / "workers.log").replace(work_dir / "workers.log")
+        shutil.rmtree(case_dir)  # the cases are regenerated each run; keep the verdicts only
     (work_dir / "results.json").write_text(json.dumps(
         {"counts": counts(results), "results": results}, indent=1))
     return results

@@ -163,3 +163,14 @@ def test_the_report_runs_standalone(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"ONNX node conformance: declared: {len(declared)} cases" in text
     assert {r["variant"] for r in data["results"]} == {"declared", "symbolic"}
     assert rc == (1 if any(cases.failures(data["results"], v) for v in cases.VARIANTS) else 0)
+
+
+def test_units_left_when_the_budget_runs_out_are_failures(tmp_path: Path) -> None:
+    names = ["test_a", "test_b", "test_c"]
+    for n in names:
+        _write_case(tmp_path, n)
+    res = cases.run_all(tmp_path, names, jobs=1, budget_s=0)
+    assert len(res) == 6
+    not_run = [r for r in res if "budget" in r.get("harness_error", "")]
+    assert len(not_run) == 5  # the one unit in flight finished
+    assert len(cases.failures(res, "declared")) + len(cases.failures(res, "symbolic")) == 5

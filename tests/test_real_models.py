@@ -41,7 +41,8 @@ RTOL, ATOL = 1e-5, 1e-6
 # The host latency recipe (docs/sessions.md) next to the defaults.
 RECIPES = {
     "defaults": {},
-    "latency": {"slots": 1, "io": "zero_copy", "sync": "spin", "timing": "off"},
+    "latency": {"slots": 1, "io": "zero_copy", "sync": "spin", "timing": "off",
+                "outputs": "view"},
 }
 
 

@@ -326,18 +326,6 @@ class OnnxExecutable(Owner):
                 self._bind_out(name, address, shape)
         return True
 
-    def _bind_strings(self) -> bool:
-        binding = self._binding
-        for name in self._strings:
-            self._bind_ort(name)
-        for name in self._string_inputs:
-            value = self._values.get(name)
-            if value is None:
-                return self._fail(f"execute: string input {name!r} has no value; call "
-                                  "set_tensor_value first")
-            binding.bind_cpu_input(name, value)
-        return True
-
     # -- running --------------------------------------------------------------------------
 
     def _mismatched(self, text: str) -> set[str]:
@@ -353,9 +341,9 @@ class OnnxExecutable(Owner):
         self._check_open()
         if self._dirty and not self._rebind():
             return False
-        if self._late or self._string_inputs or self._strings:
-            if not self._bind_strings():
-                return False
+        if self._string_inputs or self._strings:
+            return self._execute_run()
+        if self._late:
             return self._execute_late()
         if not self._outputs:
             return True  # every output is an input: nothing to compute
@@ -378,6 +366,52 @@ class OnnxExecutable(Owner):
             self._wrong |= wrong
             self._dirty.update(wrong)
         return self._fail(f"ONNX Runtime: {text}")
+
+    def _execute_run(self) -> bool:
+        """Models with string tensors: ORT's IOBinding refuses strings, so they go through
+        ``run()``, with the numeric inputs read in place and the outputs copied where bound."""
+        feeds: dict[str, Any] = {}
+        for name in self._inputs:
+            spec = self._in[name]
+            if spec.dtype == _OBJECT:
+                value = self._values.get(name)
+                if value is None:
+                    return self._fail(f"execute: string input {name!r} has no value; call "
+                                      "set_tensor_value first")
+                feeds[name] = value
+                continue
+            address = self._addresses.get(name)
+            if not address:
+                continue  # an optional input left to its default
+            shape = self._shapes[name]
+            raw = (ctypes.c_char * _nbytes(spec, shape)).from_address(address)
+            feeds[name] = np.frombuffer(memoryview(raw), dtype=spec.dtype).reshape(shape)
+        try:
+            values = self._holder.session.run(list(self._outputs), feeds)
+        except Exception as err:  # ORT raises its own pybind types
+            return self._fail(f"ONNX Runtime: {str(err).strip()}")
+        for name, produced in zip(self._outputs, values, strict=True):
+            if name in self._strings:
+                self._results[name] = produced
+                continue
+            value = np.ascontiguousarray(produced)
+            if name in self._late:
+                allocator = self._allocators[name]
+                address = allocator.reallocate_output(name, 0, max(value.nbytes, 1), _ALIGNMENT)
+                if not address:
+                    return self._fail(f"execute: the output allocator gave no memory for "
+                                      f"{name!r}")
+                ctypes.memmove(address, value.ctypes.data, value.nbytes)
+                allocator.notify_shape(name, value.shape)
+                continue
+            bound = self._bound_out.get(name)
+            if bound is None or bound[1] != value.shape:
+                self._wrong.add(name)
+                self._dirty.add(name)
+                return self._fail(f"ONNX Runtime computed shape {value.shape} for output "
+                                  f"{name!r}, not the declared {self._out[name].shape}")
+            ctypes.memmove(bound[0], value.ctypes.data, value.nbytes)
+        return True
 
     def _execute_late(self) -> bool:
         learned = self._learned.get(self._sig)
@@ -416,10 +450,6 @@ class OnnxExecutable(Owner):
                 ctypes.memmove(address, value.data_ptr(), nbytes)
             allocator.notify_shape(name, shape)
             seen[name] = shape
-        for name in self._strings:
-            if outs is None:
-                outs = self._binding.get_outputs()
-            self._results[name] = outs[self._order.index(name)].numpy()
         if seen:
             if learned is None:
                 learned = self._learned[self._sig] = {}

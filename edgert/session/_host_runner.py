@@ -21,7 +21,7 @@ import numpy as np
 
 from edgert.errors import EdgeRTError, InferenceError
 from edgert.session._options import TimingMode
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, absent
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, absent, executable_errors
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -54,19 +54,21 @@ class HostRunner(Runner):
         assert self.work_in is not None
         self.work_sig = None
         for w, tb in zip(self.work_in, slot.inputs, strict=True):
-            if tb.shape is None:
+            if tb.shape is None or tb.objects:
                 absent(w)
             else:
                 self._fit(w, tb.shape)
-        self.work_in_copy = tuple(i for i, tb in enumerate(slot.inputs) if tb.shape is not None)
+        self.work_in_copy = tuple(i for i, tb in enumerate(slot.inputs)
+                                  if tb.shape is not None and not tb.objects)
         for w, tb in zip(self.work_out, slot.outputs, strict=True):
             # Allocated and echoed outputs are written straight into the slot's own buffers.
             w.allocated = tb.unbound
             if not w.allocated:
                 assert tb.shape is not None
                 self._fit(w, tb.shape)
-        self.work_binds = tuple((w.spec.name, w.bind_ptr)
-                                for w in (*self.work_in, *self.work_out) if not w.allocated)
+        self.work_binds = tuple((w.spec.name, w.bind_ptr) for w in self.work_in
+                                if not w.objects) + tuple(
+            (w.spec.name, w.bind_ptr) for w in self.work_out if not w.allocated)
         self.work_copy = tuple(i for i, w in enumerate(self.work_out) if not w.allocated)
         self.work_sig = slot.sig
 
@@ -85,6 +87,8 @@ class HostRunner(Runner):
         pairs = []
         for w, tb in zip(work_in, slot.inputs, strict=True):
             name = tb.spec.name
+            if tb.objects:
+                continue
             if given[name] != tb.bind_ptr or tb.view is None:
                 pairs.append((name, given[name]))  # caller memory bound in place, or absent
             else:
@@ -92,6 +96,10 @@ class HostRunner(Runner):
                 pairs.append((name, w.bind_ptr))
         pairs.extend((w.spec.name, w.bind_ptr) for w in self.work_out if not w.allocated)
         self.bind_pairs(tuple(pairs))
+
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """The work set's buffers."""
+        return [*(self.work_in or ()), *self.work_out]
 
     def close(self) -> None:
         """Give the work set's buffers back."""
@@ -125,11 +133,16 @@ class HostRunner(Runner):
         if slot.allocs:
             assert self.allocator is not None
             self.allocator.slot = slot
+        if slot.objects:
+            self.pass_objects(slot)
         start = _now()
         ok = self._execute()
-        if not ok and self.refit_outputs(slot):
+        retries = len(slot.outputs)
+        while not ok and retries and self.refit_outputs(slot):
             # An output's real shape contradicted the one the executable had reported (a wrong
-            # declaration in the model); the executable now leaves it to the allocator.
+            # declaration in the model); the executable now leaves it to the allocator. A run
+            # stops at the first such output, so there may be more.
+            retries -= 1
             if work:
                 self.work_sig = None
                 self._bind_work(slot)
@@ -139,6 +152,8 @@ class HostRunner(Runner):
                 assert self.allocator is not None
                 self.allocator.slot = slot
             ok = self._execute()
+            if ok:
+                executable_errors(self.exe)  # drop the lines of the runs that found the shapes
         if not ok:
             raise InferenceError(f"the executable failed{self.run_errors()}",
                                  hint="see the runtime's message; the session stays usable")
@@ -150,6 +165,10 @@ class HostRunner(Runner):
                 _copyto(outs[i].view, work_out[i].view)  # type: ignore[arg-type]
         if slot.allocs or slot.echoes:
             self._settle_host(slot)
+        if slot.packed:
+            self.unpack_outputs(slot)
+        if slot.objects:
+            self.take_objects(slot)
 
     def _execute(self) -> bool:
         exe = self.exe
