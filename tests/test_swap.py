@@ -130,12 +130,22 @@ def test_fake_tensorrt_plans_swap_too(tmp_path: Path) -> None:
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(2.0), atol=1e-4)
 
 
-def _run_500hz(engines: list[Engine], swaps: int) -> tuple[int, int, int, list[str]]:
+def _fifo_allowed() -> bool:
+    try:
+        RealtimePolicy(priority=80).apply().close()
+    except PermissionDeniedError:
+        return False
+    return True
+
+
+def _run_500hz(engines: list[Engine] | list[object], swaps: int,
+               fifo: bool = True) -> tuple[int, int, int, list[str]]:
     """Returns (iterations, misses during swaps, misses outside swaps, problems)."""
     offsets = (0.0, 1.0)
     session = InferenceSession(engines[0], timing="off")
     session.infer(OBS)
-    loop = PeriodicLoop(period_ns=PERIOD_NS, policy=RealtimePolicy(priority=80))
+    loop = PeriodicLoop(period_ns=PERIOD_NS,
+                        policy=RealtimePolicy(priority=80) if fifo else None)
     late: list[tuple[int, int]] = []
     seen: list[int] = []
     windows: list[tuple[int, int]] = []
@@ -148,16 +158,16 @@ def _run_500hz(engines: list[Engine], swaps: int) -> tuple[int, int, int, list[s
         deadline = tick.deadline_ns  # type: ignore[attr-defined]
         if end > deadline + PERIOD_NS:
             late.append((deadline, end))
-        if np.allclose(actions, ref[0], atol=1e-5):
+        if np.allclose(actions, ref[0], atol=1e-3):
             seen.append(0)
-        elif np.allclose(actions, ref[1], atol=1e-5):
+        elif np.allclose(actions, ref[1], atol=1e-3):
             seen.append(1)
         else:
             seen.append(-1)
 
     def swapper() -> None:
         try:
-            with RealtimePolicy(priority=70).apply():
+            with RealtimePolicy(priority=70 if fifo else None).apply():
                 time.sleep(0.1)
                 for i in range(swaps):
                     start = time.monotonic_ns()
@@ -189,25 +199,44 @@ def _run_500hz(engines: list[Engine], swaps: int) -> tuple[int, int, int, list[s
     return report.iterations, during, len(late) - during, problems
 
 
+def _assert_no_miss_during_swaps(engines: list[Engine] | list[object], fifo: bool) -> None:
+    attempts = []
+    # A miss during a swap that the swap caused repeats; a VM hiccup that happened to fall
+    # inside a swap window (windows cover ~5% of the run) rarely does twice in a row.
+    for _ in range(2):
+        iterations, during, outside, problems = _run_500hz(engines, swaps=12, fifo=fifo)
+        assert not problems, problems
+        attempts.append((iterations, during, outside))
+        print(f"500 Hz hot swap: {iterations} periods, {during} missed during swaps, "
+              f"{outside} missed outside swaps (VM noise)")
+        if during == 0:
+            break
+    assert attempts[-1][1] == 0, f"periods missed during swaps in every attempt: {attempts}"
+
+
 def test_hot_swap_at_500_hz_misses_no_period(tmp_path: Path) -> None:
-    try:
-        RealtimePolicy(priority=80).apply().close()
-    except PermissionDeniedError as err:
-        pytest.skip(f"SCHED_FIFO is refused here: {err.message}")
+    if not _fifo_allowed():
+        pytest.skip("SCHED_FIFO is refused here (CI runs as root, where it is granted)")
     engines = [Engine.load(_variant(tmp_path, o)) for o in (0.0, 1.0)]
     try:
-        attempts = []
-        # A miss during a swap that the swap caused repeats; a VM hiccup that happened to fall
-        # inside a swap window (windows cover ~5% of the run) rarely does twice in a row.
-        for _ in range(2):
-            iterations, during, outside, problems = _run_500hz(engines, swaps=12)
-            assert not problems, problems
-            attempts.append((iterations, during, outside))
-            print(f"500 Hz hot swap: {iterations} periods, {during} missed during swaps, "
-                  f"{outside} missed outside swaps (VM noise)")
-            if during == 0:
-                break
-        assert attempts[-1][1] == 0, f"periods missed during swaps in every attempt: {attempts}"
+        _assert_no_miss_during_swaps(engines, fifo=True)
     finally:
         for e in engines:
             e.close()
+
+
+@pytest.mark.gpu
+def test_hot_swap_at_500_hz_on_the_gpu_misses_no_period() -> None:
+    from edgert.testing.kernel_executable import KernelExecutable
+
+    weights = dict(models.load_policy_weights())
+    shifted = dict(weights, **{"fc3.bias": weights["fc3.bias"] + np.float32(1.0)})
+    with KernelExecutable(weights) as a, KernelExecutable(shifted) as b:
+        # The device machine refuses SCHED_FIFO; it is not shared, so it runs at normal priority.
+        _assert_no_miss_during_swaps([a, b], fifo=_fifo_allowed())
+
+
+def test_the_running_executable_cannot_be_swapped_in_again(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session, \
+            pytest.raises(InvalidArgumentError, match="already runs"):
+        session.swap(session.executable)

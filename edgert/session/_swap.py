@@ -115,6 +115,9 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
     from edgert.session._session import InferenceSession
     from edgert.session._setup import initial_signature
 
+    if model is session._runner.exe:
+        raise InvalidArgumentError("the session already runs this executable",
+                                   hint="swap in another Engine or Executable")
     specs = getattr(model, "tensors", None)
     if specs is not None:
         _check_compatible(session, specs, repr(model))
