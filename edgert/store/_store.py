@@ -311,12 +311,13 @@ class ModelStore:
             EngineLoadError: The runtime refused it.
         """
         manifest = self._pick(version)
-        path, data = self._verified(manifest, manifest.file, manifest.sha256,
-                                    manifest.signature is not None)
+        _, data = self._verified(manifest, manifest.file, manifest.sha256,
+                                 manifest.signature is not None)
         if manifest.format == EngineFormat.ONNX.value:
             if self._cache_dir is not None:
+                # The verified bytes, not the path: the file could change after the check.
                 cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
-                return cache.load(path, self._build, allow_host_code=self._allow_host_code,
+                return cache.load(data, self._build, allow_host_code=self._allow_host_code,
                                   onnx_options=self._onnx_options).engine
             return Engine.load(data, onnx_options=self._onnx_options)
         return Engine.load(data, trt_module=self._trt, device=self._device,
