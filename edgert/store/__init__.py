@@ -16,9 +16,10 @@ from edgert.store._cache import (
 )
 from edgert.store._errors import BuildError, HealthCheckError, StoreError
 from edgert.store._health import HealthPolicy, HealthReport, check_health, sample_inputs
+from edgert.store._history import StoreEvent
 from edgert.store._manifest import Manifest
 from edgert.store._options import BuildOptions, HardwareCompatibility, format_shapes, parse_shapes
-from edgert.store._store import ModelStore, StoreEvent
+from edgert.store._store import ModelStore
 
 __all__ = [
     "BuildError",

@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,40 +39,14 @@ from edgert.store._cache import EngineCache
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
+from edgert.store._history import StoreEvent, activation_stack, append_event, read_history
 from edgert.store._manifest import Manifest, check_version_name, version_tuple
 from edgert.store._options import BuildOptions
 
-__all__ = ["ModelStore", "StoreEvent"]
+__all__ = ["ModelStore", "StoreEvent", "describe"]
 
 _ACTIVE = "active"
 _HISTORY = "history.jsonl"
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoreEvent:
-    """One line of the store's history.
-
-    Attributes:
-        event: ``install``, ``activate``, ``refuse``, ``rollback`` or ``remove``.
-        version: The version it concerns.
-        previous: The version active before (activate, rollback).
-        at_unix_s: When.
-        detail: Why (refusals), or the health summary (activations).
-    """
-
-    event: str
-    version: str
-    previous: str | None = None
-    at_unix_s: float = 0.0
-    detail: str = ""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy_synced(data: bytes | memoryview, path: Path) -> None:
@@ -175,26 +149,10 @@ class ModelStore:
 
     def history(self) -> list[StoreEvent]:
         """Every install, activation, refusal, rollback and removal, oldest first."""
-        try:
-            lines = (self.root / _HISTORY).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(StoreEvent(**json.loads(line)))
-            except (ValueError, TypeError):
-                continue  # a line cut short by a crash: the rest of the history stands
-        return events
+        return read_history(self.root / _HISTORY)
 
     def _stack(self) -> list[str]:
-        stack: list[str] = []
-        for e in self.history():
-            if e.event == "activate":
-                stack.append(e.version)
-            elif e.event == "rollback" and stack:
-                stack.pop()
-        return stack
+        return activation_stack(self.history())
 
     # -- writing --------------------------------------------------------------------------
 
@@ -208,13 +166,7 @@ class ModelStore:
             yield
 
     def _record(self, event: StoreEvent) -> None:
-        line = json.dumps({"event": event.event, "version": event.version,
-                           "previous": event.previous, "at_unix_s": round(time.time(), 3),
-                           "detail": event.detail}) + "\n"
-        with open(self.root / _HISTORY, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_event(self.root / _HISTORY, event)
 
     def install(self, model: str | os.PathLike[str], version: str, *, notes: str = "",
                 min_tensorrt: str | None = None, sha256: str | None = None,
@@ -494,5 +446,5 @@ def describe(store: ModelStore) -> dict[str, Any]:
         "root": str(store.root),
         "active": active.version if active else None,
         "versions": [dict(json.loads(m.to_json())) for m in store.versions()],
-        "history": [e.__dict__ for e in store.history()],
+        "history": [asdict(e) for e in store.history()],
     }
