@@ -137,24 +137,32 @@ def test_tensorrt_11_has_no_weak_typing_flags() -> None:
 
 
 def test_calibrators_need_int8_and_a_tensorrt_that_has_them() -> None:
+    from edgert.store import make_calibrator
+
+    good = make_calibrator(ft, [{"obs": np.ones((2, 48), np.float32)}])
     with EngineBuilder(trt_module=ft) as builder:
         with pytest.raises(InvalidArgumentError, match="int8"):
-            builder.build(MODEL, BuildOptions(profiles=SHAPES), calibrator=object())
-        builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=object())
+            builder.build(MODEL, BuildOptions(profiles=SHAPES), calibrator=good)
+        with pytest.raises(InvalidArgumentError, match="IInt8Calibrator"):
+            builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=object())
+        builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=good)
     module = ft.make_module(version="11.4.0.106")
     base = module.Builder  # type: ignore[attr-defined]
+
+    def _removed(self: Any) -> Any:
+        raise AttributeError("int8_calibrator")  # TensorRT 11 removed it
 
     class Builder(base):  # type: ignore[misc,valid-type]
         def create_builder_config(self) -> Any:
             config = super().create_builder_config()
-            config.__class__ = type("IBuilderConfig", (type(config),), {})
-            del config.int8_calibrator  # TensorRT 11 removed it
+            config.__class__ = type("IBuilderConfig", (type(config),),
+                                    {"int8_calibrator": property(_removed)})
             return config
 
     module.Builder = Builder  # type: ignore[attr-defined]
     with EngineBuilder(trt_module=module) as builder, \
             pytest.raises(NotSupportedError, match="calibrators"):
-        builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=object())
+        builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=good)
 
 
 def test_profile_errors_name_the_inputs() -> None:
@@ -233,3 +241,48 @@ def test_cli_build_writes_a_plan_that_runs(tmp_path: Path, capsys: pytest.Captur
                "--runtime", "fake"])
     assert rc == 1
     assert "strongly_typed" in capsys.readouterr().err
+
+
+def test_int8_calibration_runs_the_batches_once_then_uses_its_cache(tmp_path: Path) -> None:
+    from edgert.store import make_calibrator
+
+    rng = np.random.default_rng(1)
+    batches = [{"obs": rng.standard_normal((8, 48)).astype(np.float32)} for _ in range(4)]
+    cache = tmp_path / "calibration.cache"
+    options = BuildOptions(profiles=SHAPES, int8=True)
+    calls: list[int] = []
+    calibrator = make_calibrator(ft, batches, cache_path=cache)
+    real_get_batch = calibrator.get_batch
+    calibrator.get_batch = lambda names, *a: calls.append(1) or real_get_batch(names)
+    with EngineBuilder(trt_module=ft) as builder:
+        plan = builder.build(MODEL, options, calibrator=calibrator)
+    calibrator.close()
+    assert len(calls) == 5  # four batches, then None
+    assert b"amax" in cache.read_bytes()
+    # INT8 loses what 8 bits cannot hold of the inputs: close to the model, not equal
+    error = np.abs(_run(plan) - models.policy_reference(OBS)).max()
+    assert 0 < error < 0.1
+    # the next build (the next robot) reads the cache and calibrates nothing
+    again = make_calibrator(ft, batches, cache_path=cache)
+    again.get_batch = lambda names, *a: pytest.fail("calibrated again despite the cache")
+    with EngineBuilder(trt_module=ft) as builder:
+        assert _run(builder.build(MODEL, options, calibrator=again)).shape == (4, 12)
+    again.close()
+
+
+def test_calibrators_refuse_bad_batches_and_tensorrt_11() -> None:
+    from edgert.store import make_calibrator
+
+    with pytest.raises(InvalidArgumentError, match="no calibration batches"):
+        make_calibrator(ft, [])
+    with pytest.raises(InvalidArgumentError, match="same batch size"):
+        make_calibrator(ft, [{"obs": np.zeros((8, 48), np.float32)},
+                             {"obs": np.zeros((4, 48), np.float32)}])
+    trt11 = types.ModuleType("tensorrt")
+    trt11.__version__ = "11.4.0.106"  # type: ignore[attr-defined]
+    with pytest.raises(NotSupportedError, match="Q/DQ"):
+        make_calibrator(trt11, [{"obs": np.zeros((8, 48), np.float32)}])
+    empty = make_calibrator(ft, [{"obs": np.zeros((8, 48), np.float32)}])
+    empty.get_batch = lambda names, *a: None
+    with EngineBuilder(trt_module=ft) as builder, pytest.raises(BuildError, match="Calibration"):
+        builder.build(MODEL, BuildOptions(profiles=SHAPES, int8=True), calibrator=empty)

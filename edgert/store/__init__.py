@@ -14,6 +14,7 @@ from edgert.store._cache import (
     EngineCache,
     default_cache_dir,
 )
+from edgert.store._calibrator import make_calibrator
 from edgert.store._errors import BuildError, HealthCheckError, StoreError
 from edgert.store._health import HealthPolicy, HealthReport, check_health, sample_inputs
 from edgert.store._history import StoreEvent
@@ -42,6 +43,7 @@ __all__ = [
     "default_cache_dir",
     "format_shapes",
     "has_builder",
+    "make_calibrator",
     "parse_shapes",
     "sample_inputs",
 ]

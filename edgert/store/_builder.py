@@ -283,7 +283,13 @@ class EngineBuilder(Owner):
                     f"TensorRT {self.trt_version} has no INT8 calibrators",
                     hint="quantize the model explicitly (Q/DQ nodes, e.g. with ModelOpt) and "
                          "build it without a calibrator")
-            config.int8_calibrator = calibrator
+            try:
+                config.int8_calibrator = calibrator
+            except TypeError as err:
+                raise InvalidArgumentError(
+                    f"calibrator must be a {getattr(self._trt, '__name__', 'tensorrt')}"
+                    f".IInt8Calibrator, got {type(calibrator).__name__}",
+                    hint="make one with edgert.store.make_calibrator(trt, batches)") from err
         if options.workspace_bytes is not None:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
         if options.hardware_compatibility is not HardwareCompatibility.NONE:

@@ -22,7 +22,10 @@ Python API reference (https://docs.nvidia.com/deeplearning/tensorrt/latest/_stat
 ``get_shape``; infer/Core/OptimizationProfile.html), ``ITimingCache`` (``serialize``,
 ``combine``, ``reset``), ``IHostMemory`` (buffer, ``nbytes``), ``IProgressMonitor``
 (``phase_start``, ``step_complete``, ``phase_finish``; infer/Core/ProgressMonitor.html) and
-``NetworkDefinitionCreationFlag.STRONGLY_TYPED``. Enum values follow ``NvInfer.h`` of TensorRT
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``, and the INT8 calibrators of TensorRT <= 10
+(``IInt8Calibrator``, ``IInt8EntropyCalibrator2``: ``get_batch_size``, ``get_batch``,
+``read_calibration_cache``, ``write_calibration_cache``; infer/Int8/EntropyCalibrator2.html).
+Enum values follow ``NvInfer.h`` of TensorRT
 10.x. The lean bindings installed in CI have no builder, so these names cannot be checked there
 automatically; ``tests/test_store_trt.py`` checks them against full TensorRT where it exists.
 """
@@ -30,11 +33,14 @@ automatically; ``tests/test_store_trt.py`` checks them against full TensorRT whe
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import json
 from collections.abc import MutableMapping
 from enum import IntEnum
 from typing import Any, cast
+
+import numpy as np
 
 from edgert.testing._fake_trt_network import (
     PREFIX,
@@ -53,6 +59,8 @@ __all__ = [
     "HardwareCompatibilityLevel",
     "IBuilderConfig",
     "IHostMemory",
+    "IInt8Calibrator",
+    "IInt8EntropyCalibrator2",
     "INetworkDefinition",
     "IOptimizationProfile",
     "IProgressMonitor",
@@ -138,6 +146,32 @@ class IOptimizationProfile:
         return list(self._shapes.get(input, ()))
 
 
+class IInt8Calibrator:
+    """Base of INT8 calibrators (TensorRT <= 10); subclass a concrete one."""
+
+    def __init__(self) -> None:
+        pass
+
+    def get_batch_size(self) -> int:
+        """Samples per calibration batch."""
+        raise NotImplementedError
+
+    def get_batch(self, names: list[str]) -> list[int] | None:
+        """Device addresses of the next batch's inputs, in ``names`` order; None when done."""
+        raise NotImplementedError
+
+    def read_calibration_cache(self) -> Any:
+        """A cache from an earlier calibration, or None."""
+        return None
+
+    def write_calibration_cache(self, cache: Any) -> None:
+        """Keep the cache for the next build."""
+
+
+class IInt8EntropyCalibrator2(IInt8Calibrator):
+    """The entropy calibrator TensorRT recommends for CNNs (same interface)."""
+
+
 class ITimingCache:
     """Kernel timings; the fake's entries are the models built with it."""
 
@@ -172,7 +206,20 @@ class IBuilderConfig:
         self.hardware_compatibility_level = HardwareCompatibilityLevel.NONE
         self.builder_optimization_level = 3
         self.progress_monitor: IProgressMonitor | None = None
-        self.int8_calibrator: Any = None
+        self._calibrator: IInt8Calibrator | None = None
+
+    @property
+    def int8_calibrator(self) -> IInt8Calibrator | None:
+        """The INT8 calibrator (TensorRT <= 10)."""
+        return self._calibrator
+
+    @int8_calibrator.setter
+    def int8_calibrator(self, calibrator: IInt8Calibrator | None) -> None:
+        if calibrator is not None and not isinstance(calibrator, IInt8Calibrator):
+            raise TypeError("(): incompatible function arguments. The following argument types "
+                            "are supported: (self: tensorrt.IBuilderConfig, arg0: "
+                            "tensorrt.IInt8Calibrator) -> None")
+        self._calibrator = calibrator
 
     def set_flag(self, flag: BuilderFlag) -> None:
         """Set a builder flag."""
@@ -298,6 +345,41 @@ class Builder:
         monitor.phase_finish("Building engine")
         return keep
 
+    def _calibrate(self, network: INetworkDefinition,
+                   calibrator: Any) -> dict[str, float] | None:
+        """Per-input ranges from the calibration cache, or from running the batches."""
+        cached = calibrator.read_calibration_cache()
+        if cached:
+            try:
+                return {str(k): float(v) for k, v in json.loads(bytes(cached))["amax"].items()}
+            except Exception:
+                self._log(_WARNING, "fake_tensorrt: the calibration cache is not one; "
+                                    "calibrating again")
+        names = [t.name for t in network._inputs]
+        batch = int(calibrator.get_batch_size())
+        amax = dict.fromkeys(names, 0.0)
+        batches = 0
+        while True:
+            pointers = calibrator.get_batch(names)
+            if not pointers:
+                break
+            batches += 1
+            for t, pointer in zip(network._inputs, pointers, strict=True):
+                shape = (batch, *t.shape[1:])
+                if t.dtype != "FLOAT" or any(d < 0 for d in shape):
+                    continue
+                count = int(np.prod(shape))
+                raw = (ctypes.c_float * count).from_address(int(pointer))
+                data = np.ctypeslib.as_array(raw)
+                amax[t.name] = max(amax[t.name], float(np.abs(data).max()))
+        if not batches:
+            self._log(_ERROR, "IBuilder::buildSerializedNetwork: Error Code 2: Internal Error "
+                              "(Calibration failure occurred with no scaling factors detected.)")
+            return None
+        calibrator.write_calibration_cache(json.dumps({"fake_calibration": 1,
+                                                       "amax": amax}).encode())
+        return amax
+
     def build_serialized_network(self, network: INetworkDefinition,
                                  config: IBuilderConfig) -> IHostMemory | None:
         """A serialized fake plan, or None (and an error logged)."""
@@ -317,6 +399,11 @@ class Builder:
             config._timing._entries.add(digest)
         precision = ("fp16" if config.get_flag(BuilderFlag.FP16) else
                      "bf16" if config.get_flag(BuilderFlag.BF16) else "fp32")
+        if config.get_flag(BuilderFlag.INT8) and config.int8_calibrator is not None:
+            amax = self._calibrate(network, config.int8_calibrator)
+            if amax is None:
+                return None
+            precision = "int8@" + ";".join(f"{k}={v:.9g}" for k, v in amax.items())
         profiles = config._profiles
         inputs = [FakeTensor(t.name, t.dtype, t.shape,
                              profiles=[cast(Any, p._shapes[t.name]) for p in profiles]
@@ -336,7 +423,8 @@ class Builder:
 
 #: Names :func:`add_builder` puts on a fake TensorRT module of the full flavour.
 BUILDER_NAMES = ("Builder", "BuilderFlag", "HardwareCompatibilityLevel", "IBuilderConfig",
-                 "IHostMemory", "INetworkDefinition", "IOptimizationProfile",
+                 "IHostMemory", "IInt8Calibrator", "IInt8EntropyCalibrator2",
+                 "INetworkDefinition", "IOptimizationProfile",
                  "IProgressMonitor", "ITensor", "ITimingCache", "MemoryPoolType",
                  "NetworkDefinitionCreationFlag", "OnnxParser", "ParserError")
 

@@ -181,6 +181,16 @@ def _round(array: npt.NDArray[Any], precision: str) -> npt.NDArray[Any]:
     return rounded
 
 
+def _quantize(array: npt.NDArray[Any], amax: float | None) -> npt.NDArray[Any]:
+    """Symmetric INT8 quantization with the calibrated range, back to float (what INT8 loses)."""
+    if amax is None or amax <= 0 or array.dtype != np.float32:
+        return array
+    scale = np.float32(amax / 127.0)
+    out: npt.NDArray[Any] = (np.clip(np.round(array / scale), -127, 127) * scale).astype(
+        np.float32)
+    return out
+
+
 def _resolve(name: str) -> Any:
     """The function a builder-made plan names: its ONNX model on ONNX Runtime."""
     import onnxruntime as ort
@@ -192,7 +202,13 @@ def _resolve(name: str) -> Any:
     sess = ort.InferenceSession(base64.b64decode(encoded), options,
                                 providers=["CPUExecutionProvider"])
 
+    amax = {k: float(v) for k, v in (p.split("=") for p in precision[5:].split(";") if p)} \
+        if precision.startswith("int8@") else None
+
     def run(inputs: Any) -> list[npt.NDArray[Any]]:
+        if amax is not None:  # INT8: inputs lose what the calibrated range cannot hold
+            fed = {k: _quantize(np.asarray(v), amax.get(k)) for k, v in inputs.items()}
+            return [np.asarray(o) for o in sess.run(None, fed)]
         fed = {k: _round(np.asarray(v), precision) for k, v in inputs.items()}
         return [_round(np.asarray(o), precision) for o in sess.run(None, fed)]
 
