@@ -109,6 +109,7 @@ class OnnxExecutable(Owner):
             collections.OrderedDict()
         self._sig: tuple[Any, ...] = ()
         self._late: tuple[str, ...] = ()  # outputs written through an allocator this signature
+        self._slow = False  # late outputs, strings, or nothing to run
         self._bound_out: dict[str, tuple[int, tuple[int, ...]] | None] = {}
         self._order: list[str] = []  # output names in the order first bound (get_outputs order)
         self._inputs_bound: set[str] = set()
@@ -305,6 +306,8 @@ class OnnxExecutable(Owner):
                                   "set_tensor_address first")
             self._bind_out(name, address, shape)
         self._late = tuple(late)
+        self._slow = bool(self._late or self._string_inputs or self._strings or
+                          not self._outputs)
         dirty.clear()
         return True
 
@@ -341,11 +344,11 @@ class OnnxExecutable(Owner):
         self._check_open()
         if self._dirty and not self._rebind():
             return False
-        if self._string_inputs or self._strings:
-            return self._execute_run()
-        if self._late:
-            return self._execute_late()
-        if not self._outputs:
+        if self._slow:
+            if self._string_inputs or self._strings:
+                return self._execute_run()
+            if self._late:
+                return self._execute_late()
             return True  # every output is an input: nothing to compute
         try:
             self._run(self._binding)  # a RunOptions object costs ~100 us per run (ORT 1.31)
