@@ -244,7 +244,7 @@ def test_string_tensors_pass_without_raw_memory() -> None:
                     out = s.infer({"a": a[:n], "b": b[:n]})
                     np.testing.assert_array_equal(out["eq"], a[:n] == b[:n])
                     assert list(out["same"]) == list(a[:n])
-                with pytest.raises(InputError, match="'a'.*strings"):
+                with pytest.raises(InputError, match=r"'a'.*strings"):
                     s.infer({"a": np.zeros(3), "b": b})
 
 
