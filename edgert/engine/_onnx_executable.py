@@ -176,6 +176,13 @@ class OnnxExecutable(Owner):
                 out.append(shape[d[1]] if d[1] < len(shape) else -1)
         return tuple(out)
 
+    def shape_follows_inputs(self, name: str) -> bool:
+        """Whether output ``name``'s shape follows from the input shapes (so a session binds it
+        to pooled memory), as the model declares it and as runs have shown so far."""
+        dims = self._output_dims.get(name)
+        return dims is not None and name not in self._wrong and name not in self._strings \
+            and all(d is not None for d in dims)
+
     def get_tensor_shape(self, name: str) -> Sequence[int]:
         """An input's current shape, or an output's shape inferred from the inputs (-1 unknown).
 
