@@ -240,6 +240,7 @@ def test_string_tensors_pass_without_raw_memory() -> None:
         assert engine.tensors[0].dtype == np.dtype(object)
         for slots in (1, 2):
             with InferenceSession(engine, slots=slots) as s:
+                s.warmup([{"a": (2,), "b": (2,)}])
                 for n in (3, 2):
                     out = s.infer({"a": a[:n], "b": b[:n]})
                     np.testing.assert_array_equal(out["eq"], a[:n] == b[:n])
@@ -258,6 +259,7 @@ def test_int4_through_onnx_runtime() -> None:
                   opset=21, ir=10)
     x = np.array([-3, 7, -8, 0, 1], ml_dtypes.int4)
     with Engine.load(data) as engine, InferenceSession(engine) as s:
+        s.warmup()
         out = s.infer({"x": x, "s": np.array(2.0, np.float32), "z": np.array(0, ml_dtypes.int4)})
         np.testing.assert_array_equal(out["y"], 2.0 * x.astype(np.float32))
         assert out["q"].dtype == ml_dtypes.int4
