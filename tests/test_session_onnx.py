@@ -128,7 +128,9 @@ def test_wrong_declared_output_shape_follows_the_real_one(
             got = s.infer({"x": x, "s": np.array(shape)})["y"]
             assert got.shape == shape
             np.testing.assert_array_equal(got, x.reshape(shape))
-    assert any("'y'" in r.getMessage() for r in caplog.records)
+    warned = [r for r in caplog.records if "'y'" in r.getMessage()]
+    assert len(warned) == 1  # once, not per request
+    assert "(3, 2)" in warned[0].getMessage()
 
 
 def test_overridable_initializer_is_an_optional_input() -> None:
@@ -276,3 +278,18 @@ def test_bfloat16_needs_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(NotSupportedError, match=r"tensor\(bfloat16\)") as info:
         Engine.load(data)
     assert "ml_dtypes" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_wrong_declaration_found_while_a_large_input_is_bound_in_place(slots: int) -> None:
+    # The re-planned run must still read the caller's array, bound in place (zero-copy).
+    n = 32 * 1024  # 128 KiB of float32: bound where it is, not staged
+    data = _model([helper.make_node("Reshape", ["x", "s"], ["y"])],
+                  [_vi("x", TensorProto.FLOAT, [n]), _vi("s", TensorProto.INT64, [2])],
+                  [_vi("y", TensorProto.FLOAT, [2, n // 2])])
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
+    with Engine.load(data) as engine, InferenceSession(engine, slots=slots,
+                                                       io="zero_copy") as s:
+        for shape in ((n // 2, 2), (4, n // 4), (n // 2, 2)):
+            got = s.infer({"x": x, "s": np.array(shape)})["y"]
+            np.testing.assert_array_equal(got, x.reshape(shape))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import logging
 import math
 import re
 from collections.abc import Sequence
@@ -41,7 +40,6 @@ from edgert.errors import ResourceClosedError
 
 __all__ = ["OnnxExecutable"]
 
-_log = logging.getLogger("edgert.engine")
 _OBJECT = np.dtype(object)
 # ORT's words when a pre-bound output does not fit what the run computed (ORT 1.17-1.32).
 _OUTPUT_NAME_RE = re.compile(r"for output:? '?([^'\s]+)")
@@ -368,11 +366,8 @@ class OnnxExecutable(Owner):
         wrong = self._mismatched(text) - set(self._late)
         if wrong:
             # Declared shapes ORT itself could not check: they are wrong. The session re-plans
-            # these outputs (they now report -1) and runs the request again.
-            for name in sorted(wrong):
-                _log.warning("ONNX Runtime computed a shape for output %r that its declared "
-                             "shape %s does not allow; edgert follows the real shape",
-                             name, self._out[name].shape)
+            # these outputs (they now report -1), runs the request again and, seeing the real
+            # shape, warns once.
             self._wrong |= wrong
             self._dirty.update(wrong)
         return self._fail(f"ONNX Runtime: {text}")
