@@ -293,3 +293,24 @@ def test_wrong_declaration_found_while_a_large_input_is_bound_in_place(slots: in
         for shape in ((n // 2, 2), (4, n // 4), (n // 2, 2)):
             got = s.infer({"x": x, "s": np.array(shape)})["y"]
             np.testing.assert_array_equal(got, x.reshape(shape))
+
+
+def test_int2_packs_four_per_byte() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    data = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT),
+                   helper.make_node("Cast", ["y"], ["z"], to=TensorProto.INT2)],
+                  [_vi("x", TensorProto.INT2, [2, 3])],
+                  [_vi("y", TensorProto.FLOAT, [2, 3]), _vi("z", TensorProto.INT2, [2, 3])],
+                  opset=25, ir=13)
+    x = np.array([[-2, -1, 0], [1, 1, -2]], ml_dtypes.int2)
+    try:
+        engine = Engine.load(data)
+    except Exception as err:  # an ONNX Runtime without 2-bit types
+        pytest.skip(f"this ONNX Runtime does not run INT2: {err}")
+    with engine, InferenceSession(engine) as s:
+        out = s.infer({"x": x})
+        np.testing.assert_array_equal(out["y"], x.astype(np.float32))
+        assert out["z"].dtype == ml_dtypes.int2
+        np.testing.assert_array_equal(out["z"], x)
+        packed = np.array([0b00_11_10 | 0b01 << 6, 0b10_01], np.uint8)  # -2 -1 0 1 | 1 -2
+        np.testing.assert_array_equal(s.infer({"x": packed})["y"], x.astype(np.float32))

@@ -45,7 +45,7 @@ _now = time.perf_counter_ns
 
 
 def _zeros(spec: TensorSpec, shape: tuple[int, ...]) -> Any:
-    """A zero-filled request input for ``spec`` (empty strings; packed 4-bit types packed)."""
+    """A zero-filled request input for ``spec`` (empty strings; packed sub-byte types packed)."""
     if spec.dtype.kind == "O":
         return np.full(shape, "", dtype=object)
     if spec.element_bits != 8 * spec.dtype.itemsize:
