@@ -7,7 +7,9 @@ and the output shapes cleared. The rule, per variant:
 
 * every case raw ORT passes (its outputs match the case's expected outputs with onnx's own
   check and tolerances) and whose graph inputs/outputs are tensors, edgert passes too, returning
-  the same outputs as raw ORT;
+  the same outputs as raw ORT. Raw ORT is ``InferenceSession.run``, or, for the element types
+  its Python API cannot carry (bfloat16, float8, 4- and 2-bit), ORT run on OrtValues written and
+  read as bytes: ORT runs those, so edgert must too;
 * wherever edgert returns outputs, they are the expected ones or ORT's: a different answer fails
   the suite whatever ORT did; and whatever edgert refuses, it refuses with an EdgeRTError.
 
@@ -113,12 +115,45 @@ def test_the_rule() -> None:
         unit("ort_wrong_other", "fail", "differs"),  # a different answer: always a failure
         unit("stray", "error", "stray-error"),  # not an EdgeRTError: always a failure
         unit("sequence", "pass", "error", tensor_io=False),  # not a tensor model
+        {**unit("bf16_refused", "error", "error"), "ort_raw": "pass"},  # ORT runs it: required
+        {**unit("bf16_ok", "error", "pass"), "ort_raw": "pass"},
     ]
     assert [r["name"] for r in cases.failures(units, "declared")] == [
-        "refused", "wrong", "ort_wrong_other", "stray"]
+        "refused", "wrong", "ort_wrong_other", "stray", "bf16_refused"]
     assert cases.failures(units, "symbolic") == []
     c = cases.counts(units)["declared"]
-    assert (c["cases"], c["ort_pass"], c["required"], c["edgert_pass_of_required"]) == (8, 4, 3, 1)
+    assert (c["cases"], c["ort_pass"], c["ort_raw_pass"], c["required"],
+            c["edgert_pass_of_required"]) == (10, 4, 2, 5, 2)
+
+
+@pytest.mark.parametrize("elem", ["BFLOAT16", "FLOAT8E4M3FN", "INT4", "UINT4"])
+def test_raw_ort_carries_the_dtypes_run_cannot(elem: str) -> None:
+    # Cast float -> elem -> float, and elem out: ORT's own answers, read and written as bytes.
+    import ml_dtypes
+    from onnx import TensorProto, helper
+
+    t = getattr(TensorProto, elem)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])
+    q = helper.make_tensor_value_info("q", t, [5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])
+    back = helper.make_tensor_value_info("back", TensorProto.FLOAT, [5])
+    inp = helper.make_tensor_value_info("q_in", t, [5])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["q"], to=t),
+         helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT),
+         helper.make_node("Cast", ["q_in"], ["back"], to=TensorProto.FLOAT)],
+        "g", [x, inp], [q, y, back])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    dtype = {"BFLOAT16": ml_dtypes.bfloat16, "FLOAT8E4M3FN": ml_dtypes.float8_e4m3fn,
+             "INT4": ml_dtypes.int4, "UINT4": ml_dtypes.uint4}[elem]
+    xv = np.array([0, 1, 2, 3, 5], np.float32)  # exact in every one of these types
+    qv = np.array([1, 2, 3, 4, 7], np.float32).astype(dtype)
+    [[q_out, y_out, back_out]] = cases._run_ort_raw(
+        model, model.SerializeToString(), [([xv, qv], [])])
+    assert q_out.dtype == dtype
+    np.testing.assert_array_equal(q_out.astype(np.float32), xv)
+    np.testing.assert_array_equal(y_out, xv)
+    np.testing.assert_array_equal(back_out, qv.astype(np.float32))
 
 
 def _write_case(case_dir: Path, name: str) -> None:

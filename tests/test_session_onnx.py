@@ -128,7 +128,9 @@ def test_wrong_declared_output_shape_follows_the_real_one(
             got = s.infer({"x": x, "s": np.array(shape)})["y"]
             assert got.shape == shape
             np.testing.assert_array_equal(got, x.reshape(shape))
-    assert any("'y'" in r.getMessage() for r in caplog.records)
+    warned = [r for r in caplog.records if "'y'" in r.getMessage()]
+    assert len(warned) == 1  # once, not per request
+    assert "(3, 2)" in warned[0].getMessage()
 
 
 def test_overridable_initializer_is_an_optional_input() -> None:
@@ -226,3 +228,89 @@ def test_inputs_overlapping_each_other_or_session_memory_are_staged() -> None:
         np.testing.assert_array_equal(y, np.zeros_like(a))
         y2 = s.infer({"a": y, "b": a})["y"]  # the output buffer as an input of the next run
         np.testing.assert_array_equal(y2, -a)
+
+
+def test_string_tensors_pass_without_raw_memory() -> None:
+    data = _model([helper.make_node("Equal", ["a", "b"], ["eq"]),
+                   helper.make_node("Identity", ["a"], ["same"])],
+                  [_vi("a", TensorProto.STRING, ["n"]), _vi("b", TensorProto.STRING, ["n"])],
+                  [_vi("eq", TensorProto.BOOL, ["n"]), _vi("same", TensorProto.STRING, ["n"])],
+                  opset=19, ir=9)
+    a = np.array(["robot", "arm", "gripper"])
+    b = np.array(["robot", "leg", "gripper"], dtype=object)
+    with Engine.load(data) as engine:
+        assert engine.tensors[0].dtype == np.dtype(object)
+        for slots in (1, 2):
+            with InferenceSession(engine, slots=slots) as s:
+                s.warmup([{"a": (2,), "b": (2,)}])
+                for n in (3, 2):
+                    out = s.infer({"a": a[:n], "b": b[:n]})
+                    np.testing.assert_array_equal(out["eq"], a[:n] == b[:n])
+                    assert list(out["same"]) == list(a[:n])
+                with pytest.raises(InputError, match=r"'a'.*strings"):
+                    s.infer({"a": np.zeros(3), "b": b})
+
+
+def test_int4_through_onnx_runtime() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    data = _model([helper.make_node("DequantizeLinear", ["x", "s"], ["y"]),
+                   helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"])],
+                  [_vi("x", TensorProto.INT4, [5]), _vi("s", TensorProto.FLOAT, []),
+                   _vi("z", TensorProto.INT4, [])],
+                  [_vi("y", TensorProto.FLOAT, [5]), _vi("q", TensorProto.INT4, [5])],
+                  opset=21, ir=10)
+    x = np.array([-3, 7, -8, 0, 1], ml_dtypes.int4)
+    with Engine.load(data) as engine, InferenceSession(engine) as s:
+        s.warmup()
+        out = s.infer({"x": x, "s": np.array(2.0, np.float32), "z": np.array(0, ml_dtypes.int4)})
+        np.testing.assert_array_equal(out["y"], 2.0 * x.astype(np.float32))
+        assert out["q"].dtype == ml_dtypes.int4
+        np.testing.assert_array_equal(out["q"], x)
+
+
+def test_bfloat16_needs_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.engine import _dtypes
+    from edgert.errors import NotSupportedError
+
+    monkeypatch.setattr(_dtypes, "ml_dtypes", lambda: None)
+    data = _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [_vi("x", TensorProto.BFLOAT16, [2])], [_vi("y", TensorProto.BFLOAT16, [2])])
+    with pytest.raises(NotSupportedError, match=r"tensor\(bfloat16\)") as info:
+        Engine.load(data)
+    assert "ml_dtypes" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_wrong_declaration_found_while_a_large_input_is_bound_in_place(slots: int) -> None:
+    # The re-planned run must still read the caller's array, bound in place (zero-copy).
+    n = 32 * 1024  # 128 KiB of float32: bound where it is, not staged
+    data = _model([helper.make_node("Reshape", ["x", "s"], ["y"])],
+                  [_vi("x", TensorProto.FLOAT, [n]), _vi("s", TensorProto.INT64, [2])],
+                  [_vi("y", TensorProto.FLOAT, [2, n // 2])])
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
+    with Engine.load(data) as engine, InferenceSession(engine, slots=slots,
+                                                       io="zero_copy") as s:
+        for shape in ((n // 2, 2), (4, n // 4), (n // 2, 2)):
+            got = s.infer({"x": x, "s": np.array(shape)})["y"]
+            np.testing.assert_array_equal(got, x.reshape(shape))
+
+
+def test_int2_packs_four_per_byte() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    data = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT),
+                   helper.make_node("Cast", ["y"], ["z"], to=TensorProto.INT2)],
+                  [_vi("x", TensorProto.INT2, [2, 3])],
+                  [_vi("y", TensorProto.FLOAT, [2, 3]), _vi("z", TensorProto.INT2, [2, 3])],
+                  opset=25, ir=13)
+    x = np.array([[-2, -1, 0], [1, 1, -2]], ml_dtypes.int2)
+    try:
+        engine = Engine.load(data)
+    except Exception as err:  # an ONNX Runtime without 2-bit types
+        pytest.skip(f"this ONNX Runtime does not run INT2: {err}")
+    with engine, InferenceSession(engine) as s:
+        out = s.infer({"x": x})
+        np.testing.assert_array_equal(out["y"], x.astype(np.float32))
+        assert out["z"].dtype == ml_dtypes.int2
+        np.testing.assert_array_equal(out["z"], x)
+        packed = np.array([0b00_11_10 | 0b01 << 6, 0b10_01], np.uint8)  # -2 -1 0 1 | 1 -2
+        np.testing.assert_array_equal(s.infer({"x": packed})["y"], x.astype(np.float32))

@@ -73,6 +73,8 @@ _ONNX: dict[str, ElementType] = {
     "tensor(uint4)": _onnx(_et("uint8", "UINT4", 4), 21),
     "tensor(int4)": _onnx(_TRT["INT4"], 22),
     "tensor(float4e2m1)": _onnx(_TRT["FP4"], 23),
+    "tensor(uint2)": _onnx(_et("uint8", "UINT2", 2), 25),
+    "tensor(int2)": _onnx(_et("uint8", "INT2", 2), 26),
 }
 
 # Types numpy lacks, by ORT type string: (ml_dtypes name, TensorRT-style name, ONNX number).
@@ -85,8 +87,9 @@ _ML_DTYPES: dict[str, tuple[str, str, int]] = {
     "tensor(float8e8m0)": ("float8_e8m0fnu", "E8M0", 24),
 }
 
-# The ml_dtypes twins of the packed 4-bit types (one element per byte, unpacked).
-PACKED_ML_DTYPES: dict[str, str] = {"INT4": "int4", "UINT4": "uint4", "FP4": "float4_e2m1fn"}
+# The ml_dtypes twins of the packed 4- and 2-bit types (one element per byte, unpacked).
+PACKED_ML_DTYPES: dict[str, str] = {"INT4": "int4", "UINT4": "uint4", "FP4": "float4_e2m1fn",
+                                    "INT2": "int2", "UINT2": "uint2"}
 
 
 def ml_dtypes() -> Any:

@@ -1,11 +1,11 @@
-"""Packed 4-bit tensors (INT4, UINT4, FP4): two elements per byte, the first in the low nibble.
+"""Packed sub-byte tensors: INT4, UINT4, FP4 (two elements per byte) and INT2, UINT2 (four).
 
-That is the layout of ONNX (``onnx.proto``: "packed ... the first element in the 4 LSB") and of
-TensorRT. numpy has no 4-bit types; ``ml_dtypes`` has one element per byte (``int4``, ``uint4``,
-``float4_e2m1fn``), holding the 4-bit pattern in the low nibble. Inputs are accepted as such
-arrays (or as the packed bytes themselves, a ``uint8`` array of ``ceil(n / 2)`` elements) and
-packed into the staging buffer; outputs are handed out unpacked as such arrays where
-``ml_dtypes`` is installed, else as their packed bytes.
+The first element sits in the lowest bits: the layout of ONNX (``onnx.proto``: "packed ... the
+first element in the 4 LSB") and of TensorRT. numpy has no such types; ``ml_dtypes`` has one
+element per byte (``int4``, ``uint4``, ``float4_e2m1fn``, ``int2``, ``uint2``), holding the bit
+pattern in the low bits. Inputs are accepted as such arrays (or as the packed bytes themselves,
+a 1-d ``uint8`` array) and packed into the staging buffer; outputs are handed out unpacked as
+such arrays where ``ml_dtypes`` is installed, else as their packed bytes.
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ def pack_into(spec: TensorSpec, arr: np.ndarray[Any, Any], out: np.ndarray[Any, 
     nbytes = out.size
     want = ml_dtype_of(spec)
     if want is not None and arr.dtype == want:
-        nibbles = np.ascontiguousarray(arr).reshape(-1).view(np.uint8) & 0x0F
-        if nibbles.size % 2:
-            nibbles = np.concatenate([nibbles, np.zeros(1, np.uint8)])
-        np.bitwise_or(nibbles[0::2], nibbles[1::2] << 4, out=out)
+        bits = spec.element_bits
+        per = 8 // bits
+        values = np.ascontiguousarray(arr).reshape(-1).view(np.uint8) & ((1 << bits) - 1)
+        padded = np.zeros(nbytes * per, np.uint8)
+        padded[:values.size] = values
+        out[...] = padded[0::per]
+        for k in range(1, per):
+            out |= padded[k::per] << (bits * k)
         return
     if arr.dtype == np.uint8 and arr.ndim == 1 and arr.size == nbytes:
         np.copyto(out, arr)
@@ -51,9 +55,11 @@ def pack_into(spec: TensorSpec, arr: np.ndarray[Any, Any], out: np.ndarray[Any, 
 def packed_error(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> InputError:
     """The error for an array a packed input does not accept."""
     what = f"an ml_dtypes.{PACKED_ML_DTYPES.get(spec.trt_dtype_name, 'int4')} array"
-    size = "ceil(elements / 2)" if spec.is_dynamic else str(spec.nbytes())
+    per = 8 // spec.element_bits
+    size = f"ceil(elements / {per})" if spec.is_dynamic else str(spec.nbytes())
     return InputError(
-        f"input {spec.name!r} holds packed 4-bit {spec.trt_dtype_name} values (two per byte); "
+        f"input {spec.name!r} holds packed {spec.element_bits}-bit {spec.trt_dtype_name} values "
+        f"({per} per byte); "
         f"got a {arr.dtype} array of shape {arr.shape}",
         hint=f"pass {what} of the input's shape (pip install ml_dtypes), or its packed bytes as "
              f"a 1-d uint8 array of {size} elements")
@@ -74,7 +80,10 @@ def unpack(spec: TensorSpec, raw: np.ndarray[Any, Any], shape: tuple[int, ...]) 
     if dtype is None:
         return raw
     n = int(np.prod(shape))
-    nibbles = np.empty(2 * raw.size, np.uint8)
-    np.bitwise_and(raw, 0x0F, out=nibbles[0::2])
-    np.right_shift(raw, 4, out=nibbles[1::2])
-    return nibbles[:n].view(dtype).reshape(shape)
+    bits = spec.element_bits
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    values = np.empty(per * raw.size, np.uint8)
+    for k in range(per):
+        np.bitwise_and(raw >> (bits * k), mask, out=values[k::per])
+    return values[:n].view(dtype).reshape(shape)

@@ -45,7 +45,7 @@ STAGE_LIMIT_BYTES = 64 * 1024
 
 def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
         np.dtype[Any], tuple[int, ...]]:
-    """The dtype and shape of a host view: packed 4-bit tensors are viewed as their bytes."""
+    """The dtype and shape of a host view: packed sub-byte tensors are viewed as their bytes."""
     if spec.element_bits == 8 * spec.dtype.itemsize:
         return spec.dtype, shape
     return np.dtype(np.uint8), (nbytes,)
@@ -271,7 +271,7 @@ class Runner:
         raise packed_error(spec, arr)
 
     def unpack_outputs(self, slot: Slot) -> None:
-        """Hand out packed 4-bit outputs unpacked (ml_dtypes arrays), where ml_dtypes exists."""
+        """Hand out packed sub-byte outputs unpacked (ml_dtypes arrays), where ml_dtypes exists."""
         results = dict(slot.results)
         for tb in slot.packed:
             if tb.view is not None and tb.shape is not None:

@@ -45,7 +45,8 @@ class TensorBuffer:
         notified: The shape the executable last reported for an allocated output.
         echo: For an output that is also a graph input: that input's buffer in the same slot
             (the session copies the input; the executable is never given this output).
-        packed: Two elements per byte (INT4, UINT4, FP4): ``view`` holds the packed bytes.
+        packed: Several elements per byte (INT4, UINT4, FP4, INT2, UINT2): ``view`` holds the
+            packed bytes.
         objects: Strings: never in raw memory; ``view`` is the numpy object array itself.
     """
 
@@ -123,8 +124,10 @@ class Slot:
         results: Read-only mapping of output name to the view (or device view) handed out.
         allocs: Outputs written through the session's output allocator for the current shapes.
         echoes: Outputs that are also graph inputs (copied from the input by the session).
-        packed: Packed 4-bit outputs (handed out unpacked where ml_dtypes is installed).
+        packed: Packed sub-byte outputs (handed out unpacked where ml_dtypes is installed).
         objects: String tensors, inputs and outputs (passed as numpy object arrays).
+        special: Any of ``allocs``, ``echoes``, ``packed``, ``objects`` (one test on the hot
+            path).
     """
 
     __slots__ = (
@@ -153,6 +156,7 @@ class Slot:
         "results",
         "results_device",
         "sig",
+        "special",
         "t_compute_ns",
         "t_d2h_ns",
         "t_device_ns",
@@ -187,6 +191,7 @@ class Slot:
         self.echoes: tuple[TensorBuffer, ...] = ()
         self.packed: tuple[TensorBuffer, ...] = ()
         self.objects: tuple[TensorBuffer, ...] = ()
+        self.special = False
         self.keep: Any = None
         self.external = False
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
@@ -222,6 +227,7 @@ class Slot:
         self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
         self.packed = tuple(tb for tb in self.outputs if tb.packed)
         self.objects = tuple(tb for tb in (*self.inputs, *self.outputs) if tb.objects)
+        self.special = bool(self.allocs or self.echoes or self.packed or self.objects)
         self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs)
                            if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
