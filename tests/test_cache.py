@@ -376,3 +376,16 @@ def test_the_onnx_digest_is_remembered_only_while_the_file_provably_did_not_chan
         assert second.key != first.key
         np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS) + 0.25,
                                    atol=1e-4)
+
+
+def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.errors import EngineLoadError
+    from edgert.store import _cache
+
+    onnx = _model(tmp_path)
+    # the remembered digest says one thing, the bytes read for the build another
+    monkeypatch.setattr(_cache, "file_sha256", lambda path, memo: ("ab" * 32, None))
+    with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
+        _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
+    assert not list((tmp_path / "c").glob("*.plan"))

@@ -169,7 +169,8 @@ class EngineBuilder(Owner):
         return str(getattr(self._trt, "__version__", "unknown"))
 
     def build(self, onnx: Source, options: BuildOptions | None = None, *,
-              progress: ProgressCallback | None = None, calibrator: Any = None) -> bytes:
+              progress: ProgressCallback | None = None, calibrator: Any = None,
+              model_path: str | os.PathLike[str] | None = None) -> bytes:
         """Parse an ONNX model and build a serialized plan.
 
         Args:
@@ -177,7 +178,9 @@ class EngineBuilder(Owner):
             options: How to build (default :class:`BuildOptions` ()).
             progress: Called as phases advance (``IProgressMonitor``); return False to cancel.
             calibrator: An ``IInt8Calibrator`` object for implicit INT8 (TensorRT <= 10 only);
-                needs ``options.int8``.
+                needs ``options.int8`` (see :func:`make_calibrator`).
+            model_path: Where the model's file is, when ``onnx`` is its bytes: external weights
+                are looked up next to it.
 
         Returns:
             The plan's bytes.
@@ -204,8 +207,10 @@ class EngineBuilder(Owner):
         self._bridge.drain()
         network = builder.create_network(self._network_flags(options))
         parser = trt.OnnxParser(network, self._bridge.trt_logger)
-        ok = (parser.parse_from_file(str(src.path)) if src.path is not None
-              else parser.parse(bytes(src.data)))
+        # The bytes read (and checked) here are what is parsed; the path only locates external
+        # weights.
+        where = src.path if src.path is not None else model_path
+        ok = parser.parse(bytes(src.data), os.fspath(where) if where is not None else None)
         if not ok:
             errors = tuple(str(e.desc() if hasattr(e, "desc") else e)
                            for e in (parser.get_error(i) for i in range(parser.num_errors)))

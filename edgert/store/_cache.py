@@ -267,10 +267,13 @@ class EngineCache:
                 raise InvalidArgumentError(f"{label} is not an ONNX model",
                                            hint="the cache builds plans from .onnx files; load "
                                                 "plans with Engine.load")
+            if data is None and hashlib.sha256(src.data).hexdigest() != digest:
+                raise EngineLoadError(
+                    f"{label} changed while it was being loaded; nothing was built",
+                    path=label, hint="load it again once the copy is complete")
             start = time.monotonic()
             with EngineBuilder(trt_module=trt, device=self.device) as builder:
-                plan = builder.build(path if path is not None else src.data, options,
-                                     progress=progress)
+                plan = builder.build(src.data, options, progress=progress, model_path=path)
             build_s = time.monotonic() - start
             atomic_write(plan_path, plan)
             tag = hmac.new(self._tag_key(key), plan, hashlib.sha256).hexdigest()
