@@ -381,11 +381,11 @@ def test_the_onnx_digest_is_remembered_only_while_the_file_provably_did_not_chan
 def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgert.errors import EngineLoadError
-    from edgert.store import _cache
+    from edgert.store import _cache as cache_module
 
     onnx = _model(tmp_path)
     # the remembered digest says one thing, the bytes read for the build another
-    monkeypatch.setattr(_cache, "file_sha256", lambda path, memo: ("ab" * 32, None))
+    monkeypatch.setattr(cache_module, "file_sha256", lambda path, memo: ("ab" * 32, None))
     with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
         _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
     assert not list((tmp_path / "c").glob("*.plan"))
