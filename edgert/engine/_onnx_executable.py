@@ -346,7 +346,8 @@ class OnnxExecutable(Owner):
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         """Run the model now, synchronously (``stream_handle`` is ignored)."""
-        self._check_open()
+        if self._owner_closed:
+            self._check_open()
         if self._dirty and not self._rebind():
             return False
         if self._slow:

@@ -144,13 +144,14 @@ class HostRunner(Runner):
                                  hint="see the chained exception") from err
         if not ok:
             self._replan(slot, work)
+            special = slot.special
         slot.t_compute_ns = _now() - start
         slot.timed = 0
         if work:
             outs, work_out = slot.outputs, self.work_out
             for i in self.work_copy:
                 _copyto(outs[i].view, work_out[i].view)  # type: ignore[arg-type]
-        if special or slot.special:
+        if special:
             self._after(slot)
 
     def _before(self, slot: Slot) -> None:

@@ -23,7 +23,9 @@ What it imitates:
   (``fail_enqueue_after=N``);
 * dynamic shapes with optimization profiles, outputs whose shape follows an input, and
   data-dependent output shapes;
-* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity.
+* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity, or, once an
+  ``IErrorRecorder`` is set as the runtime's ``error_recorder``, errors reported to it with
+  their ``ErrorCodeTRT`` instead.
 
 Version rules: a plan loads when its major.minor equals the runtime's; a version-compatible plan
 also loads on a newer runtime of the same major version (only with ``engine_host_code_allowed``).
@@ -38,6 +40,7 @@ from typing import Any
 
 from edgert.testing._fake_trt_builder import add_builder
 from edgert.testing._fake_trt_engine import ICudaEngine, IExecutionContext
+from edgert.testing._fake_trt_errors import ErrorCodeTRT, IErrorRecorder, code_of
 from edgert.testing._fake_trt_plan import (
     FakeTensor,
     PlanError,
@@ -73,9 +76,11 @@ __all__ = [
     "FAKE_ONLY_NAMES",
     "DataType",
     "Dims",
+    "ErrorCodeTRT",
     "ExecutionContextAllocationStrategy",
     "FakeTensor",
     "ICudaEngine",
+    "IErrorRecorder",
     "IExecutionContext",
     "ILogger",
     "IPluginRegistry",
@@ -133,6 +138,7 @@ class Runtime:
         self.tempfile_control_flags = (1 << TempfileControlFlag.ALLOW_IN_MEMORY_FILES) | (
             1 << TempfileControlFlag.ALLOW_TEMPORARY_FILES)
         self.max_threads = 1
+        self._recorder: IErrorRecorder | None = None
         self._registry = IPluginRegistry(self._log)
 
     @property
@@ -140,7 +146,20 @@ class Runtime:
         """The logger given at construction."""
         return self._logger
 
+    @property
+    def error_recorder(self) -> IErrorRecorder | None:
+        """Where errors go instead of the logger (None: to the logger)."""
+        return self._recorder
+
+    @error_recorder.setter
+    def error_recorder(self, recorder: IErrorRecorder | None) -> None:
+        self._recorder = recorder
+
     def _log(self, severity: int, message: str) -> None:
+        recorder = self._recorder
+        if recorder is not None and int(severity) <= _ERROR:
+            recorder.report_error(code_of(message), message)  # type: ignore[attr-defined]
+            return
         self._logger.log(ILogger.Severity(int(severity)), message)
 
     def get_plugin_registry(self) -> IPluginRegistry:
@@ -164,8 +183,8 @@ class Runtime:
         if compatible:
             if not self.engine_host_code_allowed:
                 return ("IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
-                        "(fake_tensorrt: the plan is version-compatible and embeds host code, "
-                        "but engine host code is not allowed)")
+                        "(Cannot deserialize engine with lean runtime since "
+                        "IRuntime::getEngineHostCodeAllowed() is false.)")
             if theirs[0] == mine[0] and theirs <= mine:
                 unpack = self._lean_runtime_unpackable()
                 return None if unpack is None else (
