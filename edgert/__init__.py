@@ -33,6 +33,7 @@ _SUBPACKAGES = (
     "realtime",
     "session",
     "stats",
+    "store",
     "testing",
 )
 
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Executable",
         "IntegrityStatus",
         "OnnxRuntimeOptions",
+        "OutputAllocator",
         "Placement",
         "ProfileShape",
         "TensorLocation",
@@ -124,6 +126,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RequestTimings",
         "SessionOptions",
         "SessionStats",
+        "SwapResult",
         "SyncMode",
         "TimingMode",
     ),
@@ -131,6 +134,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "LatencyHistogram",
         "LatencyStats",
         "LatencySummary",
+    ),
+    "edgert.store": (
+        "BuildError",
+        "BuildOptions",
+        "EngineBuilder",
+        "EngineCache",
+        "HealthCheckError",
+        "HealthPolicy",
+        "HealthReport",
+        "ModelStore",
+        "StoreError",
     ),
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -149,6 +163,7 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         realtime,
         session,
         stats,
+        store,
         testing,
     )
     from edgert.engine import (
@@ -158,6 +173,7 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         Executable,
         IntegrityStatus,
         OnnxRuntimeOptions,
+        OutputAllocator,
         Placement,
         ProfileShape,
         TensorLocation,
@@ -237,6 +253,7 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         RequestTimings,
         SessionOptions,
         SessionStats,
+        SwapResult,
         SyncMode,
         TimingMode,
     )
@@ -244,6 +261,17 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         LatencyHistogram,
         LatencyStats,
         LatencySummary,
+    )
+    from edgert.store import (
+        BuildError,
+        BuildOptions,
+        EngineBuilder,
+        EngineCache,
+        HealthCheckError,
+        HealthPolicy,
+        HealthReport,
+        ModelStore,
+        StoreError,
     )
 
 # A library never decides where its log lines go; the application configures logging.
@@ -273,6 +301,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "ActivePolicy",
     "BufferPool",
+    "BuildError",
+    "BuildOptions",
     "CapabilityCheck",
     "CapabilityVerdict",
     "CommandError",
@@ -284,11 +314,16 @@ __all__ = [
     "DeviceBuffer",
     "EdgeRTError",
     "Engine",
+    "EngineBuilder",
+    "EngineCache",
     "EngineFlavour",
     "EngineFormat",
     "EngineLoadError",
     "Executable",
     "GraphMode",
+    "HealthCheckError",
+    "HealthPolicy",
+    "HealthReport",
     "HostBuffer",
     "InferenceError",
     "InferenceSession",
@@ -305,11 +340,13 @@ __all__ = [
     "LoopReport",
     "MemoryLock",
     "ModelFormatError",
+    "ModelStore",
     "NotSupportedError",
     "NvmlSensors",
     "NvpModel",
     "OnnxRuntimeOptions",
     "OutOfMemoryError",
+    "OutputAllocator",
     "OutputMode",
     "OverrunPolicy",
     "Pending",
@@ -337,7 +374,9 @@ __all__ = [
     "SessionOptions",
     "SessionStats",
     "SettingOutcome",
+    "StoreError",
     "SubprocessRunner",
+    "SwapResult",
     "SyncMode",
     "TensorLocation",
     "TensorMode",
@@ -364,5 +403,6 @@ __all__ = [
     "realtime_capabilities",
     "session",
     "stats",
+    "store",
     "testing",
 ]

@@ -17,7 +17,8 @@ from edgert.cli._errors import Parser, print_error
 __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `edgert --help` lists them.
-_COMMANDS = ("edgert.cli._bench", "edgert.cli._doctor", "edgert.cli._inspect")
+_COMMANDS = ("edgert.cli._bench", "edgert.cli._build", "edgert.cli._doctor",
+             "edgert.cli._inspect", "edgert.cli._store")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ __all__ = [
     "make_plan",
     "parse_plan",
     "register_function",
+    "register_resolver",
 ]
 
 MAGIC = b"ftrt"
@@ -60,6 +61,7 @@ _FROM_NUMPY = {"float32": DataType.FLOAT, "float16": DataType.HALF, "int8": Data
 
 Function = Callable[[Mapping[str, npt.NDArray[Any]]], Any]
 _registry: dict[str, Function] = {}
+_resolvers: dict[str, Callable[[str], Function]] = {}
 
 
 class PlanError(Exception):
@@ -73,9 +75,20 @@ def register_function(name: str, function: Function) -> None:
     _registry[name] = function
 
 
+def register_resolver(prefix: str, resolve: Callable[[str], Function]) -> None:
+    """Let ``resolve(name)`` make the function of any name starting with ``prefix`` (once)."""
+    _resolvers[prefix] = resolve
+
+
 def get_function(name: str) -> Function | None:
-    """The registered function called ``name``, or None."""
-    return _registry.get(name)
+    """The registered (or resolvable) function called ``name``, or None."""
+    function = _registry.get(name)
+    if function is None:
+        for prefix, resolve in _resolvers.items():
+            if name.startswith(prefix):
+                function = _registry[name] = resolve(name)
+                break
+    return function
 
 
 def _identity(inputs: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:

@@ -38,6 +38,7 @@ import tempfile
 import types
 from typing import Any
 
+from edgert.testing._fake_trt_builder import add_builder
 from edgert.testing._fake_trt_engine import ICudaEngine, IExecutionContext
 from edgert.testing._fake_trt_errors import ErrorCodeTRT, IErrorRecorder, code_of
 from edgert.testing._fake_trt_plan import (
@@ -241,7 +242,11 @@ def make_module(*, flavour: str = "full", version: str = __version__) -> types.M
         "_flavour": flavour, "_version": version, "__doc__": Runtime.__doc__})
     module.__version__ = version  # type: ignore[attr-defined]
     module.EDGERT_FLAVOUR = flavour  # type: ignore[attr-defined]
+    add_builder(vars(module), flavour=flavour, version=version)
     return module
+
+
+add_builder(globals(), flavour=EDGERT_FLAVOUR, version=__version__)  # the builder: not in __all__
 
 
 def bundled_policy_plan(*, version: str = __version__, version_compatible: bool = False,
