@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgert._fake_runtime import fake_tensorrt_module
 from edgert.errors import EdgeRTError, InvalidArgumentError
 
 __all__ = ["Backend", "BackendInfo", "open_backend"]
@@ -164,10 +165,8 @@ def open_backend(model: Any, *, runtime: str = "auto",
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if runtime == "fake":
-            from edgert.testing import fake_tensorrt
-
             return _load(path, "auto", str(path), "a TensorRT plan on the fake TensorRT module",
-                         trt_module=fake_tensorrt)
+                         trt_module=fake_tensorrt_module())
         return _load(path, runtime, str(path), None)
     if isinstance(model, Engine):
         info = _engine_info(model, str(model.path) if model.path else "Engine (from bytes)",

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+from edgert._fake_runtime import fake_tensorrt_module
+
 __all__ = ["ProgressPrinter", "register"]
 
 _EXIT_ERROR = 1
@@ -102,9 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 
     trt_module: ModuleType | None = None
     if args.runtime == "fake":
-        from edgert.testing import fake_tensorrt
-
-        trt_module = fake_tensorrt
+        trt_module = fake_tensorrt_module()
     try:
         options = _options(args)
         progress = None if args.no_progress else ProgressPrinter(sys.stderr)

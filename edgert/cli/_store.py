@@ -15,6 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgert._fake_runtime import fake_tensorrt_module
+
 __all__ = ["register"]
 
 _EXIT_ERROR = 1
@@ -74,9 +76,7 @@ def _store(args: argparse.Namespace) -> Any:
     key = args.hmac_key_file.read_bytes().strip() if args.hmac_key_file else None
     trt: ModuleType | None = None
     if args.runtime == "fake":
-        from edgert.testing import fake_tensorrt
-
-        trt = fake_tensorrt
+        trt = fake_tensorrt_module()
     build = BuildOptions(fp16=args.fp16, profiles=[";".join(args.shapes)] if args.shapes else ())
     return ModelStore(args.root, hmac_key=key, keep=args.keep, trt_module=trt,
                       cache_dir=args.cache_dir, build=build,
