@@ -36,7 +36,7 @@ def adapter_class(base: Any) -> Any:
         """Forwards TensorRT's callbacks for one output to a session's OutputAllocator."""
 
         def __init__(self, name: str, target: OutputAllocator, errors: list[str]) -> None:
-            base.__init__(self)  # pybind11 refuses the instance without this call
+            super().__init__()  # pybind11 refuses the instance without the base __init__
             self.tensor_name = name
             self.errors = errors
             self.address = 0
