@@ -9,7 +9,9 @@ slot's buffers when the shapes changed, and binds caller memory where no copy is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import numpy as np
 from edgert._executable import Executable, TensorSpec
 from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedError
 from edgert.session._options import ContiguityMode, OutputMode, SessionOptions
+from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
 from edgert.session._pending import SessionStats
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import (
@@ -29,11 +32,21 @@ from edgert.session._validate import (
 
 __all__ = ["Runner", "executable_errors"]
 
+_log = logging.getLogger("edgert.session")
+
 _ndarray = np.ndarray
 _copyto = np.copyto
 # Inputs up to this size are always staged: one memcpy on the host is cheaper than asking CUDA
 # whether the caller's memory is already pinned.
 STAGE_LIMIT_BYTES = 64 * 1024
+
+
+def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
+        np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape of a host view: packed 4-bit tensors are viewed as their bytes."""
+    if spec.element_bits == 8 * spec.dtype.itemsize:
+        return spec.dtype, shape
+    return np.dtype(np.uint8), (nbytes,)
 
 
 def executable_errors(exe: Executable) -> str:
@@ -79,6 +92,15 @@ class Runner:
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
+        self.in_set = frozenset(self.in_names)
+        in_index = {name: j for j, name in enumerate(self.in_names)}
+        # Outputs that are graph inputs too: the session copies the input; binding them by
+        # name would give the executable the input's name twice.
+        self.echo_of = {i: in_index[t.name] for i, t in enumerate(self.out_specs)
+                        if t.name in in_index}
+        self.allocator: SessionOutputAllocator | None = None
+        self.alloc_registered: set[str] = set()
+        self.warned: set[str] = set()
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -248,39 +270,211 @@ class Runner:
                                  hint="check the shape against the engine's profile")
         self.ctx_sig = sig
 
-    def _output_shapes(self) -> list[tuple[int, ...]]:
-        shapes = []
-        for spec in self.out_specs:
-            shape = tuple(int(d) for d in self.exe.get_tensor_shape(spec.name))
-            if len(shape) != len(spec.shape) or any(d < 0 for d in shape):
-                raise NotSupportedError(
-                    f"output {spec.name!r} has shape {shape} after the input shapes were set: "
-                    f"its size depends on the data{executable_errors(self.exe)}",
-                    hint="sessions need output shapes that follow from the input shapes")
-            shapes.append(shape)
+    def _output_shapes(self, sig: tuple[tuple[int, ...] | None, ...]) -> list[
+            tuple[int, ...] | None]:
+        """Each output's shape for ``sig``; None for one the executable writes through the
+        session's output allocator (registered here the first time it is needed)."""
+        shapes: list[tuple[int, ...] | None] = []
+        exe = self.exe
+        for i, spec in enumerate(self.out_specs):
+            j = self.echo_of.get(i)
+            if j is not None:
+                shapes.append(sig[j])
+                continue
+            shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
+            if (spec.unknown_rank or len(shape) == len(spec.shape)) and \
+                    all(d >= 0 for d in shape):
+                shapes.append(shape)
+                continue
+            self._register_allocator(spec.name, shape)
+            shapes.append(None)
         return shapes
+
+    def _register_allocator(self, name: str, shape: tuple[int, ...]) -> None:
+        if name in self.alloc_registered:
+            return
+        register = getattr(self.exe, "set_output_allocator", None)
+        if not callable(register):
+            raise NotSupportedError(
+                f"output {name!r} has shape {shape} after the input shapes were set (its size "
+                f"is known only once the model has run), and this executable offers no "
+                f"set_output_allocator{executable_errors(self.exe)}",
+                hint="give the executable set_output_allocator (see edgert.OutputAllocator), "
+                     "or fix the output's shape in the model")
+        if self.allocator is None:
+            self.allocator = SessionOutputAllocator(self)
+        if not register(name, self.allocator):
+            raise NotSupportedError(
+                f"the executable refused an output allocator for {name!r}"
+                f"{executable_errors(self.exe)}",
+                hint="its output shape must then follow from the input shapes")
+        self.alloc_registered.add(name)
 
     def reshape(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> None:
         """Shape the executable and ``slot``'s buffers for ``sig`` (checked already).
 
         Raises:
             InputError: The executable refused a shape.
-            NotSupportedError: An output's shape depends on the data.
+            NotSupportedError: An output's shape is known only at run time and the executable
+                cannot write it through an output allocator.
             PoolExhausted: The pool cannot hold the larger buffers.
         """
         slot.sig = None
         self.apply_shapes(sig)
-        out_shapes = self._output_shapes()
         grown = False
         for tb, shape in zip(slot.inputs, sig, strict=True):
             grown |= self._fit(tb, shape)
-        for tb, shape in zip(slot.outputs, out_shapes, strict=True):
-            grown |= self._fit(tb, shape)
+        grown |= self._fit_outputs(slot, sig)
         if grown:
             self.buffers_moved(slot)
         slot.sig = sig
         slot.keep = None
         slot.rebuild(copies=self.copies)
+
+    def _fit_outputs(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> bool:
+        grown = False
+        for i, (tb, shape) in enumerate(zip(slot.outputs, self._output_shapes(sig),
+                                            strict=True)):
+            j = self.echo_of.get(i)
+            tb.echo = None if j is None else slot.inputs[j]
+            if shape is None:
+                tb.allocated = True
+                tb.view = tb.dview = None
+                tb.shape = tb.notified = None
+                tb.nbytes = 0
+                tb.small = False
+                continue
+            tb.allocated = False
+            grown |= self._fit(tb, shape)
+        return grown
+
+    def refit_outputs(self, slot: Slot) -> bool:
+        """After a run showed that an output's shape differs from the one the executable had
+        reported (a wrong declaration), reshape the outputs of ``slot`` and forget the shapes of
+        every other slot. True if any output of ``slot`` changed how it is written.
+
+        Raises:
+            NotSupportedError: As for :meth:`reshape`.
+            PoolExhausted: The pool cannot hold the larger buffers.
+        """
+        sig = slot.sig
+        if sig is None:
+            return False
+        before = [tb.allocated for tb in slot.outputs]
+        shapes_before = [tb.shape for tb in slot.outputs]
+        if self._fit_outputs(slot, sig):
+            self.buffers_moved(slot)
+        if before == [tb.allocated for tb in slot.outputs] and \
+                shapes_before == [tb.shape for tb in slot.outputs]:
+            return False
+        external, binds = slot.external, dict(slot.binds)
+        h2d, keep = slot.h2d, slot.keep
+        slot.rebuild(copies=self.copies)
+        if external:  # keep the caller memory the inputs are bound to
+            slot.binds = tuple((n, binds.get(n, a)) if n in self.in_set else (n, a)
+                               for n, a in slot.binds)
+            slot.h2d, slot.keep, slot.external = h2d, keep, True
+        self.bound_token = None
+        for other in self.slots:
+            if other is not slot:
+                other.sig = None
+                for tb in other.inputs:
+                    tb.shape = None  # the next request takes the checked path and reshapes
+        return True
+
+    def settle(self, slot: Slot) -> None:
+        """Give allocated outputs their real shapes and copy outputs that echo an input.
+
+        Called once the slot's request has run (on a device: has completed).
+
+        Raises:
+            InferenceError: An output allocator callback failed, or the executable did not
+                report an output's shape or wrote more than it asked for.
+        """
+        changed = False
+        alloc = self.allocator
+        err = None if alloc is None else alloc.take_error()
+        if err is not None:
+            raise InferenceError(f"the output allocator failed: {err}",
+                                 hint="raise the pool's budget (pool=BufferPool.for_host("
+                                      "max_bytes=...)) for outputs this large") from err
+        for tb in slot.allocs:
+            shape = tb.notified
+            if shape is None:
+                raise InferenceError(
+                    f"the executable ran but did not report the shape of output "
+                    f"{tb.name!r}{executable_errors(self.exe)}")
+            spec = tb.spec
+            nbytes = packed_nbytes(spec.element_bits, shape)
+            if nbytes > tb.alloc_nbytes and nbytes:
+                raise InferenceError(
+                    f"output {tb.name!r} has shape {shape} ({nbytes} bytes), more than the "
+                    f"{tb.alloc_nbytes} bytes the executable asked the session for")
+            if shape != tb.shape or tb.view is None or tb.nbytes != nbytes:
+                self._warn_declared(spec, shape)
+                tb.shape = shape
+                tb.nbytes = nbytes
+                self.view_allocated(tb)
+                changed = True
+        if changed:
+            slot.results = MappingProxyType({tb.name: tb.view for tb in slot.outputs})
+            slot.results_device = MappingProxyType({tb.name: tb.dview for tb in slot.outputs})
+
+    def run_errors(self) -> str:
+        """The executable's error lines and a failed allocator callback, for a message."""
+        text = executable_errors(self.exe)
+        alloc = self.allocator
+        err = None if alloc is None else alloc.take_error()
+        if err is not None:
+            text += f"{'; ' if text else ': '}the output allocator failed: {err}"
+        return text
+
+    def _warn_declared(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
+        if spec.name in self.warned or spec.unknown_rank:
+            return
+        if len(shape) == len(spec.shape) and all(
+                d < 0 or d == a for d, a in zip(spec.shape, shape, strict=True)):
+            return
+        self.warned.add(spec.name)
+        _log.warning("output %r has shape %s, which its declared shape %s does not allow; "
+                     "edgert returns the real shape (the model's declaration is wrong)",
+                     spec.name, shape, spec.shape)
+
+    def view_allocated(self, tb: TensorBuffer) -> None:
+        """Make the host view (and device view) of an allocated output with its real shape."""
+        assert tb.shape is not None
+        spec = tb.spec
+        if tb.host is not None:
+            tb.view = tb.host.view(*_view_args(spec, tb.shape, tb.nbytes))
+        else:
+            tb.view = None
+
+    def grow_allocated(self, tb: TensorBuffer, nbytes: int) -> int:
+        """Memory of at least ``nbytes`` for an allocated output; returns the bound address.
+
+        Raises:
+            PoolExhausted: The pool cannot serve it.
+        """
+        grown = False
+        if self.wants_host(tb) and (tb.host is None or tb.host.nbytes < nbytes):
+            if tb.host is not None:
+                tb.host.release()
+                tb.host = None
+            pool = self.host_pool
+            tb.host = pool.acquire(pool.capacity_for(nbytes))
+            grown = True
+        if self.wants_device(tb) and (tb.device is None or tb.device.nbytes < nbytes):
+            if tb.device is not None:
+                tb.device.release()
+                tb.device = None
+            pool = self.device_pool
+            tb.device = pool.acquire(pool.capacity_for(nbytes))
+            grown = True
+        if grown or not tb.bind_ptr:
+            tb.host_ptr = tb.host.ptr if tb.host is not None else 0
+            tb.view = tb.dview = None
+            self.place_pointers(tb)
+        return tb.bind_ptr
 
     # -- what each device does -------------------------------------------------------------
 
@@ -326,7 +520,7 @@ class Runner:
     def _fit(self, tb: TensorBuffer, shape: tuple[int, ...]) -> bool:
         """Shape ``tb`` for ``shape``, growing its leases if needed; True if any moved."""
         spec: TensorSpec = tb.spec
-        nbytes = spec.nbytes(shape)
+        nbytes = packed_nbytes(spec.element_bits, shape)
         grown = False
         tb.view = None
         tb.dview = None
@@ -349,14 +543,16 @@ class Runner:
         tb.small = nbytes <= STAGE_LIMIT_BYTES
         if tb.host is not None:
             tb.host_ptr = tb.host.ptr
-            view_dtype, view_shape = ((spec.dtype, shape) if spec.element_bits ==
-                                      8 * spec.dtype.itemsize else (np.dtype(np.uint8), (nbytes,)))
-            tb.view = tb.host.view(view_dtype, view_shape)
+            tb.view = tb.host.view(*_view_args(spec, shape, nbytes))
         self.place(tb)
         return grown
 
     def place(self, tb: TensorBuffer) -> None:
         """Set ``tb``'s bound and copy addresses (and device view) for this device."""
+        self.place_pointers(tb)
+
+    def place_pointers(self, tb: TensorBuffer) -> None:
+        """Set ``tb``'s bound and copy addresses for this device."""
         tb.bind_ptr = tb.host_ptr
         tb.dev_ptr = 0
 
