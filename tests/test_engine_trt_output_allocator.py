@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import edgert.cuda
-from edgert._executable import OutputAllocator
+from edgert import OutputAllocator
 from edgert.engine import Engine, TensorRTExecutable
 from edgert.errors import InvalidArgumentError, NotSupportedError, ResourceClosedError
 from edgert.testing import fake_tensorrt as ft
