@@ -36,6 +36,7 @@ def test_policy_engine_matches_reference_and_sessions_share_it() -> None:
     with _engine(ft.bundled_policy_plan()) as engine:
         with InferenceSession(engine) as a, InferenceSession(engine, slots=1, io="copy") as b:
             assert a.device == "host"  # the fake reads host memory, so never a GPU path
+            assert a.graph_blocker == "the session runs on the host"
             assert a.executable is not b.executable  # one context per session
             for i, batch in enumerate((1, 3, 256, 2)):
                 xa, xb = _obs(batch, i), _obs(batch, 100 + i)
@@ -170,6 +171,8 @@ def test_nonzero_runs_through_the_tensorrt_output_allocator(version: str, slots:
             np.testing.assert_array_equal(p.result()["idx"], np.flatnonzero(x))
         assert s.graph_count == 0
         assert s.graph_captures == 0
+        assert s.graph_blocker == ("data-dependent output shape (idx), written through an "
+                                   "output allocator during each run")
         assert exe.last_errors() == ()  # type: ignore[attr-defined]
 
 

@@ -50,6 +50,13 @@ with Engine.load(plan, trt_module=module) as engine:
             for p, x in zip(pending, xs):
                 np.testing.assert_array_equal(p.result()["idx"], np.flatnonzero(x))
             assert s.graph_captures == 0
+            assert s.graph_blocker is not None and "(idx)" in s.graph_blocker, s.graph_blocker
+with Engine.load(ft.bundled_policy_plan(), trt_module=module) as engine:
+    # No request is run here: the fake computes on the host, which a graph would not replay.
+    with InferenceSession(engine, device=0, io="zero_copy") as s:
+        assert s.executable.graph_capturable and s.graph_blocker is None, s.graph_blocker
+    with InferenceSession(engine, device=0, io="zero_copy", cuda_graph="off") as s:
+        assert s.graph_blocker == "cuda_graph='off' was asked for", s.graph_blocker
 print("ok")
 """
 
