@@ -15,7 +15,11 @@ Real TensorRT's Python bindings call an application's allocator through a pybind
 * A subclass must call ``IOutputAllocator.__init__``; pybind11 refuses the instance otherwise.
 
 ``size`` is always positive, even for an empty tensor (``NvInferRuntime.h``); the fake asks for
-:data:`ALIGNMENT` bytes of alignment.
+:data:`ALIGNMENT` bytes of alignment. ``memory`` is the output's current address: the one given
+to ``set_tensor_address``, then the one the allocator returned last (NVIDIA's own example
+allocator asserts exactly that: https://github.com/NVIDIA/TensorRT/issues/4120). The fake calls
+the allocator once per output per enqueue, after computing the outputs on the host; real
+TensorRT calls it for a data-dependent output once the size is known on the device.
 """
 
 from __future__ import annotations
