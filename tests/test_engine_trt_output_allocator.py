@@ -221,3 +221,20 @@ def test_no_module_state_is_shared_between_executables() -> None:
         np.testing.assert_array_equal(_run(a, ga, one), [3])
         np.testing.assert_array_equal(_run(b, gb, np.ones(N, np.int32)), np.arange(N))
         assert ga.shapes["idx"] == (1,)
+
+
+def test_an_executable_left_unclosed_is_freed_without_the_cycle_collector() -> None:
+    """The checked enqueue must not tie the executable into a reference cycle: a dropped
+    executable releases its context (and the adapters TensorRT holds) at once."""
+    with Engine.load(_plan(), trt_module=ft) as engine:
+        x = engine.create_context()
+        assert x.set_output_allocator("idx", GrowOnly())
+        adapter = weakref.ref(x.raw_context.get_output_allocator("idx"))
+        context = weakref.ref(x.raw_context)
+        gc.disable()
+        try:
+            del x
+            assert context() is None
+            assert adapter() is None
+        finally:
+            gc.enable()

@@ -57,6 +57,18 @@ def _closed(*_args: object) -> bool:
                               hint="create a new one with engine.create_context()")
 
 
+def _checked_enqueue(enqueue: Callable[[int], bool],
+                     errors: list[str]) -> Callable[[int], bool]:
+    """``enqueue`` that also fails when an output allocator failed during it (a closure, not a
+    method: the executable must not hold itself in a reference cycle)."""
+
+    def execute_async_v3(stream_handle: int) -> bool:
+        before = len(errors)
+        return bool(enqueue(stream_handle)) and len(errors) == before
+
+    return execute_async_v3
+
+
 class TensorRTExecutable(Owner):
     """An execution context of a TensorRT engine (see the module documentation).
 
@@ -189,15 +201,8 @@ class TensorRTExecutable(Owner):
             return False
         self._holder.adapters[name] = adapter
         self._graph_capturable = False
-        self.execute_async_v3 = self._execute_checked
+        self.execute_async_v3 = _checked_enqueue(context.execute_async_v3, self._alloc_errors)
         return True
-
-    def _execute_checked(self, stream_handle: int) -> bool:
-        """``execute_async_v3`` that also fails when an output allocator failed during it."""
-        errors = self._alloc_errors
-        before = len(errors)
-        ok = bool(self._holder.context.execute_async_v3(stream_handle))
-        return ok and len(errors) == before
 
     @property
     def raw_context(self) -> Any:
