@@ -1,10 +1,8 @@
 """``edgert inspect MODEL``: what a model is, what it needs, and whether it is the one you pinned.
 
 Prints the format and the versions in its header, size and SHA-256, the integrity check, the
-runtime that loaded it, whether a session may capture it into a CUDA graph (and if not, why:
-data-dependent output shapes, host tensors), and every tensor with dtype, shape, profiles and
-buffer sizes (for a data-dependent output, TensorRT's upper bound). Without a GPU a TensorRT
-plan is still described from its header. The exit status is non-zero only for
+runtime that loaded it, and every tensor with dtype, shape, profiles and buffer sizes. Without a
+GPU a TensorRT plan is still described from its header. The exit status is non-zero only for
 real errors: unreadable or malformed files, integrity failures, and models the runtime rejects.
 """
 
@@ -43,40 +41,18 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def _graph_facts(ctx: Any) -> dict[str, Any]:
-    """Whether a session may capture this context into a CUDA graph, and if not, why."""
-    dds = list(getattr(ctx, "data_dependent_outputs", ()))
-    capturable = bool(ctx.graph_capturable)
-    reason = None
-    if dds:
-        reason = (f"data-dependent output shape{'s' if len(dds) > 1 else ''} "
-                  f"({', '.join(dds)}), written through an output allocator during each run")
-    elif not capturable:
-        reason = ("tensors live on the host" if ctx.placement.value == "host"
-                  else "the runtime forbids capture")
-    return {"capturable": capturable, "reason": reason, "data_dependent_outputs": dds}
-
-
-def _tensor_rows(engine: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Tensors with byte sizes (dynamic shapes sized at their profile's max), and what a
-    context says about graph capture (None if no context could be made)."""
+def _tensor_rows(engine: Any) -> list[dict[str, Any]]:
+    """Tensors with byte sizes; dynamic shapes are sized at their profile's max."""
     max_shapes: dict[str, tuple[int, ...]] = {}
-    bounds: dict[str, int | None] = {}
-    graph: dict[str, Any] | None = None
     try:
         with engine.create_context() as ctx:
-            graph = _graph_facts(ctx)
             for t in engine.inputs:
                 if t.is_dynamic and t.profiles:
                     ctx.set_input_shape(t.name, t.profiles[0].max)
             for t in engine.tensors:
                 max_shapes[t.name] = tuple(int(d) for d in ctx.get_tensor_shape(t.name))
-            bound = getattr(ctx, "max_output_bytes", None)
-            if bound is not None:
-                bounds = {name: bound(name) for name in graph["data_dependent_outputs"]}
     except Exception:  # sizes are a courtesy; the description stands without them
-        max_shapes, bounds = {}, {}
-    dds = set(graph["data_dependent_outputs"]) if graph else set()
+        max_shapes = {}
     rows = []
     for t in engine.tensors:
         shape = max_shapes.get(t.name, t.shape)
@@ -87,10 +63,8 @@ def _tensor_rows(engine: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | No
                          for p in t.profiles],
             "max_shape": list(shape) if -1 not in shape else None,
             "max_bytes": t.nbytes(shape) if -1 not in shape else None,
-            "data_dependent": t.name in dds,
-            "bound_bytes": bounds.get(t.name),
         })
-    return rows, graph
+    return rows
 
 
 def _header_dict(header: Any) -> dict[str, Any]:
@@ -146,14 +120,13 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
         report["not_loaded"] = reason
         return report
     with engine:
-        rows, graph = _tensor_rows(engine)
         report.update({
             "integrity": engine.integrity.value, "loaded": True,
             "runtime": {"flavour": engine.flavour.value, "module": engine.runtime_module,
                         "version": engine.runtime_version},
             "placement": engine.placement.value, "num_profiles": engine.num_profiles,
             "device_memory_bytes": engine.device_memory_bytes,
-            "tensors": rows, "cuda_graph": graph,
+            "tensors": _tensor_rows(engine),
         })
     return report
 
@@ -197,18 +170,9 @@ def render(report: dict[str, Any]) -> str:
         + (f"; device memory per context {memory:,} bytes" if memory is not None else ""),
         "tensors",
     ]
-    graph = report.get("cuda_graph")
-    if graph is not None:
-        lines.insert(-1, "graphs     " + ("a session may capture it into a CUDA graph"
-                                          if graph["capturable"] else
-                                          f"never captured: {graph['reason']}"))
     for t in report["tensors"]:
         size = (f"{t['max_bytes']:,} bytes at {_fmt_shape(t['max_shape'])}"
                 if t["max_bytes"] is not None else "size known after a run")
-        if t.get("data_dependent"):
-            bound = t.get("bound_bytes")
-            size = "data-dependent: size known during each run" + (
-                f", at most {bound:,} bytes" if bound is not None else "")
         lines.append(f"  {t['mode']:<6} {t['name']:<12} {t['dtype']} ({t['trt_dtype']})  "
                      f"{_fmt_shape(t['shape'])}  {t['location']}  {size}")
         for i, p in enumerate(t["profiles"]):
