@@ -37,6 +37,15 @@ _NOT_READY = 600  # cudaErrorNotReady
 # batch 256 (60 KiB copied) 42.7k requests/s pipelined vs 26k from graphs; batch 1 (240 B)
 # 60k from graphs vs 45k pipelined, where the host's enqueue cost dominates.
 PIPELINE_MIN_BYTES = 16 * 1024
+# sync="adaptive": spin for SPIN_FACTOR x the learned completion time (time from the end of
+# the enqueue to the request's completion, an exponential average over about 8 requests) plus
+# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on the
+# blocking-sync end event. A blocking wake-up costs 15-40 us (H200, issue 15), so past the cap
+# a request loses at most a few percent by sleeping, and a stalled device never pins the core.
+ADAPTIVE_SPIN_MIN_NS = 20_000
+ADAPTIVE_SPIN_MAX_NS = 2_000_000
+_SPIN_FACTOR_NUM, _SPIN_FACTOR_DEN = 3, 2
+_SPIN_MARGIN_NS = 10_000
 
 
 class CudaRunner(Runner):
@@ -76,6 +85,10 @@ class CudaRunner(Runner):
         self.stages = options.timing is TimingMode.STAGES
         self.host_timing = options.timing is not TimingMode.OFF
         self.stream_wait_ok = options.sync is SyncMode.SPIN and not self.stages
+        self.adaptive = options.sync is SyncMode.ADAPTIVE
+        self.expect_ns = 0  # learned completion time after the enqueue (adaptive sync)
+        self.spin_budget_ns = ADAPTIVE_SPIN_MIN_NS
+        self.slept = 0  # adaptive waits that ran past their spin and slept
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
 
@@ -390,6 +403,8 @@ class CudaRunner(Runner):
         if slot.wait_stream:
             slot.wait_stream = False
             err = self.stream_sync(self.s)[0]
+        elif self.adaptive:
+            err = self._adaptive_wait(slot.ev_end)
         else:
             err = self.ev_sync(slot.ev_end)[0]
         slot.busy = False
@@ -415,6 +430,29 @@ class CudaRunner(Runner):
             self.stats.latency.record(latency)
         if slot.timed:
             self._read_events(slot)
+
+    def _adaptive_wait(self, ev: Any) -> Any:
+        """Spin on ``ev`` for the learned completion time, then sleep on it (blocking-sync).
+
+        Returns the CUDA error of the wait (0/cudaSuccess when the request completed).
+        """
+        query = self.ev_query
+        t0 = _now()
+        budget = self.spin_budget_ns
+        while True:
+            err = query(ev)[0]
+            if not err or int(err) != _NOT_READY:
+                break
+            if _now() - t0 > budget:
+                err = self.ev_sync(ev)[0]
+                self.slept += 1
+                break
+        waited = _now() - t0
+        expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
+        self.expect_ns = expect
+        budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
+        self.spin_budget_ns = min(max(budget, ADAPTIVE_SPIN_MIN_NS), ADAPTIVE_SPIN_MAX_NS)
+        return err
 
     def _read_events(self, slot: Slot) -> None:
         elapsed = self.elapsed

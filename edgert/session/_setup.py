@@ -249,7 +249,7 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     slots = _slots(exe, options.slots)
     res.slots = slots
     stages = options.timing is TimingMode.STAGES
-    blocking = options.sync is SyncMode.BLOCKING
+    blocking = options.sync is not SyncMode.SPIN  # adaptive ends its spin on a blocking wait
     for slot in slots:
         def event(timing: bool, blocking_sync: bool = False, slot: Slot = slot) -> Any:
             ev = Event(timing=timing, blocking_sync=blocking_sync, device=device)
