@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
@@ -259,9 +260,10 @@ class DeviceBuffer(Owner):
         """Release the buffer; the memory goes now, or when its last export dies."""
         if self.closed:
             return
-        super().close()
-        if not self._cai_exported:
-            self._alloc = None
+        with _reaper.inline():  # without live exports the memory goes now, on this thread
+            super().close()
+            if not self._cai_exported:
+                self._alloc = None
         ev = self._event[0]
         if ev is not None:
             ev.close()

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError, NotSupportedError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
@@ -342,10 +343,11 @@ class HostBuffer(Owner):
         """Release the buffer; the memory goes now, or when its last view dies."""
         if self.closed:
             return
-        super().close()
-        self._root = None
-        if not self._cai_exported:
-            self._alloc = None
+        with _reaper.inline():  # without live views the memory goes now, on this thread
+            super().close()
+            self._root = None
+            if not self._cai_exported:
+                self._alloc = None
 
     def __repr__(self) -> str:
         flags = "".join(f" {n}" for n, on in (("mapped", self._mapped),

@@ -131,7 +131,9 @@ class InferenceSession(Owner):
             max_graphs=max_graphs, stats_capacity=stats_capacity)
         self._use = threading.Lock()
         self._resources = _Resources()
-        self._own(self._resources.release, "InferenceSession")
+        # reap=True: a leaked session's release (stream synchronize, event syncs, pool frees)
+        # runs on edgert's reaper thread, never on the thread that runs the GC (issue 12).
+        self._own(self._resources.release, "InferenceSession", reap=True)
         self._stats = SessionStats(options.stats_capacity)
         try:
             choice = build_runner(model, options, self._stats, self._resources, device=device,

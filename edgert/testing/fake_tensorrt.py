@@ -26,7 +26,9 @@ What it imitates:
   either to a preallocated address or through an ``IOutputAllocator`` that the context calls on
   every enqueue exactly as TensorRT's bindings do (``reallocate_output_async`` on 10+, else
   ``reallocate_output``, then ``notify_shape``);
-* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity.
+* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity, or, once an
+  ``IErrorRecorder`` is set as the runtime's ``error_recorder``, errors reported to it with
+  their ``ErrorCodeTRT`` instead.
 
 Version rules: a plan loads when its major.minor equals the runtime's; a version-compatible plan
 also loads on a newer runtime of the same major version (only with ``engine_host_code_allowed``).
@@ -41,6 +43,7 @@ from typing import Any
 
 from edgert.testing._fake_trt_alloc import IOutputAllocator
 from edgert.testing._fake_trt_engine import ICudaEngine, IExecutionContext
+from edgert.testing._fake_trt_errors import ErrorCodeTRT, IErrorRecorder, code_of
 from edgert.testing._fake_trt_plan import (
     FakeTensor,
     PlanError,
@@ -76,9 +79,11 @@ __all__ = [
     "FAKE_ONLY_NAMES",
     "DataType",
     "Dims",
+    "ErrorCodeTRT",
     "ExecutionContextAllocationStrategy",
     "FakeTensor",
     "ICudaEngine",
+    "IErrorRecorder",
     "IExecutionContext",
     "ILogger",
     "IOutputAllocator",
@@ -137,6 +142,7 @@ class Runtime:
         self.tempfile_control_flags = (1 << TempfileControlFlag.ALLOW_IN_MEMORY_FILES) | (
             1 << TempfileControlFlag.ALLOW_TEMPORARY_FILES)
         self.max_threads = 1
+        self._recorder: IErrorRecorder | None = None
         self._registry = IPluginRegistry(self._log)
 
     @property
@@ -144,7 +150,20 @@ class Runtime:
         """The logger given at construction."""
         return self._logger
 
+    @property
+    def error_recorder(self) -> IErrorRecorder | None:
+        """Where errors go instead of the logger (None: to the logger)."""
+        return self._recorder
+
+    @error_recorder.setter
+    def error_recorder(self, recorder: IErrorRecorder | None) -> None:
+        self._recorder = recorder
+
     def _log(self, severity: int, message: str) -> None:
+        recorder = self._recorder
+        if recorder is not None and int(severity) <= _ERROR:
+            recorder.report_error(code_of(message), message)  # type: ignore[attr-defined]
+            return
         self._logger.log(ILogger.Severity(int(severity)), message)
 
     def get_plugin_registry(self) -> IPluginRegistry:
@@ -168,8 +187,8 @@ class Runtime:
         if compatible:
             if not self.engine_host_code_allowed:
                 return ("IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
-                        "(fake_tensorrt: the plan is version-compatible and embeds host code, "
-                        "but engine host code is not allowed)")
+                        "(Cannot deserialize engine with lean runtime since "
+                        "IRuntime::getEngineHostCodeAllowed() is false.)")
             if theirs[0] == mine[0] and theirs <= mine:
                 unpack = self._lean_runtime_unpackable()
                 return None if unpack is None else (
