@@ -282,10 +282,10 @@ def test_output_allocator_callbacks_are_the_ones_tensorrt_calls() -> None:
 def test_adapter_is_a_real_ioutputallocator() -> None:
     """The adapter subclasses the real pybind11 class and forwards to a session allocator (no
     context is made: that needs a GPU)."""
-    from edgert.engine._trt_allocator import adapter_class
+    from edgert.engine._trt_allocator import AllocatorState, adapter_class
 
-    alloc, errors = _HostAllocator(), []  # type: ignore[var-annotated]
-    adapter = adapter_class(trt.IOutputAllocator)("idx", alloc, errors)
+    alloc, state = _HostAllocator(), AllocatorState()
+    adapter = adapter_class(trt.IOutputAllocator)("idx", alloc, state)
     assert isinstance(adapter, trt.IOutputAllocator)
     first = adapter.reallocate_output_async("idx", 0, 100, 256, 0)
     assert first % 256 == 0
@@ -293,4 +293,4 @@ def test_adapter_is_a_real_ioutputallocator() -> None:
     assert adapter.reallocate_output("idx", 0, 50, 256) == first  # grow-only: reused
     adapter.notify_shape("idx", trt.Dims([25]))
     assert alloc.shapes == {"idx": (25,)}
-    assert errors == []
+    assert state.errors == []

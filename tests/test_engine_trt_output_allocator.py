@@ -238,3 +238,37 @@ def test_an_executable_left_unclosed_is_freed_without_the_cycle_collector() -> N
             assert adapter() is None
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize("where", ["reallocate", "notify"])
+def test_keyboard_interrupt_in_a_callback_is_raised_after_the_enqueue(
+        where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT's trampoline would print and swallow it; the executable raises it once the
+    enqueue is back in Python, and the context stays usable."""
+
+    class Interrupted(GrowOnly):
+        armed = True
+
+        def reallocate_output(self, tensor_name: str, memory: int, size: int,
+                              alignment: int) -> int:
+            if where == "reallocate" and self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            return super().reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name: str, shape: Sequence[int]) -> None:
+            if where == "notify" and self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            super().notify_shape(tensor_name, shape)
+
+    with Engine.load(_plan(), trt_module=ft) as engine, engine.create_context() as x:
+        alloc = Interrupted()
+        assert x.set_output_allocator("idx", alloc)
+        data = np.arange(N, dtype=np.int32)
+        assert x.set_tensor_address("x", data.ctypes.data)
+        with pytest.raises(KeyboardInterrupt):
+            x.execute_async_v3(0)
+        assert "raised KeyboardInterrupt" in x.last_errors()[0]
+        assert capsys.readouterr().err == ""
+        np.testing.assert_array_equal(_run(x, alloc, data), np.arange(1, N))

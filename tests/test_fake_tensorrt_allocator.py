@@ -184,7 +184,7 @@ class Failing(Recording):
 
     def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int,
                                 stream: int) -> Any:
-        if isinstance(self.result, Exception):
+        if isinstance(self.result, BaseException):
             raise self.result
         return self.result
 
@@ -238,3 +238,13 @@ def test_without_allocator_or_address_the_enqueue_fails() -> None:
     _bind(ctx, "x", np.ones(8, np.int32))
     assert ctx.execute_async_v3(0) is False
     assert "Address is not set for tensor idx" in log.errors()[-1]
+
+
+def test_even_a_keyboard_interrupt_is_swallowed_as_by_the_trampoline(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ctx, log = _nonzero_context()
+    assert ctx.set_output_allocator("idx", Failing(KeyboardInterrupt()))
+    _bind(ctx, "x", np.ones(8, np.int32))
+    assert ctx.execute_async_v3(0) is False
+    assert "KeyboardInterrupt" in capsys.readouterr().err
+    assert "no memory" in log.errors()[-1]

@@ -23,7 +23,7 @@ from typing import Any
 from edgert._executable import OutputAllocator, Placement, TensorSpec
 from edgert._owner import Owner
 from edgert.engine._tensorrt import TrtLoaded
-from edgert.engine._trt_allocator import adapter_class
+from edgert.engine._trt_allocator import AllocatorState, adapter_class
 from edgert.errors import InvalidArgumentError, NotSupportedError, ResourceClosedError
 
 __all__ = ["TensorRTExecutable"]
@@ -58,13 +58,18 @@ def _closed(*_args: object) -> bool:
 
 
 def _checked_enqueue(enqueue: Callable[[int], bool],
-                     errors: list[str]) -> Callable[[int], bool]:
-    """``enqueue`` that also fails when an output allocator failed during it (a closure, not a
-    method: the executable must not hold itself in a reference cycle)."""
+                     state: AllocatorState) -> Callable[[int], bool]:
+    """``enqueue`` that also fails when an output allocator failed during it, and raises a
+    ``KeyboardInterrupt`` that arrived during a callback once TensorRT has returned (a closure,
+    not a method: the executable must not hold itself in a reference cycle)."""
+    errors = state.errors
 
     def execute_async_v3(stream_handle: int) -> bool:
         before = len(errors)
-        return bool(enqueue(stream_handle)) and len(errors) == before
+        ok = bool(enqueue(stream_handle))
+        if state.raised is not None:
+            state.raise_pending()
+        return ok and len(errors) == before
 
     return execute_async_v3
 
@@ -93,7 +98,7 @@ class TensorRTExecutable(Owner):
         self._trt = loaded.trt
         self._holder = _ContextHolder(context, loaded)
         self._adapter_cls: Any = None
-        self._alloc_errors: list[str] = []
+        self._alloc = AllocatorState()
         self._data_dependent: tuple[str, ...] = ()
         self._own(self._holder.release, "TensorRT execution context")
         self.set_input_shape = context.set_input_shape
@@ -194,14 +199,14 @@ class TensorRTExecutable(Owner):
                         "IOutputAllocator, so data-dependent output shapes cannot be run",
                         hint="use TensorRT 8.6 or newer")
                 self._adapter_cls = adapter_class(base)
-            adapter = self._adapter_cls(name, allocator, self._alloc_errors)
+            adapter = self._adapter_cls(name, allocator, self._alloc)
         else:
             adapter.retarget(allocator)
         if not context.set_output_allocator(name, adapter):
             return False
         self._holder.adapters[name] = adapter
         self._graph_capturable = False
-        self.execute_async_v3 = _checked_enqueue(context.execute_async_v3, self._alloc_errors)
+        self.execute_async_v3 = _checked_enqueue(context.execute_async_v3, self._alloc)
         return True
 
     @property
@@ -222,8 +227,9 @@ class TensorRTExecutable(Owner):
         thread before returning. The log is per TensorRT library and thread, so errors of other
         contexts used on this thread appear here too.
         """
-        own = tuple(self._alloc_errors)
-        self._alloc_errors.clear()
+        errors = self._alloc.errors
+        own = tuple(errors)
+        errors.clear()
         return own + self._bridge.drain()
 
     def close(self) -> None:

@@ -8,8 +8,10 @@ Real TensorRT's Python bindings call an application's allocator through a pybind
   stream)`` when the Python class defines it and fall back to the deprecated
   ``reallocate_output(tensor_name, memory, size, alignment)`` when it does not; TensorRT 8.6 knows
   only ``reallocate_output``.
-* A callback that raises, or returns something that is not an int, is reported on standard error
-  (``[ERROR] Exception caught in reallocateOutput(): ...``) and counts as no memory (nullptr).
+* A callback that raises (anything: pybind11 turns even a ``KeyboardInterrupt`` into a C++
+  exception, which the trampoline catches), or returns something that is not an int, is reported
+  on standard error (``[ERROR] Exception caught in reallocateOutput(): ...``) and counts as no
+  memory (nullptr).
 * ``notify_shape(tensor_name, shape)`` follows with the real shape (a ``Dims``) before
   ``execute_async_v3`` returns; an exception there is printed and otherwise ignored.
 * A subclass must call ``IOutputAllocator.__init__``; pybind11 refuses the instance otherwise.
@@ -87,7 +89,7 @@ def call_reallocate(allocator: Any, name: str, memory: int, size: int, *, api_ma
             if callback is None:
                 return 0
             address = callback(name, memory, size, ALIGNMENT)
-    except Exception as err:
+    except BaseException as err:  # the trampoline swallows everything
         _report(f"Exception caught in {what}: ", f"{type(err).__name__}: {err}")
         return 0
     try:
@@ -108,5 +110,5 @@ def call_notify(allocator: Any, name: str, shape: tuple[int, ...]) -> None:
             raise RuntimeError(
                 'Tried to call pure virtual function "IOutputAllocator::notifyShape"')
         callback(name, Dims(shape))
-    except Exception as err:
+    except BaseException as err:  # the trampoline swallows everything
         _report("Exception caught in notifyShape(): ", f"{type(err).__name__}: {err}")
