@@ -10,6 +10,7 @@ slot's buffers when the shapes changed, and binds caller memory where no copy is
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -20,8 +21,9 @@ from edgert._executable import Executable, TensorSpec
 from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedError
 from edgert.session._options import ContiguityMode, OutputMode, SessionOptions
 from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
+from edgert.session._packed import pack_into, packed_error, packed_shape, unpack
 from edgert.session._pending import SessionStats
-from edgert.session._slot import Slot, TensorBuffer
+from edgert.session._slot import Signature, Slot, TensorBuffer
 from edgert.session._validate import (
     ExternalArray,
     check_dtype,
@@ -43,10 +45,19 @@ STAGE_LIMIT_BYTES = 64 * 1024
 
 def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
         np.dtype[Any], tuple[int, ...]]:
-    """The dtype and shape of a host view: packed 4-bit tensors are viewed as their bytes."""
+    """The dtype and shape of a host view: packed sub-byte tensors are viewed as their bytes."""
     if spec.element_bits == 8 * spec.dtype.itemsize:
         return spec.dtype, shape
     return np.dtype(np.uint8), (nbytes,)
+
+
+def absent(tb: TensorBuffer) -> None:
+    """Mark an optional input left out of a request: bound to address 0 (the model's default)."""
+    tb.shape = None
+    tb.view = None
+    tb.nbytes = 0
+    tb.small = False
+    tb.bind_ptr = tb.dev_ptr = 0
 
 
 def executable_errors(exe: Executable) -> str:
@@ -84,11 +95,12 @@ class Runner:
         self.out_specs = tuple(t for t in exe.tensors if not t.is_input)
         self.in_names = tuple(t.name for t in self.in_specs)
         self.n_in = len(self.in_specs)
+        self.required = tuple(t.name for t in self.in_specs if not t.optional)
         self.profile = options.profile
         self.cast = options.cast
         self.refuse = options.contiguous is ContiguityMode.REFUSE
         self.device_outputs = options.outputs is OutputMode.DEVICE
-        self.ctx_sig: tuple[tuple[int, ...], ...] | None = None
+        self.ctx_sig: Signature | None = None
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
@@ -128,8 +140,8 @@ class Runner:
     def _as_mapping(self, inputs: Any) -> Mapping[str, Any]:
         if isinstance(inputs, Mapping):
             return inputs
-        if self.n_in == 1:
-            return {self.in_names[0]: inputs}
+        if len(self.required) == 1:
+            return {self.required[0]: inputs}
         raise InputError(
             f"inputs must be a mapping of name to array; the model has {self.n_in} inputs "
             f"({', '.join(self.in_names)})", hint="pass a dict such as {'name': array}")
@@ -139,7 +151,7 @@ class Runner:
         """Split an input into a numpy array to stage, or caller memory to use in place."""
         spec = tb.spec
         if isinstance(obj, _ndarray):
-            return obj, self._pinned(tb, obj)
+            return obj, None if tb.packed else self._pinned(tb, obj)
         if hasattr(obj, "ptr") and hasattr(obj, "kind") and hasattr(obj, "view"):
             return self._from_host_buffer(tb, obj)
         if self.on_device:
@@ -178,11 +190,16 @@ class Runner:
     def _stage_slow(self, slot: Slot, inputs: Any) -> Hashable:
         inputs = self._as_mapping(inputs)
         if len(inputs) != self.n_in or any(n not in inputs for n in self.in_names):
-            check_names(inputs, self.in_names)
+            check_names(inputs, self.in_names, self.required)
         plan: list[tuple[np.ndarray[Any, Any] | None, ExternalArray | None]] = []
-        shapes = []
+        shapes: list[tuple[int, ...] | None] = []
+        stage_dev: set[int] = set()
         for tb in slot.inputs:
             spec = tb.spec
+            if spec.optional and spec.name not in inputs:
+                plan.append((None, None))  # the model's own default is used
+                shapes.append(None)
+                continue
             arr, ext = self._classify(tb, inputs[spec.name])
             if ext is not None:
                 if ext.dtype != spec.dtype:
@@ -191,6 +208,15 @@ class Runner:
                                      hint="caller memory is used in place and cannot be cast: "
                                           "convert it first")
                 shape = ext.shape
+            elif tb.packed:
+                assert arr is not None
+                shape = self._packed_shape(tb, arr)
+            elif tb.objects:
+                assert arr is not None
+                if arr.dtype.kind not in "OUS":
+                    raise InputError(f"input {spec.name!r} holds strings; got a {arr.dtype} "
+                                     "array", hint="pass a numpy array of str")
+                shape = arr.shape
             else:
                 assert arr is not None
                 if check_dtype(spec, arr.dtype, cast=self.cast):
@@ -201,6 +227,13 @@ class Runner:
                                           "with contiguous='copy'")
                 shape = arr.shape
             check_shape(spec, shape, self.profile)
+            if ext is not None and self._aliases(ext, plan):
+                # Bound in place, it would be read while the session writes that memory (a
+                # previous output fed back, with slots=1 the very buffer this run writes).
+                if arr is not None:
+                    ext = None  # staged like any other array
+                else:
+                    stage_dev.add(len(plan))
             plan.append((arr, ext))
             shapes.append(shape)
         sig = tuple(shapes)
@@ -210,27 +243,101 @@ class Runner:
         assert staged is not None
         external = False
         for tb, (arr, ext) in zip(slot.inputs, plan, strict=True):
-            if ext is None:
-                _copyto(tb.view, arr)  # type: ignore[arg-type]
-            else:
+            if ext is not None:
                 external = True
+            elif tb.packed:
+                assert arr is not None
+                assert tb.view is not None
+                pack_into(tb.spec, arr, tb.view)
+            elif tb.objects:
+                assert arr is not None
+                tb.view = np.array(arr, dtype=object)  # its own copy: ORT reads it at the run
+            elif arr is not None:
+                _copyto(tb.view, arr)  # type: ignore[arg-type]
         if not external:
             if slot.external:
                 slot.rebuild(copies=self.copies)
             return staged
-        return self._use_external(slot, staged, plan)
+        return self._use_external(slot, staged, plan, stage_dev)
+
+    def _packed_shape(self, tb: TensorBuffer, arr: np.ndarray[Any, Any]) -> tuple[int, ...]:
+        spec = tb.spec
+        shape = packed_shape(spec, arr)
+        if shape is not None:
+            return shape
+        if not spec.is_dynamic and arr.dtype == np.uint8 and arr.ndim == 1 and \
+                arr.size == spec.nbytes():
+            return spec.shape  # its packed bytes
+        raise packed_error(spec, arr)
+
+    def unpack_outputs(self, slot: Slot) -> None:
+        """Hand out packed sub-byte outputs unpacked (ml_dtypes arrays), where ml_dtypes exists."""
+        results = dict(slot.results)
+        for tb in slot.packed:
+            if tb.view is not None and tb.shape is not None:
+                results[tb.name] = unpack(tb.spec, tb.view, tb.shape)
+        slot.results = MappingProxyType(results)
+
+    def _owned_ranges(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of every host and device buffer the session's slots (and work set)
+        hold: staging, landing, mapped and device memory."""
+        ranges = []
+        buffers = [tb for slot in self.slots for tb in (*slot.inputs, *slot.outputs)]
+        buffers.extend(self.extra_buffers())
+        for tb in buffers:
+            for lease in (tb.host, tb.device):
+                if lease is None or lease.released:
+                    continue
+                n = int(lease.nbytes)
+                ranges.append((int(lease.ptr), int(lease.ptr) + n))
+                if lease is tb.host and self.on_device:
+                    try:
+                        dptr = lease.device_ptr  # mapped memory's device alias
+                    except EdgeRTError:
+                        continue
+                    if dptr:
+                        ranges.append((int(dptr), int(dptr) + n))
+        return ranges
+
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """Buffers the runner holds beyond the slots' (the host runner's work set)."""
+        return []
+
+    def _aliases(self, ext: ExternalArray, earlier: list[
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> bool:
+        """Whether caller memory overlaps a buffer the session owns or an earlier input."""
+        n = max(math.prod(ext.shape) * ext.dtype.itemsize, 1)
+        mine = [(p, p + n) for p in (ext.host_ptr, ext.device_ptr) if p]
+        ranges = self._owned_ranges()
+        for _arr, other in earlier:
+            if other is not None:
+                m = max(math.prod(other.shape) * other.dtype.itemsize, 1)
+                ranges.extend((p, p + m) for p in (other.host_ptr, other.device_ptr) if p)
+        return any(a < e and s < b for a, b in mine for s, e in ranges)
 
     def _use_external(self, slot: Slot, sig: Hashable, plan: list[
-            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> Hashable:
-        """Bind (or copy from) caller memory; the key adds the addresses used."""
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]],
+                      stage_dev: set[int] | None = None) -> Hashable:
+        """Bind (or copy from) caller memory; the key adds the addresses used.
+
+        Device inputs in ``stage_dev`` overlap the session's own memory: they are copied into
+        the slot's device buffer on the stream before the executable runs.
+        """
         slot.rebuild(copies=self.copies)
         binds = dict(slot.binds)
         h2d = []
+        d2d = []
         addrs: list[int] = []
         keep = []
-        for tb, (_arr, ext) in zip(slot.inputs, plan, strict=True):
+        for i, (tb, (_arr, ext)) in enumerate(zip(slot.inputs, plan, strict=True)):
             name = tb.spec.name
             src = tb.host_ptr
+            if ext is not None and stage_dev and i in stage_dev:
+                assert ext.device_ptr is not None
+                keep.append(ext.keep)
+                d2d.append((tb.bind_ptr, ext.device_ptr, tb.nbytes))
+                addrs.append(ext.device_ptr)
+                continue
             if ext is not None:
                 keep.append(ext.keep)
                 if self.copies and ext.host_ptr is not None and not tb.host_resident:
@@ -248,6 +355,7 @@ class Runner:
             if self.copies and not tb.host_resident and tb.nbytes:
                 h2d.append((tb.dev_ptr, src, tb.nbytes))
         slot.h2d = h2d
+        slot.d2d = d2d
         slot.binds = tuple(binds.items())
         slot.keep = keep
         slot.external = True
@@ -255,7 +363,7 @@ class Runner:
 
     # -- shapes and buffers ---------------------------------------------------------------
 
-    def apply_shapes(self, sig: tuple[tuple[int, ...], ...]) -> None:
+    def apply_shapes(self, sig: Signature) -> None:
         """Set the executable's input shapes to ``sig``.
 
         Raises:
@@ -264,13 +372,14 @@ class Runner:
         exe = self.exe
         self.ctx_sig = None
         for spec, shape in zip(self.in_specs, sig, strict=True):
-            if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            if spec.is_dynamic and shape is not None and not exe.set_input_shape(spec.name,
+                                                                                  shape):
                 raise InputError(f"the executable refused shape {shape} for input "
                                  f"{spec.name!r}{executable_errors(exe)}",
                                  hint="check the shape against the engine's profile")
         self.ctx_sig = sig
 
-    def _output_shapes(self, sig: tuple[tuple[int, ...] | None, ...]) -> list[
+    def _output_shapes(self, sig: Signature) -> list[
             tuple[int, ...] | None]:
         """Each output's shape for ``sig``; None for one the executable writes through the
         session's output allocator (registered here the first time it is needed)."""
@@ -280,6 +389,9 @@ class Runner:
             j = self.echo_of.get(i)
             if j is not None:
                 shapes.append(sig[j])
+                continue
+            if spec.dtype.kind == "O":
+                shapes.append(())  # strings: the executable hands out a new array per run
                 continue
             shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
             if (spec.unknown_rank or len(shape) == len(spec.shape)) and \
@@ -310,7 +422,7 @@ class Runner:
                 hint="its output shape must then follow from the input shapes")
         self.alloc_registered.add(name)
 
-    def reshape(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> None:
+    def reshape(self, slot: Slot, sig: Signature) -> None:
         """Shape the executable and ``slot``'s buffers for ``sig`` (checked already).
 
         Raises:
@@ -323,7 +435,10 @@ class Runner:
         self.apply_shapes(sig)
         grown = False
         for tb, shape in zip(slot.inputs, sig, strict=True):
-            grown |= self._fit(tb, shape)
+            if shape is None:
+                absent(tb)
+            else:
+                grown |= self._fit(tb, shape)
         grown |= self._fit_outputs(slot, sig)
         if grown:
             self.buffers_moved(slot)
@@ -331,7 +446,7 @@ class Runner:
         slot.keep = None
         slot.rebuild(copies=self.copies)
 
-    def _fit_outputs(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> bool:
+    def _fit_outputs(self, slot: Slot, sig: Signature) -> bool:
         grown = False
         for i, (tb, shape) in enumerate(zip(slot.outputs, self._output_shapes(sig),
                                             strict=True)):
@@ -419,6 +534,38 @@ class Runner:
         if changed:
             slot.results = MappingProxyType({tb.name: tb.view for tb in slot.outputs})
             slot.results_device = MappingProxyType({tb.name: tb.dview for tb in slot.outputs})
+
+    def pass_objects(self, slot: Slot) -> None:
+        """Give the executable the slot's string inputs (they never live in raw memory).
+
+        Raises:
+            InferenceError: The executable cannot take them.
+        """
+        put = getattr(self.exe, "set_tensor_value", None)
+        for tb in slot.objects:
+            if tb.spec.is_input and tb.view is not None and (
+                    not callable(put) or not put(tb.name, tb.view)):
+                raise InferenceError(f"the executable refused string input {tb.name!r}"
+                                         f"{executable_errors(self.exe)}")
+
+    def take_objects(self, slot: Slot) -> None:
+        """Hand out the string outputs the executable produced.
+
+        Raises:
+            InferenceError: The executable produced none.
+        """
+        get = getattr(self.exe, "get_tensor_value", None)
+        results = dict(slot.results)
+        for tb in slot.objects:
+            if not tb.spec.is_input:
+                value = get(tb.name) if callable(get) else None
+                if value is None:
+                    raise InferenceError(f"the executable produced no value for string output "
+                                         f"{tb.name!r}{executable_errors(self.exe)}")
+                tb.view = value
+                tb.shape = tuple(value.shape)
+                results[tb.name] = value
+        slot.results = MappingProxyType(results)
 
     def run_errors(self) -> str:
         """The executable's error lines and a failed allocator callback, for a message."""
@@ -520,6 +667,13 @@ class Runner:
     def _fit(self, tb: TensorBuffer, shape: tuple[int, ...]) -> bool:
         """Shape ``tb`` for ``shape``, growing its leases if needed; True if any moved."""
         spec: TensorSpec = tb.spec
+        if tb.objects:
+            tb.shape = shape
+            tb.view = tb.dview = None
+            tb.nbytes = 0
+            tb.small = False
+            tb.bind_ptr = tb.host_ptr = tb.dev_ptr = 0
+            return False
         nbytes = packed_nbytes(spec.element_bits, shape)
         grown = False
         tb.view = None
@@ -540,7 +694,7 @@ class Runner:
             grown = True
         tb.shape = shape
         tb.nbytes = nbytes
-        tb.small = nbytes <= STAGE_LIMIT_BYTES
+        tb.small = nbytes <= STAGE_LIMIT_BYTES and not tb.packed
         if tb.host is not None:
             tb.host_ptr = tb.host.ptr
             tb.view = tb.host.view(*_view_args(spec, shape, nbytes))

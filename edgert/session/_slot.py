@@ -15,7 +15,10 @@ import numpy as np
 
 from edgert._executable import TensorLocation, TensorSpec
 
-__all__ = ["Slot", "TensorBuffer"]
+__all__ = ["Signature", "Slot", "TensorBuffer"]
+
+#: Input shapes of one request, in input order; None for an optional input left out.
+Signature = tuple[tuple[int, ...] | None, ...]
 
 
 class TensorBuffer:
@@ -42,11 +45,14 @@ class TensorBuffer:
         notified: The shape the executable last reported for an allocated output.
         echo: For an output that is also a graph input: that input's buffer in the same slot
             (the session copies the input; the executable is never given this output).
+        packed: Several elements per byte (INT4, UINT4, FP4, INT2, UINT2): ``view`` holds the
+            packed bytes.
+        objects: Strings: never in raw memory; ``view`` is the numpy object array itself.
     """
 
     __slots__ = ("alloc_nbytes", "allocated", "bind_ptr", "dev_ptr", "device", "dtype", "dview",
-                 "echo", "host", "host_ptr", "name", "nbytes", "notified", "shape", "small",
-                 "spec", "view")
+                 "echo", "host", "host_ptr", "name", "nbytes", "notified", "objects", "packed",
+                 "shape", "small", "spec", "view")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -66,11 +72,13 @@ class TensorBuffer:
         self.alloc_nbytes = 0
         self.notified: tuple[int, ...] | None = None
         self.echo: TensorBuffer | None = None
+        self.packed = spec.element_bits != 8 * spec.dtype.itemsize
+        self.objects = spec.dtype.kind == "O"
 
     @property
     def unbound(self) -> bool:
         """Whether the executable is never given this tensor's address."""
-        return self.allocated or self.echo is not None
+        return self.allocated or self.echo is not None or self.objects
 
     @property
     def host_resident(self) -> bool:
@@ -105,6 +113,8 @@ class Slot:
         events: Raw CUDA events ``(start, h2d, compute, end)``; any may be None.
         h2d: ``(device_ptr, host_ptr, nbytes)`` copies before compute.
         d2h: ``(host_ptr, device_ptr, nbytes)`` copies after compute.
+        d2d: ``(device_ptr, device_ptr, nbytes)`` copies of caller device memory that overlaps
+            the session's own buffers, made before compute.
         copy_bytes: Bytes the two lists move.
         binds: ``(name, address)`` for every tensor, as the executable must see them.
         keep: Caller objects to keep alive until the request completes.
@@ -114,6 +124,10 @@ class Slot:
         results: Read-only mapping of output name to the view (or device view) handed out.
         allocs: Outputs written through the session's output allocator for the current shapes.
         echoes: Outputs that are also graph inputs (copied from the input by the session).
+        packed: Packed sub-byte outputs (handed out unpacked where ml_dtypes is installed).
+        objects: String tensors, inputs and outputs (passed as numpy object arrays).
+        special: Any of ``allocs``, ``echoes``, ``packed``, ``objects`` (one test on the hot
+            path).
     """
 
     __slots__ = (
@@ -121,6 +135,7 @@ class Slot:
         "binds",
         "busy",
         "copy_bytes",
+        "d2d",
         "d2h",
         "echoes",
         "error",
@@ -135,10 +150,13 @@ class Slot:
         "index",
         "inputs",
         "keep",
+        "objects",
         "outputs",
+        "packed",
         "results",
         "results_device",
         "sig",
+        "special",
         "t_compute_ns",
         "t_d2h_ns",
         "t_device_ns",
@@ -155,7 +173,7 @@ class Slot:
         self.index = index
         self.inputs = inputs
         self.outputs = outputs
-        self.sig: tuple[tuple[int, ...], ...] | None = None
+        self.sig: Signature | None = None
         self.busy = False
         self.generation = 0
         self.error: BaseException | None = None
@@ -166,10 +184,14 @@ class Slot:
         self.ev_end: Any = None
         self.h2d: list[tuple[int, int, int]] = []
         self.d2h: list[tuple[int, int, int]] = []
+        self.d2d: list[tuple[int, int, int]] = []
         self.copy_bytes = 0
         self.binds: tuple[tuple[str, int], ...] = ()
         self.allocs: tuple[TensorBuffer, ...] = ()
         self.echoes: tuple[TensorBuffer, ...] = ()
+        self.packed: tuple[TensorBuffer, ...] = ()
+        self.objects: tuple[TensorBuffer, ...] = ()
+        self.special = False
         self.keep: Any = None
         self.external = False
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
@@ -198,10 +220,14 @@ class Slot:
                     d2h.append((tb.host_ptr, tb.dev_ptr, tb.nbytes))
         self.h2d = h2d
         self.d2h = d2h
+        self.d2d = []
         self.copy_bytes = sum(n for _, _, n in h2d) + sum(n for _, _, n in d2h)
         self.external = False
         self.allocs = tuple(tb for tb in self.outputs if tb.allocated)
         self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
+        self.packed = tuple(tb for tb in self.outputs if tb.packed)
+        self.objects = tuple(tb for tb in (*self.inputs, *self.outputs) if tb.objects)
+        self.special = bool(self.allocs or self.echoes or self.packed or self.objects)
         self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs)
                            if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
