@@ -217,6 +217,26 @@ class InferenceSession(Owner):
         graphs = getattr(self._runner, "graphs", None)
         return 0 if graphs is None else int(graphs.captures)
 
+    @property
+    def graph_blocker(self) -> str | None:
+        """Why this session never captures requests into CUDA graphs; None if it may.
+
+        Data-dependent output shapes come first: their outputs are written through an output
+        allocator during each run, which a graph cannot replay, on any device.
+        """
+        exe = self._runner.exe
+        dds = sorted(getattr(self._runner, "alloc_registered", ())) or list(
+            getattr(exe, "data_dependent_outputs", ()))
+        if dds:
+            return (f"data-dependent output shape{'s' if len(dds) > 1 else ''} "
+                    f"({', '.join(dds)}), written through an output allocator during each run")
+        if self.device == "host":
+            return "the session runs on the host"
+        if self._options.cuda_graph is not GraphMode.OFF:
+            return None
+        return ("cuda_graph='off' was asked for" if exe.graph_capturable
+                else "the executable cannot be captured (its runtime forbids it)")
+
     # -- requests -------------------------------------------------------------------------
 
     def infer(self, inputs: Any) -> Mapping[str, Any]:

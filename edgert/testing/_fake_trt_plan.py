@@ -100,6 +100,12 @@ def _nonzero(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
     return np.flatnonzero(x).astype(np.int32)
 
 
+def _onnx_nonzero(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    # ONNX NonZero: int64 indices of shape (rank, count), one row per input dimension.
+    (x,) = inputs.values()
+    return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+
 def _policy(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
     from edgert.models import policy_reference
 
@@ -109,6 +115,7 @@ def _policy(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
 
 register_function("identity", _identity)
 register_function("nonzero", _nonzero)
+register_function("onnx.NonZero", _onnx_nonzero)
 register_function("edgert.control_policy", _policy)
 
 
