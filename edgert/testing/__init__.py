@@ -6,6 +6,8 @@
   ``tensorrt_lean`` bindings by edgert's conformance test.
 - :mod:`edgert.testing.jetson` — fake Jetson sysfs/procfs/etc trees (JetPack 5 and 6, Orin NX
   and AGX Orin, failing sensors) and :class:`FakeCommandRunner` for nvpmodel and jetson_clocks.
+- :class:`FakeGreenDriver` — SM partitions (green contexts) without a GPU: pass it as
+  ``partition_sms(..., driver=fake)``; checked against the real driver on the GPU tier.
 - :class:`KernelExecutable` — the bundled policy MLP as real CUDA kernels (NVRTC), an Executable
   for GPU tests and benchmarks where no TensorRT engine exists.
 - :class:`FakeAllocator`, :class:`FakeEvent`, :class:`FakeEventFactory` — pool tests without a
@@ -13,6 +15,7 @@
 """
 
 from edgert.testing import fake_tensorrt, jetson
+from edgert.testing.green import FakeGreenDriver
 from edgert.testing.jetson import (
     FakeCommandRunner,
     JetsonTree,
@@ -29,6 +32,7 @@ __all__ = [
     "FakeCommandRunner",
     "FakeEvent",
     "FakeEventFactory",
+    "FakeGreenDriver",
     "JetsonTree",
     "KernelExecutable",
     "build_bare_tree",
