@@ -17,7 +17,8 @@ See docs/bench.md.
 """
 
 from edgert.bench._backend import BackendInfo
-from edgert.bench._load import GpuLoad, LoadKind, LoadThroughput, SessionLoad
+from edgert.bench._load import GpuLoad, LoadThroughput, SessionLoad
+from edgert.bench._load_kernels import LoadExecutable, LoadKernels, LoadKind
 from edgert.bench._multimodel import LoadReport, ModelPlacement, control_latency, run_under_load
 from edgert.bench._options import BenchOptions
 from edgert.bench._report import (
@@ -41,6 +42,8 @@ __all__ = [
     "BenchReport",
     "BenchWarning",
     "GpuLoad",
+    "LoadExecutable",
+    "LoadKernels",
     "LoadKind",
     "LoadReport",
     "LoadThroughput",

@@ -20,117 +20,13 @@ import functools
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-import numpy as np
-
 from edgert._owner import Owner
+from edgert.bench._load_kernels import LoadKernels, LoadKind
 from edgert.errors import EdgeRTError, InvalidArgumentError
 
-__all__ = ["GpuLoad", "LoadKind", "LoadThroughput", "SessionLoad"]
-
-_TILE = 64
-_THREADS = 256
-
-_SOURCE = r"""
-#define TILE 64
-#define BK 16
-// C[s] = A[:, s*kc:(s+1)*kc] @ B[s*kc:(s+1)*kc, :] for every slice s: n x n row-major fp32.
-// Persistent: each block pulls (slice, tile) units from *counter (zeroed before each launch)
-// until all are done; each block makes exactly one grab past the end, so the counter ends at
-// units + gridDim.x.
-extern "C" __global__ void __launch_bounds__(256)
-gemm_persistent(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
-                int n, int kc, unsigned int* counter) {
-    __shared__ float As[BK][TILE + 4];
-    __shared__ float Bs[BK][TILE];
-    __shared__ unsigned int unit_sh;
-    const int tiles = n / TILE;
-    const unsigned int per_slice = (unsigned int)(tiles * tiles);
-    const unsigned int units = per_slice * (unsigned int)(n / kc);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (;;) {
-        if (threadIdx.x == 0) unit_sh = atomicAdd(counter, 1u);
-        __syncthreads();
-        const unsigned int unit = unit_sh;
-        __syncthreads();
-        if (unit >= units) return;
-        const int slice = (int)(unit / per_slice);
-        const int t = (int)(unit % per_slice);
-        const int row0 = (t / tiles) * TILE, col0 = (t % tiles) * TILE;
-        float acc[4][4];
-        #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-        for (int k0 = slice * kc; k0 < (slice + 1) * kc; k0 += BK) {
-            for (int i = threadIdx.x; i < TILE * BK; i += 256) {
-                const int r = i / BK, c = i % BK;
-                As[c][r] = A[(size_t)(row0 + r) * n + k0 + c];
-            }
-            for (int i = threadIdx.x; i < TILE * BK; i += 256) {
-                const int r = i / TILE, c = i % TILE;
-                Bs[r][c] = B[(size_t)(k0 + r) * n + col0 + c];
-            }
-            __syncthreads();
-            #pragma unroll
-            for (int k = 0; k < BK; ++k) {
-                float a[4], b[4];
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = As[k][ty * 4 + i];
-                #pragma unroll
-                for (int j = 0; j < 4; ++j) b[j] = Bs[k][tx * 4 + j];
-                #pragma unroll
-                for (int i = 0; i < 4; ++i)
-                    #pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
-            __syncthreads();
-        }
-        float* Cs = C + (size_t)slice * n * n;
-        #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            #pragma unroll
-            for (int j = 0; j < 4; ++j)
-                Cs[(size_t)(row0 + ty * 4 + i) * n + col0 + tx * 4 + j] = acc[i][j];
-    }
-}
-
-// y = relu(conv3x3(x, w)), padding 1, NCHW fp32, c channels in and out; one thread per output.
-extern "C" __global__ void conv3x3(const float* __restrict__ x, const float* __restrict__ w,
-                                   float* __restrict__ y, int n, int c, int h, int wd) {
-    const size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    const size_t plane = (size_t)h * wd;
-    if (idx >= (size_t)n * c * plane) return;
-    const int j = (int)(idx % wd), i = (int)((idx / wd) % h);
-    const int k = (int)((idx / plane) % c), b = (int)(idx / (plane * c));
-    float acc = 0.0f;
-    for (int ci = 0; ci < c; ++ci) {
-        const float* xp = x + ((size_t)b * c + ci) * plane;
-        const float* wp = w + ((size_t)k * c + ci) * 9;
-        for (int di = -1; di <= 1; ++di) {
-            const int ii = i + di;
-            if (ii < 0 || ii >= h) continue;
-            for (int dj = -1; dj <= 1; ++dj) {
-                const int jj = j + dj;
-                if (jj < 0 || jj >= wd) continue;
-                acc = fmaf(xp[ii * wd + jj], wp[(di + 1) * 3 + dj + 1], acc);
-            }
-        }
-    }
-    y[idx] = fmaxf(acc, 0.0f);
-}
-"""
-
-
-class LoadKind(str, Enum):
-    """The built-in loads."""
-
-    GEMM = "gemm"
-    """Persistent fp32 GEMM: holds every SM of its partition until it finishes."""
-    CONV = "conv"
-    """A stack of direct 3x3 convolutions: many short blocks per kernel."""
+__all__ = ["GpuLoad", "LoadThroughput", "SessionLoad"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,6 +58,9 @@ class _Background(Owner):
     """A thread that runs :meth:`_step` back to back between start() and stop()."""
 
     description = ""
+    """What the load is and where it runs."""
+    what = ""
+    """What the load is (without where)."""
     flop_per_iteration: float | None = None
 
     def _init_thread(self) -> None:
@@ -255,6 +154,9 @@ def _close_all(owners: list[Any]) -> None:
 class GpuLoad(_Background):
     """A built-in load (``gemm`` or ``conv``) on its own stream, optionally on a partition.
 
+    Its kernels are replayed as a CUDA graph of one batch (8 GEMMs or one conv stack, about
+    6 ms on an H200) with two graphs in flight.
+
     Args:
         kind: ``"gemm"`` or ``"conv"`` (:class:`LoadKind`).
         device: The CUDA device.
@@ -265,20 +167,12 @@ class GpuLoad(_Background):
     Raises:
         InvalidArgumentError: An unknown kind.
         NotSupportedError: No CUDA device, or NVRTC is missing.
-        CudaError: Compiling, allocating or creating the stream failed.
+        CudaError: Compiling, allocating, capturing or creating the stream failed.
     """
 
     def __init__(self, kind: LoadKind | str = LoadKind.GEMM, *, device: int = 0,
                  partition: Any = None, priority: Any = None) -> None:
-        from edgert.cuda import (
-            Event,
-            GraphCapture,
-            KernelArgs,
-            Stream,
-            compile_module,
-            device_properties,
-        )
-        from edgert.memory import DeviceBuffer
+        from edgert.cuda import Event, GraphCapture, Stream, device_properties
 
         try:
             self.kind = LoadKind(kind)
@@ -297,67 +191,14 @@ class GpuLoad(_Background):
             self._stream = (partition.stream(priority=priority) if partition is not None
                             else Stream(device=device, priority=priority))
             self._owned.append(self._stream)
-            module = compile_module(_SOURCE, ["gemm_persistent", "conv3x3"], device=device,
-                                    program_name="edgert_load.cu")
-            self._owned.append(module)
-            rng = np.random.default_rng(0)
-
-            def buffer(nbytes: int, *, data: bool = False, scale: float = 1.0) -> Any:
-                buf = DeviceBuffer(nbytes, device=device)
-                self._owned.append(buf)
-                if data:  # real numbers: zeros can run faster than real data does
-                    buf.copy_from(rng.uniform(-scale, scale, nbytes // 4).astype(np.float32))
-                else:
-                    buf.fill(0)
-                return buf
-
-            block = (_THREADS, 1, 1)
-            if self.kind is LoadKind.GEMM:
-                n, kc = 2048, 256
-                kernel = module.kernel("gemm_persistent")
-                self.grid_blocks = sms * kernel.max_blocks_per_sm(_THREADS)
-                self.units = (n // _TILE) ** 2 * (n // kc)
-                self.buffers = [buffer(n * n * 4, data=True), buffer(n * n * 4, data=True),
-                                buffer(n * n * 4 * (n // kc)), buffer(4)]
-                a, b, c, counter = self.buffers
-                args = KernelArgs(["ptr", "ptr", "ptr", "i32", "i32", "ptr"],
-                                  [a.ptr, b.ptr, c.ptr, n, kc, counter.ptr])
-                self.per_graph = 8  # about 6 ms of work on an H200
-
-                def enqueue() -> None:
-                    for _ in range(self.per_graph):
-                        counter.fill(0, stream=self._stream, nbytes=4)
-                        kernel.launch((self.grid_blocks, 1, 1), block, args,
-                                      stream=self._stream)
-
-                self.flop_per_iteration = 2.0 * n * n * n
-                self.description = (f"persistent fp32 GEMM ({n // kc} x {n}x{n}x{kc}), "
-                                    f"{self.grid_blocks} blocks on {where}")
-            else:
-                batch, ch, hw, layers = 8, 64, 128, 4
-                kernel = module.kernel("conv3x3")
-                elems = batch * ch * hw * hw
-                x0, x1 = buffer(elems * 4, data=True), buffer(elems * 4, data=True)
-                # He-uniform: activations keep their scale through any number of layers.
-                w = buffer(ch * ch * 9 * 4, data=True, scale=(6.0 / (ch * 9)) ** 0.5)
-                self.buffers = [x0, x1, w]
-                bufs = (x0, x1)
-                conv_args = [KernelArgs(["ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"],
-                                        [bufs[i % 2].ptr, w.ptr, bufs[(i + 1) % 2].ptr, batch,
-                                         ch, hw, hw]) for i in range(layers)]
-                self.grid_blocks = -(-elems // _THREADS)
-                self.per_graph = 1  # about 6 ms of work on an H200
-
-                def enqueue() -> None:
-                    for args in conv_args:
-                        kernel.launch((self.grid_blocks, 1, 1), block, args,
-                                      stream=self._stream)
-
-                self.flop_per_iteration = 2.0 * elems * ch * 9 * layers
-                self.description = (f"{layers} fp32 3x3 convolutions (batch {batch}, {ch} ch, "
-                                    f"{hw}x{hw}), {self.grid_blocks} blocks each, on {where}")
+            self.kernels = LoadKernels(self.kind, sm_count=sms, device=device)
+            self._owned.append(self.kernels)
+            self.per_graph = self.kernels.per_batch
+            self.flop_per_iteration = self.kernels.flop_per_iteration
+            self.what = self.kernels.what
+            self.description = f"{self.kernels.what} on {where}"
             with GraphCapture(self._stream) as cap:
-                enqueue()
+                self.kernels.enqueue(self._stream)
             self._graph = cap.graph
             self._owned.append(self._graph)
             self._graph.upload(self._stream)
@@ -390,19 +231,30 @@ class GpuLoad(_Background):
 
 
 class SessionLoad(_Background):
-    """A model run back to back through an InferenceSession (borrowed) as the load.
+    """A load driven through an InferenceSession (borrowed), two requests in flight.
+
+    Use it for a model file, or with a :class:`LoadExecutable` for a built-in load that runs
+    exactly as a perception network would (a session with its own stream, graphs and copies).
 
     Args:
-        session: The session (its partition and priority are the load's).
+        session: The session (its partition and priority are the load's); ``slots >= 2``
+            keeps the GPU busy while a result is collected.
         inputs: What to feed it every time.
         description: For reports.
+        iterations_per_request: Work items one request does (8 GEMMs for the GEMM executable).
+        flop_per_iteration: For GFLOP/s, when known.
     """
 
-    def __init__(self, session: Any, inputs: Any, *, description: str) -> None:
+    def __init__(self, session: Any, inputs: Any, *, description: str,
+                 iterations_per_request: int = 1,
+                 flop_per_iteration: float | None = None) -> None:
         self._init_thread()
         self._session = session
         self._inputs = inputs
-        self.description = description
+        self._per_request = iterations_per_request
+        self._prev: Any = None
+        self.description = self.what = description
+        self.flop_per_iteration = flop_per_iteration
 
     @property
     def stream(self) -> Any:
@@ -410,5 +262,14 @@ class SessionLoad(_Background):
         return self._session.stream
 
     def _step(self) -> int:
-        self._session.infer(self._inputs)
-        return 1
+        nxt = self._session.submit(self._inputs)
+        prev, self._prev = self._prev, nxt
+        if prev is None:
+            return 0
+        prev.result()
+        return self._per_request
+
+    def _finish(self) -> None:
+        if self._prev is not None:
+            self._prev.result()
+            self._prev = None

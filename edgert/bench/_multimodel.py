@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgert._latency import LatencySummary
-from edgert.bench._load import GpuLoad, LoadKind, LoadThroughput, SessionLoad
+from edgert.bench._load import GpuLoad, LoadThroughput, SessionLoad
+from edgert.bench._load_kernels import LoadKind
 from edgert.errors import InvalidArgumentError
 from edgert.stats import LatencyStats
 
@@ -233,7 +234,7 @@ def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
             priority=session.stream.priority)
         stream = bg.stream
         placed = ModelPlacement(
-            role="load", what=bg.description,
+            role="load", what=bg.what,
             partition=load_part.name if load_part is not None else "whole GPU",
             sm_count=load_part.sm_count if load_part is not None else all_sms,
             priority=stream.priority)
