@@ -60,8 +60,18 @@ def test_dynamic_batches_grow_buffers(engine: Engine, io: str, slots: int) -> No
             np.testing.assert_allclose(out, policy_reference(x), rtol=RTOL, atol=ATOL)
 
 
+def test_default_outputs_never_change_under_the_caller(engine: Engine) -> None:
+    # issue 15: a newcomer who keeps results in a list must not find them changed later.
+    with InferenceSession(engine) as s:
+        xs = [_obs(1, i) for i in range(2 * s.options.slots + 1)]
+        kept = [s.infer(x)["actions"] for x in xs]
+        for x, got in zip(xs, kept, strict=True):
+            np.testing.assert_allclose(got, policy_reference(x), rtol=RTOL, atol=ATOL)
+            assert got.flags.owndata
+
+
 def test_views_stay_valid_until_their_slot_is_reused(engine: Engine) -> None:
-    with InferenceSession(engine, slots=2) as s:
+    with InferenceSession(engine, slots=2, outputs="view") as s:
         xa, xb, xc = _obs(2, 1), _obs(2, 2), _obs(2, 3)
         a = s.infer(xa)["actions"]
         b = s.infer(xb)["actions"]

@@ -64,7 +64,7 @@ class BenchOptions:
         cuda_graph: Session graph mode (``auto``, ``on``, ``off``, or a bool).
         slots: Requests in flight at once (1: each request is waited for in its period).
         batch: Batch size of every request (the model's first dimension when it is dynamic).
-        sync: ``blocking`` or ``spin`` waits for the device.
+        sync: ``adaptive`` (default), ``blocking`` or ``spin`` waits for the device.
         runtime: How a model path is loaded (see :meth:`edgert.engine.Engine.load`).
         device: CUDA ordinal, ``"host"``, or None (the session decides).
         root: Where thermal zones and power rails are read (a fake tree in tests).
@@ -85,7 +85,7 @@ class BenchOptions:
     cuda_graph: GraphMode | str | bool = GraphMode.AUTO
     slots: int = 1
     batch: int = 1
-    sync: SyncMode | str = SyncMode.BLOCKING
+    sync: SyncMode | str = SyncMode.ADAPTIVE
     runtime: str = "auto"
     device: int | str | None = None
     root: Path | str = Path("/")

@@ -49,7 +49,7 @@ def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s:
         warmup_s: float = 0.2, rt: bool = True, priority: int = 80,
         cpus: Collection[int] | None = None, io: IoMode | str = IoMode.AUTO,
         cuda_graph: GraphMode | str | bool = GraphMode.AUTO, slots: int = 1, batch: int = 1,
-        sync: SyncMode | str = SyncMode.BLOCKING, runtime: str = "auto",
+        sync: SyncMode | str = SyncMode.ADAPTIVE, runtime: str = "auto",
         device: int | str | None = None, root: Path | str = Path("/"),
         sample_interval_s: float = 0.5, environment: bool = True,
         progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
@@ -75,7 +75,7 @@ def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s:
         cuda_graph: Session graph mode.
         slots: Requests in flight at once.
         batch: Batch size of each request.
-        sync: ``blocking`` or ``spin``.
+        sync: ``adaptive`` (default), ``blocking`` or ``spin``.
         runtime: Runtime for model paths (``auto``, ``full``, ``lean``, ``dispatch``,
             ``onnxruntime``, ``fake``).
         device: CUDA ordinal, ``"host"`` or None.

@@ -87,8 +87,9 @@ def register(sub: Any) -> None:
                    help="requests in flight at once (default 1)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="batch size of each request (default 1)")
-    p.add_argument("--sync", choices=("blocking", "spin"), default="blocking",
-                   help="how the host waits for the GPU (default blocking)")
+    p.add_argument("--sync", choices=("adaptive", "blocking", "spin"), default="adaptive",
+                   help="how the host waits for the GPU: spin for about the expected time, "
+                        "then sleep (adaptive, the default), always sleep, or always spin")
     p.add_argument("--runtime", choices=(*RUNTIME_CHOICES, "fake"), default="auto",
                    help="runtime for a model file (fake: edgert.testing.fake_tensorrt)")
     p.add_argument("--device", type=_device, default=None, metavar="N|host",

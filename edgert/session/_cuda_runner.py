@@ -24,7 +24,7 @@ from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
 from edgert.session._options import GraphMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -37,6 +37,15 @@ _NOT_READY = 600  # cudaErrorNotReady
 # batch 256 (60 KiB copied) 42.7k requests/s pipelined vs 26k from graphs; batch 1 (240 B)
 # 60k from graphs vs 45k pipelined, where the host's enqueue cost dominates.
 PIPELINE_MIN_BYTES = 16 * 1024
+# sync="adaptive": spin for SPIN_FACTOR x the learned completion time (time from the end of
+# the enqueue to the request's completion, an exponential average over about 8 requests) plus
+# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on the
+# blocking-sync end event. A blocking wake-up costs 15-40 us (H200, issue 15), so past the cap
+# a request loses at most a few percent by sleeping, and a stalled device never pins the core.
+ADAPTIVE_SPIN_MIN_NS = 20_000
+ADAPTIVE_SPIN_MAX_NS = 2_000_000
+_SPIN_FACTOR_NUM, _SPIN_FACTOR_DEN = 3, 2
+_SPIN_MARGIN_NS = 10_000
 
 
 class CudaRunner(Runner):
@@ -61,6 +70,8 @@ class CudaRunner(Runner):
         self.memcpy = rt.cudaMemcpyAsync
         self.kind_h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self.kind_d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        # cudaMemcpyDefault: the direction follows from the (unified) addresses.
+        self.kind_any = rt.cudaMemcpyKind.cudaMemcpyDefault
         self.rec = rt.cudaEventRecord
         self.rec_flags = rt.cudaEventRecordWithFlags
         self.rec_external = int(getattr(rt, "cudaEventRecordExternal", 1))
@@ -74,6 +85,10 @@ class CudaRunner(Runner):
         self.stages = options.timing is TimingMode.STAGES
         self.host_timing = options.timing is not TimingMode.OFF
         self.stream_wait_ok = options.sync is SyncMode.SPIN and not self.stages
+        self.adaptive = options.sync is SyncMode.ADAPTIVE
+        self.expect_ns = 0  # learned completion time after the enqueue (adaptive sync)
+        self.spin_budget_ns = ADAPTIVE_SPIN_MIN_NS
+        self.slept = 0  # adaptive waits that ran past their spin and slept
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
 
@@ -91,7 +106,12 @@ class CudaRunner(Runner):
 
     def place(self, tb: TensorBuffer) -> None:
         """Bind device memory (copy), mapped memory (zero-copy) or host memory (host tensors)."""
-        spec = tb.spec
+        self.place_pointers(tb)
+        if self.device_outputs and not tb.spec.is_input:
+            self._device_view(tb)
+
+    def place_pointers(self, tb: TensorBuffer) -> None:
+        """Set the bound and copy addresses of ``tb`` for its placement and I/O mode."""
         if tb.host_resident:
             tb.dev_ptr = 0
             tb.bind_ptr = tb.host_ptr
@@ -99,10 +119,17 @@ class CudaRunner(Runner):
             tb.dev_ptr = tb.bind_ptr = tb.device.ptr
         else:
             tb.dev_ptr = tb.bind_ptr = tb.host.device_ptr
-        if self.device_outputs and not spec.is_input:
-            lease = tb.device if self.copies and tb.device is not None else tb.host
-            assert tb.shape is not None
-            tb.dview = lease.device_view(spec.dtype, tb.shape, stream=self.stream)
+
+    def _device_view(self, tb: TensorBuffer) -> None:
+        lease = tb.device if self.copies and tb.device is not None else tb.host
+        assert tb.shape is not None
+        tb.dview = lease.device_view(tb.spec.dtype, tb.shape, stream=self.stream)
+
+    def view_allocated(self, tb: TensorBuffer) -> None:
+        """Host view and, for ``outputs="device"``, device view with the real shape."""
+        super().view_allocated(tb)
+        if self.device_outputs:
+            self._device_view(tb)
 
     def buffers_moved(self, slot: Slot) -> None:
         """Captured graphs name the old addresses: drop the slot's graphs."""
@@ -168,8 +195,10 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
-        if graphs is not None and not (pipelined and self.pipeline_first and
-                                       slot.copy_bytes >= PIPELINE_MIN_BYTES):
+        # An output written through the allocator may move or change size on any run: such
+        # requests are never captured (TensorRT forbids it as well).
+        if graphs is not None and not slot.allocs and not (
+                pipelined and self.pipeline_first and slot.copy_bytes >= PIPELINE_MIN_BYTES):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
@@ -210,9 +239,39 @@ class CudaRunner(Runner):
             self.apply_shapes(sig)
         if self.bound_token is not slot.binds:
             self.bind(slot)
+        if slot.allocs:
+            assert self.allocator is not None
+            self.allocator.slot = slot
         if not self.exe.execute_async_v3(self.s_handle):
-            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
+            raise InferenceError(f"the executable failed to enqueue{self.run_errors()}",
                                  hint="see the runtime's message above; the session stays usable")
+        if slot.allocs or slot.echoes:
+            self._after_execute(slot)
+
+    def _after_execute(self, slot: Slot) -> None:
+        """Copy echoed inputs into their outputs and allocated outputs to the host.
+
+        The executable asked for its allocated outputs' memory while it enqueued (TensorRT
+        calls ``reallocate_output`` inside ``enqueueV3``), so their sizes are known here; the
+        whole block is copied, the real shape is applied once the request completes.
+        """
+        s = self.s
+        memcpy = self.memcpy
+        bound = self.bound
+        for tb in slot.echoes:
+            src = tb.echo
+            assert src is not None
+            if tb.nbytes and not tb.host_resident:
+                err = memcpy(tb.bind_ptr, bound[src.name], tb.nbytes, self.kind_any, s)[0]
+                if err:
+                    raise_cuda(err, call="cudaMemcpyAsync")
+        if self.copies and not self.device_outputs:
+            kind = self.kind_d2h
+            for tb in slot.allocs:
+                if tb.alloc_nbytes and not tb.host_resident:
+                    err = memcpy(tb.host_ptr, tb.dev_ptr, tb.alloc_nbytes, kind, s)[0]
+                    if err:
+                        raise_cuda(err, call="cudaMemcpyAsync")
 
     def _enqueue_untimed(self, slot: Slot) -> None:
         """The plain request that ``infer`` waits for at once, with no events: copies and the
@@ -344,6 +403,8 @@ class CudaRunner(Runner):
         if slot.wait_stream:
             slot.wait_stream = False
             err = self.stream_sync(self.s)[0]
+        elif self.adaptive:
+            err = self._adaptive_wait(slot.ev_end)
         else:
             err = self.ev_sync(slot.ev_end)[0]
         slot.busy = False
@@ -357,12 +418,43 @@ class CudaRunner(Runner):
                 failure.__cause__ = cause
                 slot.error = failure
             return
+        if slot.allocs or slot.echoes:
+            try:
+                self.settle(slot)
+            except InferenceError as failure:
+                slot.error = failure
+                return
+        if slot.packed:
+            self.unpack_outputs(slot)
         if self.host_timing:
             latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency
             self.stats.latency.record(latency)
         if slot.timed:
             self._read_events(slot)
+
+    def _adaptive_wait(self, ev: Any) -> Any:
+        """Spin on ``ev`` for the learned completion time, then sleep on it (blocking-sync).
+
+        Returns the CUDA error of the wait (0/cudaSuccess when the request completed).
+        """
+        query = self.ev_query
+        t0 = _now()
+        budget = self.spin_budget_ns
+        while True:
+            err = query(ev)[0]
+            if not err or int(err) != _NOT_READY:
+                break
+            if _now() - t0 > budget:
+                err = self.ev_sync(ev)[0]
+                self.slept += 1
+                break
+        waited = _now() - t0
+        expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
+        self.expect_ns = expect
+        budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
+        self.spin_budget_ns = min(max(budget, ADAPTIVE_SPIN_MIN_NS), ADAPTIVE_SPIN_MAX_NS)
+        return err
 
     def _read_events(self, slot: Slot) -> None:
         elapsed = self.elapsed

@@ -96,10 +96,13 @@ class InferenceSession(Owner):
         pool: A host :class:`~edgert.memory.BufferPool` for staging/landing (mapped for
             zero-copy); default: the session makes and owns one.
         device_pool: A device BufferPool for copy mode; default: the session makes one.
-        sync: ``"blocking"`` (sleep until the GPU signals) or ``"spin"`` (:class:`SyncMode`).
-        outputs: ``"view"``, ``"copy"`` or ``"device"`` (:class:`OutputMode`).
+        sync: ``"adaptive"`` (spin for about as long as recent requests took, then sleep),
+            ``"blocking"`` (sleep until the GPU signals) or ``"spin"`` (:class:`SyncMode`).
+        outputs: ``"copy"`` (arrays the caller owns), ``"view"`` (zero-copy views reused
+            ``slots`` requests later) or ``"device"`` (:class:`OutputMode`).
         when_busy: ``"wait"`` or ``"raise"`` when every slot is in flight (:class:`BusyMode`).
-        timing: ``"stages"``, ``"host"`` or ``"off"`` (:class:`TimingMode`).
+        timing: ``"host"`` (round-trip and enqueue latency), ``"stages"`` (CUDA events per
+            stage as well) or ``"off"`` (:class:`TimingMode`).
         cast: Convert inputs of another dtype (``same_kind``) instead of refusing them.
         contiguous: ``"copy"`` or ``"refuse"`` non-contiguous numpy inputs.
         profile: Optimization profile of the context made from an Engine.
@@ -118,10 +121,10 @@ class InferenceSession(Owner):
                  priority: int | str | None = None, io: IoMode | str = IoMode.AUTO,
                  slots: int = 2, cuda_graph: GraphMode | str | bool = GraphMode.AUTO,
                  pool: Any = None, device_pool: Any = None,
-                 sync: SyncMode | str = SyncMode.BLOCKING,
-                 outputs: OutputMode | str = OutputMode.VIEW,
+                 sync: SyncMode | str = SyncMode.ADAPTIVE,
+                 outputs: OutputMode | str = OutputMode.COPY,
                  when_busy: BusyMode | str = BusyMode.WAIT,
-                 timing: TimingMode | str = TimingMode.STAGES, cast: bool = False,
+                 timing: TimingMode | str = TimingMode.HOST, cast: bool = False,
                  contiguous: str = "copy", profile: int = 0, max_graphs: int = 8,
                  stats_capacity: int = 4096, partition: Any = None) -> None:
         options = SessionOptions(
@@ -427,7 +430,7 @@ class InferenceSession(Owner):
         specs = {s.name: s for s in self._runner.in_specs}
         for shape_set in sets:
             arrays = {name: np.zeros(tuple(shape), dtype=specs[name].dtype)
-                      for name, shape in shape_set.items() if name in specs}
+                      for name, shape in shape_set.items() if name in specs and shape is not None}
             for _ in range(runs * self._n):
                 self.infer(arrays)
 
