@@ -61,7 +61,7 @@ def _load(kind: str, partition: Any, raw: bool, stack: contextlib.ExitStack) -> 
     exe = stack.enter_context(LoadExecutable(kernels))
     session = stack.enter_context(InferenceSession(
         exe, partition=partition, priority="lowest", io="copy", slots=2, cuda_graph="on",
-        timing="off"))
+        timing="off", outputs="view"))
     where = f"{partition.name} ({sms} SMs)" if partition is not None else f"all {sms} SMs"
     return stack.enter_context(SessionLoad(
         session, {"x": np.zeros(1, np.float32)},
@@ -87,7 +87,7 @@ def _row(name: str, reserve: int | None, priority: str | None, *, rounds: int, p
         exe = stack.enter_context(KernelExecutable())
         session = stack.enter_context(InferenceSession(
             exe, partition=ctrl_part, priority=priority, io="zero_copy", cuda_graph="on",
-            sync="spin", timing="off", slots=1))
+            sync="spin", timing="off", outputs="view", slots=1))
         loads = {k: _load(k, load_part, raw, stack) for k in LOADS}
         out["control_placement"] = (f"{ctrl_part.name} ({ctrl_part.sm_count} SMs)"
                                     if ctrl_part else "whole GPU")

@@ -215,7 +215,8 @@ def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
         zero_copy = props.can_map_host_memory
         session = stack.enter_context(InferenceSession(
             backend.model, device=device, partition=ctrl_part, priority=priority,
-            io="zero_copy" if zero_copy else "copy", slots=1, sync="spin", timing="off"))
+            io="zero_copy" if zero_copy else "copy", slots=1, sync="spin", timing="off",
+            outputs="view"))
         inputs = input_arrays(session.executable.tensors, 1)
         bg = _open_load(load, device, load_part, runtime, stack)
         solo = bg.measure(duration_s)
@@ -258,7 +259,7 @@ def _open_load(load: str, device: int, partition: Any, runtime: str,
                                    hint="pass --load gemm, --load conv or a model path")
     engine = stack.enter_context(Engine.load(path, runtime=runtime))
     session = stack.enter_context(InferenceSession(engine, device=device, partition=partition,
-                                                   priority="lowest"))
+                                                   priority="lowest", outputs="view"))
     bg = stack.enter_context(SessionLoad(session, input_arrays(session.executable.tensors, 1),
                                          description=f"{path.name} back to back"))
     return bg
