@@ -73,6 +73,7 @@ class FakeGreenDriver:
         return CudaError(code, name, "fake driver refused", call=call)
 
     def sm_resource(self, device: int) -> SmResource:
+        """The whole device; NotSupportedError when ``supported`` is False."""
         if not self.supported:
             raise NotSupportedError("the (fake) NVIDIA driver lacks green contexts",
                                     hint="upgrade to a CUDA 12.4+ driver")
@@ -80,6 +81,7 @@ class FakeGreenDriver:
 
     def split_by_count(self, resource: SmResource, groups: int,
                        min_count: int) -> tuple[list[SmResource], SmResource | None]:
+        """Equal groups rounded up to the minimum and alignment; fewer when SMs run out."""
         if not 0 <= min_count <= resource.sm_count or groups < 1:
             raise self._fail("CUDA_ERROR_INVALID_VALUE", 1, "cuDevSmResourceSplitByCount")
         size = max(min_count, self.min_partition_sms)
@@ -91,6 +93,8 @@ class FakeGreenDriver:
 
     def split_structured(self, resource: SmResource,
                          counts: Sequence[int]) -> tuple[list[SmResource], SmResource | None]:
+        """Groups of the sizes asked; CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION if they break
+        the alignment or do not fit; NotSupportedError when ``unequal_splits`` is False."""
         if not self.unequal_splits:
             raise NotSupportedError("partitions of different sizes need cuDevSmResourceSplit",
                                     hint="ask for partitions of one size")
@@ -102,11 +106,13 @@ class FakeGreenDriver:
         return [self._resource(c) for c in counts], self._resource(left) if left else None
 
     def create_context(self, resources: Sequence[SmResource], device: int) -> Any:
+        """A new fake green-context handle, counted in :attr:`contexts`."""
         handle = next(self._ids)
         self.contexts[handle] = sum(r.sm_count for r in resources)
         return handle
 
     def destroy_context(self, context: Any) -> None:
+        """Forget the context; an error for an unknown one, or while it still has streams."""
         if context not in self.contexts:
             raise self._fail("CUDA_ERROR_INVALID_CONTEXT", 201, "cuGreenCtxDestroy")
         if any(ctx == context for ctx, _ in self.streams.values()):
@@ -115,9 +121,11 @@ class FakeGreenDriver:
         del self.contexts[context]
 
     def context_sm_count(self, context: Any) -> int:
+        """SMs of the context's resources."""
         return self.contexts[context]
 
     def create_stream(self, context: Any, priority: int) -> Any:
+        """A new fake stream handle, counted in :attr:`streams`."""
         if context not in self.contexts:
             raise self._fail("CUDA_ERROR_INVALID_CONTEXT", 201, "cuGreenCtxStreamCreate")
         handle = next(self._ids)
@@ -125,9 +133,11 @@ class FakeGreenDriver:
         return handle
 
     def destroy_stream(self, stream: Any) -> None:
+        """Forget the stream; an error for an unknown one."""
         if stream not in self.streams:
             raise self._fail("CUDA_ERROR_INVALID_HANDLE", 400, "cuStreamDestroy")
         del self.streams[stream]
 
     def priority_range(self, device: int) -> tuple[int, int]:
+        """The ``priority_range`` given at construction."""
         return self._priority_range
