@@ -104,7 +104,7 @@ def test_allocated_output_memory_only_grows() -> None:
 
 def test_view_is_reused_while_the_shape_stays() -> None:
     exe = NonzeroExecutable()
-    with InferenceSession(exe, slots=1) as s:
+    with InferenceSession(exe, slots=1, outputs="view") as s:
         x = np.ones(8, np.float32)
         first = s.infer({"x": x})["idx"]
         second = s.infer({"x": x})["idx"]

@@ -151,13 +151,14 @@ class CudaRunner(Runner):
             return None
         return ExternalArray(ptr, info.device_ptr, tuple(arr.shape), arr.dtype, None, arr)
 
-    def _use_external(self, slot: Slot, sig: Hashable, plan: Any) -> Hashable:
+    def _use_external(self, slot: Slot, sig: Hashable, plan: Any,
+                      stage_dev: set[int] | None = None) -> Hashable:
         # A producer that wrote on another stream: our compute stream waits for it (before any
         # capture, so the wait is never part of a graph and replays still honour it).
         for _arr, ext in plan:
             if ext is not None and ext.stream is not None and ext.stream != self.s_handle:
                 self._wait_foreign(ext.stream)
-        return super()._use_external(slot, sig, plan)
+        return super()._use_external(slot, sig, plan, stage_dev)
 
     def _wait_foreign(self, handle: int) -> None:
         from edgert.cuda import Event
@@ -242,6 +243,12 @@ class CudaRunner(Runner):
         if slot.allocs:
             assert self.allocator is not None
             self.allocator.slot = slot
+        if slot.d2d:
+            s = self.s
+            for dst, src, n in slot.d2d:
+                err = self.memcpy(dst, src, n, self.kind_any, s)[0]
+                if err:
+                    raise_cuda(err, call="cudaMemcpyAsync")
         if not self.exe.execute_async_v3(self.s_handle):
             raise InferenceError(f"the executable failed to enqueue{self.run_errors()}",
                                  hint="see the runtime's message above; the session stays usable")

@@ -97,6 +97,10 @@ class HostRunner(Runner):
         pairs.extend((w.spec.name, w.bind_ptr) for w in self.work_out if not w.allocated)
         self.bind_pairs(tuple(pairs))
 
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """The work set's buffers."""
+        return [*(self.work_in or ()), *self.work_out]
+
     def close(self) -> None:
         """Give the work set's buffers back."""
         for w in (*(self.work_in or ()), *self.work_out):

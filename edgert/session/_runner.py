@@ -10,6 +10,7 @@ slot's buffers when the shapes changed, and binds caller memory where no copy is
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -192,6 +193,7 @@ class Runner:
             check_names(inputs, self.in_names, self.required)
         plan: list[tuple[np.ndarray[Any, Any] | None, ExternalArray | None]] = []
         shapes: list[tuple[int, ...] | None] = []
+        stage_dev: set[int] = set()
         for tb in slot.inputs:
             spec = tb.spec
             if spec.optional and spec.name not in inputs:
@@ -225,6 +227,13 @@ class Runner:
                                           "with contiguous='copy'")
                 shape = arr.shape
             check_shape(spec, shape, self.profile)
+            if ext is not None and self._aliases(ext, plan):
+                # Bound in place, it would be read while the session writes that memory (a
+                # previous output fed back, with slots=1 the very buffer this run writes).
+                if arr is not None:
+                    ext = None  # staged like any other array
+                else:
+                    stage_dev.add(len(plan))
             plan.append((arr, ext))
             shapes.append(shape)
         sig = tuple(shapes)
@@ -249,7 +258,7 @@ class Runner:
             if slot.external:
                 slot.rebuild(copies=self.copies)
             return staged
-        return self._use_external(slot, staged, plan)
+        return self._use_external(slot, staged, plan, stage_dev)
 
     def _packed_shape(self, tb: TensorBuffer, arr: np.ndarray[Any, Any]) -> tuple[int, ...]:
         spec = tb.spec
@@ -269,17 +278,66 @@ class Runner:
                 results[tb.name] = unpack(tb.spec, tb.view, tb.shape)
         slot.results = MappingProxyType(results)
 
+    def _owned_ranges(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of every host and device buffer the session's slots (and work set)
+        hold: staging, landing, mapped and device memory."""
+        ranges = []
+        buffers = [tb for slot in self.slots for tb in (*slot.inputs, *slot.outputs)]
+        buffers.extend(self.extra_buffers())
+        for tb in buffers:
+            for lease in (tb.host, tb.device):
+                if lease is None or lease.released:
+                    continue
+                n = int(lease.nbytes)
+                ranges.append((int(lease.ptr), int(lease.ptr) + n))
+                if lease is tb.host and self.on_device:
+                    try:
+                        dptr = lease.device_ptr  # mapped memory's device alias
+                    except EdgeRTError:
+                        continue
+                    if dptr:
+                        ranges.append((int(dptr), int(dptr) + n))
+        return ranges
+
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """Buffers the runner holds beyond the slots' (the host runner's work set)."""
+        return []
+
+    def _aliases(self, ext: ExternalArray, earlier: list[
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> bool:
+        """Whether caller memory overlaps a buffer the session owns or an earlier input."""
+        n = max(math.prod(ext.shape) * ext.dtype.itemsize, 1)
+        mine = [(p, p + n) for p in (ext.host_ptr, ext.device_ptr) if p]
+        ranges = self._owned_ranges()
+        for _arr, other in earlier:
+            if other is not None:
+                m = max(math.prod(other.shape) * other.dtype.itemsize, 1)
+                ranges.extend((p, p + m) for p in (other.host_ptr, other.device_ptr) if p)
+        return any(a < e and s < b for a, b in mine for s, e in ranges)
+
     def _use_external(self, slot: Slot, sig: Hashable, plan: list[
-            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> Hashable:
-        """Bind (or copy from) caller memory; the key adds the addresses used."""
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]],
+                      stage_dev: set[int] | None = None) -> Hashable:
+        """Bind (or copy from) caller memory; the key adds the addresses used.
+
+        Device inputs in ``stage_dev`` overlap the session's own memory: they are copied into
+        the slot's device buffer on the stream before the executable runs.
+        """
         slot.rebuild(copies=self.copies)
         binds = dict(slot.binds)
         h2d = []
+        d2d = []
         addrs: list[int] = []
         keep = []
-        for tb, (_arr, ext) in zip(slot.inputs, plan, strict=True):
+        for i, (tb, (_arr, ext)) in enumerate(zip(slot.inputs, plan, strict=True)):
             name = tb.spec.name
             src = tb.host_ptr
+            if ext is not None and stage_dev and i in stage_dev:
+                assert ext.device_ptr is not None
+                keep.append(ext.keep)
+                d2d.append((tb.bind_ptr, ext.device_ptr, tb.nbytes))
+                addrs.append(ext.device_ptr)
+                continue
             if ext is not None:
                 keep.append(ext.keep)
                 if self.copies and ext.host_ptr is not None and not tb.host_resident:
@@ -297,6 +355,7 @@ class Runner:
             if self.copies and not tb.host_resident and tb.nbytes:
                 h2d.append((tb.dev_ptr, src, tb.nbytes))
         slot.h2d = h2d
+        slot.d2d = d2d
         slot.binds = tuple(binds.items())
         slot.keep = keep
         slot.external = True

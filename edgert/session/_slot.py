@@ -112,6 +112,8 @@ class Slot:
         events: Raw CUDA events ``(start, h2d, compute, end)``; any may be None.
         h2d: ``(device_ptr, host_ptr, nbytes)`` copies before compute.
         d2h: ``(host_ptr, device_ptr, nbytes)`` copies after compute.
+        d2d: ``(device_ptr, device_ptr, nbytes)`` copies of caller device memory that overlaps
+            the session's own buffers, made before compute.
         copy_bytes: Bytes the two lists move.
         binds: ``(name, address)`` for every tensor, as the executable must see them.
         keep: Caller objects to keep alive until the request completes.
@@ -130,6 +132,7 @@ class Slot:
         "binds",
         "busy",
         "copy_bytes",
+        "d2d",
         "d2h",
         "echoes",
         "error",
@@ -177,6 +180,7 @@ class Slot:
         self.ev_end: Any = None
         self.h2d: list[tuple[int, int, int]] = []
         self.d2h: list[tuple[int, int, int]] = []
+        self.d2d: list[tuple[int, int, int]] = []
         self.copy_bytes = 0
         self.binds: tuple[tuple[str, int], ...] = ()
         self.allocs: tuple[TensorBuffer, ...] = ()
@@ -211,6 +215,7 @@ class Slot:
                     d2h.append((tb.host_ptr, tb.dev_ptr, tb.nbytes))
         self.h2d = h2d
         self.d2h = d2h
+        self.d2d = []
         self.copy_bytes = sum(n for _, _, n in h2d) + sum(n for _, _, n in d2h)
         self.external = False
         self.allocs = tuple(tb for tb in self.outputs if tb.allocated)
