@@ -276,3 +276,25 @@ def test_session_on_a_host_model_refuses_a_partition() -> None:
             InferenceSession(engine, partition=parts[0])
         with pytest.raises(InvalidArgumentError, match="partition is on device 0"):
             InferenceSession(engine, partition=parts[0], device="host")
+
+
+def test_leaving_a_with_block_on_an_error_keeps_that_error() -> None:
+    fake = FakeGreenDriver()
+    made: list[Any] = []
+
+    def fails_inside() -> None:
+        with partition_sms([16], driver=fake) as inner:
+            made.extend([inner, inner[0].stream()])
+            raise KeyError("the user's own error")
+
+    with pytest.raises(KeyError, match="the user's own error"):
+        fails_inside()
+    parts, stream = made
+    assert not parts[0].closed  # its stream still needs it
+    stream.close()
+    parts.close()
+    assert fake.live_contexts == 0
+    with pytest.raises(ResourceBusyError), partition_sms([16], driver=fake) as parts:
+        leftover = parts[0].stream()  # no error in flight: leaving with an open stream refuses
+    leftover.close()
+    parts.close()

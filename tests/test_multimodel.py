@@ -139,3 +139,16 @@ def test_docs_guide_exists_and_names_the_api() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "multimodel.md").read_text()
     for name in ("partition_sms", "ModelGroup", "--load", "green context", "Orin"):
         assert name in text
+
+
+def test_a_host_model_is_refused_as_a_gpu_load() -> None:
+    import contextlib
+
+    from edgert.bench._multimodel import _open_load
+    from edgert.models import bundled_model_path
+
+    with contextlib.ExitStack() as stack, \
+            pytest.raises(InvalidArgumentError, match="runs on the host"):
+        _open_load(str(bundled_model_path()), 0, None, "auto", stack)
+    with contextlib.ExitStack() as stack, pytest.raises(InvalidArgumentError, match="no load"):
+        _open_load("/nonexistent/model.plan", 0, None, "auto", stack)

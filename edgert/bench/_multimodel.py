@@ -247,7 +247,7 @@ def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
 def _open_load(load: str, device: int, partition: Any, runtime: str,
                stack: contextlib.ExitStack) -> GpuLoad | SessionLoad:
     from edgert.bench._run import input_arrays
-    from edgert.engine import Engine
+    from edgert.engine import Engine, Placement
     from edgert.session import InferenceSession
 
     if load in {k.value for k in LoadKind}:
@@ -258,6 +258,10 @@ def _open_load(load: str, device: int, partition: Any, runtime: str,
         raise InvalidArgumentError(f"no load {load!r}: not 'gemm', 'conv' or a model file",
                                    hint="pass --load gemm, --load conv or a model path")
     engine = stack.enter_context(Engine.load(path, runtime=runtime))
+    if engine.placement is Placement.HOST:
+        raise InvalidArgumentError(
+            f"the load model {path.name} runs on the host ({engine.flavour}), so it does not "
+            "load the GPU", hint="give a TensorRT plan as the load, or 'gemm' / 'conv'")
     session = stack.enter_context(InferenceSession(engine, device=device, partition=partition,
                                                    priority="lowest", outputs="view"))
     bg = stack.enter_context(SessionLoad(session, input_arrays(session.executable.tensors, 1),

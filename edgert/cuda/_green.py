@@ -22,6 +22,7 @@ import functools
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from edgert._owner import Owner
@@ -268,6 +269,10 @@ class GpuPartition(Owner):
                 hint="close the sessions and streams that use it first")
         super().close()
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _exit(self, exc_type)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return (f"<edgert.cuda.GpuPartition {self._name} device={self._device} "
@@ -321,6 +326,21 @@ class GpuPartitions(Owner):
         for part in every:
             part.close()
         self._owner_closed = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _exit(self, exc_type)
+
+
+def _exit(owner: GpuPartition | GpuPartitions, exc_type: type[BaseException] | None) -> None:
+    """Close on leaving a ``with`` block; while an error is propagating, a partition that still
+    has open streams is left to them (its finalizer releases it once they are gone) rather than
+    replacing that error with a ResourceBusyError."""
+    try:
+        owner.close()
+    except ResourceBusyError:
+        if exc_type is None:
+            raise
 
 
 def partition_sms(sizes: Sequence[int], *, device: int = 0, rest: bool = True,
