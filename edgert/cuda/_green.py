@@ -241,9 +241,14 @@ class GpuPartition(Owner):
         prio = resolve_priority(priority, self._driver.priority_range(self._device),
                                 device=self._device)
         raw = self._driver.create_stream(self._context, prio)
-        stream = Stream.__new__(Stream)
         handle = int(raw)
-        stream._raw = runtime().cudaStream_t(init_value=handle)
+        try:
+            wrapped = runtime().cudaStream_t(init_value=handle)
+        except BaseException:
+            self._driver.destroy_stream(raw)
+            raise
+        stream = Stream.__new__(Stream)
+        stream._raw = wrapped
         stream._handle = handle
         stream._device = self._device
         stream._priority = prio
