@@ -129,6 +129,8 @@ class TensorSpec:
             is accepted.
         optional: An input the model has a default for (an ONNX initializer that is also a
             graph input): a request may leave it out.
+        dim_names: The model's name for each dimension (``""`` where it has none; empty when
+            the runtime names none), as ONNX symbolic dimensions such as ``batch``.
     """
 
     name: str
@@ -141,6 +143,7 @@ class TensorSpec:
     element_bits: int = field(default=0)
     unknown_rank: bool = False
     optional: bool = False
+    dim_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -156,6 +159,11 @@ class TensorSpec:
             raise InvalidArgumentError(
                 f"tensor {self.name!r} has unknown rank, so its shape must be (), not {shape}")
         object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dim_names", tuple(str(n) for n in self.dim_names))
+        if self.dim_names and len(self.dim_names) != len(shape):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r}: {len(self.dim_names)} dimension names for rank "
+                f"{len(shape)}")
         object.__setattr__(self, "profiles", tuple(self.profiles))
         for p in self.profiles:
             if len(p.min) != len(shape):

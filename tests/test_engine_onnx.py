@@ -264,3 +264,13 @@ def test_options() -> None:
         Engine.load(models.bundled_model_path(), onnx_options={"threads": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="plugins"):
         Engine.load(models.bundled_model_path(), plugins=["libx.so"])
+
+
+def test_missing_kernel_names_the_way_out() -> None:
+    data = _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [_vi("x", TensorProto.INT4, [2])], [_vi("y", TensorProto.INT4, [2])],
+                  opset=21)
+    with pytest.raises(EngineLoadError, match="no kernel") as info:
+        Engine.load(data)
+    assert "Identity" in " ".join(info.value.log_lines)
+    assert "upgrade onnxruntime" in (info.value.hint or "")

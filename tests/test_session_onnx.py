@@ -226,3 +226,51 @@ def test_inputs_overlapping_each_other_or_session_memory_are_staged() -> None:
         np.testing.assert_array_equal(y, np.zeros_like(a))
         y2 = s.infer({"a": y, "b": a})["y"]  # the output buffer as an input of the next run
         np.testing.assert_array_equal(y2, -a)
+
+
+def test_string_tensors_pass_without_raw_memory() -> None:
+    data = _model([helper.make_node("Equal", ["a", "b"], ["eq"]),
+                   helper.make_node("Identity", ["a"], ["same"])],
+                  [_vi("a", TensorProto.STRING, ["n"]), _vi("b", TensorProto.STRING, ["n"])],
+                  [_vi("eq", TensorProto.BOOL, ["n"]), _vi("same", TensorProto.STRING, ["n"])],
+                  opset=19, ir=9)
+    a = np.array(["robot", "arm", "gripper"])
+    b = np.array(["robot", "leg", "gripper"], dtype=object)
+    with Engine.load(data) as engine:
+        assert engine.tensors[0].dtype == np.dtype(object)
+        for slots in (1, 2):
+            with InferenceSession(engine, slots=slots) as s:
+                for n in (3, 2):
+                    out = s.infer({"a": a[:n], "b": b[:n]})
+                    np.testing.assert_array_equal(out["eq"], a[:n] == b[:n])
+                    assert list(out["same"]) == list(a[:n])
+                with pytest.raises(InputError, match=r"'a'.*strings"):
+                    s.infer({"a": np.zeros(3), "b": b})
+
+
+def test_int4_through_onnx_runtime() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    data = _model([helper.make_node("DequantizeLinear", ["x", "s"], ["y"]),
+                   helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"])],
+                  [_vi("x", TensorProto.INT4, [5]), _vi("s", TensorProto.FLOAT, []),
+                   _vi("z", TensorProto.INT4, [])],
+                  [_vi("y", TensorProto.FLOAT, [5]), _vi("q", TensorProto.INT4, [5])],
+                  opset=21, ir=10)
+    x = np.array([-3, 7, -8, 0, 1], ml_dtypes.int4)
+    with Engine.load(data) as engine, InferenceSession(engine) as s:
+        out = s.infer({"x": x, "s": np.array(2.0, np.float32), "z": np.array(0, ml_dtypes.int4)})
+        np.testing.assert_array_equal(out["y"], 2.0 * x.astype(np.float32))
+        assert out["q"].dtype == ml_dtypes.int4
+        np.testing.assert_array_equal(out["q"], x)
+
+
+def test_bfloat16_needs_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.engine import _dtypes
+    from edgert.errors import NotSupportedError
+
+    monkeypatch.setattr(_dtypes, "ml_dtypes", lambda: None)
+    data = _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [_vi("x", TensorProto.BFLOAT16, [2])], [_vi("y", TensorProto.BFLOAT16, [2])])
+    with pytest.raises(NotSupportedError, match=r"tensor\(bfloat16\)") as info:
+        Engine.load(data)
+    assert "ml_dtypes" in (info.value.hint or "")

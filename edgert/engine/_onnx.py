@@ -143,6 +143,13 @@ def _load_error(err: Exception, label: str, path: str | None, ort: ModuleType) -
         return ModelFormatError(
             f"ONNX Runtime cannot parse {label} as an ONNX model", path=path, log_lines=lines,
             hint="the file is corrupted or truncated: export or copy it again")
+    if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+        return EngineLoadError(
+            f"ONNX Runtime {ort.__version__} has no kernel for an operator of {label} with "
+            "these types", path=path, log_lines=lines,
+            hint="ONNX Runtime's words above name the node: re-export it with types its "
+                 "CPU kernels support (e.g. float32 instead of a narrow type), or upgrade "
+                 "onnxruntime")
     return EngineLoadError(
         f"ONNX Runtime could not load {label}", path=path, log_lines=lines,
         hint="check the model with onnx.checker.check_model(); custom operators or external "
@@ -219,7 +226,9 @@ def _describe(session: Any, label: str, boundary: GraphBoundary | None) -> tuple
                 name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
                 profiles=(profile,) if profile is not None else (),
                 location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
-                element_bits=element.bits, unknown_rank=unknown_rank, optional=optional))
+                element_bits=element.bits, unknown_rank=unknown_rank, optional=optional,
+                dim_names=tuple(d if isinstance(d, str) else "" for d in dims)
+                if any(isinstance(d, str) for d in dims) else ()))
     return tuple(specs), output_dims, onnx_types
 
 

@@ -109,6 +109,7 @@ class OnnxExecutable(Owner):
             collections.OrderedDict()
         self._sig: tuple[Any, ...] = ()
         self._late: tuple[str, ...] = ()  # outputs written through an allocator this signature
+        self._slow = False  # late outputs, strings, or nothing to run
         self._bound_out: dict[str, tuple[int, tuple[int, ...]] | None] = {}
         self._order: list[str] = []  # output names in the order first bound (get_outputs order)
         self._inputs_bound: set[str] = set()
@@ -174,6 +175,13 @@ class OnnxExecutable(Owner):
                 shape = self._shapes[d[0]]
                 out.append(shape[d[1]] if d[1] < len(shape) else -1)
         return tuple(out)
+
+    def shape_follows_inputs(self, name: str) -> bool:
+        """Whether output ``name``'s shape follows from the input shapes (so a session binds it
+        to pooled memory), as the model declares it and as runs have shown so far."""
+        dims = self._output_dims.get(name)
+        return dims is not None and name not in self._wrong and name not in self._strings \
+            and all(d is not None for d in dims)
 
     def get_tensor_shape(self, name: str) -> Sequence[int]:
         """An input's current shape, or an output's shape inferred from the inputs (-1 unknown).
@@ -305,6 +313,8 @@ class OnnxExecutable(Owner):
                                   "set_tensor_address first")
             self._bind_out(name, address, shape)
         self._late = tuple(late)
+        self._slow = bool(self._late or self._string_inputs or self._strings or
+                          not self._outputs)
         dirty.clear()
         return True
 
@@ -341,11 +351,11 @@ class OnnxExecutable(Owner):
         self._check_open()
         if self._dirty and not self._rebind():
             return False
-        if self._string_inputs or self._strings:
-            return self._execute_run()
-        if self._late:
-            return self._execute_late()
-        if not self._outputs:
+        if self._slow:
+            if self._string_inputs or self._strings:
+                return self._execute_run()
+            if self._late:
+                return self._execute_late()
             return True  # every output is an input: nothing to compute
         try:
             self._run(self._binding)  # a RunOptions object costs ~100 us per run (ORT 1.31)

@@ -240,20 +240,26 @@ class CudaRunner(Runner):
             self.apply_shapes(sig)
         if self.bound_token is not slot.binds:
             self.bind(slot)
-        if slot.allocs:
-            assert self.allocator is not None
-            self.allocator.slot = slot
-        if slot.d2d:
-            s = self.s
-            for dst, src, n in slot.d2d:
-                err = self.memcpy(dst, src, n, self.kind_any, s)[0]
-                if err:
-                    raise_cuda(err, call="cudaMemcpyAsync")
+        special = slot.special
+        if special or slot.d2d:
+            self._before_execute(slot)
         if not self.exe.execute_async_v3(self.s_handle):
             raise InferenceError(f"the executable failed to enqueue{self.run_errors()}",
                                  hint="see the runtime's message above; the session stays usable")
-        if slot.allocs or slot.echoes:
+        if special:
             self._after_execute(slot)
+
+    def _before_execute(self, slot: Slot) -> None:
+        """Point the output allocator at the slot; copy caller device memory that overlaps the
+        session's own buffers into the slot's input buffers."""
+        if slot.allocs:
+            assert self.allocator is not None
+            self.allocator.slot = slot
+        s = self.s
+        for dst, src, n in slot.d2d:
+            err = self.memcpy(dst, src, n, self.kind_any, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
 
     def _after_execute(self, slot: Slot) -> None:
         """Copy echoed inputs into their outputs and allocated outputs to the host.
@@ -425,14 +431,15 @@ class CudaRunner(Runner):
                 failure.__cause__ = cause
                 slot.error = failure
             return
-        if slot.allocs or slot.echoes:
+        if slot.special:
             try:
-                self.settle(slot)
+                if slot.allocs or slot.echoes:
+                    self.settle(slot)
+                if slot.packed:
+                    self.unpack_outputs(slot)
             except InferenceError as failure:
                 slot.error = failure
                 return
-        if slot.packed:
-            self.unpack_outputs(slot)
         if self.host_timing:
             latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency

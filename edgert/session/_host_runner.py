@@ -130,15 +130,53 @@ class HostRunner(Runner):
             self._bind_work(slot)
         elif self.bound_token is not slot.binds:
             self.bind(slot)
+        special = slot.special
+        if special:
+            self._before(slot)
+        exe = self.exe
+        start = _now()
+        try:
+            ok = exe.execute_async_v3(0)
+        except EdgeRTError:
+            raise
+        except Exception as err:  # a runtime's own exception types
+            raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
+                                 hint="see the chained exception") from err
+        if not ok:
+            self._replan(slot, work)
+        slot.t_compute_ns = _now() - start
+        slot.timed = 0
+        if work:
+            outs, work_out = slot.outputs, self.work_out
+            for i in self.work_copy:
+                _copyto(outs[i].view, work_out[i].view)  # type: ignore[arg-type]
+        if special or slot.special:
+            self._after(slot)
+
+    def _before(self, slot: Slot) -> None:
         if slot.allocs:
             assert self.allocator is not None
             self.allocator.slot = slot
         if slot.objects:
             self.pass_objects(slot)
-        start = _now()
-        ok = self._execute()
+
+    def _after(self, slot: Slot) -> None:
+        if slot.allocs or slot.echoes:
+            self._settle_host(slot)
+        if slot.packed:
+            self.unpack_outputs(slot)
+        if slot.objects:
+            self.take_objects(slot)
+
+    def _replan(self, slot: Slot, work: bool) -> None:
+        """After a failed run: re-plan outputs the run proved wrongly declared and run again.
+
+        Raises:
+            InferenceError: The run failed for another reason, or failed again.
+        """
+        ok = False
         retries = len(slot.outputs)
-        while not ok and retries and self.refit_outputs(slot):
+        while retries and self.refit_outputs(slot):
             # An output's real shape contradicted the one the executable had reported (a wrong
             # declaration in the model); the executable now leaves it to the allocator. A run
             # stops at the first such output, so there may be more.
@@ -148,27 +186,14 @@ class HostRunner(Runner):
                 self._bind_work(slot)
             else:
                 self.bind(slot)
-            if slot.allocs:
-                assert self.allocator is not None
-                self.allocator.slot = slot
+            if slot.special:
+                self._before(slot)
             ok = self._execute()
             if ok:
                 executable_errors(self.exe)  # drop the lines of the runs that found the shapes
-        if not ok:
-            raise InferenceError(f"the executable failed{self.run_errors()}",
-                                 hint="see the runtime's message; the session stays usable")
-        slot.t_compute_ns = _now() - start
-        slot.timed = 0
-        if work:
-            outs, work_out = slot.outputs, self.work_out
-            for i in self.work_copy:
-                _copyto(outs[i].view, work_out[i].view)  # type: ignore[arg-type]
-        if slot.allocs or slot.echoes:
-            self._settle_host(slot)
-        if slot.packed:
-            self.unpack_outputs(slot)
-        if slot.objects:
-            self.take_objects(slot)
+                return
+        raise InferenceError(f"the executable failed{self.run_errors()}",
+                             hint="see the runtime's message; the session stays usable")
 
     def _execute(self) -> bool:
         exe = self.exe

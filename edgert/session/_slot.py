@@ -125,6 +125,8 @@ class Slot:
         echoes: Outputs that are also graph inputs (copied from the input by the session).
         packed: Packed 4-bit outputs (handed out unpacked where ml_dtypes is installed).
         objects: String tensors, inputs and outputs (passed as numpy object arrays).
+        special: Any of ``allocs``, ``echoes``, ``packed``, ``objects`` (one test on the hot
+            path).
     """
 
     __slots__ = (
@@ -153,6 +155,7 @@ class Slot:
         "results",
         "results_device",
         "sig",
+        "special",
         "t_compute_ns",
         "t_d2h_ns",
         "t_device_ns",
@@ -187,6 +190,7 @@ class Slot:
         self.echoes: tuple[TensorBuffer, ...] = ()
         self.packed: tuple[TensorBuffer, ...] = ()
         self.objects: tuple[TensorBuffer, ...] = ()
+        self.special = False
         self.keep: Any = None
         self.external = False
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
@@ -222,6 +226,7 @@ class Slot:
         self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
         self.packed = tuple(tb for tb in self.outputs if tb.packed)
         self.objects = tuple(tb for tb in (*self.inputs, *self.outputs) if tb.objects)
+        self.special = bool(self.allocs or self.echoes or self.packed or self.objects)
         self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs)
                            if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
