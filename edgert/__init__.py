@@ -121,6 +121,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "GraphMode",
         "InferenceSession",
         "IoMode",
+        "ModelGroup",
         "OutputMode",
         "Pending",
         "RequestTimings",
@@ -146,6 +147,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ModelStore",
         "StoreError",
     ),
+    "edgert.cuda": (
+        "GpuPartition",
+        "GpuPartitions",
+        "green_context_support",
+        "partition_sms",
+    ),
 }
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -165,6 +172,12 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         stats,
         store,
         testing,
+    )
+    from edgert.cuda import (
+        GpuPartition,
+        GpuPartitions,
+        green_context_support,
+        partition_sms,
     )
     from edgert.engine import (
         Engine,
@@ -248,6 +261,7 @@ if _typing.TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ 
         GraphMode,
         InferenceSession,
         IoMode,
+        ModelGroup,
         OutputMode,
         Pending,
         RequestTimings,
@@ -320,6 +334,8 @@ __all__ = [
     "EngineFormat",
     "EngineLoadError",
     "Executable",
+    "GpuPartition",
+    "GpuPartitions",
     "GraphMode",
     "HealthCheckError",
     "HealthPolicy",
@@ -340,6 +356,7 @@ __all__ = [
     "LoopReport",
     "MemoryLock",
     "ModelFormatError",
+    "ModelGroup",
     "ModelStore",
     "NotSupportedError",
     "NvmlSensors",
@@ -392,10 +409,12 @@ __all__ = [
     "cuda",
     "doctor",
     "engine",
+    "green_context_support",
     "kernels",
     "lock_memory",
     "memory",
     "models",
+    "partition_sms",
     "platform",
     "power",
     "read_model_header",

@@ -119,6 +119,9 @@ def register(sub: Any) -> None:
                    help="write a latency histogram and timeline (needs edgert[plot])")
     p.add_argument("--no-environment", dest="environment", action="store_false",
                    help="leave the doctor's environment summary out (saves ~0.5 s)")
+    from edgert.cli._bench_load import add_load_arguments
+
+    add_load_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -187,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
     from edgert.bench import BenchOptions, run_options
     from edgert.errors import EdgeRTError, InvalidArgumentError
 
+    if args.load is not None:  # latency beside a background load: its own report
+        from edgert.cli._bench_load import run_load
+
+        return run_load(args)
     console = _Console(sys.stderr)
     graph = "auto" if args.graph is None else ("on" if args.graph else "off")
     try:

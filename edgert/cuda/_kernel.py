@@ -100,6 +100,18 @@ class Kernel:
         """
         return self._func
 
+    def max_blocks_per_sm(self, block_threads: int, shared_mem_bytes: int = 0) -> int:
+        """How many blocks of this kernel fit on one SM at once (the occupancy calculator).
+
+        A persistent kernel launches ``sm_count * max_blocks_per_sm(...)`` blocks.
+
+        Raises:
+            CudaError: The driver refused (e.g. more threads than a block can have).
+        """
+        return int(check(driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            self._func, block_threads, shared_mem_bytes),
+            call=f"cuOccupancyMaxActiveBlocksPerMultiprocessor({self.name})"))
+
     def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], args: KernelArgs,
                *, stream: Stream, shared_mem_bytes: int = 0) -> None:
         """Enqueue the kernel on ``stream``.

@@ -100,6 +100,9 @@ class InferenceSession(Owner):
             object) instead of a stream the session makes. Never the legacy default stream.
         priority: Priority of the stream the session makes: ``"highest"``, ``"lowest"``, an int
             in the device's range, or None (default priority).
+        partition: A :class:`~edgert.cuda.GpuPartition`: the session's streams are made on it,
+            so every copy, kernel, graph and TensorRT enqueue runs on its SMs only (with
+            ``priority`` as the streams' priority). Close the session before the partition.
         io: ``"copy"``, ``"zero_copy"`` or ``"auto"`` (:class:`IoMode`).
         slots: Requests in flight at once (each with its own buffers and events).
         cuda_graph: ``"auto"``, ``"on"``, ``"off"`` (or True/False) (:class:`GraphMode`).
@@ -136,7 +139,7 @@ class InferenceSession(Owner):
                  when_busy: BusyMode | str = BusyMode.WAIT,
                  timing: TimingMode | str = TimingMode.HOST, cast: bool = False,
                  contiguous: str = "copy", profile: int = 0, max_graphs: int = 8,
-                 stats_capacity: int = 4096) -> None:
+                 stats_capacity: int = 4096, partition: Any = None) -> None:
         options = SessionOptions(
             io=io, slots=slots, cuda_graph=cuda_graph, sync=sync,  # type: ignore[arg-type]
             outputs=outputs, when_busy=when_busy, timing=timing,  # type: ignore[arg-type]
@@ -152,7 +155,7 @@ class InferenceSession(Owner):
         try:
             choice = build_runner(model, options, self._stats, self._resources, device=device,
                                   stream=stream, priority=priority, pool=pool,
-                                  device_pool=device_pool)
+                                  device_pool=device_pool, partition=partition)
         except BaseException:
             self.close()
             raise

@@ -139,7 +139,7 @@ def _slots(exe: Executable, n: int) -> list[Slot]:
 
 def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
                  device: int | str | None, stream: Any, priority: Any, pool: Any,
-                 device_pool: Any) -> DeviceChoice:
+                 device_pool: Any, partition: Any = None) -> DeviceChoice:
     """Resolve everything and return the runner; what it makes is registered in ``res``.
 
     Raises:
@@ -151,13 +151,20 @@ def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: 
     placement = Placement(getattr(model, "placement", Placement.DEVICE))
     if _reads_host_memory(model):
         placement = Placement.HOST
+    if partition is not None and device is None:
+        device = partition.device
     where = _device(device, placement)
+    if partition is not None and where != partition.device:
+        raise InvalidArgumentError(
+            f"the partition is on device {partition.device}, the session on {where!r}",
+            hint="leave device unset, or pass the partition's device")
     if where == "host":
         return _build_host(model, options, stats, res, stream=stream, priority=priority,
                            pool=pool, pool_cls=BufferPool)
     assert isinstance(where, int)
     return _build_cuda(model, options, stats, res, where, stream=stream, priority=priority,
-                       pool=pool, device_pool=device_pool, pool_cls=BufferPool)
+                       pool=pool, device_pool=device_pool, pool_cls=BufferPool,
+                       partition=partition)
 
 
 def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
@@ -193,11 +200,24 @@ def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _
                         pipelined=False)
 
 
-def _stream(stream: Any, priority: Any, device: int, res: _Resources) -> Any:
+def _new_stream(partition: Any, device: int, priority: Any) -> Any:
+    from edgert.cuda import Stream
+
+    if partition is not None:  # a green-context stream: its kernels run on the partition's SMs
+        return partition.stream(priority=priority)
+    return Stream(device=device, priority=priority)
+
+
+def _stream(stream: Any, priority: Any, device: int, res: _Resources,
+            partition: Any = None) -> Any:
     from edgert.cuda import Stream, as_stream_handle
 
+    if stream is not None and partition is not None:
+        raise InvalidArgumentError("pass either stream= or partition=, not both",
+                                   hint="make the stream with partition.stream(), or let the "
+                                        "session make it")
     if stream is None:
-        made = Stream(device=device, priority=priority)
+        made = _new_stream(partition, device, priority)
         res.closers.append(made.close)
         return made
     if priority is not None:
@@ -214,7 +234,7 @@ def _stream(stream: Any, priority: Any, device: int, res: _Resources) -> Any:
 
 def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources,
                 device: int, *, stream: Any, priority: Any, pool: Any, device_pool: Any,
-                pool_cls: Any) -> DeviceChoice:
+                pool_cls: Any, partition: Any = None) -> DeviceChoice:
     from edgert.cuda import Event, Stream, device_properties
     from edgert.session._cuda_runner import CudaRunner
     from edgert.session._graphs import GraphCache
@@ -226,7 +246,7 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     if io is IoMode.ZERO_COPY and not props.can_map_host_memory:
         raise NotSupportedError(f"device {device} ({props.name}) cannot map host memory, so "
                                 "zero-copy I/O is impossible", hint="use io='copy'")
-    compute = _stream(stream, priority, device, res)
+    compute = _stream(stream, priority, device, res, partition)
     exe = _executable(model, options.profile, compute.handle, res)
     graph_mode = options.cuda_graph
     if graph_mode is not GraphMode.OFF and not exe.graph_capturable:
@@ -240,7 +260,7 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     side: list[Stream | None] = [None, None]
     if pipelined:
         for i in range(2):
-            made = Stream(device=device, priority=compute.priority)
+            made = _new_stream(partition, device, compute.priority)
             res.closers.append(made.close)
             side[i] = made
     budget = _budget(exe, options.profile, options.slots)

@@ -6,6 +6,8 @@
   ``tensorrt_lean`` bindings by edgert's conformance test.
 - :mod:`edgert.testing.jetson` — fake Jetson sysfs/procfs/etc trees (JetPack 5 and 6, Orin NX
   and AGX Orin, failing sensors) and :class:`FakeCommandRunner` for nvpmodel and jetson_clocks.
+- :class:`FakeGreenDriver` — SM partitions (green contexts) without a GPU: pass it as
+  ``partition_sms(..., driver=fake)``; checked against the real driver on the GPU tier.
 - :class:`FakeAllocator`, :class:`FakeEvent`, :class:`FakeEventFactory` — pool tests without a
   GPU; :class:`FakeClock` — periodic-loop tests without real time.
 
@@ -16,6 +18,7 @@ it is product code, not a fake. ``edgert.testing.KernelExecutable`` still resolv
 from typing import TYPE_CHECKING, Any
 
 from edgert.testing import fake_tensorrt, jetson
+from edgert.testing.green import FakeGreenDriver
 from edgert.testing.jetson import (
     FakeCommandRunner,
     JetsonTree,
@@ -34,6 +37,7 @@ __all__ = [
     "FakeCommandRunner",
     "FakeEvent",
     "FakeEventFactory",
+    "FakeGreenDriver",
     "JetsonTree",
     "build_bare_tree",
     "build_jetson_tree",
