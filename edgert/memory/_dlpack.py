@@ -13,9 +13,9 @@ imports host (``kDLCPU``) tensors only, and edgert's device buffers need ``kDLCU
 a producer has to exist here anyway; one producer serves every memory kind, and numpy remains
 the consumer for host tensors (``np.from_dlpack(buffer)``). cuda.core's
 ``StridedMemoryView`` imports device tensors correctly (versions, read-only, CAI masks), but its
-import pulls ``ml_dtypes`` and costs over a second on a loaded host, is not installed with every
-``cuda-python`` this project accepts, and its constructor moved between releases; the import
-below is a few struct reads. Its behaviour is the reference the GPU tests compare against.
+import pulls ``ml_dtypes`` (over a second on a loaded host), cuda-python 12.x does not install it,
+and its module moved (``cuda.core.experimental`` to ``cuda.core``) between releases; the import
+below is a few struct reads. The GPU tests check edgert against it; docs/memory.md has numbers.
 """
 
 from __future__ import annotations
