@@ -292,6 +292,13 @@ def test_dlpack_refusals_name_the_tensor() -> None:
 
     with pytest.raises(InputError, match=r"'obs'.*sparse"):
         external_array("obs", Refuses(), 0)
+
+    class NoStream(_CudaDLPack):
+        def __dlpack__(self) -> Any:  # type: ignore[override]  # before the stream argument
+            return super().__dlpack__()
+
+    with pytest.raises(InputError, match=r"'obs'.*DLPack export failed"):
+        external_array("obs", NoStream(), 0)
     with pytest.raises(InputError, match=r"'obs'.*no numpy equivalent"):
         external_array("obs", _BFloat16(dtype=np.float16), 0)
 

@@ -232,8 +232,10 @@ def _from_dlpack(name: str, obj: Any, stream_handle: int, device: int | None,
     try:
         capsule = request_capsule(obj, stream_handle or 1)
         t = read_capsule(capsule)
-    except BufferError as err:
-        raise InputError(f"input {name!r}: the DLPack export failed: {err}") from err
+    except (BufferError, TypeError) as err:  # TypeError: a __dlpack__ without ``stream``
+        raise InputError(f"input {name!r}: the DLPack export failed: {err}",
+                         hint="pass a contiguous CUDA tensor from a DLPack 0.8+ (or 1.x) "
+                              "library, or one with __cuda_array_interface__") from err
     if t.device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
         raise InputError(f"input {name!r} is a DLPack tensor on device type "
                          f"{t.device_type}, not CUDA memory",
