@@ -63,7 +63,7 @@ def test_cuda_core_reads_edgert_exports_with_their_flags() -> None:
                 assert smv.ptr == buf.ptr + 256
                 assert tuple(smv.shape) == (16, 4)
                 assert np.dtype(smv.dtype) == np.float32
-                assert smv.readonly is readonly
+                assert bool(smv.readonly) == readonly
                 assert smv.device_id == 0
             del by_dlpack, cai_only, view
         raw = smv_cls(buf, stream_ptr=-1)
@@ -134,9 +134,8 @@ def test_torch_arrays_import_as_cuda_core_sees_them(stream: cuda.Stream) -> None
         external_array("obs", t.t(), stream.handle, device=0)
 
 
-def test_cupy_arrays_import_and_masks_are_refused_like_cuda_core(stream: cuda.Stream) -> None:
+def test_cupy_arrays_import_and_masks_are_refused(stream: cuda.Stream) -> None:
     cupy = pytest.importorskip("cupy")
-    smv_cls = _smv()
     a = cupy.arange(96, dtype=cupy.float32).reshape(2, 48)
     ext = external_array("obs", a, stream.handle, device=0)
     assert ext is not None
@@ -145,12 +144,14 @@ def test_cupy_arrays_import_and_masks_are_refused_like_cuda_core(stream: cuda.St
     masked.__cuda_array_interface__ = dict(a.__cuda_array_interface__, mask=a)
     with pytest.raises(InputError, match="'obs' is a masked array"):
         external_array("obs", masked, stream.handle, device=0)
-    with pytest.raises(BufferError):
-        smv_cls(masked, stream_ptr=-1)  # the reference refuses it too
 
 
 def test_host_pointers_claiming_cai_are_refused() -> None:
+    from edgert.cuda._memapi import pointer_info
+
     host = np.zeros(96, np.float32)
+    if pointer_info(host.ctypes.data).memory_type != "unregistered":
+        pytest.skip("this system reports pageable memory to CUDA (HMM/ATS)")
     with pytest.raises(InputError, match="CUDA does not know its pointer"):
         external_array("obs", _Cai(host.ctypes.data), 0, device=0)
 
