@@ -168,8 +168,10 @@ class Lease:
 
     def device_view(self, dtype: DTypeLike = np.uint8,
                     shape: int | tuple[int, ...] | None = None, *, offset: int = 0,
-                    stream: Any = None) -> DeviceView:
+                    stream: Any = None, readonly: bool = False) -> DeviceView:
         """A typed device view (CAI + DLPack) of the block, for device or mapped host pools.
+
+        ``readonly`` tells consumers not to write (CAI ``data[1]``, the DLPack 1.x flag).
 
         Raises:
             NotSupportedError: The block has no device address.
@@ -182,7 +184,8 @@ class Lease:
         device = self._pool.device
         return DeviceView(self._anchor(blk), dptr, offset=offset, dtype=dt, shape=shp,
                           device=0 if device is None else device,
-                          stream=self._stream if stream is None else stream)
+                          stream=self._stream if stream is None else stream,
+                          readonly=readonly)
 
     def __dlpack__(self, *, stream: int | None = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:

@@ -155,7 +155,8 @@ class Runner:
         if hasattr(obj, "ptr") and hasattr(obj, "kind") and hasattr(obj, "view"):
             return self._from_host_buffer(tb, obj)
         if self.on_device:
-            ext = external_array(spec.name, obj, int(getattr(self.stream, "handle", 0)))
+            ext = external_array(spec.name, obj, int(getattr(self.stream, "handle", 0)),
+                                 device=getattr(self.stream, "device", None))
             if ext is not None:
                 return None, ext
         elif hasattr(obj, "__cuda_array_interface__"):
