@@ -20,7 +20,7 @@ After warm-up, Python-level allocations per request are measured with tracemallo
 per request, and the transient peak above the start of a request (ONNX Runtime's own C++
 allocations are not traced). Fixed-shape requests through edgert should allocate nothing.
 
-Latency (batch 1, the bundled MLP as :class:`~edgert.testing.kernel_executable.KernelExecutable`,
+Latency (batch 1, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
 inputs from a numpy array, outputs back as numpy, synchronized):
 
 * ``floor``: an empty CUDA graph launch + stream synchronize (cuda.bindings, no Python around);
@@ -176,9 +176,9 @@ def _torch_mlp() -> Callable[[np.ndarray], np.ndarray] | None:
 
 
 def _latency(quick: bool) -> dict[str, Any]:
+    from edgert.kernels import KernelExecutable
     from edgert.models import policy_reference
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     exe = KernelExecutable()
     hand = HandWritten(exe)
@@ -320,8 +320,8 @@ def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict
 
 def _throughput(quick: bool) -> dict[str, Any]:
     """Requests per second through submit/result, keeping ``slots`` requests in flight."""
+    from edgert.kernels import KernelExecutable
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     exe = KernelExecutable()
     rng = np.random.default_rng(1)

@@ -39,9 +39,9 @@ def main() -> int:
         print(f"this example needs a CUDA device: {cuda.unavailable_reason()}", file=sys.stderr)
         return 2
     from edgert.engine import Engine
+    from edgert.kernels import KernelExecutable
     from edgert.memory import HostBuffer
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     props = cuda.device_properties(0)
     kind = "integrated (shared DRAM)" if props.integrated else "discrete (inputs cross PCIe)"

@@ -178,7 +178,9 @@ def test_data_dependent_output_shape() -> None:
     _bind(ctx, "x", x)
     _bind(ctx, "idx", out)
     assert ctx.execute_async_v3(0)
-    assert tuple(ctx.get_tensor_shape("idx")) == (4,)
+    # As in TensorRT, the context never learns a data-dependent dimension: only an output
+    # allocator's notify_shape does (NvInferRuntime.h, IExecutionContext::getTensorShape).
+    assert tuple(ctx.get_tensor_shape("idx")) == (-1,)
     np.testing.assert_array_equal(out[:4], [1, 4, 5, 7])
     assert out[4] == -7
 
@@ -275,3 +277,4 @@ def test_function_errors_become_enqueue_failures() -> None:
     ctx.set_tensor_address("y", ctypes.addressof(buf) + 8)
     assert ctx.execute_async_v3(0) is False
     assert "kaput" in log.errors()[-1]
+

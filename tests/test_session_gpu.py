@@ -24,7 +24,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 @pytest.fixture(scope="module")
 def exe() -> Iterator[Any]:
-    from edgert.testing.kernel_executable import KernelExecutable
+    from edgert.kernels import KernelExecutable
 
     with KernelExecutable() as kernel_exe:
         yield kernel_exe
@@ -84,8 +84,8 @@ def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int
 
 
 def test_unfused_kernels_match_reference() -> None:
+    from edgert.kernels import KernelExecutable
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     rng = np.random.default_rng(1)
     with KernelExecutable(fused=False) as unfused, InferenceSession(unfused, slots=1) as s:

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgert._fake_runtime import fake_tensorrt_module
+
 __all__ = ["inspect_model", "register", "render"]
 
 _EXIT_ERROR = 1
@@ -139,9 +141,7 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
     }
     trt_module: ModuleType | None = None
     if runtime == "fake":
-        from edgert.testing import fake_tensorrt
-
-        trt_module, runtime = fake_tensorrt, "auto"
+        trt_module, runtime = fake_tensorrt_module(), "auto"
     try:
         engine = Engine.load(path, runtime=runtime, sha256=sha256, hmac_key=hmac_key,
                              allow_host_code=allow_host_code, trt_module=trt_module)

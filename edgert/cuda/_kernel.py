@@ -1,8 +1,9 @@
 """Kernels compiled at run time with NVRTC and launched through the driver API.
 
-Used by :class:`edgert.testing.KernelExecutable` and the GPU tests and benchmarks, where no
-TensorRT engine exists. Launch arguments are packed once into a :class:`KernelArgs` whose values
-can be changed in place, so a hot loop launches with no per-call packing or allocation.
+Used by :class:`edgert.kernels.KernelExecutable` (what ``edgert bench`` runs on a GPU) and the GPU
+tests and benchmarks, where no TensorRT engine exists. Launch arguments are packed once into a
+:class:`KernelArgs` whose values can be changed in place, so a hot loop launches with no per-call
+packing or allocation.
 """
 
 from __future__ import annotations

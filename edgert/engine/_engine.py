@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from edgert._executable import Executable, Placement, ProfileShape, TensorSpec
 from edgert._owner import Owner
@@ -150,6 +151,37 @@ class Engine(Owner):
                    flavour=flavour, runtime_module=str(getattr(trt, "__name__", "tensorrt")),
                    runtime_version=str(getattr(trt, "__version__", "unknown")),
                    integrity=integrity)
+
+    @classmethod
+    def from_onnx(cls, path: Source, *, cache_dir: str | os.PathLike[str] | None = None,
+                  build: Any = None, **options: Any) -> Engine:
+        """Load the TensorRT plan built from an ONNX model, building it once per key.
+
+        The work is done by :class:`edgert.store.EngineCache` (see it and docs/lifecycle.md):
+        the plan is cached under a key of the model's SHA-256, ``build``, the TensorRT version
+        and flavour, and the GPU's name and compute capability, with atomic writes, an HMAC
+        sidecar and a lock so that processes starting together build once. Where nothing can
+        build (lean/dispatch runtimes only, no TensorRT, no GPU) the ONNX model runs on ONNX
+        Runtime instead: the engine's ``flavour`` is then ``onnxruntime``.
+
+        Args:
+            path: The ONNX model (path or bytes).
+            cache_dir: The cache directory (default ``$EDGERT_CACHE_DIR`` or
+                ``~/.cache/edgert/engines``).
+            build: An :class:`edgert.store.BuildOptions`.
+            **options: ``trt_module``, ``device``, ``hmac_key``, ``fallback``,
+                ``lock_timeout_s`` (of the cache) and ``allow_host_code``, ``progress``,
+                ``onnx_options``, ``temp_dir`` (of :meth:`edgert.store.EngineCache.load`).
+
+        Raises:
+            InvalidArgumentError: Not an ONNX model, or bad options.
+            NotSupportedError: Nothing can build and ``fallback=False``.
+            PermissionDeniedError: A plan must be built and ``cache_dir`` is not writable.
+            BuildError: TensorRT could not build the model.
+        """
+        from edgert.store._cache import from_onnx  # the store layer sits above this one
+
+        return from_onnx(path, cache_dir=cache_dir, build=build, **options)
 
     @property
     def format(self) -> EngineFormat:

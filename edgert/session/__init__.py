@@ -17,6 +17,7 @@ from edgert.session._options import (
 )
 from edgert.session._pending import Pending, RequestTimings, SessionStats
 from edgert.session._session import InferenceSession
+from edgert.session._swap import SwapResult
 
 __all__ = [
     "BusyMode",
@@ -29,6 +30,7 @@ __all__ = [
     "RequestTimings",
     "SessionOptions",
     "SessionStats",
+    "SwapResult",
     "SyncMode",
     "TimingMode",
 ]

@@ -22,7 +22,10 @@ What it imitates:
 * context allocation failure (``fail_context=True``) and failing enqueues
   (``fail_enqueue_after=N``);
 * dynamic shapes with optimization profiles, outputs whose shape follows an input, and
-  data-dependent output shapes;
+  data-dependent output shapes (NonZero: the ``nonzero`` and ``onnx.NonZero`` functions), written
+  either to a preallocated address or through an ``IOutputAllocator`` that the context calls on
+  every enqueue exactly as TensorRT's bindings do (``reallocate_output_async`` on 10+, else
+  ``reallocate_output``, then ``notify_shape``);
 * logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity, or, once an
   ``IErrorRecorder`` is set as the runtime's ``error_recorder``, errors reported to it with
   their ``ErrorCodeTRT`` instead.
@@ -38,6 +41,8 @@ import tempfile
 import types
 from typing import Any
 
+from edgert.testing._fake_trt_alloc import IOutputAllocator
+from edgert.testing._fake_trt_builder import add_builder
 from edgert.testing._fake_trt_engine import ICudaEngine, IExecutionContext
 from edgert.testing._fake_trt_errors import ErrorCodeTRT, IErrorRecorder, code_of
 from edgert.testing._fake_trt_plan import (
@@ -82,6 +87,7 @@ __all__ = [
     "IErrorRecorder",
     "IExecutionContext",
     "ILogger",
+    "IOutputAllocator",
     "IPluginRegistry",
     "Logger",
     "Runtime",
@@ -215,7 +221,7 @@ class Runtime:
             self._log(_ERROR, problem)
             return None
         self._log(_INFO, f"Loaded engine size: {len(data) >> 20} MiB")
-        return ICudaEngine(plan, self._log)
+        return ICudaEngine(plan, self._log, int(self._version.split(".")[0]))
 
 
 _global_registry = IPluginRegistry(lambda severity, message: None)
@@ -241,7 +247,11 @@ def make_module(*, flavour: str = "full", version: str = __version__) -> types.M
         "_flavour": flavour, "_version": version, "__doc__": Runtime.__doc__})
     module.__version__ = version  # type: ignore[attr-defined]
     module.EDGERT_FLAVOUR = flavour  # type: ignore[attr-defined]
+    add_builder(vars(module), flavour=flavour, version=version)
     return module
+
+
+add_builder(globals(), flavour=EDGERT_FLAVOUR, version=__version__)  # the builder: not in __all__
 
 
 def bundled_policy_plan(*, version: str = __version__, version_compatible: bool = False,
