@@ -243,6 +243,12 @@ class OutputAllocator(Protocol):
        if no memory could be had (the run then fails);
     2. ``notify_shape(name, shape)`` once the output's real shape is known, before the run ends
        (for a device executable: before the work on the stream completes).
+
+    A device executable asks for the memory before ``execute_async_v3`` returns (TensorRT does,
+    inside ``enqueueV3``): in copy I/O the session enqueues the copy of that whole block to the
+    host right behind the executable's work, and applies the notified shape when the request
+    completes. Both callbacks never raise; a failure makes ``reallocate_output`` return 0 and
+    is reported by the session as the request's ``InferenceError``.
     """
 
     def reallocate_output(self, tensor_name: str, memory: int, size: int,
