@@ -150,22 +150,26 @@ def _dims(shape: Any) -> list[int | str | None]:
     return [d if isinstance(d, (int, str)) else None for d in (shape or [])]
 
 
-def _profiles(session: Any, label: str) -> dict[str, ProfileShape]:
+_PROFILE_HINT = 'write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}'
+
+
+def _profiles(session: Any, label: str, path: str | None) -> dict[str, ProfileShape]:
     raw = session.get_modelmeta().custom_metadata_map.get(PROFILES_METADATA_KEY)
     if raw is None:
         return {}
     try:
         return {name: ProfileShape(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                 for name, p in json.loads(raw).items()}
-    except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            InvalidArgumentError) as err:
         raise ModelFormatError(
-            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}",
-            hint='write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}')\
-            from err
+            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}", path=path,
+            hint=_PROFILE_HINT) from err
 
 
-def _describe(session: Any, label: str) -> tuple[tuple[TensorSpec, ...], OutputDims]:
-    profiles = _profiles(session, label)
+def _describe(session: Any, label: str,
+              path: str | None) -> tuple[tuple[TensorSpec, ...], OutputDims]:
+    profiles = _profiles(session, label, path)
     specs: list[TensorSpec] = []
     symbols: dict[str, tuple[str, int]] = {}
     output_dims: OutputDims = {}
@@ -189,11 +193,20 @@ def _describe(session: Any, label: str) -> tuple[tuple[TensorSpec, ...], OutputD
                     d if isinstance(d, int) and d >= 0 else symbols.get(d) if isinstance(d, str)
                     else None for d in dims)
             profile = profiles.get(arg.name) if mode is TensorMode.INPUT else None
-            specs.append(TensorSpec(
-                name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
-                profiles=(profile,) if profile is not None else (),
-                location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
-                element_bits=element.bits))
+            try:
+                specs.append(TensorSpec(
+                    name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
+                    profiles=(profile,) if profile is not None else (),
+                    location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
+                    element_bits=element.bits))
+            except InvalidArgumentError as err:
+                if profile is None:
+                    raise
+                # The metadata is part of the file: a profile that does not fit the tensor is a
+                # malformed model, not a bad argument of the caller.
+                raise ModelFormatError(
+                    f"{label} has malformed {PROFILES_METADATA_KEY} metadata for input "
+                    f"{arg.name!r}: {err.message}", path=path, hint=_PROFILE_HINT) from err
     return tuple(specs), output_dims
 
 
@@ -220,7 +233,7 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
     except Exception as err:  # ORT raises its own pybind exception types
         raise _load_error(err, src.label, path, ort) from err
     try:
-        tensors, output_dims = _describe(session, src.label)
+        tensors, output_dims = _describe(session, src.label, path)
     except EdgeRTError:
         raise
     except Exception as err:  # e.g. names or metadata that are not UTF-8 in a damaged file
