@@ -10,13 +10,12 @@ from types import ModuleType
 from edgert._executable import Executable, Placement, ProfileShape, TensorSpec
 from edgert._fileio import MAX_MODEL_BYTES
 from edgert._owner import Owner
-from edgert.engine._integrity import IntegrityStatus, Key, check_integrity
+from edgert.engine._integrity import IntegrityStatus, check_integrity
 from edgert.engine._onnx import OnnxLoaded, OnnxRuntimeOptions, load_onnx
 from edgert.engine._onnx_executable import OnnxExecutable
 from edgert.engine._source import (
     EngineFormat,
     ModelHeader,
-    ModelSource,
     Source,
     read_source,
     sniff,
@@ -72,12 +71,12 @@ class Engine(Owner):
     @classmethod
     def load(
         cls,
-        source: Source | ModelSource,
+        source: Source,
         *,
         runtime: str = "auto",
         device: int = 0,
         sha256: str | bytes | None = None,
-        hmac_key: Key | None = None,
+        hmac_key: str | bytes | os.PathLike[str] | None = None,
         signature: str | bytes | None = None,
         allow_host_code: bool = False,
         plugins: Sequence[str | os.PathLike[str]] = (),

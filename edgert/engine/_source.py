@@ -48,7 +48,6 @@ _PLAN_VERSION_OFFSET = 24
 # would take seconds.
 _MAX_TOP_FIELDS = 100_000
 
-Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 
 class EngineFormat(StrEnum):
@@ -101,7 +100,12 @@ class ModelHeader:
         return ".".join(map(str, self.trt_version)) if self.trt_version else None
 
 
-def read_source(source: Source | ModelSource, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelSource:
+#: What Engine.load and read_model_header take: a path, the model's bytes, or a ModelSource
+#: that read_source already read (used as it is: one read, whoever asks).
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | ModelSource
+
+
+def read_source(source: Source, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelSource:
     """Read a model from a path (one bounded read) or take it from memory.
 
     The file is opened without blocking and must be a regular file of at most ``max_bytes``
