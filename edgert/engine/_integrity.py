@@ -85,8 +85,8 @@ def _key(value: Key) -> bytes:
         raise InvalidArgumentError(
             f"hmac_key must be bytes, str or the path of a key file, got "
             f"{type(value).__name__}",
-            hint="pass the secret key itself (e.g. key_path.read_bytes()) or a pathlib.Path "
-                 "to the key file; a number is not a key")
+            hint="pass the secret key itself as bytes/str, or a pathlib.Path to the key file; "
+                 "a number is not a key")
     if not key:
         raise InvalidArgumentError("hmac_key is empty", hint="pass the secret key as bytes")
     return key
