@@ -6,7 +6,7 @@ that is still running after ``EDGERT_FUZZ_LIMIT_S`` seconds fails the test with 
 stuck in (the thread is a daemon, so the test process still ends). A crash of the interpreter
 is reported by pytest's faulthandler.
 
-Budget: ``EDGERT_FUZZ_EXAMPLES`` (default 150 per property) scales every suite. Examples are
+Budget: ``EDGERT_FUZZ_EXAMPLES`` (default 250 per property) scales every suite. Examples are
 derandomized so CI runs the same cases each time; ``EDGERT_FUZZ_SEED=1`` explores fresh ones.
 Failing examples are reported as found, not shrunk (shrinking a hang would rerun it for
 minutes); ``EDGERT_FUZZ_SHRINK=1`` turns shrinking on.
@@ -28,7 +28,7 @@ from edgert.errors import EdgeRTError
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("EDGERT_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("EDGERT_FUZZ_EXAMPLES", "250"))
 #: Seconds one example may take before it counts as a hang.
 LIMIT_S = float(os.environ.get("EDGERT_FUZZ_LIMIT_S", "10"))
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate]

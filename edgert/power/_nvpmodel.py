@@ -143,7 +143,7 @@ class NvpModel:
             raw = read_file(self.conf_path, max_bytes=MAX_CONFIG_BYTES)
         except FileRefusedError as err:
             raise InvalidArgumentError(
-                f"cannot read {self.conf_path}: {err.strerror}",
+                f"cannot read {err.filename}: {err.strerror}",
                 hint="point conf= at the regular nvpmodel.conf file (e.g. /etc/nvpmodel.conf)",
             ) from err
         except FileNotFoundError as err:
