@@ -55,9 +55,10 @@ MAX_KEY_BYTES = 64 << 10
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _CHUNK = 64 << 10
 # sysfs reports one page, procfs 0, whatever the length of the content.
-_PSEUDO_SIZES = (0, 4096)
+_SYSFS_SIZE = 4096
+_PSEUDO_SIZES = (0, _SYSFS_SIZE)
 # Kernel attributes are at most 64-bit; 20 digits and a sign cover every value they can hold.
-_INT = re.compile(r"[+-]?[0-9]{1,20}")
+_MAX_DIGITS = 20
 _INT64 = 1 << 63
 _INDEX = re.compile(r"[0-9]{1,9}")
 
@@ -118,44 +119,53 @@ def read_file(path: str | os.PathLike[str], *, max_bytes: int,
         OSError: The OS refused to open or read it (``FileNotFoundError``,
             ``PermissionError``, ``EAGAIN`` from a sensor driver...).
     """
-    where = check_path(path)
-    fd = os.open(where, _FLAGS)
     try:
-        size = _check_fd(fd, where, max_bytes)
-        chunks: list[bytes] = []
-        total = 0
+        fd = os.open(path, _FLAGS)
+    except ValueError:  # "embedded null byte": say so in edgert's terms
+        check_path(path)
+        raise
+    try:
+        size = _check_fd(fd, path, max_bytes)
         # One read of size + 1 returns a whole regular file and proves it ended; the + 1 also
         # catches a file that grows while we read it.
         want = size + 1 if size not in _PSEUDO_SIZES else _CHUNK
-        while True:
-            chunk = read(fd, min(want, max_bytes + 1 - total))
-            if not chunk:
-                break
+        chunk = read(fd, min(want, max_bytes + 1))
+        if len(chunk) == size and size not in _PSEUDO_SIZES:
+            # Asked for size + 1, got size: a regular file's read is short only at its end, so
+            # this is all of it, and it did not grow (one syscall fewer on every small file).
+            return chunk
+        if size == _SYSFS_SIZE and len(chunk) < _SYSFS_SIZE:
+            # A sysfs attribute: the kernel hands it out whole in the first read.
+            return chunk
+        chunks: list[bytes] = []
+        total = 0
+        while chunk:
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:
-                raise _too_large(where, f"more than {max_bytes:,}", max_bytes)
+                raise _too_large(os.fspath(path), f"more than {max_bytes:,}", max_bytes)
             if size not in _PSEUDO_SIZES and total > size:
                 raise FileRefusedError(
                     errno.EBUSY, f"the file grew beyond its {size:,} bytes while it was read "
-                    "(it is being written)", where, reason="changed")
-            want = _CHUNK
+                    "(it is being written)", os.fspath(path), reason="changed")
+            chunk = read(fd, min(_CHUNK, max_bytes + 1 - total))
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def _check_fd(fd: int, where: str, max_bytes: int) -> int:
+def _check_fd(fd: int, path: str | os.PathLike[str], max_bytes: int) -> int:
     st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_size > max_bytes:
+            raise _too_large(os.fspath(path), f"{st.st_size:,}", max_bytes)
+        return st.st_size
+    where = os.fspath(path)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
-    if not stat.S_ISREG(st.st_mode):
-        kind = _kind(st.st_mode)
-        raise FileRefusedError(errno.EINVAL, f"it is a {kind}, not a regular file", where,
-                               reason="not-regular", kind=kind)
-    if st.st_size > max_bytes:
-        raise _too_large(where, f"{st.st_size:,}", max_bytes)
-    return st.st_size
+    kind = _kind(st.st_mode)
+    raise FileRefusedError(errno.EINVAL, f"it is a {kind}, not a regular file", where,
+                           reason="not-regular", kind=kind)
 
 
 def _too_large(where: str, size: str, max_bytes: int) -> FileRefusedError:
@@ -167,20 +177,22 @@ def parse_int(text: str | bytes | None, *, lo: int = -_INT64, hi: int = _INT64 -
     """The integer in ``text`` as the kernel writes it, or ``None``.
 
     Accepts optional surrounding whitespace (and the trailing newline sysfs adds), an optional
-    sign and ASCII digits; the value must lie in ``[lo, hi]`` (default: a signed 64-bit value).
-    Everything else is ``None``: Unicode digits, ``--5``, ``1_000``, ``0x10``, 400-digit numbers.
+    sign and at most 20 ASCII digits; the value must lie in ``[lo, hi]`` (default: a signed
+    64-bit value). Everything else is ``None``: Unicode digits, ``--5``, ``1_000``, ``0x10``,
+    400-digit numbers.
     """
     if text is None:
         return None
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("ascii")
-        except UnicodeDecodeError:
+    if isinstance(text, str):
+        if not text.isascii():
             return None
-    match = _INT.fullmatch(text.strip(" \t\n\r\0"))
-    if match is None:
+        text = text.encode("ascii")
+    body = text.strip(b" \t\n\r\0")
+    digits = body[1:] if body[:1] in (b"-", b"+") else body
+    # bytes.isdigit() is ASCII-only and rejects signs, "_" and spaces that int() would take.
+    if not (0 < len(digits) <= _MAX_DIGITS and digits.isdigit()):
         return None
-    value = int(match.group(0))
+    value = int(body)
     return value if lo <= value <= hi else None
 
 
