@@ -290,3 +290,18 @@ def test_cpu_dma_latency_refusal_names_the_errno_once() -> None:
     assert err.path == str(device)
     missing = DmaLatencyHold._error(FileNotFoundError(errno.ENOENT, "x"), Path("/nonexistent"))
     assert str(missing).count("ENOENT") == 1
+
+
+def test_unreadable_nvpmodel_conf_names_its_path(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Root reads mode-000 files, so the OS's refusal is imitated where edgert reads.
+    conf = tmp_path / "nvpmodel.conf"
+    conf.write_text("< POWER_MODEL ID=0 NAME=M >\n")
+
+    def refuse(where: Any, **_: Any) -> bytes:
+        raise PermissionError(errno.EACCES, "Permission denied", str(where))
+
+    monkeypatch.setattr("edgert.power._nvpmodel.read_file", refuse)
+    with pytest.raises(PermissionDeniedError) as info:
+        _ = NvpModel(tmp_path, conf=conf).modes
+    assert info.value.path == str(conf)

@@ -308,7 +308,7 @@ class JetsonClocks:
         except PermissionError as err:
             raise PermissionDeniedError(
                 f"cannot write the jetson_clocks baseline at {path}", errno_value=err.errno,
-                hint="run as root, or pass baseline_path= to a writable place",
+                path=str(path), hint="run as root, or pass baseline_path= to a writable place",
             ) from err
         except OSError as err:
             raise CommandError(

@@ -155,7 +155,7 @@ class NvpModel:
         except PermissionError as err:
             raise PermissionDeniedError(
                 f"cannot read {self.conf_path}: permission denied", errno_value=err.errno,
-                hint="make the file readable by this user",
+                path=str(self.conf_path), hint="make the file readable by this user",
             ) from err
         except OSError as err:
             raise NotSupportedError(
