@@ -18,8 +18,9 @@ illustrative.
 
 A powered-down cv zone fails with EAGAIN on real hardware: the attribute is a regular file whose
 read() returns EAGAIN. The tree imitates that with a regular file that edgert's sysfs reads see
-fail with EAGAIN while the tree is open (a plain ``open().read()`` sees the placeholder text);
-close the tree (or use ``with``) when done.
+fail with EAGAIN while the tree is open; elsewhere (a plain ``open().read()``, a child process)
+it reads as an empty file, which is no reading either. Close the tree (or use ``with``) when
+done.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class Fault(StrEnum):
 class JetsonTree(Owner):
     """A fake machine's filesystem under :attr:`root`, with helpers to change it.
 
-    Holds the EAGAIN faults; :meth:`close` releases them (after which those attributes read
-    their placeholder value).
+    Holds the EAGAIN faults; :meth:`close` releases them (after which those attributes read as
+    empty files).
 
     Attributes:
         root: Pass as ``root=`` to edgert's classes.
@@ -163,7 +164,9 @@ class JetsonTree(Owner):
         if fault is Fault.EAGAIN:
             # Real sysfs: a regular file whose read() fails. edgert refuses FIFOs, so the fault
             # is injected where edgert reads (edgert.power._sysfs._read), keyed by inode.
-            path.write_text("0\n")
+            # Empty, so that a reader the hook does not reach (another process, a plain open())
+            # gets no reading either, never a made-up 0 °C.
+            path.write_text("")
             st = path.stat()
             ident = (st.st_dev, st.st_ino)
             self._eagain.append(ident)
