@@ -116,8 +116,12 @@ def _header_dict(header: Any) -> dict[str, Any]:
 
 
 def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | None = None,
-                  hmac_key: bytes | None = None, allow_host_code: bool = False) -> dict[str, Any]:
+                  hmac_key: bytes | str | Path | None = None,
+                  allow_host_code: bool = False) -> dict[str, Any]:
     """Describe a model as a JSON-ready dict (what ``edgert inspect --json`` prints).
+
+    The file is read once: the SHA-256 printed is that of the very bytes that were verified and
+    loaded (``hmac_key`` may be a key file's path).
 
     A TensorRT plan that cannot be deserialized here (no CUDA device, runtime not installed) is
     described from its header, with ``loaded`` False and the reason in ``not_loaded``.
@@ -132,7 +136,7 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
     from edgert.errors import NotSupportedError
 
     path = models.bundled_model_path() if str(model) == "bundled" else Path(model)
-    src = read_source(path)
+    src = read_source(path)  # the one read: hashed, sniffed, verified and loaded below
     header = sniff(src.data, src.label)
     report: dict[str, Any] = {
         "model": str(path), "format": header.format.value, "size_bytes": header.size_bytes,
@@ -143,7 +147,7 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
     if runtime == "fake":
         trt_module, runtime = fake_tensorrt_module(), "auto"
     try:
-        engine = Engine.load(path, runtime=runtime, sha256=sha256, hmac_key=hmac_key,
+        engine = Engine.load(src, runtime=runtime, sha256=sha256, hmac_key=hmac_key,
                              allow_host_code=allow_host_code, trt_module=trt_module)
     except NotSupportedError as err:
         if header.format.value != "tensorrt-plan":
@@ -232,9 +236,8 @@ def _run(args: argparse.Namespace) -> int:
     from edgert.errors import EdgeRTError
 
     try:
-        key = args.hmac_key_file.read_bytes().strip() if args.hmac_key_file else None
         report = inspect_model(args.model, runtime=args.runtime, sha256=args.sha256,
-                               hmac_key=key, allow_host_code=args.allow_host_code)
+                               hmac_key=args.hmac_key_file, allow_host_code=args.allow_host_code)
     except (EdgeRTError, OSError) as err:
         print(f"edgert inspect: {err}", file=sys.stderr)
         return _EXIT_ERROR

@@ -160,18 +160,21 @@ def _dims(shape: Any) -> list[int | str | None]:
     return [d if isinstance(d, (int, str)) else None for d in (shape or [])]
 
 
-def _profiles(session: Any, label: str) -> dict[str, ProfileShape]:
+_PROFILE_HINT = 'write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}'
+
+
+def _profiles(session: Any, label: str, path: str | None) -> dict[str, ProfileShape]:
     raw = session.get_modelmeta().custom_metadata_map.get(PROFILES_METADATA_KEY)
     if raw is None:
         return {}
     try:
         return {name: ProfileShape(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                 for name, p in json.loads(raw).items()}
-    except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            InvalidArgumentError) as err:
         raise ModelFormatError(
-            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}",
-            hint='write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}')\
-            from err
+            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}", path=path,
+            hint=_PROFILE_HINT) from err
 
 
 def _element(arg: Any, label: str) -> Any:
@@ -191,9 +194,9 @@ def _element(arg: Any, label: str) -> Any:
              "tensor inputs and outputs (sequences and maps are not supported)")
 
 
-def _describe(session: Any, label: str, boundary: GraphBoundary | None) -> tuple[
-        tuple[TensorSpec, ...], OutputDims, dict[str, int]]:
-    profiles = _profiles(session, label)
+def _describe(session: Any, label: str, boundary: GraphBoundary | None,
+              path: str | None) -> tuple[tuple[TensorSpec, ...], OutputDims, dict[str, int]]:
+    profiles = _profiles(session, label, path)
     specs: list[TensorSpec] = []
     symbols: dict[str, tuple[str, int]] = {}
     output_dims: OutputDims = {}
@@ -222,13 +225,22 @@ def _describe(session: Any, label: str, boundary: GraphBoundary | None) -> tuple
                     d if isinstance(d, int) and d >= 0 else symbols.get(d) if isinstance(d, str)
                     else None for d in dims)
             profile = profiles.get(arg.name) if not output else None
-            specs.append(TensorSpec(
-                name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
-                profiles=(profile,) if profile is not None else (),
-                location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
-                element_bits=element.bits, unknown_rank=unknown_rank, optional=optional,
-                dim_names=tuple(d if isinstance(d, str) else "" for d in dims)
-                if any(isinstance(d, str) for d in dims) else ()))
+            try:
+                specs.append(TensorSpec(
+                    name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
+                    profiles=(profile,) if profile is not None else (),
+                    location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
+                    element_bits=element.bits, unknown_rank=unknown_rank, optional=optional,
+                    dim_names=tuple(d if isinstance(d, str) else "" for d in dims)
+                    if any(isinstance(d, str) for d in dims) else ()))
+            except InvalidArgumentError as err:
+                if profile is None:
+                    raise
+                # The metadata is part of the file: a profile that does not fit the tensor is a
+                # malformed model, not a bad argument of the caller.
+                raise ModelFormatError(
+                    f"{label} has malformed {PROFILES_METADATA_KEY} metadata for input "
+                    f"{arg.name!r}: {err.message}", path=path, hint=_PROFILE_HINT) from err
     return tuple(specs), output_dims, onnx_types
 
 
@@ -256,7 +268,7 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
         raise _load_error(err, src.label, path, ort) from err
     try:
         tensors, output_dims, onnx_types = _describe(session, src.label,
-                                                     read_boundary(src.data))
+                                                     read_boundary(src.data), path)
     except EdgeRTError:
         raise
     except Exception as err:  # e.g. names or metadata that are not UTF-8 in a damaged file

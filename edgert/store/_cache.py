@@ -40,7 +40,7 @@ from typing import Any
 
 from edgert._compat import StrEnum
 from edgert.engine import Engine, EngineFlavour, OnnxRuntimeOptions
-from edgert.engine._source import EngineFormat, Source, read_source, sniff
+from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
     EngineLoadError,
@@ -306,6 +306,9 @@ class EngineCache:
 
     def _digest(self, onnx: Source) -> tuple[Path | None, bytes | None, str]:
         """(path, bytes if they were read, SHA-256) of the ONNX model."""
+        if isinstance(onnx, ModelSource):  # already read once: hash exactly those bytes
+            given = bytes(onnx.data)
+            return onnx.path, given, hashlib.sha256(given).hexdigest()
         if isinstance(onnx, (bytes, bytearray, memoryview)):
             given = bytes(onnx)
             return None, given, hashlib.sha256(given).hexdigest()
