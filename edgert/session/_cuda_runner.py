@@ -24,7 +24,7 @@ from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
 from edgert.session._options import GraphMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -70,6 +70,8 @@ class CudaRunner(Runner):
         self.memcpy = rt.cudaMemcpyAsync
         self.kind_h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self.kind_d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        # cudaMemcpyDefault: the direction follows from the (unified) addresses.
+        self.kind_any = rt.cudaMemcpyKind.cudaMemcpyDefault
         self.rec = rt.cudaEventRecord
         self.rec_flags = rt.cudaEventRecordWithFlags
         self.rec_external = int(getattr(rt, "cudaEventRecordExternal", 1))
@@ -104,7 +106,12 @@ class CudaRunner(Runner):
 
     def place(self, tb: TensorBuffer) -> None:
         """Bind device memory (copy), mapped memory (zero-copy) or host memory (host tensors)."""
-        spec = tb.spec
+        self.place_pointers(tb)
+        if self.device_outputs and not tb.spec.is_input:
+            self._device_view(tb)
+
+    def place_pointers(self, tb: TensorBuffer) -> None:
+        """Set the bound and copy addresses of ``tb`` for its placement and I/O mode."""
         if tb.host_resident:
             tb.dev_ptr = 0
             tb.bind_ptr = tb.host_ptr
@@ -112,10 +119,17 @@ class CudaRunner(Runner):
             tb.dev_ptr = tb.bind_ptr = tb.device.ptr
         else:
             tb.dev_ptr = tb.bind_ptr = tb.host.device_ptr
-        if self.device_outputs and not spec.is_input:
-            lease = tb.device if self.copies and tb.device is not None else tb.host
-            assert tb.shape is not None
-            tb.dview = lease.device_view(spec.dtype, tb.shape, stream=self.stream)
+
+    def _device_view(self, tb: TensorBuffer) -> None:
+        lease = tb.device if self.copies and tb.device is not None else tb.host
+        assert tb.shape is not None
+        tb.dview = lease.device_view(tb.spec.dtype, tb.shape, stream=self.stream)
+
+    def view_allocated(self, tb: TensorBuffer) -> None:
+        """Host view and, for ``outputs="device"``, device view with the real shape."""
+        super().view_allocated(tb)
+        if self.device_outputs:
+            self._device_view(tb)
 
     def buffers_moved(self, slot: Slot) -> None:
         """Captured graphs name the old addresses: drop the slot's graphs."""
@@ -137,13 +151,14 @@ class CudaRunner(Runner):
             return None
         return ExternalArray(ptr, info.device_ptr, tuple(arr.shape), arr.dtype, None, arr)
 
-    def _use_external(self, slot: Slot, sig: Hashable, plan: Any) -> Hashable:
+    def _use_external(self, slot: Slot, sig: Hashable, plan: Any,
+                      stage_dev: set[int] | None = None) -> Hashable:
         # A producer that wrote on another stream: our compute stream waits for it (before any
         # capture, so the wait is never part of a graph and replays still honour it).
         for _arr, ext in plan:
             if ext is not None and ext.stream is not None and ext.stream != self.s_handle:
                 self._wait_foreign(ext.stream)
-        return super()._use_external(slot, sig, plan)
+        return super()._use_external(slot, sig, plan, stage_dev)
 
     def _wait_foreign(self, handle: int) -> None:
         from edgert.cuda import Event
@@ -181,8 +196,10 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
-        if graphs is not None and not (pipelined and self.pipeline_first and
-                                       slot.copy_bytes >= PIPELINE_MIN_BYTES):
+        # An output written through the allocator may move or change size on any run: such
+        # requests are never captured (TensorRT forbids it as well).
+        if graphs is not None and not slot.allocs and not (
+                pipelined and self.pipeline_first and slot.copy_bytes >= PIPELINE_MIN_BYTES):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
@@ -223,9 +240,51 @@ class CudaRunner(Runner):
             self.apply_shapes(sig)
         if self.bound_token is not slot.binds:
             self.bind(slot)
+        special = slot.special
+        if special or slot.d2d:
+            self._before_execute(slot)
         if not self.exe.execute_async_v3(self.s_handle):
-            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
+            raise InferenceError(f"the executable failed to enqueue{self.run_errors()}",
                                  hint="see the runtime's message above; the session stays usable")
+        if special:
+            self._after_execute(slot)
+
+    def _before_execute(self, slot: Slot) -> None:
+        """Point the output allocator at the slot; copy caller device memory that overlaps the
+        session's own buffers into the slot's input buffers."""
+        if slot.allocs:
+            assert self.allocator is not None
+            self.allocator.slot = slot
+        s = self.s
+        for dst, src, n in slot.d2d:
+            err = self.memcpy(dst, src, n, self.kind_any, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+
+    def _after_execute(self, slot: Slot) -> None:
+        """Copy echoed inputs into their outputs and allocated outputs to the host.
+
+        The executable asked for its allocated outputs' memory while it enqueued (TensorRT
+        calls ``reallocate_output`` inside ``enqueueV3``), so their sizes are known here; the
+        whole block is copied, the real shape is applied once the request completes.
+        """
+        s = self.s
+        memcpy = self.memcpy
+        bound = self.bound
+        for tb in slot.echoes:
+            src = tb.echo
+            assert src is not None
+            if tb.nbytes and not tb.host_resident:
+                err = memcpy(tb.bind_ptr, bound[src.name], tb.nbytes, self.kind_any, s)[0]
+                if err:
+                    raise_cuda(err, call="cudaMemcpyAsync")
+        if self.copies and not self.device_outputs:
+            kind = self.kind_d2h
+            for tb in slot.allocs:
+                if tb.alloc_nbytes and not tb.host_resident:
+                    err = memcpy(tb.host_ptr, tb.dev_ptr, tb.alloc_nbytes, kind, s)[0]
+                    if err:
+                        raise_cuda(err, call="cudaMemcpyAsync")
 
     def _enqueue_untimed(self, slot: Slot) -> None:
         """The plain request that ``infer`` waits for at once, with no events: copies and the
@@ -372,6 +431,15 @@ class CudaRunner(Runner):
                 failure.__cause__ = cause
                 slot.error = failure
             return
+        if slot.special:
+            try:
+                if slot.allocs or slot.echoes:
+                    self.settle(slot)
+                if slot.packed:
+                    self.unpack_outputs(slot)
+            except InferenceError as failure:
+                slot.error = failure
+                return
         if self.host_timing:
             latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency

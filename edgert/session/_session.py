@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgert._executable import Executable
+from edgert._executable import Executable, TensorSpec
 from edgert._owner import Owner
 from edgert.errors import (
     ConcurrentUseError,
@@ -33,6 +33,7 @@ from edgert.session._options import (
     SyncMode,
     TimingMode,
 )
+from edgert.session._packed import ml_dtype_of
 from edgert.session._pending import Pending, RequestTimings, SessionStats
 from edgert.session._runner import Runner
 from edgert.session._setup import DeviceChoice, build_runner, initial_signature
@@ -41,6 +42,17 @@ from edgert.session._slot import Slot
 __all__ = ["InferenceSession"]
 
 _now = time.perf_counter_ns
+
+
+def _zeros(spec: TensorSpec, shape: tuple[int, ...]) -> Any:
+    """A zero-filled request input for ``spec`` (empty strings; packed sub-byte types packed)."""
+    if spec.dtype.kind == "O":
+        return np.full(shape, "", dtype=object)
+    if spec.element_bits != 8 * spec.dtype.itemsize:
+        dtype = ml_dtype_of(spec)
+        return np.zeros(shape, dtype) if dtype is not None else \
+            np.zeros(spec.nbytes(shape), np.uint8)
+    return np.zeros(shape, dtype=spec.dtype)
 
 
 class _Resources:
@@ -428,8 +440,8 @@ class InferenceSession(Owner):
                                                               self._options.profile), strict=True))]
         specs = {s.name: s for s in self._runner.in_specs}
         for shape_set in sets:
-            arrays = {name: np.zeros(tuple(shape), dtype=specs[name].dtype)
-                      for name, shape in shape_set.items() if name in specs}
+            arrays = {name: _zeros(specs[name], tuple(shape))
+                      for name, shape in shape_set.items() if name in specs and shape is not None}
             for _ in range(runs * self._n):
                 self.infer(arrays)
 

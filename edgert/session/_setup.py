@@ -41,11 +41,15 @@ class DeviceChoice:
     pipelined: bool
 
 
-def initial_signature(specs: tuple[TensorSpec, ...], profile: int) -> tuple[tuple[int, ...], ...]:
-    """Shapes the buffers start with: static shapes, else the profile's opt, else 1 per -1."""
-    sig = []
+def initial_signature(specs: tuple[TensorSpec, ...], profile: int) -> tuple[
+        tuple[int, ...] | None, ...]:
+    """Shapes the buffers start with: static shapes, else the profile's opt, else 1 per -1;
+    None for optional inputs (the model's default)."""
+    sig: list[tuple[int, ...] | None] = []
     for spec in specs:
-        if not spec.is_dynamic:
+        if spec.optional:
+            sig.append(None)
+        elif not spec.is_dynamic:
             sig.append(spec.shape)
         elif profile < len(spec.profiles):
             sig.append(spec.profiles[profile].opt)

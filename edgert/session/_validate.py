@@ -54,13 +54,19 @@ class ExternalArray:
     keep: object
 
 
-def check_names(inputs: Mapping[str, Any], names: Sequence[str]) -> None:
+def check_names(inputs: Mapping[str, Any], names: Sequence[str],
+                required: Sequence[str] | None = None) -> None:
     """Raise for missing or unknown input names.
+
+    Args:
+        inputs: The request.
+        names: Every input of the model.
+        required: The inputs a request must give (default: all of ``names``).
 
     Raises:
         InputError: Names are missing or unknown; the message lists the expected ones.
     """
-    missing = [n for n in names if n not in inputs]
+    missing = [n for n in (names if required is None else required) if n not in inputs]
     unknown = sorted(str(k) for k in inputs if k not in names)
     parts = []
     if missing:
@@ -68,8 +74,10 @@ def check_names(inputs: Mapping[str, Any], names: Sequence[str]) -> None:
     if unknown:
         parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
     if parts:
-        raise InputError("; ".join(parts) + f"; the model's inputs are {', '.join(names)}",
-                         hint="pass a dict with exactly those names")
+        optional = [n for n in names if required is not None and n not in required]
+        extra = f" (optional: {', '.join(optional)})" if optional else ""
+        raise InputError("; ".join(parts) + f"; the model's inputs are {', '.join(names)}"
+                         + extra, hint="pass a dict with those names")
 
 
 def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
@@ -99,6 +107,10 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
         InputError: Wrong rank, a static dimension differs, or a dimension is outside the
             profile's (min, max).
     """
+    if spec.unknown_rank:
+        if any(d < 0 for d in shape):
+            raise InputError(f"input {spec.name!r} has a negative dimension in {shape}")
+        return
     if len(shape) != len(spec.shape):
         raise InputError(
             f"input {spec.name!r} has rank {len(shape)} (shape {shape}); the model wants rank "
