@@ -182,7 +182,9 @@ def _torch_mlp(batch: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     pin_in = torch.empty((batch, 48), dtype=torch.float32).pin_memory()
     pin_out = torch.empty((batch, ws[4].shape[0]), dtype=torch.float32).pin_memory()
     np_in, np_out = pin_in.numpy(), pin_out.numpy()
-    with torch.inference_mode():
+    # no_grad, not inference_mode: the static input is updated in place between replays, which
+    # PyTorch forbids for inference tensors outside inference mode.
+    with torch.no_grad():
         static_in = torch.zeros((batch, 48), dtype=torch.float32, device="cuda")
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -196,7 +198,7 @@ def _torch_mlp(batch: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     def replay(x: np.ndarray) -> np.ndarray:
         np.copyto(np_in, x)
-        with torch.cuda.stream(stream):
+        with torch.no_grad(), torch.cuda.stream(stream):
             static_in.copy_(pin_in, non_blocking=True)
             graph.replay()
             pin_out.copy_(static_out, non_blocking=True)
