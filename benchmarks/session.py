@@ -20,18 +20,26 @@ After warm-up, Python-level allocations per request are measured with tracemallo
 per request, and the transient peak above the start of a request (ONNX Runtime's own C++
 allocations are not traced). Fixed-shape requests through edgert should allocate nothing.
 
-Latency (batch 1, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
-inputs from a numpy array, outputs back as numpy, synchronized):
+Latency (batch 1 and batch 64, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
+inputs from a numpy array, outputs back as numpy, synchronized), per request p50/p99 and the
+host CPU time (process time, all threads, and the calling thread's):
 
 * ``floor``: an empty CUDA graph launch + stream synchronize (cuda.bindings, no Python around);
 * ``hand copy``: a hand-written cuda.bindings loop doing what copy mode does (copy into pinned
   memory, H2D, one kernel launch, D2H, synchronize);
 * ``hand graph zc``: a hand-written loop doing what graph + zero-copy does (copy into mapped
   memory, one graph launch, synchronize);
-* edgert ``InferenceSession.infer`` for {copy, zero_copy} x {graph, no graph}, slots=1, spin
-  waits, timing off (what the hand-written loops do), plus the same with the default per-stage
-  timing and with blocking waits, to show what those cost;
-* ``torch eager``: the same MLP in eager PyTorch (``.cuda()``, three ``F.linear``, ``.cpu()``).
+* ``edgert defaults``: a plain ``InferenceSession(exe)``; ``edgert recipe``: the latency recipe
+  of docs/sessions.md; ``defaults X=Y``: the defaults with one option changed (sync, timing,
+  outputs, io, slots, cuda_graph), from which the defaults are chosen (issue 15);
+* edgert copy / zc graph with spin waits and timing off (what the hand-written loops do), with
+  and without per-stage timing;
+* ``torch eager``: the same MLP in eager PyTorch (``.cuda()``, three ``F.linear``, ``.cpu()``);
+  ``torch cuda graph``: its CUDA graph replay (pinned I/O, its own stream).
+
+The hand-written loops run at batch 1 only. Ratios printed with their targets: defaults / recipe
+(p50 and p99, <= 1.2) and defaults / torch CUDA graph (p50, batch 1, <= 0.5); the host section's
+defaults / raw ``run`` (p50, <= 1.0).
 
 All variants run interleaved (round-robin blocks), every sample recorded. Throughput: batch 256
 and batch 1 requests through ``submit``/``result`` with slots 1, 2 and 4, graphs off/auto/on.
