@@ -20,18 +20,26 @@ After warm-up, Python-level allocations per request are measured with tracemallo
 per request, and the transient peak above the start of a request (ONNX Runtime's own C++
 allocations are not traced). Fixed-shape requests through edgert should allocate nothing.
 
-Latency (batch 1, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
-inputs from a numpy array, outputs back as numpy, synchronized):
+Latency (batch 1 and batch 64, the bundled MLP as :class:`~edgert.kernels.KernelExecutable`,
+inputs from a numpy array, outputs back as numpy, synchronized), per request p50/p99 and the
+host CPU time (process time, all threads, and the calling thread's):
 
 * ``floor``: an empty CUDA graph launch + stream synchronize (cuda.bindings, no Python around);
 * ``hand copy``: a hand-written cuda.bindings loop doing what copy mode does (copy into pinned
   memory, H2D, one kernel launch, D2H, synchronize);
 * ``hand graph zc``: a hand-written loop doing what graph + zero-copy does (copy into mapped
   memory, one graph launch, synchronize);
-* edgert ``InferenceSession.infer`` for {copy, zero_copy} x {graph, no graph}, slots=1, spin
-  waits, timing off (what the hand-written loops do), plus the same with the default per-stage
-  timing and with blocking waits, to show what those cost;
-* ``torch eager``: the same MLP in eager PyTorch (``.cuda()``, three ``F.linear``, ``.cpu()``).
+* ``edgert defaults``: a plain ``InferenceSession(exe)``; ``edgert recipe``: the latency recipe
+  of docs/sessions.md; ``defaults X=Y``: the defaults with one option changed (sync, timing,
+  outputs, io, slots, cuda_graph), from which the defaults are chosen (issue 15);
+* edgert copy / zc graph with spin waits and timing off (what the hand-written loops do), with
+  and without per-stage timing;
+* ``torch eager``: the same MLP in eager PyTorch (``.cuda()``, three ``F.linear``, ``.cpu()``);
+  ``torch cuda graph``: its CUDA graph replay (pinned I/O, its own stream).
+
+The hand-written loops run at batch 1 only. Ratios printed with their targets: defaults / recipe
+(p50 and p99, <= 1.2) and defaults / torch CUDA graph (p50, batch 1, <= 0.5); the host section's
+defaults / raw ``run`` (p50, <= 1.0).
 
 All variants run interleaved (round-robin blocks), every sample recorded. Throughput: batch 256
 and batch 1 requests through ``submit``/``result`` with slots 1, 2 and 4, graphs off/auto/on.
@@ -59,6 +67,8 @@ _now = time.perf_counter_ns
 TARGET_FLOOR = 1.25
 TARGET_HAND = 1.10
 TARGET_TORCH = 2.0
+TARGET_RECIPE = 1.2  # issue 15: defaults within 1.2x of the latency recipe, p50 and p99
+TARGET_TORCH_GRAPH = 0.5  # issue 15: defaults at most half a torch CUDA graph replay, batch 1
 
 
 def _check(result: Any) -> Any:
@@ -152,37 +162,88 @@ class HandWritten:
         self.rt.cudaStreamSynchronize(self.stream)
 
 
-def _torch_mlp() -> Callable[[np.ndarray], np.ndarray] | None:
+def _torch_mlp(batch: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Eager PyTorch and a CUDA graph replay of the same MLP (pinned I/O, own stream)."""
     try:
         import torch
         import torch.nn.functional as F  # noqa: N812
     except ImportError:
-        return None
+        return {}
     from edgert.models import WEIGHT_NAMES, load_policy_weights
 
     w = load_policy_weights()
     ws = [torch.from_numpy(np.array(w[n].T if n.endswith("weight") else w[n])).cuda()
           for n in WEIGHT_NAMES]
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def mlp(t: Any) -> Any:
+        t = F.relu(F.linear(t, ws[0], ws[1]))
+        t = F.relu(F.linear(t, ws[2], ws[3]))
+        return F.linear(t, ws[4], ws[5])
+
+    def eager(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            t = torch.from_numpy(x).cuda()
-            t = F.relu(F.linear(t, ws[0], ws[1]))
-            t = F.relu(F.linear(t, ws[2], ws[3]))
-            t = F.linear(t, ws[4], ws[5])
-            return t.cpu().numpy()
+            return mlp(torch.from_numpy(x).cuda()).cpu().numpy()  # type: ignore[no-any-return]
 
-    return run
+    # CUDA graph replay, as the PyTorch documentation's whole-network capture: static device
+    # input, pinned host staging, a side stream for warm-up and capture, replay on that stream.
+    stream = torch.cuda.Stream()
+    pin_in = torch.empty((batch, 48), dtype=torch.float32).pin_memory()
+    pin_out = torch.empty((batch, ws[4].shape[0]), dtype=torch.float32).pin_memory()
+    np_in, np_out = pin_in.numpy(), pin_out.numpy()
+    # no_grad, not inference_mode: the static input is updated in place between replays, which
+    # PyTorch forbids for inference tensors outside inference mode.
+    with torch.no_grad():
+        static_in = torch.zeros((batch, 48), dtype=torch.float32, device="cuda")
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                mlp(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            static_out = mlp(static_in)
+    torch.cuda.synchronize()
+
+    def replay(x: np.ndarray) -> np.ndarray:
+        np.copyto(np_in, x)
+        with torch.no_grad(), torch.cuda.stream(stream):
+            static_in.copy_(pin_in, non_blocking=True)
+            graph.replay()
+            pin_out.copy_(static_out, non_blocking=True)
+        stream.synchronize()
+        return np_out  # type: ignore[no-any-return]
+
+    return {"torch eager": eager, "torch cuda graph": replay}
 
 
-def _latency(quick: bool) -> dict[str, Any]:
+#: The latency recipe of docs/sessions.md (priority aside: every variant uses the default one).
+RECIPE = {"slots": 1, "io": "zero_copy", "cuda_graph": "on", "sync": "spin", "timing": "off",
+          "outputs": "view"}
+#: One option changed from the defaults per row: what item 4 of issue 15 is decided from.
+DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
+    "edgert defaults": {},
+    "defaults sync=spin": {"sync": "spin"},
+    "defaults sync=blocking": {"sync": "blocking"},
+    "defaults timing=off": {"timing": "off"},
+    "defaults timing=stages": {"timing": "stages"},
+    "defaults outputs=view": {"outputs": "view"},
+    "defaults io=copy": {"io": "copy"},
+    "defaults io=zero_copy": {"io": "zero_copy"},
+    "defaults slots=1": {"slots": 1},
+    "defaults graph=off": {"cuda_graph": "off"},
+    "defaults zc slots=1": {"io": "zero_copy", "slots": 1},
+    "edgert recipe": RECIPE,
+}
+
+
+def _latency(quick: bool, batch: int) -> dict[str, Any]:
     from edgert.kernels import KernelExecutable
     from edgert.models import policy_reference
     from edgert.session import InferenceSession
 
     exe = KernelExecutable()
-    hand = HandWritten(exe)
-    x = np.random.default_rng(0).standard_normal((1, 48)).astype(np.float32)
+    hand = HandWritten(exe) if batch == 1 else None
+    x = np.random.default_rng(0).standard_normal((batch, 48)).astype(np.float32)
     ref = policy_reference(x)
     sessions: dict[str, InferenceSession] = {}
     exes = [exe]
@@ -191,40 +252,31 @@ def _latency(quick: bool) -> dict[str, Any]:
         # One executable per session, as with TensorRT contexts: a session caches what it
         # bound to its executable.
         exes.append(KernelExecutable())
-        s = InferenceSession(exes[-1], slots=1, **kw)
+        s = InferenceSession(exes[-1], **kw)
         if outer_events:  # experiment: timing events recorded around the graph launch
             s._runner.graph_events = False
         sessions[name] = s
         d = {"obs": x}
         return lambda _x: s.infer(d)
 
-    variants: dict[str, Callable[[np.ndarray], Any]] = {
-        "floor": hand.floor,
-        "hand copy": hand.copy_loop,
-        "hand graph zc": hand.graph_zero_copy,
-        "edgert copy": sess("edgert copy", io="copy", cuda_graph="off", sync="spin",
-                            timing="off"),
-        "edgert copy graph": sess("edgert copy graph", io="copy", cuda_graph="on", sync="spin",
-                                  timing="off"),
-        "edgert zc": sess("edgert zc", io="zero_copy", cuda_graph="off", sync="spin",
-                          timing="off"),
-        "edgert zc graph": sess("edgert zc graph", io="zero_copy", cuda_graph="on", sync="spin",
-                                timing="off"),
-        "edgert zc graph +stages": sess("edgert zc graph +stages", io="zero_copy",
-                                        cuda_graph="on", sync="spin", timing="stages"),
-        "edgert zc graph +stages outer": sess("edgert zc graph +stages outer", io="zero_copy",
-                                              cuda_graph="on", sync="spin", timing="stages",
-                                              outer_events=True),
-        "edgert zc graph +host": sess("edgert zc graph +host", io="zero_copy",
-                                      cuda_graph="on", sync="spin", timing="host"),
-        "edgert copy +stages": sess("edgert copy +stages", io="copy", cuda_graph="off",
-                                    sync="spin", timing="stages"),
-        "edgert zc graph blocking": sess("edgert zc graph blocking", io="zero_copy",
-                                         cuda_graph="on", sync="blocking", timing="off"),
-    }
-    torch_run = _torch_mlp()
-    if torch_run is not None:
-        variants["torch eager"] = torch_run
+    variants: dict[str, Callable[[np.ndarray], Any]] = {}
+    if hand is not None:
+        variants["floor"] = hand.floor
+        variants["hand copy"] = hand.copy_loop
+        variants["hand graph zc"] = hand.graph_zero_copy
+    for name, kw in DEFAULT_VARIANTS.items():
+        variants[name] = sess(name, **kw)
+    if hand is not None:  # the hand-written loops' equivalents, and what stage timing costs
+        one = {"slots": 1, "sync": "spin", "timing": "off", "outputs": "view"}
+        variants["edgert copy"] = sess("edgert copy", io="copy", cuda_graph="off", **one)
+        variants["edgert zc graph"] = sess("edgert zc graph", io="zero_copy", cuda_graph="on",
+                                           **one)
+        one["timing"] = "stages"
+        variants["edgert zc graph +stages"] = sess("edgert zc graph +stages", io="zero_copy",
+                                                   cuda_graph="on", **one)
+        variants["edgert copy +stages"] = sess("edgert copy +stages", io="copy",
+                                               cuda_graph="off", **one)
+    variants.update(_torch_mlp(batch))
     # Correctness first: every variant that returns outputs must match the reference.
     for name, fn in variants.items():
         for _ in range(3):
@@ -233,21 +285,33 @@ def _latency(quick: bool) -> dict[str, Any]:
             got = out["actions"] if isinstance(out, dict) or hasattr(out, "keys") else out
             np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-5,
                                        err_msg=name)
-    rounds, block = (10, 300) if quick else (40, 1000)
+    rounds, block = (10, 300) if quick else (30, 600)
     stats = {name: LatencyStats(rounds * block) for name in variants}
+    cpu_ns = dict.fromkeys(variants, 0)
+    thread_ns = dict.fromkeys(variants, 0)
     for _ in range(rounds):
         for name, fn in variants.items():
             rec = stats[name].record
             for _ in range(50):
                 fn(x)
+            c0, t0_thread = time.process_time_ns(), time.thread_time_ns()
             for _ in range(block):
                 t0 = _now()
                 fn(x)
                 rec(_now() - t0)
+            thread_ns[name] += time.thread_time_ns() - t0_thread
+            cpu_ns[name] += time.process_time_ns() - c0
+    n = rounds * block
     result = {name: {"p50_us": s.summary().p50_us, "p99_us": s.summary().p99_us,
-                     "mean_us": s.summary().mean_us, "count": s.count}
+                     "mean_us": s.summary().mean_us, "count": s.count,
+                     "cpu_us_per_req": cpu_ns[name] / n / 1e3,
+                     "thread_cpu_us_per_req": thread_ns[name] / n / 1e3}
               for name, s in stats.items()}
-    prof = _profile(sessions, x, hand)
+    for name, s in sessions.items():
+        slept = getattr(s._runner, "slept", 0)
+        if slept:
+            result[name]["adaptive_slept"] = slept
+    prof = _profile(sessions, x, hand) if hand is not None else {}
     for s in sessions.values():
         s.close()
     for e in exes:
@@ -523,16 +587,43 @@ def _host_table(host: dict[str, Any]) -> list[str]:
 
 
 def _table(lat: dict[str, Any]) -> list[str]:
-    floor = lat["floor"]["p50_us"]
-    hand = lat["hand copy"]["p50_us"]
-    torch = lat.get("torch eager", {}).get("p50_us")
-    lines = [f"{'variant':30} {'p50 us':>8} {'p99 us':>8} {'/floor':>7} {'/hand':>7} "
-             f"{'torch/x':>8}"]
+    base = lat.get("floor", lat["edgert recipe"])["p50_us"]
+    lines = [f"{'variant':26} {'p50 us':>8} {'p99 us':>8} {'cpu us':>7} {'thr us':>7} "
+             f"{'/' + ('floor' if 'floor' in lat else 'recipe'):>8}"]
     for name, r in lat.items():
-        speed = f"{torch / r['p50_us']:8.2f}" if torch else f"{'-':>8}"
-        lines.append(f"{name:30} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
-                     f"{r['p50_us'] / floor:7.2f} {r['p50_us'] / hand:7.2f} {speed}")
+        lines.append(f"{name:26} {r['p50_us']:8.2f} {r['p99_us']:8.2f} "
+                     f"{r['cpu_us_per_req']:7.2f} {r['thread_cpu_us_per_req']:7.2f} "
+                     f"{r['p50_us'] / base:8.2f}")
     return lines
+
+
+def _checks(lats: dict[int, dict[str, Any]]) -> list[tuple[str, float, str, bool]]:
+    """(name, ratio, target text, met) of issue 15's targets and the older ones."""
+    out: list[tuple[str, float, str, bool]] = []
+    for batch, lat in lats.items():
+        d, r = lat["edgert defaults"], lat["edgert recipe"]
+        for q in ("p50", "p99"):
+            v = d[f"{q}_us"] / r[f"{q}_us"]
+            out.append((f"b{batch} defaults / recipe {q}", v, f"<= {TARGET_RECIPE}",
+                        v <= TARGET_RECIPE))
+        if "torch cuda graph" in lat:
+            v = d["p50_us"] / lat["torch cuda graph"]["p50_us"]
+            if batch == 1:
+                out.append((f"b{batch} defaults / torch cuda graph p50", v,
+                             f"<= {TARGET_TORCH_GRAPH}", v <= TARGET_TORCH_GRAPH))
+            else:
+                out.append((f"b{batch} defaults / torch cuda graph p50", v, "<= 1.0 (info)",
+                             v <= 1.0))
+    lat = lats[1]
+    v = lat["edgert zc graph"]["p50_us"] / lat["floor"]["p50_us"]
+    out.append(("b1 edgert zc graph / floor p50", v, f"<= {TARGET_FLOOR}", v <= TARGET_FLOOR))
+    v = lat["edgert copy"]["p50_us"] / lat["hand copy"]["p50_us"]
+    out.append(("b1 edgert copy / hand copy p50", v, f"<= {TARGET_HAND}", v <= TARGET_HAND))
+    if "torch eager" in lat:
+        v = lat["torch eager"]["p50_us"] / lat["edgert zc graph"]["p50_us"]
+        out.append(("b1 torch eager / edgert zc graph p50", v, f">= {TARGET_TORCH}",
+                    v >= TARGET_TORCH))
+    return out
 
 
 def main() -> int:
@@ -564,40 +655,37 @@ def main() -> int:
             args.json.write_text(json.dumps({"host": host}, indent=2))
         return 0
     props = edgert.cuda.device_properties(0)
-    lat = _latency(args.quick)
-    thr = _throughput(args.quick)
-    lat_p = lat["latency"]
-    p50 = {name: r["p50_us"] for name, r in lat_p.items()}
-    checks = {
-        "zc_graph_vs_floor": p50["edgert zc graph"] / p50["floor"],
-        "copy_nograph_vs_hand": p50["edgert copy"] / p50["hand copy"],
-    }
-    if "torch eager" in lat_p:
-        checks["torch_vs_zc_graph"] = p50["torch eager"] / p50["edgert zc graph"]
-        checks["torch_vs_copy"] = p50["torch eager"] / p50["edgert copy"]
     print(f"device: {props.name}  python {platform.python_version()}")
-    print("\n".join(_table(lat_p)))
-    print("\ntargets (p50 ratios):")
-    print(f"  edgert zc graph / floor      = {checks['zc_graph_vs_floor']:.3f}  "
-          f"(target <= {TARGET_FLOOR})")
-    print(f"  edgert copy / hand copy      = {checks['copy_nograph_vs_hand']:.3f}  "
-          f"(target <= {TARGET_HAND})")
-    if "torch_vs_zc_graph" in checks:
-        print(f"  torch / edgert zc graph      = {checks['torch_vs_zc_graph']:.2f}  "
-              f"(target >= {TARGET_TORCH})")
-        print(f"  torch / edgert copy          = {checks['torch_vs_copy']:.2f}  "
-              f"(target >= {TARGET_TORCH})")
+    lats: dict[int, dict[str, Any]] = {}
+    profile: dict[str, float] = {}
+    for batch in (1, 64):
+        lat = _latency(args.quick, batch)
+        lats[batch] = lat["latency"]
+        profile = profile or lat["profile"]
+        print(f"\nlatency, batch {batch} (interleaved; cpu us: process CPU time per request, "
+              "all threads; thr us: the calling thread's)")
+        print("\n".join(_table(lats[batch])))
+    checks = _checks(lats)
+    print("\ntargets:")
+    for name, v, target, met in checks:
+        print(f"  {name:40} = {v:6.3f}  (target {target}) {'ok' if met else 'MISSED'}")
+    if host:
+        for label, rows in host.items():
+            v = rows["edgert defaults"]["p50_us"] / rows["ort run"]["p50_us"]
+            print(f"  host {label}: defaults / ort run p50 = {v:.3f}  (target <= 1.0)")
+    thr = _throughput(args.quick)
     print("\nthroughput (copy I/O, submit/result, spin, timing off):")
     for name, r in thr.items():
         print(f"  {name:32} {r['requests_per_s']:10.0f} req/s {r['samples_per_s']:12.0f} "
               f"samples/s")
     print("\nhost-side profile (median ns):")
-    for name, v in lat["profile"].items():
+    for name, v in profile.items():
         print(f"  {name:36} {v:9.0f}")
     if args.json:
-        args.json.write_text(json.dumps({"device": props.name, "latency": lat_p, "checks": checks,
-                                         "throughput": thr, "profile": lat["profile"],
-                                         "host": host}, indent=2))
+        args.json.write_text(json.dumps(
+            {"device": props.name, "latency": {f"batch={b}": v for b, v in lats.items()},
+             "checks": {name: v for name, v, _, _ in checks}, "throughput": thr,
+             "profile": profile, "host": host}, indent=2))
     return 0
 
 

@@ -28,6 +28,11 @@ __all__ = ["DeviceChoice", "build_runner", "initial_signature"]
 
 _MIB = 1 << 20
 _DEFAULT_BUDGET = 256 * _MIB  # when a dynamic input has no profile to size from
+#: io="auto" on a discrete GPU: zero-copy when a request's inputs and outputs at the profile's
+#: largest shapes total at most this. Kernels then read and write them over PCIe, which costs
+#: less than the two copy nodes (and their fixed cost) it saves while tensors are small; large
+#: tensors (images) are copied. Measured in docs/sessions.md ("Why these defaults").
+ZERO_COPY_AUTO_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,6 +87,38 @@ def _budget(exe: Executable, profile: int, slots: int) -> int:
             return _DEFAULT_BUDGET
         per_slot += _pow2(spec.nbytes(shape))
     return max(8 * _MIB, 2 * slots * per_slot)
+
+
+def max_io_bytes(exe: Executable, profile: int) -> int | None:
+    """Bytes a request's inputs and outputs take at the profile's largest shapes, if known."""
+    total = 0
+    for spec in exe.tensors:
+        if not spec.is_input:
+            continue
+        if spec.is_dynamic and profile >= len(spec.profiles):
+            return None
+        shape = spec.max_shape(profile)
+        total += spec.nbytes(shape)
+        if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            return None
+    for spec in exe.tensors:
+        if spec.is_input:
+            continue
+        out = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
+        if len(out) != len(spec.shape) or any(d < 0 for d in out):
+            return None
+        total += spec.nbytes(out)
+    return total
+
+
+def auto_io(integrated: bool, can_map: bool, io_bytes: int | None) -> IoMode:
+    """What ``io="auto"`` means on a CUDA device (see :data:`ZERO_COPY_AUTO_MAX_BYTES`)."""
+    if not can_map:
+        return IoMode.COPY
+    if integrated:
+        return IoMode.ZERO_COPY
+    small = io_bytes is not None and io_bytes <= ZERO_COPY_AUTO_MAX_BYTES
+    return IoMode.ZERO_COPY if small else IoMode.COPY
 
 
 def _executable(model: Any, profile: int, stream_handle: int, res: _Resources) -> Executable:
@@ -241,13 +278,14 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
 
     props = device_properties(device)
     io = options.io
-    if io is IoMode.AUTO:
-        io = IoMode.ZERO_COPY if props.integrated and props.can_map_host_memory else IoMode.COPY
     if io is IoMode.ZERO_COPY and not props.can_map_host_memory:
         raise NotSupportedError(f"device {device} ({props.name}) cannot map host memory, so "
                                 "zero-copy I/O is impossible", hint="use io='copy'")
     compute = _stream(stream, priority, device, res, partition)
     exe = _executable(model, options.profile, compute.handle, res)
+    if io is IoMode.AUTO:
+        io = auto_io(props.integrated, props.can_map_host_memory,
+                     max_io_bytes(exe, options.profile))
     graph_mode = options.cuda_graph
     if graph_mode is not GraphMode.OFF and not exe.graph_capturable:
         if graph_mode is GraphMode.ON:
