@@ -17,8 +17,8 @@ from collections.abc import Hashable
 from typing import Any
 
 from edgert._executable import Executable
-from edgert.cuda import CudaGraph, GraphCapture, Stream
-from edgert.cuda._api import raise_cuda, runtime
+from edgert.cuda import CudaGraph, Event, GraphCapture, Stream
+from edgert.cuda._api import event_query_fn, raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
@@ -39,9 +39,10 @@ _NOT_READY = 600  # cudaErrorNotReady
 PIPELINE_MIN_BYTES = 16 * 1024
 # sync="adaptive": spin for SPIN_FACTOR x the learned completion time (time from the end of
 # the enqueue to the request's completion, an exponential average over about 8 requests) plus
-# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on the
-# blocking-sync end event. A blocking wake-up costs 15-40 us (H200, issue 15), so past the cap
-# a request loses at most a few percent by sleeping, and a stalled device never pins the core.
+# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on a
+# blocking-sync event recorded behind the request's (plain) end event on a side stream. A
+# blocking wake-up costs 15-40 us (H200, issue 15), so past the cap a request loses at most a
+# few percent by sleeping, and a stalled device never pins the core.
 ADAPTIVE_SPIN_MIN_NS = 20_000
 ADAPTIVE_SPIN_MAX_NS = 2_000_000
 _SPIN_FACTOR_NUM, _SPIN_FACTOR_DEN = 3, 2
@@ -89,6 +90,8 @@ class CudaRunner(Runner):
         self.expect_ns = 0  # learned completion time after the enqueue (adaptive sync)
         self.spin_budget_ns = ADAPTIVE_SPIN_MIN_NS
         self.slept = 0  # adaptive waits that ran past their spin and slept
+        self.fast_query = event_query_fn() if self.adaptive else None
+        self._sleeper: tuple[Stream, Any] | None = None  # side stream + blocking-sync event
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
 
@@ -161,8 +164,6 @@ class CudaRunner(Runner):
         return super()._use_external(slot, sig, plan, stage_dev)
 
     def _wait_foreign(self, handle: int) -> None:
-        from edgert.cuda import Event
-
         ev = self._foreign_event
         if ev is None:
             ev = self._foreign_event = Event(device=self.stream.device)
@@ -452,22 +453,57 @@ class CudaRunner(Runner):
 
         Returns the CUDA error of the wait (0/cudaSuccess when the request completed).
         """
-        query = self.ev_query
         t0 = _now()
         budget = self.spin_budget_ns
-        while True:
-            err = query(ev)[0]
-            if not err or int(err) != _NOT_READY:
-                break
-            if _now() - t0 > budget:
-                err = self.ev_sync(ev)[0]
-                self.slept += 1
-                break
+        fast = self.fast_query
+        if fast is not None:
+            handle = int(ev)
+            while True:
+                res = fast(handle)
+                if res == 0:
+                    err: Any = 0
+                    break
+                if res != _NOT_READY:
+                    err = self.ev_query(ev)[0]  # the failure in the runtime's words
+                    break
+                if _now() - t0 > budget:
+                    err = self._sleep_on(ev)
+                    break
+        else:
+            query = self.ev_query
+            while True:
+                err = query(ev)[0]
+                if not err or int(err) != _NOT_READY:
+                    break
+                if _now() - t0 > budget:
+                    err = self._sleep_on(ev)
+                    break
         waited = _now() - t0
         expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
         self.expect_ns = expect
         budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
         self.spin_budget_ns = min(max(budget, ADAPTIVE_SPIN_MIN_NS), ADAPTIVE_SPIN_MAX_NS)
+        return err
+
+    def _sleep_on(self, ev: Any) -> Any:
+        """Sleep until ``ev`` completes: a blocking-sync event recorded behind it, waited on.
+
+        The side stream only waits for ``ev`` and records; made on first use, so sessions whose
+        requests always finish within their spin never make it.
+        """
+        self.slept += 1
+        sleeper = self._sleeper
+        if sleeper is None:
+            side = Stream(device=self.stream.device)
+            sleeper = self._sleeper = (side, Event(blocking_sync=True, device=side.device))
+        side, blocking = sleeper
+        err = self.stream_wait(side.raw, ev, 0)[0]
+        if not err:
+            err = self.rec(blocking.raw, side.raw)[0]
+        if not err:
+            err = self.ev_sync(blocking.raw)[0]
+        if err:  # the sleep could not be set up: wait on the request's own event
+            err = self.ev_sync(ev)[0]
         return err
 
     def _read_events(self, slot: Slot) -> None:
@@ -498,10 +534,14 @@ class CudaRunner(Runner):
             stats.d2h.record(d2h)
 
     def close(self) -> None:
-        """Destroy the event used to wait for foreign streams."""
+        """Destroy the event used to wait for foreign streams and the adaptive sleeper."""
         if self._foreign_event is not None:
             self._foreign_event.close()
             self._foreign_event = None
+        sleeper, self._sleeper = self._sleeper, None
+        if sleeper is not None:
+            sleeper[1].close()
+            sleeper[0].close()
 
     def drain(self) -> None:
         """Wait for everything enqueued on the session's streams; errors are dropped."""

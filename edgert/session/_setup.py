@@ -311,7 +311,10 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     slots = _slots(exe, options.slots)
     res.slots = slots
     stages = options.timing is TimingMode.STAGES
-    blocking = options.sync is not SyncMode.SPIN  # adaptive ends its spin on a blocking wait
+    # Only sync='blocking' records blocking-sync end events: recording one makes the driver's
+    # own thread take an interrupt per request (6-11 us of CPU on an H200, issue 15), so
+    # 'adaptive' spins on a plain event and records a blocking one only when it gives up.
+    blocking = options.sync is SyncMode.BLOCKING
     for slot in slots:
         def event(timing: bool, blocking_sync: bool = False, slot: Slot = slot) -> Any:
             ev = Event(timing=timing, blocking_sync=blocking_sync, device=device)
