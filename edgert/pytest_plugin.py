@@ -247,6 +247,9 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
 
     _, kwargs = _model_marker(request)
     runtime = kwargs.pop("runtime", "auto")
+    # A benchmark fixture reads per-stage device times (edgert_benchmark(stage="compute")):
+    # stage timing is opt-in for sessions, so the fixture opts in unless the marker says else.
+    kwargs.setdefault("timing", "stages")
     backend = open_backend(edgert_model, runtime=runtime, device=kwargs.get("device"))
     try:
         session = InferenceSession(backend.model, **kwargs)

@@ -51,8 +51,10 @@ def test_a_leaked_gpu_session_is_released_on_the_reaper(monkeypatch: pytest.Monk
         real(self)  # stream synchronize, event syncs, pool frees: all on the reaper
 
     monkeypatch.setattr(session_module._Resources, "release", noting)
-    with Engine.load(bundled_model_path()) as engine:
-        session = InferenceSession(engine, device=0)
+    from edgert.kernels import KernelExecutable
+
+    with KernelExecutable() as exe:  # the bundled policy as CUDA kernels: a device session
+        session = InferenceSession(exe, device=0)
         session.infer({"obs": np.zeros((1, OBS_DIM), np.float32)})
         cycle: dict[str, object] = {"session": session}
         cycle["self"] = cycle
