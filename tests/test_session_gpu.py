@@ -179,7 +179,8 @@ def test_timings_recorded_with_and_without_graphs(exe: Any) -> None:
 
     rng = np.random.default_rng(6)
     for graphs in ("off", "on"):
-        with InferenceSession(exe, cuda_graph=graphs, io="copy", slots=1) as s:
+        with InferenceSession(exe, cuda_graph=graphs, io="copy", slots=1,
+                              timing="stages") as s:
             for _ in range(4):
                 p = s.submit(_obs(rng, 2))
                 p.result()
