@@ -124,6 +124,13 @@ class TensorSpec:
         trt_dtype_name: TensorRT's name for the element type (``FLOAT``, ``HALF``, ``BF16``...),
             also given for ONNX models so both describe tensors the same way.
         element_bits: Bits per element (4 for INT4/FP4, else 8 x itemsize).
+        unknown_rank: The model does not declare the tensor's rank (an ONNX tensor with no
+            shape, which is not the same as a 0-d one); ``shape`` is then ``()`` and any rank
+            is accepted.
+        optional: An input the model has a default for (an ONNX initializer that is also a
+            graph input): a request may leave it out.
+        dim_names: The model's name for each dimension (``""`` where it has none; empty when
+            the runtime names none), as ONNX symbolic dimensions such as ``batch``.
     """
 
     name: str
@@ -134,6 +141,9 @@ class TensorSpec:
     location: TensorLocation = TensorLocation.DEVICE
     trt_dtype_name: str = ""
     element_bits: int = field(default=0)
+    unknown_rank: bool = False
+    optional: bool = False
+    dim_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -145,7 +155,15 @@ class TensorSpec:
         if any(d < -1 for d in shape):
             raise InvalidArgumentError(
                 f"tensor {self.name!r} has shape {shape}: dimensions are >= 0, or -1 if dynamic")
+        if self.unknown_rank and shape:
+            raise InvalidArgumentError(
+                f"tensor {self.name!r} has unknown rank, so its shape must be (), not {shape}")
         object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dim_names", tuple(str(n) for n in self.dim_names))
+        if self.dim_names and len(self.dim_names) != len(shape):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r}: {len(self.dim_names)} dimension names for rank "
+                f"{len(shape)}")
         object.__setattr__(self, "profiles", tuple(self.profiles))
         for p in self.profiles:
             if len(p.min) != len(shape):
@@ -163,8 +181,8 @@ class TensorSpec:
 
     @property
     def is_dynamic(self) -> bool:
-        """Whether any dimension is dynamic (-1)."""
-        return -1 in self.shape
+        """Whether any dimension is dynamic (-1), or the rank itself is unknown."""
+        return self.unknown_rank or -1 in self.shape
 
     @property
     def itemsize(self) -> int:
@@ -179,7 +197,10 @@ class TensorSpec:
                 differs from the tensor's.
         """
         dims = self.shape if shape is None else _as_shape(shape, "shape")
-        if len(dims) != len(self.shape):
+        if self.unknown_rank and shape is None:
+            raise InvalidArgumentError(
+                f"tensor {self.name!r} has unknown rank", hint="pass a concrete shape")
+        if len(dims) != len(self.shape) and not self.unknown_rank:
             raise InvalidArgumentError(
                 f"tensor {self.name!r} has rank {len(self.shape)}, got shape {tuple(dims)}")
         if any(d < 0 for d in dims):
@@ -222,6 +243,12 @@ class OutputAllocator(Protocol):
        if no memory could be had (the run then fails);
     2. ``notify_shape(name, shape)`` once the output's real shape is known, before the run ends
        (for a device executable: before the work on the stream completes).
+
+    A device executable asks for the memory before ``execute_async_v3`` returns (TensorRT does,
+    inside ``enqueueV3``): in copy I/O the session enqueues the copy of that whole block to the
+    host right behind the executable's work, and applies the notified shape when the request
+    completes. Both callbacks never raise; a failure makes ``reallocate_output`` return 0 and
+    is reported by the session as the request's ``InferenceError``.
     """
 
     def reallocate_output(self, tensor_name: str, memory: int, size: int,
@@ -247,8 +274,16 @@ class Executable(Protocol):
     Executables whose outputs can have shapes that do not follow from the input shapes also
     offer ``set_output_allocator(name, allocator: OutputAllocator) -> bool`` (see
     :class:`OutputAllocator`); the session registers one for every output whose
-    ``get_tensor_shape`` still has a -1 after all input shapes are set, and never captures such
-    an executable into a CUDA graph.
+    ``get_tensor_shape`` still has a -1 after all input shapes are set (for an output of
+    unknown rank any shape with a -1 will do), never gives such an output an address with
+    ``set_tensor_address``, and never captures such an executable into a CUDA graph. The shape
+    passed to ``notify_shape`` is the output's real shape, whatever its declared shape says.
+
+    An output that has the same name as an input (an ONNX graph input that is also a graph
+    output) is never bound by the session: it copies the input.
+
+    An input with ``TensorSpec.optional`` set may be given address 0 with
+    ``set_tensor_address``: the executable then uses the model's default for it.
     """
 
     @property

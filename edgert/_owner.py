@@ -4,6 +4,9 @@ An owner releases its handle exactly once: through ``close()`` (idempotent), its
 or, as a safety net, a :func:`weakref.finalize` callback that runs when the owner is collected
 without having been closed. The callback captures only the release function and never ``self``,
 so it cannot keep the owner alive; it emits a :class:`ResourceWarning` so leaks are visible.
+An owner whose release can block (CUDA synchronizes and frees, locks) asks for ``reap=True``:
+its safety net then hands the release to :mod:`edgert._reaper` instead of running it on
+whichever thread happened to drop the owner or run the garbage collector.
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from typing import Any
 
 from typing_extensions import Self
 
+from edgert import _reaper
 from edgert.errors import ResourceClosedError
 
 __all__ = ["Owner"]
 
 
-def _release_leaked(release: Callable[[], None], what: str) -> None:
+def _release_leaked(release: Callable[[], None], what: str, reap: bool = False) -> None:
     try:
         warnings.warn(f"unclosed {what}: call close() or use it as a context manager",
                       ResourceWarning, stacklevel=1)
     except Exception:  # a warnings filter set to "error" must not stop the release
         pass
+    if reap:
+        _reaper.reap(release)
+        return
     try:
         release()
     except Exception:  # interpreter shutdown or a dead driver: nothing left to free into
@@ -43,8 +50,10 @@ class Owner:
     _finalizer: weakref.finalize[Any, Any] | None = None
     _owner_closed: bool = False
 
-    def _own(self, release: Callable[[], None], what: str) -> None:
-        self._finalizer = weakref.finalize(self, _release_leaked, release, what)
+    def _own(self, release: Callable[[], None], what: str, *, reap: bool = False) -> None:
+        if reap:
+            _reaper.start()  # here, in ordinary code: never from the finalizer
+        self._finalizer = weakref.finalize(self, _release_leaked, release, what, reap)
 
     @property
     def closed(self) -> bool:

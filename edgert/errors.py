@@ -126,10 +126,13 @@ class PermissionDeniedError(EdgeRTError, PermissionError):
 
     Attributes:
         errno_value: The errno the OS returned, when there was one.
+        path: The file the OS refused, when a file was refused (e.g. an unreadable model).
     """
 
-    def __init__(self, message: str, *, hint: str | None = None, errno_value: int | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, errno_value: int | None = None,
+                 path: str | None = None):
         self.errno_value = errno_value
+        self.path = path
         super().__init__(message, hint=hint)
 
 

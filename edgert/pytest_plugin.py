@@ -12,13 +12,17 @@ Installed as a ``pytest11`` entry point, so it loads wherever edgert is installe
   **options)`` picks another; see :func:`edgert.testing.jetson.build_jetson_tree`);
 * ``edgert_benchmark``: like pytest-benchmark's ``benchmark``, but each round's time is the
   request's *device* time (CUDA events; on the host, the synchronous run), so suites compare
-  what the GPU did rather than Python wall time. Request it instead of ``benchmark``.
+  what the GPU did rather than Python wall time. It counts as a benchmark for pytest-benchmark
+  (``--benchmark-only`` runs it); a test may also request ``benchmark`` to read its stats.
 
-How the device time reaches pytest-benchmark: ``edgert_benchmark`` puts a
-``@pytest.mark.benchmark(timer=...)`` marker on the test (merged with one the test already has)
-before pytest-benchmark makes its fixture. That timer is a clock that only advances by each
-request's device time, so pytest-benchmark's own ``timer(); target(); timer()`` measures exactly
-that, and every statistic, comparison and JSON file it produces is in device time.
+How the device time reaches pytest-benchmark: at collection, every test that uses
+``edgert_benchmark`` gets a ``@pytest.mark.benchmark(timer=...)`` marker (merged with one the test
+already has), and ``edgert_benchmark`` depends on pytest-benchmark's ``benchmark`` fixture, which
+reads that marker. The timer is a clock that only advances by each request's device time, so
+pytest-benchmark's own ``timer(); target(); timer()`` measures exactly that, and every statistic,
+comparison and JSON file it produces is in device time. Because the test then uses ``benchmark``
+(through ``edgert_benchmark``), pytest-benchmark counts it as a benchmark: ``--benchmark-only``
+runs it and ``--benchmark-skip`` skips it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -35,6 +39,10 @@ __all__ = ["DeviceBenchmark", "DeviceClock"]
 
 _STAGES = {"compute": "compute_ns", "device": "device_ns", "h2d": "h2d_ns", "d2h": "d2h_ns",
            "enqueue": "enqueue_ns", "total": "latency_ns"}
+_CLOCK = pytest.StashKey["DeviceClock"]()
+_MISSING: Any = object()
+#: The name pytest-benchmark's plugin is registered under (its pytest11 entry point).
+_BENCHMARK_PLUGIN = "benchmark"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +53,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Which edgert_benchmark fixture exists depends on whether pytest-benchmark is active here
+    # (installed and not disabled with -p no:benchmark).
+    active = config.pluginmanager.hasplugin(_BENCHMARK_PLUGIN)
+    config.pluginmanager.register(_DeviceTimed() if active else _NoPytestBenchmark(),
+                                  "edgert-benchmark-fixture")
     config.addinivalue_line(
         "markers", "edgert_model(path=None, **session_options): the model the edgert_session "
                    "fixture loads, and InferenceSession options (io=, slots=, cuda_graph=, "
@@ -54,8 +67,29 @@ def pytest_configure(config: pytest.Config) -> None:
                    "fake_jetson fixture builds (options as build_jetson_tree)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test that uses ``edgert_benchmark`` the device clock as its timer.
+
+    This has to happen before pytest-benchmark makes the test's ``benchmark`` fixture, which
+    reads the marker; ``edgert_benchmark`` depends on that fixture, so it is too late there.
+    """
+    if not config.pluginmanager.hasplugin(_BENCHMARK_PLUGIN):
+        return
+    for item in items:
+        if "edgert_benchmark" not in getattr(item, "fixturenames", ()):
+            continue
+        clock = item.stash[_CLOCK] = DeviceClock()
+        user = item.get_closest_marker("benchmark")
+        options = {**(user.kwargs if user is not None else {}), "timer": clock}
+        item.add_marker(pytest.mark.benchmark(**options), append=False)
+
+
 class DeviceClock:
     """A pytest-benchmark timer that advances only by the device time fed to it.
+
+    It is readable only while :class:`DeviceBenchmark` measures: pytest-benchmark's own
+    ``benchmark(fn)`` calibrates its timer until it sees it advance, which this clock never
+    does by itself, so reading it there raises instead of looping for ever.
 
     Attributes:
         calls: How often pytest-benchmark read it (0 means it was not used as the timer).
@@ -65,12 +99,19 @@ class DeviceClock:
         self.__name__ = "edgert_device_clock"  # how pytest-benchmark names the timer
         self._ns = 0
         self.calls = 0
+        self.armed = False
 
     def advance(self, ns: int) -> None:
         """Add one request's device time."""
         self._ns += ns
 
     def __call__(self) -> float:
+        if not self.armed:
+            raise pytest.UsageError(
+                "this test's pytest-benchmark timer is edgert's device clock (the test uses "
+                "edgert_benchmark), and only edgert_benchmark(session, inputs) advances it: "
+                "benchmark(fn) cannot be timed by it. Time plain functions in a test that does "
+                "not use edgert_benchmark")
         self.calls += 1
         return self._ns / 1e9
 
@@ -84,27 +125,33 @@ class DeviceBenchmark:
         self.times_ns: list[int] = []
         """The device time of every measured round, in order."""
 
-    def __call__(self, session: Any, inputs: Any, *, stage: str = "compute", rounds: int = 200,
-                 warmup_rounds: int = 20) -> Mapping[str, Any]:
+    def __call__(self, session: Any, inputs: Any = _MISSING, *args: Any, stage: str = "compute",
+                 rounds: int = 200, warmup_rounds: int = 20, **kwargs: Any) -> Mapping[str, Any]:
         """Run ``rounds`` requests, each timed by the device; returns the last outputs (copies).
 
         Args:
             session: An :class:`~edgert.session.InferenceSession` with ``timing="stages"`` (the
                 default).
             inputs: The request's inputs, as for ``session.infer``.
+            *args: Refused: pytest-benchmark's ``benchmark(fn, *args, **kwargs)`` convention
+                does not apply (a plain function has no device time).
             stage: Which time counts: ``compute`` (the executable), ``device`` (copies and
                 compute), ``h2d``, ``d2h``, ``enqueue`` or ``total`` (host round trip).
             rounds: Measured requests.
             warmup_rounds: Requests run first and not counted.
+            **kwargs: Refused, as ``*args``.
 
         Raises:
-            InvalidArgumentError: Unknown stage, or the session does not record it (e.g.
-                ``device`` on the host, or copies in zero-copy I/O).
-            UsageError: pytest-benchmark did not use the device clock (the test requested
-                ``benchmark`` itself before ``edgert_benchmark``).
+            InvalidArgumentError: Not a session and its inputs (e.g. a function, as
+                pytest-benchmark's ``benchmark`` takes), unknown stage, or the session does not
+                record it (e.g. ``device`` on the host, or copies in zero-copy I/O).
+            UsageError: pytest-benchmark did not use the device clock.
         """
         from edgert.errors import InvalidArgumentError
 
+        if not callable(getattr(session, "submit", None)) or inputs is _MISSING or args \
+                or kwargs:
+            _wrong_call(session, inputs, args, kwargs)
         field = _STAGES.get(stage)
         if field is None:
             raise InvalidArgumentError(f"stage must be one of {sorted(_STAGES)}, not {stage!r}")
@@ -127,13 +174,16 @@ class DeviceBenchmark:
 
         bench = self.benchmark
         calls = clock.calls
-        result = bench.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds,
-                                iterations=1)
+        clock.armed = True
+        try:
+            result = bench.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds,
+                                    iterations=1)
+        finally:
+            clock.armed = False
         if bench.enabled and clock.calls == calls:
             raise pytest.UsageError(
                 "pytest-benchmark timed this test with its own clock, not edgert's device "
-                "clock: request only edgert_benchmark (not benchmark as well), so edgert can "
-                "set the timer before pytest-benchmark makes its fixture")
+                "clock: was edgert.pytest_plugin loaded after the tests were collected?")
         del times[:-rounds]
         if bench.enabled:
             bench.extra_info.update({
@@ -143,6 +193,27 @@ class DeviceBenchmark:
                 "edgert_device": str(session.device),
             })
         return {name: np.array(value, copy=True) for name, value in result.items()}
+
+
+def _wrong_call(session: Any, inputs: Any, args: tuple[Any, ...],
+                kwargs: Mapping[str, Any]) -> NoReturn:
+    from edgert.errors import InvalidArgumentError
+
+    if callable(session) and not hasattr(session, "submit"):
+        got = f"a function ({getattr(session, '__name__', type(session).__name__)})"
+    elif not callable(getattr(session, "submit", None)):
+        got = f"a {type(session).__name__} as the session"
+    elif inputs is _MISSING:
+        got = "a session without inputs"
+    else:
+        extra = [repr(a) for a in args] + [f"{k}=" for k in kwargs]
+        got = f"extra arguments ({', '.join(extra)})"
+    raise InvalidArgumentError(
+        f"edgert_benchmark(session, inputs, stage=..., rounds=..., warmup_rounds=...) times an "
+        f"InferenceSession's requests by the device; it was given {got}",
+        hint="pass the session and one request's inputs, e.g. edgert_benchmark(edgert_session, "
+             "{'obs': obs}); to time a plain function by the host clock, use pytest-benchmark's "
+             "benchmark(fn, *args) in a test that does not use edgert_benchmark")
 
 
 def _model_marker(request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any]]:
@@ -176,6 +247,9 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
 
     _, kwargs = _model_marker(request)
     runtime = kwargs.pop("runtime", "auto")
+    # A benchmark fixture reads per-stage device times (edgert_benchmark(stage="compute")):
+    # stage timing is opt-in for sessions, so the fixture opts in unless the marker says else.
+    kwargs.setdefault("timing", "stages")
     backend = open_backend(edgert_model, runtime=runtime, device=kwargs.get("device"))
     try:
         session = InferenceSession(backend.model, **kwargs)
@@ -213,16 +287,25 @@ def fake_jetson(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]
         tree.close()
 
 
-@pytest.fixture
-def edgert_benchmark(request: pytest.FixtureRequest) -> DeviceBenchmark:
-    """pytest-benchmark's ``benchmark``, timed by each request's device time (needs
-    pytest-benchmark; the test is skipped without it)."""
-    clock = DeviceClock()
-    user = request.node.get_closest_marker("benchmark")
-    options = {**(user.kwargs if user is not None else {}), "timer": clock}
-    request.node.add_marker(pytest.mark.benchmark(**options), append=False)
-    try:
-        benchmark = request.getfixturevalue("benchmark")
-    except pytest.FixtureLookupError:
-        pytest.skip("edgert_benchmark needs pytest-benchmark (pip install pytest-benchmark)")
-    return DeviceBenchmark(benchmark, clock)
+class _DeviceTimed:
+    """The ``edgert_benchmark`` fixture where pytest-benchmark is active."""
+
+    @pytest.fixture
+    def edgert_benchmark(self, request: pytest.FixtureRequest,
+                         benchmark: Any) -> DeviceBenchmark:
+        """pytest-benchmark's ``benchmark``, timed by each request's device time."""
+        clock = request.node.stash.get(_CLOCK, None)
+        if clock is None:  # not collected through this plugin's hook
+            raise pytest.UsageError("edgert_benchmark was set up for a test that "
+                                    "edgert.pytest_plugin did not see collected")
+        return DeviceBenchmark(benchmark, clock)
+
+
+class _NoPytestBenchmark:
+    """The ``edgert_benchmark`` fixture where pytest-benchmark is missing or disabled."""
+
+    @pytest.fixture
+    def edgert_benchmark(self) -> DeviceBenchmark:
+        """Skips the test: device-timed benchmarks report through pytest-benchmark."""
+        pytest.skip("edgert_benchmark needs pytest-benchmark (pip install pytest-benchmark; "
+                    "it is in edgert's test extra), and it is not active here")

@@ -142,8 +142,8 @@ class ControlNode:
                 break
             rate = self._segment_rate = self.rate_hz
             loop = self._loop = PeriodicLoop(1.0 / rate, policy=self.policy)
-            if self.segments:
-                print(f"control loop restarted at {rate:g} Hz", flush=True)
+            print(f"control loop {'restarted' if self.segments else 'started'} at {rate:g} Hz",
+                  flush=True)
             iterations = None if left is None else max(1, int(left * rate))
             report = loop.run(self.step, iterations=iterations)
             self.segments.append((rate, report))

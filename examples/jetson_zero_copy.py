@@ -39,9 +39,9 @@ def main() -> int:
         print(f"this example needs a CUDA device: {cuda.unavailable_reason()}", file=sys.stderr)
         return 2
     from edgert.engine import Engine
+    from edgert.kernels import KernelExecutable
     from edgert.memory import HostBuffer
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     props = cuda.device_properties(0)
     kind = "integrated (shared DRAM)" if props.integrated else "discrete (inputs cross PCIe)"
@@ -53,7 +53,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     try:
         with InferenceSession(model, io="zero_copy", cuda_graph="on", sync="spin", slots=1,
-                              priority="highest") as session:
+                              timing="stages", priority="highest") as session:
             # Warm up with the buffer the loop uses: graphs are keyed by the addresses bound,
             # so the first run is the warm-up the capture needs and the second is captured.
             session.infer({"obs": obs})

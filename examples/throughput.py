@@ -32,7 +32,7 @@ def open_model(path: str | None) -> Any:
     if path is not None:
         return Engine.load(path)
     if cuda.is_available():
-        from edgert.testing.kernel_executable import KernelExecutable
+        from edgert.kernels import KernelExecutable
 
         return KernelExecutable()
     return Engine.load(bundled_model_path())

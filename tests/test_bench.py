@@ -344,3 +344,69 @@ def test_a_sample_taken_before_a_restart_never_enters_the_new_timeline(tmp_path:
         start = sampler.record()
         end = sampler.finish()
         assert sampler.samples == (start, end)
+
+
+def _rt_files(root: Path, runtime: str, period: str = "1000000") -> Path:
+    kernel = root / "proc/sys/kernel"
+    kernel.mkdir(parents=True)
+    (kernel / "sched_rt_runtime_us").write_text(runtime + "\n")
+    (kernel / "sched_rt_period_us").write_text(period + "\n")
+    return root
+
+
+def test_rt_budget_is_read_under_root(tmp_path: Path) -> None:
+    from edgert.bench._warnings import RtBudget, read_rt_budget
+
+    assert read_rt_budget(_rt_files(tmp_path / "on", "900000")) == RtBudget(900_000, 1_000_000)
+    assert read_rt_budget(_rt_files(tmp_path / "off", "-1")) is None  # throttling off
+    # Unreadable: throttling is assumed on, at the kernel's defaults, and said to be assumed.
+    assert read_rt_budget(tmp_path / "empty") == RtBudget(950_000, 1_000_000, read=False)
+
+
+def test_rt_throttling_warning_says_how_it_shows() -> None:
+    from edgert.bench._warnings import RtBudget
+
+    host = BackendInfo(kind="onnxruntime", model="m", runtime="r", reason="x")
+    total = LatencyStats(16)
+    total.record_many(np.array([8_000, 9_000, 50_100_000]))
+    [w] = find_warnings(backend=host, latency={"total": total.summary()}, loop=None,
+                        realtime=_outcome(), thermal=_thermal(),
+                        rt_budget=RtBudget(950_000, 1_000_000))
+    assert w.code == "rt_throttling"
+    assert "950 ms of every 1000 ms (/proc/sys/kernel/sched_rt_runtime_us)" in w.message
+    assert "up to 50 ms once a period" in w.message
+    assert "the longest request here took 50.1 ms" in w.message
+    assert w.hint
+    assert "--no-rt" in w.hint
+    assert "https://docs.kernel.org/scheduler/sched-rt-group.html" in w.hint
+
+
+def test_back_to_back_under_fifo_warns_about_rt_throttling(tmp_path: Path) -> None:
+    from edgert.realtime import realtime_capabilities
+
+    if not realtime_capabilities(priority=10).can_schedule_fifo:
+        pytest.skip("SCHED_FIFO is not permitted here")
+    root = _rt_files(tmp_path, "950000")
+    notes: list[str] = []
+    opts = {**FAST, "duration_s": 0.1, "root": root, "device": "host"}
+    r = bench.run(rate_hz=0, rt=True, priority=10, notify=notes.append, **opts)
+    assert "scheduler" in {o.setting for o in r.realtime.policy.applied}  # type: ignore[union-attr]
+    assert r.warnings[0].code == "rt_throttling"
+    assert any("RT throttling may stop the loop for up to 50 ms" in n for n in notes)
+    # Neither a periodic loop (it sleeps every period) nor a run without FIFO is warned.
+    for quiet in (bench.run(rate_hz=1000, rt=True, priority=10, **opts),
+                  bench.run(rate_hz=0, rt=False, **opts)):
+        assert "rt_throttling" not in [w.code for w in quiet.warnings]
+
+
+def test_cpus_that_do_not_exist_are_an_argument_error_before_anything_runs() -> None:
+    import os
+
+    missing = max(os.sched_getaffinity(0)) + 4096
+    started: list[object] = []
+    with pytest.raises(InvalidArgumentError, match=f"cpus {missing}: cannot pin") as info:
+        bench.run(cpus=[missing], progress=started.append, **FAST)
+    assert info.value.hint  # the policy's own remedy
+    assert started == []
+    with pytest.raises(InvalidArgumentError, match="cpus needs rt=True"):
+        bench.BenchOptions(cpus=[0], rt=False)

@@ -147,19 +147,91 @@ def test_rt_is_applied_as_root(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "running without" not in captured.err
 
 
+#: Python parameter spellings a command-line error must not show (the flags are --rate etc.).
+PYTHON_NAMES = ("rate_hz", "duration_s", "warmup_s", "cuda_graph", "rt=", "device=", "runtime=",
+                "cpus=", "io=", "sync=", "slots=", "batch=")
+
+
+def assert_cli_error(err: str, message: str) -> None:
+    """``edgert bench: ...`` naming flags, not Python parameters, ending with a Hint line."""
+    assert err.startswith("edgert bench: "), err
+    assert message in err
+    lines = err.rstrip("\n").splitlines()
+    assert lines[-1].startswith("Hint: "), err
+    assert lines[-1][len("Hint: "):].strip(), err
+    assert not [name for name in PYTHON_NAMES if name in err], err
+
+
 @pytest.mark.parametrize(("argv", "code", "message"), [
-    (["--duration", "0"], 2, "duration_s must be"),
-    (["--batch", "300"], 2, "outside input 'obs'"),
+    (["--duration", "0"], 2, "--duration must be > 0"),
+    (["--rate", "-1"], 2, "--rate must be >= 0"),
+    (["--priority", "100"], 2, "--priority must be an int from 1 to 99"),
+    (["--slots", "65"], 2, "--slots must be an int from 1 to 64"),
+    (["--batch", "300"], 2, "--batch 300 is outside input 'obs'"),
+    (["--device", "3"], 2, "not on CUDA device 3"),
+    (["--cpus", "0"], 2, "--cpus needs --rt"),
     (["/no/such/model.onnx"], 1, "no/such/model.onnx"),
-    (["--graph", "--device", "host"], 1, "cuda_graph='on' needs a CUDA device"),
+    (["--graph", "--device", "host"], 1, "--graph needs a CUDA device"),
+    (["--runtime", "lean"], 2, "runs on ONNX Runtime, not TensorRT"),
 ])
 def test_errors_have_clear_messages_and_exit_codes(
         argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--no-environment", "--no-rt", *SHORT, *argv])
     err = capsys.readouterr().err
     assert rc == code
-    assert err.startswith("edgert bench: ")
-    assert message in err
+    assert_cli_error(err, message)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rate", "abc"], "argument --rate: invalid float value: 'abc'"),
+    (["--io", "fast"], "argument --io: invalid choice: 'fast'"),
+    (["--cpus", "3-1"], "argument --cpus: '3-1' is not a CPU list"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_usage_errors_name_the_flag_and_end_with_a_hint(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert_cli_error(err, message)
+    assert "usage:" not in err  # one line and a hint, not argparse's usage block
+
+
+def test_cpus_that_do_not_exist_are_a_usage_error_in_the_policys_words(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    missing = max(os.sched_getaffinity(0)) + 4096
+    rc = main(["bench", "--no-environment", "--cpus", str(missing), *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""  # nothing ran
+    assert_cli_error(captured.err, f"--cpus {missing}: cannot pin thread")
+    assert "is online and allowed for this thread" in captured.err  # RealtimePolicy's message
+    assert "limits.conf" not in captured.err  # not an OS refusal to be allowed
+
+
+def test_plot_without_matplotlib_is_refused_before_the_run(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    rc = main(["bench", "--no-environment", "--no-rt", "--plot", str(tmp_path / "p.png"),
+               *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""  # refused before the run, not after it
+    assert_cli_error(captured.err, "--plot: writing a plot needs matplotlib")
+    assert "pip install 'matplotlib" in captured.err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_output_into_a_missing_directory_is_refused_before_the_run(
+        flag: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = main(["bench", "--no-environment", "--no-rt", flag, str(tmp_path / "no" / "x"),
+               *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""
+    assert_cli_error(captured.err, f"{flag}: cannot write")
 
 
 def test_cpu_lists() -> None:

@@ -16,7 +16,7 @@ FAST = {"duration_s": 0.5, "warmup_s": 0.1, "environment": False, "sample_interv
 
 
 def test_kernel_executable_copy_io_times_every_stage_with_cuda_events() -> None:
-    from edgert.testing.kernel_executable import KernelExecutable
+    from edgert.kernels import KernelExecutable
 
     with KernelExecutable() as exe:
         r = bench.run(exe, io="copy", cuda_graph="off", rate_hz=1000, rt=False, **FAST)

@@ -115,6 +115,24 @@ def _legacy_module() -> ModuleType:
     return module
 
 
+class _HostAllocator:
+    """A session-like output allocator: grow-only host buffers."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def reallocate_output(self, tensor_name: str, memory: int, size: int,
+                          alignment: int) -> int:
+        buf = self.buffers.get(tensor_name)
+        if buf is None or buf.nbytes < size + alignment:
+            buf = self.buffers[tensor_name] = np.zeros(size + alignment, np.uint8)
+        return int(buf.ctypes.data + (-buf.ctypes.data) % alignment)
+
+    def notify_shape(self, tensor_name: str, shape: Any) -> None:
+        self.shapes[tensor_name] = tuple(shape)
+
+
 def _exercise(module: Any, tmp_path: Path) -> None:
     """Every engine path edgert has, against ``module``."""
     plugin = tmp_path / "libplugin.so"
@@ -142,6 +160,14 @@ def _exercise(module: Any, tmp_path: Path) -> None:
                         assert x.set_input_shape("obs", (2, 48))
                     x.get_tensor_shape(engine.outputs[0].name)
                     assert x.execute_async_v3(0), x.last_errors()
+                    if x.data_dependent_outputs:
+                        alloc = _HostAllocator()
+                        for name in x.data_dependent_outputs:
+                            assert x.max_output_bytes(name)
+                            assert x.set_output_allocator(name, alloc)
+                        assert x.execute_async_v3(0), x.last_errors()
+                        assert alloc.shapes == {"i": (4,)}
+                        assert x.set_output_allocator("i", None)
     for bad in (ft.bundled_policy_plan(version="9.0.0.0"), ft.bundled_policy_plan()[:60],
                 ft.bundled_policy_plan(version_compatible=True)):
         with pytest.raises(EngineLoadError):
@@ -166,6 +192,8 @@ def test_every_tensorrt_attribute_edgert_touches_exists_on_lean(tmp_path: Path) 
     _exercise(_module_proxy(_legacy_module(), recorder), tmp_path)
     touched = {p for p in recorder.touched if p}
     assert ("IExecutionContext", "execute_async_v3") in touched  # the recorder works
+    assert ("IExecutionContext", "set_output_allocator") in touched  # the allocator path ran
+    assert ("IOutputAllocator",) in touched  # the adapter subclasses the module's class
     assert ("ICudaEngine", "device_memory_size") in touched  # the legacy branch ran
     missing = sorted(p for p in touched - set(EDGERT_MARKERS) - set(NOT_ON_LEAN)
                      if not _resolve(p))
@@ -226,3 +254,43 @@ def test_fake_module_names_exist_on_lean() -> None:
     fake_only = set(ft.FAKE_ONLY_NAMES)
     assert fake_only <= set(ft.__all__)
     assert not any(hasattr(trt, name) for name in fake_only - {"__version__"})
+
+
+def _doc_callbacks(doc: str) -> dict[str, tuple[str, ...]]:
+    """The callbacks the bindings' class documentation shows, with their parameter names."""
+    return {m.group(1): tuple(p.strip() for p in m.group(2).split(","))
+            for m in re.finditer(r"def (\w+)\(self, ([^)]*)\):", doc)}
+
+
+def test_output_allocator_callbacks_are_the_ones_tensorrt_calls() -> None:
+    """TensorRT calls an IOutputAllocator by names its bindings document only in the class
+    docstring (from 10.0 the class exposes no methods); the fake calls, and edgert's adapter
+    defines, exactly those names with those parameters."""
+    from edgert.engine._trt_allocator import adapter_class
+    from edgert.testing._fake_trt_alloc import CALLBACK_NAMES
+
+    documented = _doc_callbacks(trt.IOutputAllocator.__doc__ or "")
+    assert {"reallocate_output", "notify_shape"} <= set(documented), documented
+    for name, params in documented.items():
+        assert CALLBACK_NAMES.get(name) == params, (name, params)
+    cls = adapter_class(trt.IOutputAllocator)
+    for name, params in CALLBACK_NAMES.items():
+        signature = inspect.signature(getattr(cls, name))
+        assert tuple(signature.parameters)[1:] == params, name
+
+
+def test_adapter_is_a_real_ioutputallocator() -> None:
+    """The adapter subclasses the real pybind11 class and forwards to a session allocator (no
+    context is made: that needs a GPU)."""
+    from edgert.engine._trt_allocator import AllocatorState, adapter_class
+
+    alloc, state = _HostAllocator(), AllocatorState()
+    adapter = adapter_class(trt.IOutputAllocator)("idx", alloc, state)
+    assert isinstance(adapter, trt.IOutputAllocator)
+    first = adapter.reallocate_output_async("idx", 0, 100, 256, 0)
+    assert first % 256 == 0
+    assert first
+    assert adapter.reallocate_output("idx", 0, 50, 256) == first  # grow-only: reused
+    adapter.notify_shape("idx", trt.Dims([25]))
+    assert alloc.shapes == {"idx": (25,)}
+    assert state.errors == []

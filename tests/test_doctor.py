@@ -120,7 +120,7 @@ def test_unprivileged_child_gets_a_clear_report_and_exit_0(tmp_path: Path) -> No
         "import edgert.cli, edgert.doctor._sections; edgert.cli.build_parser()\n"
         "import edgert.doctor._realtime, edgert.doctor._thermal, edgert.realtime, edgert.power\n"
         "import edgert.platform, edgert.cuda; edgert.cuda.probe()\n"
-        "import numpy, psutil, typing_extensions, cuda.bindings\n"
+        "import numpy, typing_extensions, cuda.bindings\n"
         "for m in ('tensorrt_lean', 'onnxruntime'):\n"
         "    try: __import__(m)\n"
         "    except ImportError: pass\n"

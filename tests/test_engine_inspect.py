@@ -31,7 +31,7 @@ def test_bundled_model_text(capsys: pytest.CaptureFixture[str]) -> None:
     digest = hashlib.sha256(models.bundled_model_path().read_bytes()).hexdigest()
     for text in ("ONNX model (IR version 8, opset ai.onnx 13", f"sha256     {digest}",
                  "not checked", "onnxruntime", "tensors on the host",
-                 "input  obs", "float32 (FLOAT)  [-1, 48]", "49,152 bytes at [256, 48]",
+                 "input  obs", "float32 (FLOAT)  [batch, 48]", "49,152 bytes at [256, 48]",
                  "profile 0: min [1, 48]  opt [1, 48]  max [256, 48]",
                  "output actions", "12,288 bytes at [256, 12]"):
         assert text in out, text
@@ -47,6 +47,51 @@ def test_bundled_model_json_with_digest(capsys: pytest.CaptureFixture[str]) -> N
     assert report["runtime"]["flavour"] == "onnxruntime"
     assert [t["name"] for t in report["tensors"]] == ["obs", "actions"]
     assert report["tensors"][1]["max_bytes"] == 256 * 12 * 4
+    assert report["tensors"][0]["dims"] == ["batch", 48]
+    assert report["tensors"][1]["session"] == _inspect.POOLED
+
+
+def test_what_a_session_does_with_each_output(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["tied"]), helper.make_node("NonZero", ["x"], ["nz"]),
+         helper.make_node("ReduceSum", ["u"], ["r"], keepdims=1)], "g",
+        [vi("x", TensorProto.FLOAT, ["batch", 4]), vi("u", TensorProto.FLOAT, None)],
+        [vi("tied", TensorProto.FLOAT, ["batch", 4]), vi("nz", TensorProto.INT64, [2, "k"]),
+         vi("r", TensorProto.FLOAT, None), vi("x", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    rc, out, _ = _run([str(path), "--json"], capsys)
+    assert rc == 0
+    rows = {(t["mode"], t["name"]): t for t in json.loads(out)["tensors"]}
+    assert rows[("input", "x")]["dims"] == ["batch", 4]
+    assert rows[("input", "u")]["unknown_rank"]
+    assert rows[("output", "tied")]["session"] == _inspect.POOLED
+    assert rows[("output", "nz")]["session"] == _inspect.LEARNED
+    assert rows[("output", "nz")]["dims"] == [2, "k"]
+    assert rows[("output", "r")]["session"] == _inspect.LEARNED
+    assert rows[("output", "x")]["session"] == _inspect.ECHO
+    rc, out, _ = _run([str(path)], capsys)
+    assert "[batch, 4]" in out
+    assert "session: " + _inspect.LEARNED in out
+    assert "give them the input's dimension names" in out
+
+
+def test_data_dependent_tensorrt_output(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tmp_path / "nz.plan"
+    plan.write_bytes(ft.make_plan(inputs=[ft.FakeTensor("x", "FLOAT", (8,))],
+                                  outputs=[ft.FakeTensor("idx", "INT32", (-1,), max_shape=(8,))],
+                                  function="nonzero"))
+    rc, out, _ = _run([str(plan), "--runtime", "fake", "--json"], capsys)
+    assert rc == 0
+    assert json.loads(out)["tensors"][1]["session"] == _inspect.DATA_DEPENDENT
 
 
 def test_plan_without_gpu_is_described_from_its_header(

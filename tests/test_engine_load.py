@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
+import json
 import os
 import re
 import struct
+import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +274,213 @@ def test_damaged_onnx_only_raises_edgert_errors(
         Engine.load(bytes(data[:-150] if truncate else data)).close()
     except EdgeRTError:
         pass
+
+
+# -- hostile files (issue 12): special files, caps, keys, NUL bytes, one read -----------------
+
+def _finishes(fn: Any, fifo: Path | None = None, timeout_s: float = 10.0) -> Any:
+    """``fn()``'s result or exception; a call still blocked after ``timeout_s`` fails the test
+    (and the FIFO's other end is opened so that the stuck thread ends)."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as err:  # handed to the test
+            box.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout_s)
+        pytest.fail(f"blocked for more than {timeout_s} s")
+    return box[0]
+
+
+def test_fifo_model_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.plan"
+    os.mkfifo(fifo)
+    for call in (lambda: Engine.load(fifo), lambda: read_model_header(fifo)):
+        err = _finishes(call, fifo)
+        assert type(err) is EngineLoadError, repr(err)
+        assert "FIFO" in str(err)
+        assert "not a regular file" in str(err)
+        assert err.path == str(fifo)
+        assert err.hint
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_endless_device_model_is_refused_before_reading(tmp_path: Path, device: str) -> None:
+    link = tmp_path / "model.onnx"
+    link.symlink_to(device)
+    err = _finishes(lambda: Engine.load(link))
+    assert type(err) is EngineLoadError, repr(err)
+    assert "character device" in str(err)
+
+
+def test_max_bytes_caps_the_model_and_says_how_to_raise_it(tmp_path: Path) -> None:
+    path = _plan_file(tmp_path)
+    size = path.stat().st_size
+    with pytest.raises(EngineLoadError, match=f"over the limit of {size - 1:,} bytes") as info:
+        Engine.load(path, trt_module=ft, max_bytes=size - 1)
+    assert "max_bytes=" in (info.value.hint or "")
+    with Engine.load(path, trt_module=ft, max_bytes=size) as engine:
+        assert engine.size_bytes == size
+    for bad in (0, -1, True, 1.5, "1"):
+        with pytest.raises(InvalidArgumentError, match="max_bytes"):
+            Engine.load(path, trt_module=ft, max_bytes=bad)
+
+
+def test_sidecar_that_is_a_fifo_or_a_device_is_an_integrity_error(tmp_path: Path) -> None:
+    path = _plan_file(tmp_path)
+    sidecar = path.with_name(path.name + ".sig")
+    os.mkfifo(sidecar)
+    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY), sidecar)
+    assert type(err) is IntegrityError, repr(err)
+    assert "not a regular file" in str(err)
+    sidecar.unlink()
+    sidecar.symlink_to("/dev/zero")
+    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY))
+    assert type(err) is IntegrityError, repr(err)
+
+
+@pytest.mark.parametrize("key", [32, 0, -1, 10**12, 3.5, True, [1, 2], object()])
+def test_a_key_that_is_not_bytes_str_or_a_key_file_is_refused(tmp_path: Path, key: Any) -> None:
+    # bytes(32) is 32 zero bytes: a key everyone knows. It must never become one.
+    path = _plan_file(tmp_path)
+    forged = hmac.new(bytes(32), path.read_bytes(), "sha256").hexdigest()
+    path.with_name(path.name + ".sig").write_text(forged)
+    with pytest.raises(InvalidArgumentError, match="hmac_key must be bytes, str or the path") \
+            as info:
+        Engine.load(path, trt_module=ft, hmac_key=key)
+    _exact(info, InvalidArgumentError)
+
+
+def test_key_file(tmp_path: Path) -> None:
+    path = _plan_file(tmp_path)
+    path.with_name(path.name + ".sig").write_text(
+        hmac.new(KEY, path.read_bytes(), "sha256").hexdigest() + "\n")
+    key_file = tmp_path / "fleet.key"
+    key_file.write_bytes(KEY + b"\n")
+    with Engine.load(path, trt_module=ft, hmac_key=key_file) as engine:
+        assert engine.integrity is IntegrityStatus.HMAC
+    key_file.write_bytes(b"another key")
+    with pytest.raises(IntegrityError):
+        Engine.load(path, trt_module=ft, hmac_key=key_file)
+    key_fifo = tmp_path / "key.fifo"
+    os.mkfifo(key_fifo)
+    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=key_fifo), key_fifo)
+    assert type(err) is InvalidArgumentError, repr(err)
+    with pytest.raises(InvalidArgumentError, match="cannot read key file"):
+        Engine.load(path, trt_module=ft, hmac_key=tmp_path / "missing.key")
+
+
+@pytest.mark.parametrize("source", ["model\0.plan", Path("dir\0/model.onnx")])
+def test_nul_in_path_is_an_invalid_argument_naming_the_path(source: Any) -> None:
+    for call in (lambda: Engine.load(source), lambda: read_model_header(source)):
+        with pytest.raises(InvalidArgumentError, match="NUL byte") as info:
+            call()
+        err = _exact(info, InvalidArgumentError)
+        assert repr(os.fspath(source)) in str(err)
+
+
+@pytest.mark.parametrize("source", [3, None, 2.5, ["model.plan"]])
+def test_source_that_is_neither_path_nor_bytes(source: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="path or the model's bytes"):
+        Engine.load(source)
+
+
+def test_permission_denied_carries_the_path(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Root reads mode-000 files, so the OS's refusal is imitated where edgert reads.
+    path = _plan_file(tmp_path)
+
+    def refuse(where: Any, **_: Any) -> bytes:
+        raise PermissionError(errno.EACCES, "Permission denied", str(where))
+
+    monkeypatch.setattr("edgert.engine._source.read_file", refuse)
+    with pytest.raises(PermissionDeniedError) as info:
+        Engine.load(path)
+    err = _exact(info, PermissionDeniedError)
+    assert err.path == str(path)
+    assert err.errno_value == errno.EACCES
+    assert str(path) in str(err)
+
+
+def test_onnx_sniff_does_not_copy_the_graph() -> None:
+    # ModelProto: ir_version 8, a 32 MiB graph field, opset_import {version 13}.
+    graph = 32 << 20
+    data = (b"\x08\x08" + b"\x3a" + _varint(graph) + bytes(graph) + b"\x42\x02\x10\x0d")
+    tracemalloc.start()
+    try:
+        header = read_model_header(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert header.format is EngineFormat.ONNX
+    assert header.onnx_opsets == (("", 13),)
+    assert peak < 1 << 20, f"sniffing allocated {peak:,} bytes"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_millions_of_tiny_fields_are_not_an_onnx_model() -> None:
+    data = b"\x08\x01" * 200_000  # 200,000 ir_version fields: no ModelProto looks like that
+    with pytest.raises(ModelFormatError, match="neither a TensorRT plan nor an ONNX model"):
+        read_model_header(data)
+
+
+def test_inspect_hashes_the_bytes_it_verifies(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The file is swapped after the first read: a second read would verify other bytes than
+    # the ones whose sha256 is printed.
+    from edgert._fileio import read_file
+    from edgert.cli import _inspect
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(ONNX.read_bytes())
+    reads: list[str] = []
+
+    def read_then_swap(where: Any, **kw: Any) -> bytes:
+        data = read_file(where, **kw)
+        reads.append(str(where))
+        path.write_bytes(b"swapped after the first read")
+        return data
+
+    monkeypatch.setattr("edgert.engine._source.read_file", read_then_swap)
+    digest = hashlib.sha256(ONNX.read_bytes()).hexdigest()
+    report = _inspect.inspect_model(path, sha256=digest)
+    assert reads == [str(path)]
+    assert report["sha256"] == digest
+    assert report["integrity"] == IntegrityStatus.SHA256.value
+    assert report["loaded"] is True
+
+
+def test_malformed_profile_metadata_is_a_model_format_error_with_path(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    # A rank-1 profile for a rank-2 input: the metadata does not fit the model.
+    helper.set_model_props(model, {"edgert.profiles": json.dumps(
+        {"x": {"min": [1], "opt": [1], "max": [8]}})})
+    path = tmp_path / "bad_profile.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelFormatError, match=r"edgert\.profiles") as info:
+        Engine.load(path)
+    err = _exact(info, ModelFormatError)
+    assert err.path == str(path)

@@ -135,13 +135,19 @@ def test_data_dependent_outputs_are_not_capturable(device_like: types.ModuleType
     with _load(plan, trt_module=device_like) as engine, engine.create_context() as x:
         assert x.placement is Placement.DEVICE
         assert not x.graph_capturable
+        assert x.data_dependent_outputs == ("idx",)
+        assert x.max_output_bytes("idx") == 24
         assert engine.outputs[0].shape == (-1,)
         data, out = np.array([1, 0, 2, 0, 0, 3], np.int32), np.zeros(6, np.int32)
         x.set_tensor_address("x", data.ctypes.data)
-        x.set_tensor_address("idx", out.ctypes.data)
+        x.set_tensor_address("idx", out.ctypes.data)  # preallocated at the max size: allowed
         assert x.execute_async_v3(0)
-        assert tuple(x.get_tensor_shape("idx")) == (3,)
+        assert tuple(x.get_tensor_shape("idx")) == (-1,)  # only an allocator learns the shape
         np.testing.assert_array_equal(out[:3], [0, 2, 5])
+    with _load(trt_module=device_like) as engine, engine.create_context() as x:
+        assert x.data_dependent_outputs == ()
+        assert x.max_output_bytes("actions") == 256 * 12 * 4  # the profile's max batch
+        assert x.max_output_bytes("obs") is None  # TensorRT gives -1 for an input
 
 
 def test_second_profile() -> None:

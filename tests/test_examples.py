@@ -50,12 +50,14 @@ def test_control_node_slows_down_when_it_heats_up_while_running(tmp_path: Path) 
     with build_jetson_tree(tmp_path / "j", temps={"tj": 50.0}) as tree:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "control_node.py"), "--duration", "30", "--root",
+            [sys.executable, str(EXAMPLES / "control_node.py"), "--duration", "120", "--root",
              str(tree.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                if line.startswith("bundled policy on"):
+                # Heat up only once the loop runs at its first rate: a level change before it
+                # starts would make 125 Hz the first rate, with nothing to restart.
+                if line.startswith("control loop started at 500 Hz"):
                     break
             tree.set_temp("tj", 96.0)  # critical: 4 °C below the trip; the governor polls 2 Hz
             lines = []
@@ -64,7 +66,12 @@ def test_control_node_slows_down_when_it_heats_up_while_running(tmp_path: Path) 
                 if line.startswith("control loop restarted at 125 Hz"):
                     proc.send_signal(2)  # Ctrl-C: the node stops and prints its loops
                     break
-            out, err = proc.communicate(timeout=60)
+            # Read on through the same buffered stream: communicate() reads the raw pipe and
+            # would lose lines that the iteration above has already buffered.
+            out = proc.stdout.read()
+            proc.wait(timeout=60)
+            assert proc.stderr is not None
+            err = proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -11,7 +11,7 @@ from edgert.models import ACTION_DIM, MAX_BATCH, OBS_DIM, policy_reference
 
 def test_refuses_without_cuda() -> None:
     import edgert.cuda
-    from edgert.testing.kernel_executable import KernelExecutable
+    from edgert.kernels import KernelExecutable
 
     if edgert.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
@@ -23,8 +23,8 @@ def test_refuses_without_cuda() -> None:
 @pytest.mark.parametrize("fused", [True, False])
 def test_matches_reference_directly(fused: bool) -> None:
     from edgert.cuda import Stream, capture_graph
+    from edgert.kernels import KernelExecutable
     from edgert.memory import DeviceBuffer
-    from edgert.testing.kernel_executable import KernelExecutable
 
     rng = np.random.default_rng(11)
     with KernelExecutable(fused=fused) as exe, Stream() as stream, \
@@ -64,9 +64,20 @@ def test_matches_reference_directly(fused: bool) -> None:
 
 @pytest.mark.gpu
 def test_execute_without_addresses_fails_cleanly() -> None:
-    from edgert.testing.kernel_executable import KernelExecutable
+    from edgert.kernels import KernelExecutable
 
     with KernelExecutable() as exe:
         assert exe.execute_async_v3(0) is False
         assert "address" in " ".join(exe.last_errors())
     assert exe.closed
+
+
+def test_old_testing_import_paths_resolve_to_the_product_class() -> None:
+    # The executable moved from edgert.testing to edgert.kernels; old imports keep working.
+    import edgert.testing
+    from edgert.kernels import KernelExecutable
+    from edgert.testing.kernel_executable import KernelExecutable as Old
+
+    assert Old is KernelExecutable
+    assert edgert.testing.KernelExecutable is KernelExecutable
+    assert "KernelExecutable" not in edgert.testing.__all__

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgert.memory import HostBuffer
-from edgert.memory._dlpack import KDL_CPU, dltensor_of
+from edgert.memory._dlpack import KDL_CPU, read_capsule
 
 
 @pytest.fixture
@@ -29,11 +29,15 @@ def hostile_pythonapi() -> Iterator[None]:
 def test_reading_a_foreign_capsule() -> None:
     arr = np.arange(12, dtype=np.float32).reshape(3, 4)
     capsule = arr.__dlpack__()  # the tensor lives as long as the capsule: hold it
-    tensor = dltensor_of(capsule)
-    assert tensor.device.device_type == KDL_CPU
-    assert tensor.data == arr.ctypes.data
-    assert [tensor.shape[i] for i in range(tensor.ndim)] == [3, 4]
+    tensor = read_capsule(capsule)
+    assert tensor.device_type == KDL_CPU
+    assert tensor.ptr == arr.ctypes.data
+    assert tensor.shape == (3, 4)
     del tensor, capsule
+    if np.lib.NumpyVersion(np.__version__) >= "2.1.0":  # numpy exports DLPack 1.x from 2.1
+        versioned = arr.__dlpack__(max_version=(1, 0))
+        assert (read_capsule(versioned).version or (0, 0))[0] == 1
+        del versioned
 
 
 @pytest.mark.usefixtures("hostile_pythonapi")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgert import _reaper
 from edgert.errors import (
     InvalidArgumentError,
     NotSupportedError,
@@ -64,6 +65,7 @@ def test_view_shares_bytes_and_outlives_close_without_crashing() -> None:
     assert _vmlck() - before >= 2 * MIB  # still locked: the views hold it
     del floats, tail
     gc.collect()
+    assert _reaper.drain()  # the last view's death hands the free to the reaper thread
     assert _vmlck() - before < 2 * MIB  # the last view freed it
 
 

@@ -154,7 +154,9 @@ def test_sensor_failures_keep_the_level_and_are_counted() -> None:
         assert gov.level.name == "hot"
     assert gov.sensor_failures == 3
     assert gov.consecutive_failures == 3
-    assert isinstance(gov.last_error, OSError)
+    # NaN is a bad reading too: it is the last error now (the OSError came before it).
+    assert isinstance(gov.last_error, InvalidArgumentError)
+    assert "nan" in str(gov.last_error)
     assert gov.temp_c == 90.0  # the last good reading
     clock.advance(60)
     gov.step()

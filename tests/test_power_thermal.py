@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from edgert._fileio import read_file
 from edgert.errors import NotSupportedError
 from edgert.power import ThermalZones, _sysfs, zone_alias
 from edgert.testing.jetson import Fault, build_bare_tree, build_jetson_tree, raising_reads
@@ -59,16 +61,16 @@ def test_failing_cv_zones_read_none_and_say_eagain(tree) -> None:
     assert zones.zone("tj").error is None
 
 
-def test_eagain_fixture_really_raises_eagain_for_a_nonblocking_reader(tmp_path: Path) -> None:
+def test_eagain_fixture_is_a_regular_file_whose_reads_fail_with_eagain(tmp_path: Path) -> None:
+    # Real sysfs attributes are regular files whose read() fails; the fake keeps that shape
+    # (edgert refuses FIFOs) and fails reads made through edgert's reader until it is closed.
     with build_jetson_tree(tmp_path) as tree:
         path = tree.zone_dir("cv0") / "temp"
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            with pytest.raises(BlockingIOError) as info:
-                os.read(fd, 64)
-            assert info.value.errno == errno.EAGAIN
-        finally:
-            os.close(fd)
+        assert stat.S_ISREG(path.stat().st_mode)
+        with pytest.raises(BlockingIOError) as info:
+            read_file(path, max_bytes=64, read=_sysfs._read)
+        assert info.value.errno == errno.EAGAIN
+    assert _sysfs.probe(path) == (None, "empty")  # no made-up reading once released
 
 
 @pytest.mark.parametrize(("fault", "reason"), [

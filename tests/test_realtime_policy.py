@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import TypeVar, cast
 
 import pytest
 
+from edgert import _reaper
 from edgert.errors import InvalidArgumentError
 from edgert.realtime import (
     RealtimePolicy,
@@ -296,3 +300,120 @@ def test_timer_slack_applied_to_the_thread_and_restored() -> None:
     assert after == before != 1
     with pytest.raises(InvalidArgumentError):
         RealtimePolicy(timer_slack_ns=0)
+
+
+def _leaky_policy() -> RealtimePolicy:
+    """Process-wide settings (the GC; memory lock and PM QoS where allowed) plus the per-thread
+    timer slack whose undo used to refer to the policy (defect 12.4)."""
+    root = os.geteuid() == 0
+    dma = Path("/dev/cpu_dma_latency")
+    return RealtimePolicy(freeze_gc=True, timer_slack_ns=1000, lock_memory=root,
+                          cpu_dma_latency_us=9 if root and dma.exists() else None)
+
+
+def _dma_fds() -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd")
+               if os.path.realpath(f"/proc/self/fd/{fd}") == "/dev/cpu_dma_latency")
+
+
+def test_a_leaked_policy_is_undone_when_collected() -> None:
+    import weakref
+
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    fds = _dma_fds()
+    active = _leaky_policy().apply()
+    assert not gc.isenabled()
+    alive = weakref.ref(active)
+    with pytest.warns(ResourceWarning, match="unclosed edgert.ActivePolicy"):
+        del active  # no cycle may reach the policy: the collector is off, refcounting frees it
+    assert alive() is None
+    assert _reaper.drain()  # the process-wide steps run there (see the next test)
+    assert gc.isenabled()
+    assert vmlck_kib() == 0
+    assert _dma_fds() == fds
+
+
+def test_no_undo_step_refers_to_its_policy() -> None:
+    import weakref
+
+    from edgert.realtime._policy import ActivePolicy
+
+    active = _leaky_policy().apply()
+    try:
+        assert active.report.ok
+        seen: set[int] = set()
+        todo: list[object] = [active._stack]
+        while todo:  # everything the safety nets can reach from the undo stack
+            obj = todo.pop()
+            if id(obj) in seen or isinstance(obj, (type, threading.Thread)):
+                continue
+            seen.add(id(obj))
+            assert not isinstance(obj, ActivePolicy)
+            todo.extend(gc.get_referents(obj))
+        assert weakref.getweakrefcount(active) == 1  # only the Owner's finalizer
+    finally:
+        active.close()
+    assert gc.isenabled()
+
+
+def test_a_policy_left_open_is_undone_when_its_thread_ends() -> None:
+    if vmlck_kib() != 0:
+        pytest.skip("memory is already locked in this process")
+    fds = _dma_fds()
+    kept: list[object] = []
+
+    def body() -> None:
+        kept.append(_leaky_policy().apply())  # still referenced after the thread is gone
+
+    def run_thread() -> None:
+        t = threading.Thread(target=body)
+        t.start()
+        t.join()  # the warning is raised on the ending thread, before join() returns
+
+    with pytest.warns(ResourceWarning, match="ended with an ActivePolicy still open"):
+        run_thread()
+    assert gc.isenabled()
+    assert vmlck_kib() == 0
+    assert _dma_fds() == fds
+    (active,) = kept
+    assert {o.setting for o in active.restored if o.applied} >= {"gc", "timer_slack"}  # type: ignore[attr-defined]
+    active.close()  # type: ignore[attr-defined]  # nothing left to do, and no error
+    assert gc.isenabled()
+
+
+@needs_root
+def test_a_collected_policy_never_deadlocks_on_a_lock_its_collector_holds() -> None:
+    # The collector can run a leaked policy's finalizer at any allocation, including one made
+    # while this thread holds the memory-lock state lock inside lock_memory(). Forced here at
+    # such a point; the finalizer's release_lock must not wait for that lock on this thread.
+    code = textwrap.dedent("""
+        import gc
+        from edgert.realtime import RealtimePolicy, _memlock, lock_memory
+        from edgert import _reaper
+
+        real = _memlock.proc_status_kib
+        def collecting(name):
+            gc.collect()
+            return real(name)
+
+        class Holder:
+            pass
+        leaked = Holder()
+        leaked.policy = RealtimePolicy(lock_memory=True).apply()
+        leaked.cycle = leaked
+        del leaked
+        _memlock.proc_status_kib = collecting
+        with lock_memory():  # the finalizer runs inside, under the state lock
+            pass
+        _memlock.proc_status_kib = real
+        assert _reaper.drain()
+        print(_memlock._STATE.holders)
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                              text=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a collected policy waited for a lock its own thread held")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]

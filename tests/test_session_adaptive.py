@@ -57,62 +57,79 @@ def device(monkeypatch: pytest.MonkeyPatch) -> _Device:
     return dev
 
 
-def _runner(dev: _Device) -> CudaRunner:
+def _runner(dev: _Device, fast: bool) -> CudaRunner:
+    """A runner whose waits go to ``dev``: through the ctypes-style query (an int handle, an int
+    result) or the bindings' query (a tuple), and a sleep that lands on ``dev.sync``."""
     runner = CudaRunner.__new__(CudaRunner)
     runner.ev_query = dev.query
     runner.ev_sync = dev.sync
+    runner.fast_query = (lambda handle: dev.query(handle)[0]) if fast else None
     runner.expect_ns = 0
     runner.spin_budget_ns = ADAPTIVE_SPIN_MIN_NS
     runner.slept = 0
+
+    def sleep_on(ev: Any) -> Any:
+        runner.slept += 1
+        return dev.sync(ev)[0]
+
+    runner._sleep_on = sleep_on  # type: ignore[method-assign]
     return runner
 
 
-def test_steady_requests_are_caught_by_the_spin_after_learning(device: _Device) -> None:
-    runner = _runner(device)
+@pytest.fixture(params=[True, False], ids=["ctypes-query", "bindings-query"])
+def fast(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def test_steady_requests_are_caught_by_the_spin_after_learning(device: _Device,
+                                                              fast: bool) -> None:
+    runner = _runner(device, fast)
     for _ in range(40):
         device.request(100_000)  # 100 us: longer than the initial 20 us spin
-        assert runner._adaptive_wait(None) == 0
+        assert runner._adaptive_wait(0) == 0
     slept_while_learning = runner.slept
     assert 0 < slept_while_learning < 40
     for _ in range(100):
         device.request(100_000)
-        assert runner._adaptive_wait(None) == 0
+        assert runner._adaptive_wait(0) == 0
     assert runner.slept == slept_while_learning, "a request that took the usual time slept"
     assert 100_000 < runner.spin_budget_ns < 250_000
 
 
-def test_a_slow_request_sleeps_after_the_spin_budget(device: _Device) -> None:
-    runner = _runner(device)
+def test_a_slow_request_sleeps_after_the_spin_budget(device: _Device, fast: bool) -> None:
+    runner = _runner(device, fast)
     for _ in range(100):
         device.request(50_000)
-        runner._adaptive_wait(None)
+        runner._adaptive_wait(0)
     budget = runner.spin_budget_ns
     before = device.queries
     device.request(50_000_000)  # a 50 ms stall
-    runner._adaptive_wait(None)
+    runner._adaptive_wait(0)
     assert runner.slept >= 1
     spun_ns = (device.queries - before) * device.step
     assert spun_ns <= budget + device.step, "spun past the budget"
 
 
-def test_the_spin_never_exceeds_the_cap(device: _Device) -> None:
-    runner = _runner(device)
+def test_the_spin_never_exceeds_the_cap(device: _Device, fast: bool) -> None:
+    runner = _runner(device, fast)
     device.step = 50_000
     for _ in range(200):
         device.request(20_000_000)  # requests that always take 20 ms
         before = device.queries
-        runner._adaptive_wait(None)
+        runner._adaptive_wait(0)
         assert (device.queries - before - 1) * device.step <= ADAPTIVE_SPIN_MAX_NS
     assert runner.spin_budget_ns == ADAPTIVE_SPIN_MAX_NS
 
 
-def test_a_device_error_ends_the_wait_at_once(device: _Device) -> None:
-    runner = _runner(device)
+def test_a_device_error_ends_the_wait_at_once(device: _Device, fast: bool) -> None:
+    runner = _runner(device, fast)
 
     def failing(_ev: Any) -> tuple[int]:
         return (719,)  # cudaErrorLaunchFailure
 
     runner.ev_query = failing
+    if fast:
+        runner.fast_query = lambda _handle: 719
     device.request(10_000_000)
-    assert runner._adaptive_wait(None) == 719
+    assert runner._adaptive_wait(0) == 719
     assert device.sleeps == 0

@@ -36,6 +36,7 @@ def test_policy_engine_matches_reference_and_sessions_share_it() -> None:
     with _engine(ft.bundled_policy_plan()) as engine:
         with InferenceSession(engine) as a, InferenceSession(engine, slots=1, io="copy") as b:
             assert a.device == "host"  # the fake reads host memory, so never a GPU path
+            assert a.graph_blocker == "the session runs on the host"
             assert a.executable is not b.executable  # one context per session
             for i, batch in enumerate((1, 3, 256, 2)):
                 xa, xb = _obs(batch, i), _obs(batch, 100 + i)
@@ -117,12 +118,111 @@ def test_failing_enqueue_is_raised_by_result() -> None:
             s.infer(_obs(1).astype(np.float64))
 
 
-def test_data_dependent_outputs_are_not_supported() -> None:
+class _NoAllocator:
+    """A TensorRT executable seen through an object that lacks ``set_output_allocator``."""
+
+    def __init__(self, exe: Any) -> None:
+        self._exe = exe
+        self.tensors, self.placement = exe.tensors, exe.placement
+        self.graph_capturable = exe.graph_capturable
+        for name in ("set_input_shape", "get_tensor_shape", "set_tensor_address",
+                     "execute_async_v3", "close", "last_errors"):
+            setattr(self, name, getattr(exe, name))
+
+
+def _nonzero_plan(version: str = ft.__version__) -> bytes:
+    return ft.make_plan(inputs=[ft.FakeTensor("x", "FLOAT", (8,))],
+                        outputs=[ft.FakeTensor("idx", "INT32", (-1,), max_shape=(8,))],
+                        function="nonzero", version=version)
+
+
+def test_data_dependent_outputs_need_an_output_allocator() -> None:
+    with _engine(_nonzero_plan()) as engine, engine.create_context() as ctx, \
+            pytest.raises(NotSupportedError, match="set_output_allocator"):
+        InferenceSession(_NoAllocator(ctx)).infer({"x": np.ones(8, np.float32)})
+
+
+@pytest.mark.parametrize("version", ["8.6.1.6", "10.8.0.43", "11.4.0.106"])
+@pytest.mark.parametrize("slots", [1, 2])
+def test_nonzero_runs_through_the_tensorrt_output_allocator(version: str, slots: int) -> None:
+    """Session -> TensorRT executable -> fake TensorRT's context -> IOutputAllocator callbacks
+    -> the session's pooled buffers, with every TensorRT version's callback."""
+    module = ft.make_module(version=version)
+    rng = np.random.default_rng(7)
+    with Engine.load(_nonzero_plan(version), trt_module=module) as engine, \
+            InferenceSession(engine, slots=slots) as s:
+        exe = s.executable
+        assert not exe.graph_capturable
+        cases = [np.zeros(8, np.float32), np.ones(8, np.float32)] + [
+            (rng.random(8) < 0.4).astype(np.float32) * rng.standard_normal(8).astype(np.float32)
+            for _ in range(12)]
+        adapter = None
+        for x in cases:
+            out = s.infer({"x": x})["idx"]
+            assert out.dtype == np.int32
+            np.testing.assert_array_equal(out, np.flatnonzero(x))
+            current = exe.raw_context.get_output_allocator("idx")  # type: ignore[attr-defined]
+            assert current is not None
+            adapter = adapter or current
+            assert current is adapter  # one adapter for the session's life
+        in_flight = [cases[1], cases[0]][:slots]  # sizes 8 then 0, each slot its own
+        pending = [s.submit({"x": x}) for x in in_flight]
+        for p, x in zip(pending, in_flight, strict=True):
+            np.testing.assert_array_equal(p.result()["idx"], np.flatnonzero(x))
+        assert s.graph_count == 0
+        assert s.graph_captures == 0
+        assert s.graph_blocker == ("data-dependent output shape (idx), written through an "
+                                   "output allocator during each run")
+        assert exe.last_errors() == ()  # type: ignore[attr-defined]
+
+
+def test_steady_output_sizes_reuse_the_same_memory() -> None:
+    """Grow-only: once the largest output has been seen, runs allocate nothing new."""
+    with _engine(_nonzero_plan()) as engine, InferenceSession(engine, slots=1) as s:
+        ctx = s.executable.raw_context  # type: ignore[attr-defined]
+        s.infer({"x": np.ones(8, np.float32)})
+        address = ctx.get_tensor_address("idx")
+        for k in range(9):
+            x = np.zeros(8, np.float32)
+            x[:k] = 1
+            np.testing.assert_array_equal(s.infer({"x": x})["idx"], np.arange(k))
+            assert ctx.get_tensor_address("idx") == address
+
+
+def test_data_dependent_output_beside_ordinary_ones_with_dynamic_shapes() -> None:
+    def fn(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        return {"y": x * 2, "nz": np.array(np.nonzero(x), np.int64)}
+
+    ft.register_function("tests.session.y_and_nonzero", fn)
+    plan = ft.make_plan(
+        inputs=[ft.FakeTensor("x", "FLOAT", (-1, 3), profiles=[((1, 3), (2, 3), (6, 3))])],
+        outputs=[ft.FakeTensor("y", "FLOAT", ("x:0", 3)),
+                 ft.FakeTensor("nz", "INT64", (2, -1), max_shape=(2, 18))],
+        function="tests.session.y_and_nonzero")
+    rng = np.random.default_rng(11)
+    with _engine(plan) as engine, InferenceSession(engine, slots=2) as s:
+        assert s.executable.data_dependent_outputs == ("nz",)  # type: ignore[attr-defined]
+        for batch in (2, 6, 1, 6, 3):
+            x = (rng.random((batch, 3)) < 0.5).astype(np.float32)
+            out = s.infer({"x": x})
+            np.testing.assert_array_equal(out["y"], x * 2)
+            assert out["nz"].shape == (2, int(np.count_nonzero(x)))
+            np.testing.assert_array_equal(out["nz"], np.nonzero(x))
+            ctx = s.executable.raw_context  # type: ignore[attr-defined]
+            assert ctx.get_output_allocator("y") is None  # its shape follows the inputs
+
+
+def test_failed_enqueue_with_an_allocator_is_an_inference_error() -> None:
     plan = ft.make_plan(inputs=[ft.FakeTensor("x", "FLOAT", (8,))],
                         outputs=[ft.FakeTensor("idx", "INT32", (-1,), max_shape=(8,))],
-                        function="nonzero")
-    with _engine(plan) as engine, pytest.raises(NotSupportedError, match="depends on the data"):
-        InferenceSession(engine)
+                        function="nonzero", fail_enqueue_after=2)
+    with _engine(plan) as engine, InferenceSession(engine, slots=1) as s:
+        x = np.arange(8, dtype=np.float32)
+        for _ in range(2):
+            np.testing.assert_array_equal(s.infer({"x": x})["idx"], np.arange(1, 8))
+        with pytest.raises(InferenceError, match="illegal memory access"):
+            s.infer({"x": x})
 
 
 def test_static_shapes_and_profile_selection() -> None:
@@ -197,3 +297,27 @@ def test_gpu_device_requested_for_the_fake_is_refused() -> None:
     with _engine(ft.bundled_policy_plan()) as engine, \
             pytest.raises(InvalidArgumentError, match="host"):
         InferenceSession(engine, device=0)
+
+
+def test_int4_inputs_are_packed_or_refused_with_a_specific_error() -> None:
+    # issue 12 item 8: INT4 inputs raised a raw numpy broadcast error.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    def unpack(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        (raw,) = inputs.values()  # the packed bytes TensorRT reads: low nibble first
+        nibbles = np.stack([raw & 0xF, raw >> 4], axis=1).reshape(-1).astype(np.int8)
+        return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.float32).reshape(2, 3)
+
+    ft.register_function("test.unpack_int4", unpack)
+    plan = ft.make_plan(inputs=[ft.FakeTensor("q", "INT4", (2, 3))],
+                        outputs=[ft.FakeTensor("r", "FLOAT", (2, 3))],
+                        function="test.unpack_int4")
+    values = np.array([[-8, -1, 0], [1, 5, 7]], ml_dtypes.int4)
+    with _engine(plan) as engine, InferenceSession(engine, device="host") as s:
+        np.testing.assert_array_equal(s.infer({"q": values})["r"], values.astype(np.float32))
+        packed = np.array([0x8 | 0xF << 4, 0x0 | 0x1 << 4, 0x5 | 0x7 << 4], np.uint8)
+        np.testing.assert_array_equal(s.infer({"q": packed})["r"], values.astype(np.float32))
+        with pytest.raises(InputError, match=r"'q'.*packed 4-bit INT4") as info:
+            s.infer({"q": np.zeros((2, 3), np.int8)})
+        assert "ml_dtypes.int4" in (info.value.hint or "")
+        with pytest.raises(InputError, match="'q'"):
+            s.infer({"q": np.zeros((2, 3), np.uint8)})  # bytes, but not 3 of them

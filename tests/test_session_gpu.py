@@ -24,7 +24,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 @pytest.fixture(scope="module")
 def exe() -> Iterator[Any]:
-    from edgert.testing.kernel_executable import KernelExecutable
+    from edgert.kernels import KernelExecutable
 
     with KernelExecutable() as kernel_exe:
         yield kernel_exe
@@ -84,8 +84,8 @@ def test_every_mode_matches_reference(exe: Any, io: str, graphs: str, slots: int
 
 
 def test_unfused_kernels_match_reference() -> None:
+    from edgert.kernels import KernelExecutable
     from edgert.session import InferenceSession
-    from edgert.testing.kernel_executable import KernelExecutable
 
     rng = np.random.default_rng(1)
     with KernelExecutable(fused=False) as unfused, InferenceSession(unfused, slots=1) as s:
@@ -179,7 +179,8 @@ def test_timings_recorded_with_and_without_graphs(exe: Any) -> None:
 
     rng = np.random.default_rng(6)
     for graphs in ("off", "on"):
-        with InferenceSession(exe, cuda_graph=graphs, io="copy", slots=1) as s:
+        with InferenceSession(exe, cuda_graph=graphs, io="copy", slots=1,
+                              timing="stages") as s:
             for _ in range(4):
                 p = s.submit(_obs(rng, 2))
                 p.result()

@@ -10,10 +10,16 @@ deadline misses; temperatures and throttling at start and end; warnings; the env
     >>> print(report.render())                              # doctest: +SKIP
     >>> report.latency["total"].p99_us, report.deadline_misses  # doctest: +SKIP
 
+:func:`run_under_load` measures a control model's latency beside a background GPU load (a
+persistent GEMM, convolutions or another model), optionally on SM partitions (docs/multimodel.md).
+
 See docs/bench.md.
 """
 
 from edgert.bench._backend import BackendInfo
+from edgert.bench._load import GpuLoad, LoadThroughput, SessionLoad
+from edgert.bench._load_kernels import LoadExecutable, LoadKernels, LoadKind
+from edgert.bench._multimodel import LoadReport, ModelPlacement, control_latency, run_under_load
 from edgert.bench._options import BenchOptions
 from edgert.bench._report import (
     SCHEMA,
@@ -35,9 +41,19 @@ __all__ = [
     "BenchProgress",
     "BenchReport",
     "BenchWarning",
+    "GpuLoad",
+    "LoadExecutable",
+    "LoadKernels",
+    "LoadKind",
+    "LoadReport",
+    "LoadThroughput",
+    "ModelPlacement",
     "RealtimeOutcome",
     "SensorSample",
+    "SessionLoad",
     "ThermalSummary",
+    "control_latency",
     "run",
     "run_options",
+    "run_under_load",
 ]

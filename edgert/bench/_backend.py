@@ -3,7 +3,7 @@
 * A TensorRT plan runs on the TensorRT runtime that imports (full, lean, dispatch) on the GPU.
 * An ONNX model runs through ONNX Runtime on the host.
 * No model (or ``"bundled"``): the bundled control policy. With a usable CUDA device it runs as
-  :class:`~edgert.testing.kernel_executable.KernelExecutable` (the same network compiled to CUDA
+  :class:`~edgert.kernels.KernelExecutable` (the same network compiled to CUDA
   kernels with NVRTC), because without a TensorRT builder there is no plan of it to load and the
   GPU is what is being measured; if that cannot be compiled it falls back to ONNX Runtime, and
   says so. Without CUDA it runs through ONNX Runtime on the host.
@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgert._fake_runtime import fake_tensorrt_module
 from edgert.errors import EdgeRTError, InvalidArgumentError
 
 __all__ = ["Backend", "BackendInfo", "open_backend"]
@@ -120,7 +121,7 @@ def _bundled(runtime: str, device: int | str | None) -> Backend:
     path = bundled_model_path()
     notes: list[str] = []
     if device != "host" and runtime == "auto" and cuda.is_available():
-        from edgert.testing.kernel_executable import KernelExecutable
+        from edgert.kernels import KernelExecutable
 
         try:
             exe = KernelExecutable(device=device if isinstance(device, int) else 0)
@@ -129,7 +130,7 @@ def _bundled(runtime: str, device: int | str | None) -> Backend:
                          f"({err.message}); it runs through ONNX Runtime on the host instead")
         else:
             info = BackendInfo(kind="kernel", model=BUNDLED,
-                               runtime="NVRTC kernels (edgert.testing.KernelExecutable)",
+                               runtime="NVRTC kernels (edgert.kernels.KernelExecutable)",
                                reason="the bundled model as CUDA kernels: a GPU is present "
                                       "and there is no TensorRT plan of it")
             return Backend(exe, info, [exe.close], notes)
@@ -164,10 +165,8 @@ def open_backend(model: Any, *, runtime: str = "auto",
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if runtime == "fake":
-            from edgert.testing import fake_tensorrt
-
             return _load(path, "auto", str(path), "a TensorRT plan on the fake TensorRT module",
-                         trt_module=fake_tensorrt)
+                         trt_module=fake_tensorrt_module())
         return _load(path, runtime, str(path), None)
     if isinstance(model, Engine):
         info = _engine_info(model, str(model.path) if model.path else "Engine (from bytes)",

@@ -59,7 +59,9 @@ class BenchOptions:
             locked memory and a frozen garbage collector. What the OS refuses is reported, not
             raised.
         priority: SCHED_FIFO priority (1-99) when ``rt``.
-        cpus: Pin the loop thread to these CPUs (only when ``rt``).
+        cpus: Pin the loop thread to these CPUs (needs ``rt``). CPUs that do not exist here, or
+            lie outside this process's cpuset, make :func:`~edgert.bench.run` raise
+            :class:`~edgert.errors.InvalidArgumentError` before anything runs.
         io: Session I/O mode (``auto``, ``copy``, ``zero_copy``).
         cuda_graph: Session graph mode (``auto``, ``on``, ``off``, or a bool).
         slots: Requests in flight at once (1: each request is waited for in its period).
@@ -72,7 +74,8 @@ class BenchOptions:
         environment: Include the doctor's summary in the report (costs about half a second).
 
     Raises:
-        InvalidArgumentError: A value is out of range or not one of its mode's values.
+        InvalidArgumentError: A value is out of range or not one of its mode's values, or
+            ``cpus`` without ``rt``.
     """
 
     rate_hz: float = 1000.0
@@ -114,6 +117,11 @@ class BenchOptions:
                                for c in cpus):
                 raise InvalidArgumentError(
                     f"cpus must be a non-empty set of CPU numbers, not {self.cpus!r}")
+            if not self.rt:
+                # Pinning is part of the real-time policy; without it the CPUs would be ignored.
+                raise InvalidArgumentError("cpus needs rt=True: the loop thread is pinned as "
+                                           "part of its real-time policy",
+                                           hint="drop rt=False, or leave cpus unset")
             s(self, "cpus", cpus)
         graph: Any = self.cuda_graph
         if isinstance(graph, bool):

@@ -17,16 +17,22 @@ from edgert.errors import EdgeRTError, NotSupportedError
 if TYPE_CHECKING:
     from edgert.bench._report import BenchReport
 
-__all__ = ["write_plot"]
+__all__ = ["require_matplotlib", "write_plot"]
 
 
-def _matplotlib() -> tuple[Any, Any]:
+def require_matplotlib() -> tuple[Any, Any]:
+    """matplotlib's Figure and Agg canvas classes; callers check this before a long run.
+
+    Raises:
+        NotSupportedError: matplotlib is not installed.
+    """
     try:
         figure = importlib.import_module("matplotlib.figure")
         agg = importlib.import_module("matplotlib.backends.backend_agg")
     except ImportError as err:
-        raise NotSupportedError("writing a plot needs matplotlib, which is not installed",
-                                hint="pip install 'edgert[plot]'") from err
+        raise NotSupportedError(
+            f"writing a plot needs matplotlib, which does not import here ({err})",
+            hint="pip install 'matplotlib>=3.7' (the edgert[plot] extra)") from err
     return figure.Figure, agg.FigureCanvasAgg
 
 
@@ -86,7 +92,7 @@ def write_plot(report: BenchReport, path: Path) -> Path:
         NotSupportedError: matplotlib is missing.
         EdgeRTError: The file could not be written.
     """
-    figure_cls, canvas_cls = _matplotlib()
+    figure_cls, canvas_cls = require_matplotlib()
     fig = figure_cls(figsize=(10, 7), dpi=100)
     canvas_cls(fig)
     ax1, ax2 = fig.subplots(2, 1)

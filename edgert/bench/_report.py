@@ -259,7 +259,7 @@ class BenchReport:
         """Write a PNG: latency histogram and a timeline (with temperatures when sampled).
 
         Raises:
-            NotSupportedError: matplotlib is not installed (``pip install 'edgert[plot]'``).
+            NotSupportedError: matplotlib is not installed (``pip install matplotlib``).
             EdgeRTError: The file could not be written.
         """
         from edgert.bench._plot import write_plot

@@ -34,8 +34,8 @@ from edgert.bench._report import (
     ThermalSummary,
 )
 from edgert.bench._sampler import Sampler, SensorSample
-from edgert.bench._warnings import find_warnings
-from edgert.errors import InvalidArgumentError
+from edgert.bench._warnings import RtBudget, find_warnings, read_rt_budget
+from edgert.errors import InvalidArgumentError, RealtimeError
 from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy, SettingOutcome
 from edgert.session import GraphMode, InferenceSession, IoMode, SyncMode
 
@@ -112,6 +112,8 @@ def run_options(model_or_executable: Any, options: BenchOptions, *,
     Raises:
         EdgeRTError: As :func:`run`.
     """
+    if options.rt and options.cpus is not None:
+        check_cpus(options.cpus)
     environment = None
     if options.environment:
         from edgert.doctor import run_doctor
@@ -131,6 +133,33 @@ def run_options(model_or_executable: Any, options: BenchOptions, *,
     if job.report is None:  # stopped before anything was measured
         raise KeyboardInterrupt
     return dataclasses.replace(job.report, environment=environment)
+
+
+def check_cpus(cpus: Collection[int]) -> None:
+    """Pin a short-lived thread to ``cpus`` the way the loop thread will be pinned.
+
+    CPUs that do not exist, are offline or lie outside this process's cpuset are a mistake in
+    the arguments, not an OS refusal to report after the run: they are raised here, before
+    anything runs, in the policy's own words.
+
+    Raises:
+        InvalidArgumentError: The policy could not pin a thread to exactly these CPUs.
+    """
+    failed: list[RealtimeError] = []
+
+    def probe() -> None:
+        try:
+            RealtimePolicy(cpus=cpus, strict=True).apply().close()
+        except RealtimeError as err:  # a permission refusal is reported by the run itself
+            failed.append(err)
+
+    thread = threading.Thread(target=probe, name="edgert-bench-cpus")
+    thread.start()
+    thread.join()
+    if failed:
+        err = failed[0]
+        raise InvalidArgumentError(f"cpus {','.join(map(str, sorted(cpus)))}: {err.message}",
+                                   hint=err.hint) from err
 
 
 def _wait(done: threading.Event) -> None:
@@ -309,6 +338,7 @@ class _Job:
             if outcome.refused:
                 self._say(f"edgert bench: {outcome.summary}; `edgert doctor` shows how to "
                           "allow them")
+            budget = self._throttled(outcome)
             if o.warmup_s > 0:
                 runner.run("warmup", o.warmup_s)
             session.stats.reset()
@@ -325,11 +355,23 @@ class _Job:
                                  sensor_errors=sampler.errors, last_error=sampler.last_error,
                                  nvml_unavailable=sampler.nvml_unavailable)
         return self._report(info, session, runner, loop=loop, outcome=outcome, thermal=thermal,
-                            elapsed_s=elapsed_s, started_at=started_at)
+                            elapsed_s=elapsed_s, started_at=started_at, rt_budget=budget)
+
+    def _throttled(self, outcome: RealtimeOutcome) -> RtBudget | None:
+        """The RT budget that will stop a back-to-back loop at SCHED_FIFO, said up front."""
+        if self.options.periodic or outcome.policy is None or \
+                "scheduler" not in {o.setting for o in outcome.policy.applied}:
+            return None
+        budget = read_rt_budget(Path(self.options.root))
+        if budget is not None:
+            self._say(f"edgert bench: back to back under SCHED_FIFO, RT throttling may stop "
+                      f"the loop for up to {(budget.period_us - budget.runtime_us) / 1000:g} ms "
+                      f"of every {budget.period_us / 1000:g} ms (see the warnings)")
+        return budget
 
     def _report(self, info: BackendInfo, session: InferenceSession, runner: PhaseRunner, *,
                 loop: LoopReport | None, outcome: RealtimeOutcome, thermal: ThermalSummary,
-                elapsed_s: float, started_at: str) -> BenchReport:
+                elapsed_s: float, started_at: str, rt_budget: RtBudget | None) -> BenchReport:
         st = session.stats
         recorders = {"total": st.latency, "enqueue": st.enqueue, "h2d": st.h2d,
                      "compute": st.compute, "d2h": st.d2h, "device": st.device}
@@ -338,7 +380,7 @@ class _Job:
         samples.update({k: r.samples() for k, r in recorders.items() if r.count})
         info = dataclasses.replace(info, graph_captures=session.graph_captures)
         warnings = find_warnings(backend=info, latency=latency, loop=loop, realtime=outcome,
-                                 thermal=thermal)
+                                 thermal=thermal, rt_budget=rt_budget)
         return BenchReport(
             edgert_version=__version__, started_at=started_at, options=self.options,
             backend=info, elapsed_s=elapsed_s, requests=st.latency.count,

@@ -3,17 +3,79 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from edgert.bench._backend import BackendInfo
 from edgert.bench._report import BenchWarning, RealtimeOutcome, ThermalSummary
 from edgert.realtime import LoopReport
 from edgert.stats import LatencySummary
 
-__all__ = ["ENQUEUE_BOUND_RATIO", "find_warnings"]
+__all__ = ["ENQUEUE_BOUND_RATIO", "RtBudget", "find_warnings", "read_rt_budget"]
 
 #: trtexec's rule: the host is the bottleneck when the median enqueue time is above this
 #: fraction of the median compute time.
 ENQUEUE_BOUND_RATIO = 0.8
+
+
+#: The kernel's RT throttling, documented in Documentation/scheduler/sched-rt-group.rst.
+RT_THROTTLING_DOC = "https://docs.kernel.org/scheduler/sched-rt-group.html"
+_RUNTIME_FILE = "/proc/sys/kernel/sched_rt_runtime_us"
+_PERIOD_FILE = "/proc/sys/kernel/sched_rt_period_us"
+
+
+@dataclass(frozen=True, slots=True)
+class RtBudget:
+    """How much of each period real-time threads may run (sched_rt_runtime_us / _period_us).
+
+    Attributes:
+        runtime_us: RT time allowed per period.
+        period_us: The period.
+        read: False when the files could not be read and the kernel's defaults are assumed.
+    """
+
+    runtime_us: int
+    period_us: int
+    read: bool = True
+
+
+def read_rt_budget(root: Path) -> RtBudget | None:
+    """The RT throttling budget under ``root``, or None when throttling is off (-1).
+
+    Unreadable or malformed files give the kernel's defaults (950000 of 1000000 us), marked
+    ``read=False``: throttling is on unless someone turned it off.
+    """
+    from edgert.platform import read_text
+
+    try:
+        runtime = int(read_text(root, _RUNTIME_FILE) or "")
+        period = int(read_text(root, _PERIOD_FILE) or "")
+    except ValueError:
+        return RtBudget(950_000, 1_000_000, read=False)
+    if runtime < 0 or period <= 0 or runtime >= period:
+        return None
+    return RtBudget(runtime, period)
+
+
+def _rt_throttling(budget: RtBudget, latency: Mapping[str, LatencySummary | None]
+                   ) -> BenchWarning:
+    # A FIFO thread that never sleeps uses all of its CPU; the kernel then stops it for
+    # period - runtime of every period so that other tasks can run (sched-rt-group.rst).
+    pause_ms = (budget.period_us - budget.runtime_us) / 1000
+    where = _RUNTIME_FILE if budget.read else \
+        f"the kernel's default; {_RUNTIME_FILE} could not be read"
+    total = latency.get("total")
+    seen = "" if total is None or total.max_ns is None else \
+        f" (the longest request here took {total.max_ns / 1e6:.1f} ms)"
+    return BenchWarning(
+        code="rt_throttling",
+        message=f"back to back under SCHED_FIFO the loop never sleeps, and the kernel lets "
+                f"real-time threads run only {budget.runtime_us / 1000:g} ms of every "
+                f"{budget.period_us / 1000:g} ms ({where}): it may stop the loop for up to "
+                f"{pause_ms:g} ms once a period, which shows as requests that long in the "
+                f"maximum and as gaps in the timeline{seen}",
+        hint="measure throughput without the real-time policy (--no-rt), or a control loop "
+             f"at a rate (--rate HZ); see {RT_THROTTLING_DOC}")
 
 
 def _p50(latency: Mapping[str, LatencySummary | None], stage: str) -> float | None:
@@ -31,9 +93,16 @@ def _periods(n: int) -> str:
 
 def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary | None],
                   loop: LoopReport | None, realtime: RealtimeOutcome,
-                  thermal: ThermalSummary) -> list[BenchWarning]:
-    """Every warning the figures call for, most actionable first."""
+                  thermal: ThermalSummary, rt_budget: RtBudget | None = None
+                  ) -> list[BenchWarning]:
+    """Every warning the figures call for, most actionable first.
+
+    ``rt_budget`` is given when requests ran back to back under SCHED_FIFO with RT throttling
+    on (see :func:`read_rt_budget`).
+    """
     out: list[BenchWarning] = []
+    if rt_budget is not None:
+        out.append(_rt_throttling(rt_budget, latency))
     compute = _p50(latency, "compute")
     enqueue = _p50(latency, "enqueue")
     # On the host, "enqueue" includes the synchronous run itself: the ratio means nothing there.

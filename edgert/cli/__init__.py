@@ -12,16 +12,21 @@ import sys
 from collections.abc import Sequence
 
 from edgert._version import __version__
+from edgert.cli._errors import Parser, print_error
 
 __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `edgert --help` lists them.
-_COMMANDS = ("edgert.cli._bench", "edgert.cli._doctor", "edgert.cli._inspect")
+_COMMANDS = ("edgert.cli._bench", "edgert.cli._build", "edgert.cli._doctor",
+             "edgert.cli._inspect", "edgert.cli._store")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    """The argument parser with every subcommand registered.
+
+    Usage errors print one line naming the flag and a ``Hint:`` line, and exit with status 2.
+    """
+    parser = Parser(
         prog="edgert",
         description="Predictable-latency inference on NVIDIA edge hardware.",
     )
@@ -29,16 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(name).register(sub)
+    parser.set_defaults(subcommands=sub.choices)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand that was given them, so the hint names its --help
+        owner = args.subcommands.get(args.command, parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
+        print_error("edgert", "no command given",
+                    hint="`edgert bench` runs the bundled model here; `edgert doctor` reports "
+                         "what this machine allows")
         return 2
     try:
         return int(func(args))

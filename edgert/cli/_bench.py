@@ -15,11 +15,26 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["parse_cpus", "register"]
+from edgert.cli._errors import FlagNames, print_error
+
+__all__ = ["FLAGS", "parse_cpus", "register"]
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
 _EXIT_INTERRUPTED = 130
+_COMMAND = "edgert bench"
+_USAGE_HINT = "`edgert bench --help` lists the options and the values each takes"
+_RUN_HINT = "`edgert doctor` shows what this machine has and allows"
+
+#: The library's parameter names (BenchOptions, InferenceSession) as the flags that set them.
+FLAGS = FlagNames(
+    {"rate_hz": "--rate", "duration_s": "--duration", "warmup_s": "--warmup", "rt": "--rt",
+     "priority": "--priority", "cpus": "--cpus", "io": "--io", "cuda_graph": "--graph",
+     "slots": "--slots", "batch": "--batch", "sync": "--sync", "runtime": "--runtime",
+     "device": "--device", "root": "--root", "environment": "--no-environment"},
+    {"rt": {"True": "--rt", "False": "--no-rt"},
+     "cuda_graph": {"on": "--graph", "True": "--graph", "off": "--no-graph",
+                    "False": "--no-graph", "auto": "the default (no --graph or --no-graph)"}})
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -67,7 +82,8 @@ def register(sub: Any) -> None:
                    help="a .plan/.engine or .onnx file, or 'bundled' (the default)")
     p.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
                    help="requests per second in a periodic loop (default 1000); 0 runs them "
-                        "back to back (throughput)")
+                        "back to back (throughput: add --no-rt, since RT throttling may stop a "
+                        "SCHED_FIFO loop that never sleeps for up to 50 ms a second)")
     p.add_argument("--duration", type=float, default=3.0, metavar="S",
                    help="seconds measured (default 3)")
     p.add_argument("--warmup", type=float, default=0.2, metavar="S",
@@ -78,7 +94,7 @@ def register(sub: Any) -> None:
     p.add_argument("--priority", type=int, default=80, metavar="N",
                    help="SCHED_FIFO priority (default 80)")
     p.add_argument("--cpus", type=parse_cpus, metavar="LIST",
-                   help="pin the loop thread to these CPUs, e.g. 3 or 2-3")
+                   help="pin the loop thread to these CPUs, e.g. 3 or 2-3 (part of --rt)")
     p.add_argument("--io", choices=("auto", "copy", "zero_copy"), default="auto",
                    help="session I/O mode (default auto)")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
@@ -103,6 +119,9 @@ def register(sub: Any) -> None:
                    help="write a latency histogram and timeline (needs edgert[plot])")
     p.add_argument("--no-environment", dest="environment", action="store_false",
                    help="leave the doctor's environment summary out (saves ~0.5 s)")
+    from edgert.cli._bench_load import add_load_arguments
+
+    add_load_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -149,10 +168,32 @@ class _Console:
             self._clear()
 
 
+def _check_outputs(args: argparse.Namespace) -> str | None:
+    """What stops the report from being written, found before the run rather than after it."""
+    from edgert.errors import EdgeRTError
+
+    if args.plot:
+        from edgert.bench._plot import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except EdgeRTError as err:
+            return f"--plot: {err}"
+    for flag, name in (("--json", args.json), ("--plot", args.plot)):
+        if name and name != "-" and not Path(name).resolve().parent.is_dir():
+            return (f"{flag}: cannot write {name}: its directory does not exist\n"
+                    "Hint: create the directory first, or give another path")
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     from edgert.bench import BenchOptions, run_options
     from edgert.errors import EdgeRTError, InvalidArgumentError
 
+    if args.load is not None:  # latency beside a background load: its own report
+        from edgert.cli._bench_load import run_load
+
+        return run_load(args)
     console = _Console(sys.stderr)
     graph = "auto" if args.graph is None else ("on" if args.graph else "off")
     try:
@@ -162,18 +203,22 @@ def _run(args: argparse.Namespace) -> int:
             slots=args.slots, batch=args.batch, sync=args.sync, runtime=args.runtime,
             device=args.device, root=args.root, environment=args.environment)
     except InvalidArgumentError as err:
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)
+        return _EXIT_USAGE
+    problem = _check_outputs(args)
+    if problem is not None:
+        print_error(_COMMAND, problem, hint=_USAGE_HINT)
         return _EXIT_USAGE
     try:
         report = run_options(args.model, options, progress=console.progress,
                              notify=console.notice)
     except InvalidArgumentError as err:
         console.done()
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)
         return _EXIT_USAGE
     except (EdgeRTError, OSError) as err:
         console.done()
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint=_RUN_HINT, flags=FLAGS)
         return _EXIT_ERROR
     console.done()
     try:
@@ -186,10 +231,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.plot:
             report.plot(args.plot)
     except OSError as err:
-        print(f"edgert bench: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        print_error(_COMMAND, f"cannot write {err.filename}: {err.strerror}",
+                    hint="check that the path is writable; the report above is complete")
         return _EXIT_ERROR
     except EdgeRTError as err:
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint="the report above is complete")
         return _EXIT_ERROR
     if report.stopped_by == "interrupted":
         print("edgert bench: interrupted; the report covers what ran", file=sys.stderr)

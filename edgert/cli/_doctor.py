@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
+from edgert.cli._errors import print_error
+
 __all__ = ["register"]
 
-_REQUIRED = ("numpy", "psutil", "typing_extensions", "cuda.bindings")
+_REQUIRED = ("numpy", "typing_extensions", "cuda.bindings")
 
 
 def register(sub: Any) -> None:
@@ -42,7 +43,9 @@ def _run(args: argparse.Namespace) -> int:
     missing = _broken_install()
     if missing:
         # The only non-zero exit: edgert itself is not installed properly.
-        print("edgert is not installed correctly; missing dependencies: " + "; ".join(missing)
-              + "\nreinstall with `pip install edgert`", file=sys.stderr)
+        print_error("edgert doctor", "edgert is not installed correctly; these dependencies do "
+                    "not import: " + "; ".join(missing),
+                    hint="reinstall edgert with its dependencies: `pip install -e .` in its "
+                         "clone (or `bin/edgert doctor` there, which sets up .venv)")
         return 3
     return 0

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgert._fake_runtime import fake_tensorrt_module
+
 __all__ = ["inspect_model", "register", "render"]
 
 _EXIT_ERROR = 1
@@ -41,28 +43,65 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+# What a session does with each output (``edgert inspect``'s "session" column).
+POOLED = "pooled"
+LEARNED = "allocated per run until its input shapes repeat, then pooled"
+DATA_DEPENDENT = "data-dependent: allocated per run (output allocator, no CUDA graphs)"
+STRINGS = "allocated per run (strings)"
+ECHO = "copied from the input of the same name"
+
+
+def _output_plan(t: Any, ctx: Any, inputs: set[str], resolved: bool) -> str:
+    if t.name in inputs:
+        return ECHO
+    if t.dtype.kind == "O":
+        return STRINGS
+    follows = getattr(ctx, "shape_follows_inputs", None)
+    if callable(follows):  # ONNX Runtime: declared dimensions say it
+        return POOLED if follows(t.name) else LEARNED
+    return POOLED if resolved else DATA_DEPENDENT
+
+
+def _dims(t: Any) -> list[int | str]:
+    """The shape with the model's dimension names where it has them (Polygraphy does too)."""
+    if t.unknown_rank:
+        return ["..."]
+    names = t.dim_names or ("",) * len(t.shape)
+    return [n if n and d < 0 else d for d, n in zip(t.shape, names, strict=True)]
+
+
 def _tensor_rows(engine: Any) -> list[dict[str, Any]]:
     """Tensors with byte sizes; dynamic shapes are sized at their profile's max."""
     max_shapes: dict[str, tuple[int, ...]] = {}
+    plans: dict[str, str] = {}
+    inputs = {t.name for t in engine.inputs}
     try:
         with engine.create_context() as ctx:
             for t in engine.inputs:
                 if t.is_dynamic and t.profiles:
                     ctx.set_input_shape(t.name, t.profiles[0].max)
             for t in engine.tensors:
-                max_shapes[t.name] = tuple(int(d) for d in ctx.get_tensor_shape(t.name))
+                shape = tuple(int(d) for d in ctx.get_tensor_shape(t.name))
+                max_shapes[t.name] = shape
+                if not t.is_input:
+                    resolved = -1 not in shape
+                    plans[t.name] = _output_plan(t, ctx, inputs, resolved)
     except Exception:  # sizes are a courtesy; the description stands without them
         max_shapes = {}
     rows = []
     for t in engine.tensors:
         shape = max_shapes.get(t.name, t.shape)
+        known = -1 not in shape and not t.unknown_rank
         rows.append({
             "name": t.name, "mode": t.mode.value, "dtype": t.dtype.name,
-            "trt_dtype": t.trt_dtype_name, "shape": list(t.shape), "location": t.location.value,
+            "trt_dtype": t.trt_dtype_name, "shape": list(t.shape), "dims": _dims(t),
+            "unknown_rank": t.unknown_rank, "optional": t.optional,
+            "location": t.location.value,
             "profiles": [{"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
                          for p in t.profiles],
-            "max_shape": list(shape) if -1 not in shape else None,
-            "max_bytes": t.nbytes(shape) if -1 not in shape else None,
+            "max_shape": list(shape) if known else None,
+            "max_bytes": t.nbytes(shape) if known else None,
+            "session": plans.get(t.name) if not t.is_input else None,
         })
     return rows
 
@@ -77,8 +116,12 @@ def _header_dict(header: Any) -> dict[str, Any]:
 
 
 def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | None = None,
-                  hmac_key: bytes | None = None, allow_host_code: bool = False) -> dict[str, Any]:
+                  hmac_key: bytes | str | Path | None = None,
+                  allow_host_code: bool = False) -> dict[str, Any]:
     """Describe a model as a JSON-ready dict (what ``edgert inspect --json`` prints).
+
+    The file is read once: the SHA-256 printed is that of the very bytes that were verified and
+    loaded (``hmac_key`` may be a key file's path).
 
     A TensorRT plan that cannot be deserialized here (no CUDA device, runtime not installed) is
     described from its header, with ``loaded`` False and the reason in ``not_loaded``.
@@ -93,7 +136,7 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
     from edgert.errors import NotSupportedError
 
     path = models.bundled_model_path() if str(model) == "bundled" else Path(model)
-    src = read_source(path)
+    src = read_source(path)  # the one read: hashed, sniffed, verified and loaded below
     header = sniff(src.data, src.label)
     report: dict[str, Any] = {
         "model": str(path), "format": header.format.value, "size_bytes": header.size_bytes,
@@ -102,11 +145,9 @@ def inspect_model(model: str | Path, *, runtime: str = "auto", sha256: str | Non
     }
     trt_module: ModuleType | None = None
     if runtime == "fake":
-        from edgert.testing import fake_tensorrt
-
-        trt_module, runtime = fake_tensorrt, "auto"
+        trt_module, runtime = fake_tensorrt_module(), "auto"
     try:
-        engine = Engine.load(path, runtime=runtime, sha256=sha256, hmac_key=hmac_key,
+        engine = Engine.load(src, runtime=runtime, sha256=sha256, hmac_key=hmac_key,
                              allow_host_code=allow_host_code, trt_module=trt_module)
     except NotSupportedError as err:
         if header.format.value != "tensorrt-plan":
@@ -170,14 +211,24 @@ def render(report: dict[str, Any]) -> str:
         + (f"; device memory per context {memory:,} bytes" if memory is not None else ""),
         "tensors",
     ]
+    learned = False
     for t in report["tensors"]:
         size = (f"{t['max_bytes']:,} bytes at {_fmt_shape(t['max_shape'])}"
                 if t["max_bytes"] is not None else "size known after a run")
+        optional = "  optional (has a default)" if t.get("optional") else ""
         lines.append(f"  {t['mode']:<6} {t['name']:<12} {t['dtype']} ({t['trt_dtype']})  "
-                     f"{_fmt_shape(t['shape'])}  {t['location']}  {size}")
+                     f"{_fmt_shape(t.get('dims', t['shape']))}  {t['location']}  {size}"
+                     f"{optional}")
         for i, p in enumerate(t["profiles"]):
             lines.append(f"         profile {i}: min {_fmt_shape(p['min'])}  opt "
                          f"{_fmt_shape(p['opt'])}  max {_fmt_shape(p['max'])}")
+        if t.get("session"):
+            lines.append(f"         session: {t['session']}")
+            learned |= t["session"] == LEARNED
+    if learned:
+        lines.append("note       outputs whose dimensions the model does not name after an "
+                     "input's are sized by running: give them the input's dimension names "
+                     "(or fixed sizes) in the model to keep them pooled from the first run")
     return "\n".join(lines)
 
 
@@ -185,9 +236,8 @@ def _run(args: argparse.Namespace) -> int:
     from edgert.errors import EdgeRTError
 
     try:
-        key = args.hmac_key_file.read_bytes().strip() if args.hmac_key_file else None
         report = inspect_model(args.model, runtime=args.runtime, sha256=args.sha256,
-                               hmac_key=key, allow_host_code=args.allow_host_code)
+                               hmac_key=args.hmac_key_file, allow_host_code=args.allow_host_code)
     except (EdgeRTError, OSError) as err:
         print(f"edgert inspect: {err}", file=sys.stderr)
         return _EXIT_ERROR

@@ -2,8 +2,10 @@
 
 Discovery (:func:`is_available`, :func:`device_count`, :func:`device_properties`) never raises on
 machines without a driver or device. :class:`Stream`, :class:`Event` and :class:`CudaGraph` each
-own one handle (``close()``, context manager, finalizer safety net). :func:`check` turns a CUDA
-status into :class:`edgert.CudaError` with CUDA's own words and what to do next.
+own one handle (``close()``, context manager, finalizer safety net). :func:`partition_sms` splits
+a device's SMs into :class:`GpuPartition` s (green contexts) whose streams run on those SMs
+only. :func:`check` turns a CUDA status into :class:`edgert.CudaError` with CUDA's own words
+and what to do next.
 """
 
 from edgert.cuda._api import bindings_version, check
@@ -20,6 +22,17 @@ from edgert.cuda._device import (
     unavailable_reason,
 )
 from edgert.cuda._graph import CudaGraph, GraphCapture, capture_graph
+from edgert.cuda._green import (
+    GpuPartition,
+    GpuPartitions,
+    GreenContextSupport,
+    SmLayout,
+    green_context_support,
+    partition_sms,
+    plan_partitions,
+    sm_layout,
+)
+from edgert.cuda._green_driver import GreenDriver, SmResource
 from edgert.cuda._kernel import Kernel, KernelArgs, Module, compile_module
 from edgert.cuda._stream import Event, Stream, as_stream_handle
 
@@ -28,10 +41,16 @@ __all__ = [
     "CudaStatus",
     "DeviceProperties",
     "Event",
+    "GpuPartition",
+    "GpuPartitions",
     "GraphCapture",
+    "GreenContextSupport",
+    "GreenDriver",
     "Kernel",
     "KernelArgs",
     "Module",
+    "SmLayout",
+    "SmResource",
     "Stream",
     "as_stream_handle",
     "bindings_version",
@@ -41,9 +60,13 @@ __all__ = [
     "current_device",
     "device_count",
     "device_properties",
+    "green_context_support",
     "is_available",
+    "partition_sms",
+    "plan_partitions",
     "probe",
     "require",
     "set_device",
+    "sm_layout",
     "unavailable_reason",
 ]

@@ -1,8 +1,9 @@
 """Kernels compiled at run time with NVRTC and launched through the driver API.
 
-Used by :class:`edgert.testing.KernelExecutable` and the GPU tests and benchmarks, where no
-TensorRT engine exists. Launch arguments are packed once into a :class:`KernelArgs` whose values
-can be changed in place, so a hot loop launches with no per-call packing or allocation.
+Used by :class:`edgert.kernels.KernelExecutable` (what ``edgert bench`` runs on a GPU) and the GPU
+tests and benchmarks, where no TensorRT engine exists. Launch arguments are packed once into a
+:class:`KernelArgs` whose values can be changed in place, so a hot loop launches with no per-call
+packing or allocation.
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ class Kernel:
         Valid while its :class:`Module` is open.
         """
         return self._func
+
+    def max_blocks_per_sm(self, block_threads: int, shared_mem_bytes: int = 0) -> int:
+        """How many blocks of this kernel fit on one SM at once (the occupancy calculator).
+
+        A persistent kernel launches ``sm_count * max_blocks_per_sm(...)`` blocks.
+
+        Raises:
+            CudaError: The driver refused (e.g. more threads than a block can have).
+        """
+        return int(check(driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            self._func, block_threads, shared_mem_bytes),
+            call=f"cuOccupancyMaxActiveBlocksPerMultiprocessor({self.name})"))
 
     def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], args: KernelArgs,
                *, stream: Stream, shared_mem_bytes: int = 0) -> None:

@@ -35,6 +35,30 @@ class _OnDevice:
             self._rt.cudaSetDevice(self._prev)
 
 
+def resolve_priority(priority: PriorityArg, priority_range: tuple[int, int], *,
+                     device: int) -> int:
+    """Turn ``priority`` into a number within ``priority_range`` = ``(lowest, highest)``.
+
+    Raises:
+        InvalidArgumentError: The priority is outside the range, or not an int/'highest'/'lowest'.
+    """
+    lowest, highest = priority_range
+    if priority == "highest":
+        return highest
+    if priority == "lowest" or priority is None:
+        return lowest
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        if not highest <= priority <= lowest:
+            raise InvalidArgumentError(
+                f"stream priority {priority} is outside device {device}'s range "
+                f"{highest} (highest) .. {lowest} (lowest)",
+                hint="use 'highest', 'lowest' or a value in that range",
+            )
+        return priority
+    raise InvalidArgumentError(f"stream priority must be an int, 'highest' or 'lowest', "
+                               f"not {priority!r}")
+
+
 def _destroy_stream(raw: Any) -> None:
     runtime().cudaStreamDestroy(raw)
 
@@ -63,22 +87,8 @@ class Stream(Owner):
                  nonblocking: bool = True) -> None:
         require(device)
         rt = runtime()
-        lowest, highest = device_properties(device).stream_priority_range
-        if priority == "highest":
-            prio = highest
-        elif priority == "lowest" or priority is None:
-            prio = lowest
-        elif isinstance(priority, int) and not isinstance(priority, bool):
-            if not highest <= priority <= lowest:
-                raise InvalidArgumentError(
-                    f"stream priority {priority} is outside device {device}'s range "
-                    f"{highest} (highest) .. {lowest} (lowest)",
-                    hint="use 'highest', 'lowest' or a value in that range",
-                )
-            prio = priority
-        else:
-            raise InvalidArgumentError(f"stream priority must be an int, 'highest' or 'lowest', "
-                                       f"not {priority!r}")
+        prio = resolve_priority(priority, device_properties(device).stream_priority_range,
+                                device=device)
         flags = rt.cudaStreamNonBlocking if nonblocking else rt.cudaStreamDefault
         with _OnDevice(device):
             raw = check(rt.cudaStreamCreateWithPriority(flags, prio),

@@ -112,6 +112,9 @@ def gpu_section(root: Path) -> Section:
     s.add("device_count", status.device_count)
     for d in devices:
         s.add(f"device{d['index']}", d)
+    from edgert.doctor._green import add_green_context_checks
+
+    add_green_context_checks(s, status.device_count)
     return s
 
 

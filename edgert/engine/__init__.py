@@ -7,6 +7,7 @@ of their kind is loaded.
 
 from edgert._executable import (
     Executable,
+    OutputAllocator,
     Placement,
     ProfileShape,
     TensorLocation,
@@ -37,6 +38,7 @@ __all__ = [
     "OnnxExecutable",
     "OnnxOptimization",
     "OnnxRuntimeOptions",
+    "OutputAllocator",
     "Placement",
     "ProfileShape",
     "TensorLocation",

@@ -6,13 +6,21 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from edgert._executable import Executable, Placement, ProfileShape, TensorSpec
+from edgert._fileio import MAX_MODEL_BYTES
 from edgert._owner import Owner
 from edgert.engine._integrity import IntegrityStatus, check_integrity
 from edgert.engine._onnx import OnnxLoaded, OnnxRuntimeOptions, load_onnx
 from edgert.engine._onnx_executable import OnnxExecutable
-from edgert.engine._source import EngineFormat, ModelHeader, Source, read_source, sniff
+from edgert.engine._source import (
+    EngineFormat,
+    ModelHeader,
+    Source,
+    read_source,
+    sniff,
+)
 from edgert.engine._tensorrt import (
     TrtLoaded,
     check_temp_dir,
@@ -69,18 +77,20 @@ class Engine(Owner):
         runtime: str = "auto",
         device: int = 0,
         sha256: str | bytes | None = None,
-        hmac_key: str | bytes | None = None,
+        hmac_key: str | bytes | os.PathLike[str] | None = None,
         signature: str | bytes | None = None,
         allow_host_code: bool = False,
         plugins: Sequence[str | os.PathLike[str]] = (),
         temp_dir: str | os.PathLike[str] | None = None,
         trt_module: ModuleType | None = None,
         onnx_options: OnnxRuntimeOptions | None = None,
+        max_bytes: int = MAX_MODEL_BYTES,
     ) -> Engine:
         """Load a model from a path or from bytes.
 
-        The file is read once. Integrity is checked first, then the format is recognised from
-        the first bytes, then the model is deserialized.
+        The file is read once, without blocking, and must be a regular file of at most
+        ``max_bytes``; the same bytes are verified, recognised from their first bytes, then
+        deserialized.
 
         Args:
             source: Path to a ``.plan``/``.engine`` or ``.onnx`` file, or the model's bytes.
@@ -89,8 +99,10 @@ class Engine(Owner):
                 ``onnxruntime``.
             device: CUDA device ordinal for TensorRT.
             sha256: Expected SHA-256 of the bytes (64 hex characters or 32 raw bytes).
-            hmac_key: Key for an HMAC-SHA256 check; the tag comes from ``signature`` or from the
-                sidecar file ``<path>.sig`` (64 hex characters).
+            hmac_key: Key for an HMAC-SHA256 check: ``bytes``/``str``, or a
+                :class:`~pathlib.Path` to a key file (surrounding whitespace stripped). The tag
+                comes from ``signature`` or from the sidecar file ``<path>.sig`` (64 hex
+                characters).
             signature: The expected HMAC-SHA256 tag, for bytes or to override the sidecar.
             allow_host_code: Let TensorRT run host code embedded in a version-compatible plan.
                 That is code execution: use it only with a verified ``sha256``/``hmac_key``.
@@ -100,12 +112,16 @@ class Engine(Owner):
             trt_module: A TensorRT module to use instead of importing one (e.g.
                 :mod:`edgert.testing.fake_tensorrt`).
             onnx_options: How ONNX Runtime runs ONNX models (default: one thread, CPU).
+            max_bytes: Refuse a model file larger than this (default 4 GiB).
 
         Raises:
-            InvalidArgumentError: An argument is malformed (unknown runtime, bad digest, ...).
-            EngineLoadError: The file is missing, a directory or unreadable, or the runtime
-                refused the model; ``log_lines`` holds the runtime's own messages.
-            PermissionDeniedError: The file may not be read.
+            InvalidArgumentError: An argument is malformed (unknown runtime, bad digest, a key
+                that is not bytes/str/key file, a path with a NUL byte, ...).
+            EngineLoadError: The file is missing, a directory, not a regular file (a FIFO, a
+                device), larger than ``max_bytes``, changing while read, or unreadable, or the
+                runtime refused the model; ``log_lines`` holds the runtime's own messages.
+            PermissionDeniedError: The file may not be read; ``path`` names it.
+            OutOfMemoryError: No memory for the model's bytes.
             ModelFormatError: Empty, truncated, or not a TensorRT plan or ONNX model.
             VersionMismatchError: Built by a TensorRT (or ONNX) version this runtime cannot read.
             IntegrityError: Digest or HMAC mismatch; nothing was deserialized.
@@ -121,7 +137,7 @@ class Engine(Owner):
             raise InvalidArgumentError("plugins must be a sequence of paths, not one path",
                                        hint="write plugins=[path]")
         temp_path = check_temp_dir(temp_dir)
-        src = read_source(source)
+        src = read_source(source, max_bytes=max_bytes)
         integrity = check_integrity(src.data, path=src.path, sha256=sha256, hmac_key=hmac_key,
                                     signature=signature)
         header = sniff(src.data, src.label)
@@ -150,6 +166,37 @@ class Engine(Owner):
                    flavour=flavour, runtime_module=str(getattr(trt, "__name__", "tensorrt")),
                    runtime_version=str(getattr(trt, "__version__", "unknown")),
                    integrity=integrity)
+
+    @classmethod
+    def from_onnx(cls, path: Source, *, cache_dir: str | os.PathLike[str] | None = None,
+                  build: Any = None, **options: Any) -> Engine:
+        """Load the TensorRT plan built from an ONNX model, building it once per key.
+
+        The work is done by :class:`edgert.store.EngineCache` (see it and docs/lifecycle.md):
+        the plan is cached under a key of the model's SHA-256, ``build``, the TensorRT version
+        and flavour, and the GPU's name and compute capability, with atomic writes, an HMAC
+        sidecar and a lock so that processes starting together build once. Where nothing can
+        build (lean/dispatch runtimes only, no TensorRT, no GPU) the ONNX model runs on ONNX
+        Runtime instead: the engine's ``flavour`` is then ``onnxruntime``.
+
+        Args:
+            path: The ONNX model (path or bytes).
+            cache_dir: The cache directory (default ``$EDGERT_CACHE_DIR`` or
+                ``~/.cache/edgert/engines``).
+            build: An :class:`edgert.store.BuildOptions`.
+            **options: ``trt_module``, ``device``, ``hmac_key``, ``fallback``,
+                ``lock_timeout_s`` (of the cache) and ``allow_host_code``, ``progress``,
+                ``onnx_options``, ``temp_dir`` (of :meth:`edgert.store.EngineCache.load`).
+
+        Raises:
+            InvalidArgumentError: Not an ONNX model, or bad options.
+            NotSupportedError: Nothing can build and ``fallback=False``.
+            PermissionDeniedError: A plan must be built and ``cache_dir`` is not writable.
+            BuildError: TensorRT could not build the model.
+        """
+        from edgert.store._cache import from_onnx  # the store layer sits above this one
+
+        return from_onnx(path, cache_dir=cache_dir, build=build, **options)
 
     @property
     def format(self) -> EngineFormat:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgert._compat import StrEnum
-from edgert.errors import IntegrityError, InvalidArgumentError
+from edgert._fileio import MAX_KEY_BYTES, FileRefusedError, read_file
+from edgert.errors import IntegrityError, InvalidArgumentError, PermissionDeniedError
 
-__all__ = ["SIDECAR_SUFFIX", "IntegrityStatus", "check_integrity", "parse_digest"]
+__all__ = ["SIDECAR_SUFFIX", "IntegrityStatus", "Key", "check_integrity", "parse_digest"]
 
 #: Suffix of the HMAC sidecar file read next to a model (``model.plan.sig``).
 SIDECAR_SUFFIX = ".sig"
@@ -65,11 +67,45 @@ def parse_digest(value: str | bytes, what: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def _key(value: str | bytes) -> bytes:
-    key = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+Key = str | bytes | bytearray | memoryview | os.PathLike[str]
+
+
+def _key(value: Key) -> bytes:
+    """The key's bytes: ``bytes``-like or ``str`` as given, a path's file contents stripped.
+
+    Anything else is refused: ``bytes(32)`` would be 32 zero bytes, a key anyone can use.
+    """
+    if isinstance(value, str):
+        key = value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        key = bytes(value)
+    elif isinstance(value, os.PathLike):
+        key = _read_key_file(value)
+    else:
+        raise InvalidArgumentError(
+            f"hmac_key must be bytes, str or the path of a key file, got "
+            f"{type(value).__name__}",
+            hint="pass the secret key itself as bytes/str, or a pathlib.Path to the key file; "
+                 "a number is not a key")
     if not key:
         raise InvalidArgumentError("hmac_key is empty", hint="pass the secret key as bytes")
     return key
+
+
+def _read_key_file(path: os.PathLike[str]) -> bytes:
+    try:
+        return read_file(path, max_bytes=MAX_KEY_BYTES).strip()
+    except FileRefusedError as err:
+        raise InvalidArgumentError(f"cannot read key file {err.filename}: {err.strerror}",
+                                   hint="keep the key in a small regular file") from err
+    except PermissionError as err:
+        raise PermissionDeniedError(
+            f"cannot read key file {os.fspath(path)}: {err.strerror}", errno_value=err.errno,
+            path=os.fspath(path), hint="make the key file readable by this user") from err
+    except OSError as err:
+        raise InvalidArgumentError(
+            f"cannot read key file {os.fspath(path)}: {err.strerror or err}",
+            hint="check the key file's path") from err
 
 
 def _read_sidecar(path: Path | None) -> bytes:
@@ -79,7 +115,11 @@ def _read_sidecar(path: Path | None) -> bytes:
             hint="pass signature=HEX (the HMAC-SHA256 tag) along with the bytes")
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     try:
-        text = sidecar.read_text(encoding="ascii", errors="replace")
+        text = read_file(sidecar, max_bytes=MAX_KEY_BYTES).decode("ascii", errors="replace")
+    except FileRefusedError as err:
+        raise IntegrityError(f"cannot read signature file {sidecar}: {err.strerror}",
+                             hint="the .sig file must be a small regular file holding the "
+                                  "64-character hex tag") from err
     except FileNotFoundError:
         raise IntegrityError(
             f"{path} has no signature: {sidecar} does not exist",
@@ -101,14 +141,17 @@ def check_integrity(
     *,
     path: Path | None,
     sha256: str | bytes | None,
-    hmac_key: str | bytes | None,
+    hmac_key: Key | None,
     signature: str | bytes | None,
 ) -> IntegrityStatus:
     """Verify ``data`` against a digest and/or an HMAC tag (argument or sidecar file).
 
     Raises:
-        InvalidArgumentError: A digest, key or signature is malformed.
-        IntegrityError: A digest or tag does not match, or the sidecar signature is missing.
+        InvalidArgumentError: A digest, key or signature is malformed (a key must be bytes, str
+            or a key file's path), or the key file cannot be read.
+        PermissionDeniedError: The key file may not be read.
+        IntegrityError: A digest or tag does not match, or the sidecar signature is missing or
+            unreadable.
     """
     expected = _Expected(
         sha256=parse_digest(sha256, "sha256") if sha256 is not None else None,

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 from edgert._compat import StrEnum
 from edgert._executable import ProfileShape, TensorLocation, TensorMode, TensorSpec
-from edgert.engine._dtypes import from_onnx_type
+from edgert.engine._dtypes import from_onnx_type, needs_ml_dtypes
+from edgert.engine._onnx_graph import GraphBoundary, read_boundary
 from edgert.engine._source import ModelHeader, ModelSource
 from edgert.errors import (
     EdgeRTError,
@@ -34,8 +35,9 @@ __all__ = ["PROFILES_METADATA_KEY", "OnnxLoaded", "OnnxOptimization", "OnnxRunti
 PROFILES_METADATA_KEY = "edgert.profiles"
 _IR_RE = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 
-# Per output, per dimension: a static size, (input name, axis) to follow, or None (unknown).
-OutputDims = dict[str, tuple[int | tuple[str, int] | None, ...]]
+# Per output, per dimension: a static size, (input name, axis) to follow, or None (unknown);
+# None for the whole output when its rank is unknown.
+OutputDims = dict[str, tuple[int | tuple[str, int] | None, ...] | None]
 
 
 class OnnxOptimization(StrEnum):
@@ -91,6 +93,7 @@ class OnnxLoaded:
     session: Any
     tensors: tuple[TensorSpec, ...]
     output_dims: OutputDims
+    onnx_types: dict[str, int]
 
 
 def _import_ort() -> ModuleType:
@@ -140,6 +143,13 @@ def _load_error(err: Exception, label: str, path: str | None, ort: ModuleType) -
         return ModelFormatError(
             f"ONNX Runtime cannot parse {label} as an ONNX model", path=path, log_lines=lines,
             hint="the file is corrupted or truncated: export or copy it again")
+    if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+        return EngineLoadError(
+            f"ONNX Runtime {ort.__version__} has no kernel for an operator of {label} with "
+            "these types", path=path, log_lines=lines,
+            hint="ONNX Runtime's words above name the node: re-export it with types its "
+                 "CPU kernels support (e.g. float32 instead of a narrow type), or upgrade "
+                 "onnxruntime")
     return EngineLoadError(
         f"ONNX Runtime could not load {label}", path=path, log_lines=lines,
         hint="check the model with onnx.checker.check_model(); custom operators or external "
@@ -150,51 +160,88 @@ def _dims(shape: Any) -> list[int | str | None]:
     return [d if isinstance(d, (int, str)) else None for d in (shape or [])]
 
 
-def _profiles(session: Any, label: str) -> dict[str, ProfileShape]:
+_PROFILE_HINT = 'write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}'
+
+
+def _profiles(session: Any, label: str, path: str | None) -> dict[str, ProfileShape]:
     raw = session.get_modelmeta().custom_metadata_map.get(PROFILES_METADATA_KEY)
     if raw is None:
         return {}
     try:
         return {name: ProfileShape(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
                 for name, p in json.loads(raw).items()}
-    except (ValueError, TypeError, KeyError, AttributeError, InvalidArgumentError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            InvalidArgumentError) as err:
         raise ModelFormatError(
-            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}",
-            hint='write JSON like {"input": {"min": [1, 48], "opt": [1, 48], "max": [256, 48]}}')\
-            from err
+            f"{label} has malformed {PROFILES_METADATA_KEY} metadata: {err}", path=path,
+            hint=_PROFILE_HINT) from err
 
 
-def _describe(session: Any, label: str) -> tuple[tuple[TensorSpec, ...], OutputDims]:
-    profiles = _profiles(session, label)
+def _element(arg: Any, label: str) -> Any:
+    element = from_onnx_type(arg.type)
+    if element is not None:
+        return element
+    wanted = needs_ml_dtypes(arg.type)
+    if wanted is not None:
+        raise NotSupportedError(
+            f"{label}: tensor {arg.name!r} has type {arg.type}, which numpy lacks; edgert "
+            f"reads and writes it as ml_dtypes.{wanted}, and ml_dtypes is not installed",
+            hint="pip install ml_dtypes (or 'edgert[onnx]')")
+    raise EngineLoadError(
+        f"{label}: tensor {arg.name!r} has type {arg.type}, which edgert cannot pass to ONNX "
+        "Runtime", path=label,
+        hint="edgert passes tensors (every numeric ONNX type, bool and string); give the model "
+             "tensor inputs and outputs (sequences and maps are not supported)")
+
+
+def _describe(session: Any, label: str, boundary: GraphBoundary | None,
+              path: str | None) -> tuple[tuple[TensorSpec, ...], OutputDims, dict[str, int]]:
+    profiles = _profiles(session, label, path)
     specs: list[TensorSpec] = []
     symbols: dict[str, tuple[str, int]] = {}
     output_dims: OutputDims = {}
-    for mode, args in ((TensorMode.INPUT, session.get_inputs()),
-                       (TensorMode.OUTPUT, session.get_outputs())):
+    onnx_types: dict[str, int] = {}
+    groups = ((TensorMode.INPUT, False, session.get_inputs()),
+              (TensorMode.INPUT, True, session.get_overridable_initializers()),
+              (TensorMode.OUTPUT, False, session.get_outputs()))
+    for mode, optional, args in groups:
+        output = mode is TensorMode.OUTPUT
         for arg in args:
-            element = from_onnx_type(arg.type)
-            if element is None:
-                raise EngineLoadError(
-                    f"{label}: tensor {arg.name!r} has type {arg.type}, which edgert cannot bind "
-                    "to raw memory through ONNX Runtime", path=label,
-                    hint="add a Cast at the model boundary to float32/float16/int32/int64")
+            element = _element(arg, label)
+            onnx_types[arg.name] = element.onnx_type
             dims = _dims(arg.shape)
+            # ORT reports [] both for a 0-d tensor and for one whose rank is not declared;
+            # only the graph itself says which (a 0-d tensor has an empty shape field).
+            unknown_rank = not dims and not optional and (
+                boundary is None or boundary.unknown_rank(arg.name, output=output)
+                or arg.name not in (boundary.outputs if output else boundary.inputs))
             shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
-            if mode is TensorMode.INPUT:
+            if not output:
                 for axis, d in enumerate(dims):
                     if isinstance(d, str):
                         symbols.setdefault(d, (arg.name, axis))
             else:
-                output_dims[arg.name] = tuple(
+                output_dims[arg.name] = None if unknown_rank else tuple(
                     d if isinstance(d, int) and d >= 0 else symbols.get(d) if isinstance(d, str)
                     else None for d in dims)
-            profile = profiles.get(arg.name) if mode is TensorMode.INPUT else None
-            specs.append(TensorSpec(
-                name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
-                profiles=(profile,) if profile is not None else (),
-                location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
-                element_bits=element.bits))
-    return tuple(specs), output_dims
+            profile = profiles.get(arg.name) if not output else None
+            try:
+                specs.append(TensorSpec(
+                    name=arg.name, mode=mode, dtype=element.dtype, shape=shape,
+                    profiles=(profile,) if profile is not None else (),
+                    location=TensorLocation.HOST, trt_dtype_name=element.trt_name,
+                    element_bits=element.bits, unknown_rank=unknown_rank, optional=optional,
+                    dim_names=tuple(d if isinstance(d, str) else "" for d in dims)
+                    if any(isinstance(d, str) for d in dims) else ()))
+            except InvalidArgumentError as err:
+                if profile is None:
+                    raise
+                # The metadata is part of the file: a profile that does not fit the tensor is a
+                # malformed model, not a bad argument of the caller.
+                raise ModelFormatError(
+                    f"{label} has malformed {PROFILES_METADATA_KEY} metadata for input "
+                    f"{arg.name!r}: {err.message}", path=path, hint=_PROFILE_HINT) from err
+    return tuple(specs), output_dims, onnx_types
 
 
 def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions) -> OnnxLoaded:
@@ -220,7 +267,8 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
     except Exception as err:  # ORT raises its own pybind exception types
         raise _load_error(err, src.label, path, ort) from err
     try:
-        tensors, output_dims = _describe(session, src.label)
+        tensors, output_dims, onnx_types = _describe(session, src.label,
+                                                     read_boundary(src.data), path)
     except EdgeRTError:
         raise
     except Exception as err:  # e.g. names or metadata that are not UTF-8 in a damaged file
@@ -228,4 +276,5 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
             f"ONNX Runtime read {src.label} but cannot describe its tensors "
             f"({type(err).__name__}: {err})", path=path,
             hint="the model's names or metadata are damaged: export or copy it again") from err
-    return OnnxLoaded(ort=ort, session=session, tensors=tensors, output_dims=output_dims)
+    return OnnxLoaded(ort=ort, session=session, tensors=tensors, output_dims=output_dims,
+                      onnx_types=onnx_types)

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgert._compat import StrEnum
-from edgert.errors import EngineLoadError, ModelFormatError, PermissionDeniedError
+from edgert._fileio import MAX_MODEL_BYTES, FileRefusedError, check_path, read_file
+from edgert.errors import (
+    EngineLoadError,
+    InvalidArgumentError,
+    ModelFormatError,
+    OutOfMemoryError,
+    PermissionDeniedError,
+)
 
 __all__ = [
     "FAKE_PLAN_MARKER",
@@ -36,8 +43,11 @@ __all__ = [
 PLAN_MAGIC = b"ftrt"
 FAKE_PLAN_MARKER = b"EDGEFAKE"
 _PLAN_VERSION_OFFSET = 24
+# A ModelProto's top level holds a handful of fields (ir_version, opsets, producer, graph,
+# metadata, functions); a buffer of millions of tiny fields is not one, and scanning it in Python
+# would take seconds.
+_MAX_TOP_FIELDS = 100_000
 
-Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 
 class EngineFormat(StrEnum):
@@ -90,20 +100,48 @@ class ModelHeader:
         return ".".join(map(str, self.trt_version)) if self.trt_version else None
 
 
-def read_source(source: Source) -> ModelSource:
-    """Read a model from a path (one read) or take it from memory.
+#: What Engine.load and read_model_header take: a path, the model's bytes, or a ModelSource
+#: that read_source already read (used as it is: one read, whoever asks).
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | ModelSource
+
+
+def read_source(source: Source, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelSource:
+    """Read a model from a path (one bounded read) or take it from memory.
+
+    The file is opened without blocking and must be a regular file of at most ``max_bytes``
+    (see :mod:`edgert._fileio`): a FIFO, a device such as ``/dev/zero`` or a file that grows
+    while it is read is refused instead of hanging or filling memory. A :class:`ModelSource`
+    (already read) is returned as it is.
 
     Raises:
-        EngineLoadError: The file is missing, a directory, or unreadable.
-        PermissionDeniedError: The OS refused to open it.
+        InvalidArgumentError: ``source`` is not a path or bytes, the path contains a NUL byte,
+            or ``max_bytes`` is not a positive int.
+        EngineLoadError: The file is missing, a directory, not a regular file, larger than
+            ``max_bytes``, changing while read, or unreadable.
+        PermissionDeniedError: The OS refused to open it (``.path`` says which file).
+        OutOfMemoryError: There was no memory for its bytes.
     """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    if isinstance(source, ModelSource):
+        return source
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = source if isinstance(source, bytes) else memoryview(source).cast("B")
+        try:
+            data = source if isinstance(source, bytes) else memoryview(source).cast("B")
+        except TypeError as err:
+            raise InvalidArgumentError(
+                f"the model's bytes must be contiguous ({err})",
+                hint="pass bytes(...) or a C-contiguous buffer") from err
         return ModelSource(data=data, path=None)
-    path = Path(os.fspath(source))
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"source must be a path or the model's bytes, got {type(source).__name__}",
+            hint="pass a str/pathlib.Path to a .plan/.engine/.onnx file, or bytes")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        path = Path(check_path(source))
+        data = read_file(path, max_bytes=max_bytes)
+    except FileRefusedError as err:
+        raise _refused(err, source, max_bytes) from err
     except FileNotFoundError as err:
         raise EngineLoadError(
             f"model file {path} does not exist", path=str(path),
@@ -116,12 +154,37 @@ def read_source(source: Source) -> ModelSource:
     except PermissionError as err:
         raise PermissionDeniedError(
             f"cannot read model file {path}: {err.strerror}", errno_value=err.errno,
+            path=str(path),
             hint="make the file readable by this user (chmod/chown), or run as its owner") from err
     except OSError as err:
         raise EngineLoadError(
             f"cannot read model file {path}: {err.strerror or err}", path=str(path),
             hint="check the storage device and the file") from err
+    except MemoryError as err:
+        raise OutOfMemoryError(
+            f"no memory to read model file {path}",
+            hint="free memory, or load a smaller model") from err
     return ModelSource(data=data, path=path)
+
+
+def _refused(err: FileRefusedError, source: str | os.PathLike[str],
+             max_bytes: int) -> EngineLoadError | InvalidArgumentError:
+    if err.reason == "nul-in-path":
+        return InvalidArgumentError(
+            f"model path {os.fspath(source)!r} contains a NUL byte, which no file name can hold",
+            hint="check where the path came from (a C string, a corrupted config)")
+    where = str(err.filename)
+    hints = {
+        "not-regular": "pass a regular model file (a FIFO or device is not read: it could block "
+                       "forever or never end); to stream a model, read it yourself and pass "
+                       "the bytes",
+        "too-large": f"if the model really is this big, pass a larger max_bytes= (now "
+                     f"{max_bytes:,}) to Engine.load",
+        "changed": "wait until the file is completely written (write to a temporary name, then "
+                   "rename it into place)",
+    }
+    return EngineLoadError(f"cannot read model file {where}: {err.strerror}", path=where,
+                           hint=hints.get(err.reason))
 
 
 def _plan_header(data: bytes | memoryview) -> ModelHeader:
@@ -159,6 +222,8 @@ def _fields(data: bytes | memoryview) -> list[tuple[int, int, int | bytes | memo
     out: list[tuple[int, int, int | bytes | memoryview]] = []
     pos = 0
     while pos < len(data):
+        if len(out) >= _MAX_TOP_FIELDS:
+            raise ValueError("too many fields")
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
@@ -237,6 +302,8 @@ def sniff(data: bytes | memoryview, label: str = "<bytes>") -> ModelHeader:
     Raises:
         ModelFormatError: Empty, truncated, or neither a TensorRT plan nor an ONNX model.
     """
+    # Slicing a memoryview shares the buffer: the graph field of a 50 MiB model is not copied.
+    data = data if isinstance(data, memoryview) else memoryview(data)
     if len(data) == 0:
         raise ModelFormatError(
             f"{label} is empty (0 bytes)", path=label,
@@ -255,12 +322,17 @@ def sniff(data: bytes | memoryview, label: str = "<bytes>") -> ModelHeader:
     return _onnx_header(data, label)
 
 
-def read_model_header(source: Source) -> ModelHeader:
+def read_model_header(source: Source, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelHeader:
     """Read a model and say what it is, without deserializing it (no GPU needed).
 
+    The file is read as :meth:`Engine.load <edgert.Engine.load>` reads it (one bounded read of a
+    regular file).
+
     Raises:
-        EngineLoadError: The file cannot be read.
+        InvalidArgumentError: Not a path or bytes, or a path with a NUL byte.
+        EngineLoadError: The file cannot be read, is not a regular file or is over ``max_bytes``.
+        PermissionDeniedError: The OS refused to open it.
         ModelFormatError: Empty, truncated, or not a model.
     """
-    src = read_source(source)
+    src = read_source(source, max_bytes=max_bytes)
     return sniff(src.data, src.label)

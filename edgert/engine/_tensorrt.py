@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from edgert._executable import ProfileShape, TensorLocation, TensorMode, TensorSpec
 from edgert.engine._dtypes import from_trt_name
 from edgert.engine._source import ModelHeader, ModelSource
-from edgert.engine._trt_logger import LogBridge, bridge_for
+from edgert.engine._trt_logger import LogBridge, TrtError, bridge_for
 from edgert.engine._trt_module import EngineFlavour, requires_cuda
 from edgert.errors import (
     EngineLoadError,
@@ -33,9 +34,22 @@ __all__ = ["TrtLoaded", "check_temp_dir", "describe_tensors", "deserialize_plan"
 
 _log = logging.getLogger("edgert.engine")
 
-# Fragments of TensorRT's deserialization errors (8.6 - 11.x wording), by cause.
-_TRUNCATED = ("header.size == blobSize", "bufferSize >= minBufferSize", "truncated")
-_NOT_A_PLAN = ("Magic tag does not match", "magicTag", "kMAGIC_TAG")
+# Exact fragments of TensorRT's deserialization errors, as libnvinfer_lean 11.4 spells them
+# (`strings libnvinfer_lean.so.11`); 8.6 - 10.x use the same words. Matched whole, never by
+# a loose word: "stub" alone also matches CUDA's "libcuda.so is a stub" (issue 12).
+_NEEDS_VC = ("Unexpected call to stub loadRunner",)
+_HOST_CODE = ("getEngineHostCodeAllowed() is false",)
+_OTHER_VERSION = ("Version tag does not match",
+                  "The engine plan file is not compatible with this version of TensorRT")
+_OTHER_GPU = ("The engine plan file is generated on an incompatible device",)
+_TRUNCATED = ("plan.header.size == blobSize", "bufferSize >= minBufferSize",
+              "cursor < blobSize", "cursor == blobSize")
+_NOT_A_PLAN = ("Magic tag does not match",)
+_OTHER_PLATFORM = ("Platform specific tag mismatch",)
+# The code and category of a logged error: "IRuntime::deserializeCudaEngine: Error Code 2:
+# OutOfMemory (...)" (format "%s: Error Code %d: %s (%.486s)" in libnvinfer_lean).
+_LOGGED = re.compile(r"Error Code (\d+): ([A-Za-z][A-Za-z ]*) \(")
+_FAILED_ALLOCATION = 5  # ErrorCode::kFAILED_ALLOCATION
 
 
 @dataclass(slots=True)
@@ -112,27 +126,39 @@ def check_temp_dir(temp_dir: str | os.PathLike[str] | None) -> Path | None:
     return path
 
 
-def _failure(lines: tuple[str, ...], *, label: str, path: str | None, header: ModelHeader,
-             trt_version: str, flavour: EngineFlavour, allow_host_code: bool) -> EngineLoadError:
-    text = "\n".join(lines)
+def _out_of_memory(lines: tuple[str, ...], records: tuple[TrtError, ...]) -> bool:
+    if any(r.code == _FAILED_ALLOCATION for r in records):
+        return True
+    return any(m.group(2) == "OutOfMemory" for m in map(_LOGGED.search, lines) if m)
+
+
+def _failure(lines: tuple[str, ...], records: tuple[TrtError, ...], *, label: str,
+             path: str | None, header: ModelHeader, trt_version: str, flavour: EngineFlavour,
+             allow_host_code: bool) -> EngineLoadError:
+    """Classify a failed deserialization: by the recorder's error codes where they decide it,
+    else by exact fragments of TensorRT's messages (recorded or logged)."""
+    texts = lines + tuple(r.text for r in records)
     rv = _version_tuple(trt_version)
     pv = header.trt_version
+
+    def said(fragments: tuple[str, ...]) -> bool:
+        return any(f in t for t in texts for f in fragments)
 
     def make(cls: type[EngineLoadError], message: str, hint: str) -> EngineLoadError:
         return cls(message, hint=hint, path=path, log_lines=lines)
 
-    if "loadRunner" in text or "stub" in text:
+    if said(_NEEDS_VC):
         return make(VersionMismatchError,
             f"{label} is not a version-compatible plan, and the {flavour.value} runtime runs "
             "only version-compatible plans",
             hint="load it with runtime='full' (the TensorRT version that built it), or rebuild "
                  "it with trtexec --versionCompatible (BuilderFlag.VERSION_COMPATIBLE)")
-    if not allow_host_code and "host code" in text.lower():
+    if not allow_host_code and said(_HOST_CODE):
         return make(EngineLoadError,
             f"{label} is a version-compatible plan that embeds host code, which is not allowed",
             hint="pass allow_host_code=True, but only for a plan whose sha256 or HMAC you "
                  "verified: its host code runs in this process")
-    if (pv is not None and tuple(pv[:2]) != rv[:2]) or "Version tag does not match" in text:
+    if (pv is not None and tuple(pv[:2]) != rv[:2]) or said(_OTHER_VERSION):
         built = header.trt_version_str or "another TensorRT version"
         hint = (f"rebuild the plan with TensorRT {trt_version} for this GPU, or build it "
                 f"version-compatible (trtexec --versionCompatible) with TensorRT {rv[0]}.x and "
@@ -144,19 +170,29 @@ def _failure(lines: tuple[str, ...], *, label: str, path: str | None, header: Mo
         return make(VersionMismatchError,
             f"{label} was built with TensorRT {built}; this runtime is {flavour.value} "
             f"TensorRT {trt_version} and cannot load it", hint=hint)
-    if any(t in text for t in _TRUNCATED):
+    if said(_OTHER_GPU):
+        return make(EngineLoadError,
+            f"{label} was built for another GPU (compute capability); this one cannot run it",
+            hint="build the plan on (or for) this GPU, or build it hardware-compatible "
+                 "(trtexec --hardwareCompatibilityLevel=ampere+) for Ampere and newer")
+    if said(_TRUNCATED):
         return make(ModelFormatError,
             f"{label} is a truncated TensorRT plan ({header.size_bytes:,} bytes)",
             hint="copy the plan again and compare its size or sha256 with the original")
-    if any(t in text for t in _NOT_A_PLAN):
+    if said(_NOT_A_PLAN):
         return make(ModelFormatError,
             f"TensorRT does not recognise {label} as a plan", hint="export the engine again "
             "(trtexec --saveEngine or IBuilder.build_serialized_network)")
-    if "Platform specific tag mismatch" in text:
+    if said(_OTHER_PLATFORM):
         return make(EngineLoadError,
             f"{label} was built for another platform (operating system or CPU architecture)",
             hint="build the plan on (or for) the platform that runs it, e.g. on the Jetson "
                  "itself for aarch64 JetPack")
+    if _out_of_memory(lines, records):
+        return make(EngineLoadError,
+            f"TensorRT ran out of memory deserializing {label}",
+            hint="free GPU memory (other engines, pools, processes: see nvidia-smi) or load "
+                 "a smaller plan; on Jetson the GPU shares the system's RAM")
     hint = ("the plan may be truncated or corrupted (compare its sha256 with the original), "
             "built for another GPU architecture, or need plugin libraries (plugins=[...])")
     if not allow_host_code:
@@ -197,6 +233,10 @@ def deserialize_plan(
     if runtime is None:
         raise EngineLoadError(f"TensorRT ({flavour.value}) could not create a runtime",
                               log_lines=bridge.drain(), hint="run `edgert doctor`")
+    recorder = bridge.trt_recorder
+    if recorder is not None and hasattr(runtime, "error_recorder"):
+        # Engines and contexts made from this runtime report to it too (with error codes).
+        runtime.error_recorder = recorder
     _configure(trt, runtime, allow_host_code=allow_host_code, temp_dir=temp_dir,
                plugins=plugins, bridge=bridge)
     try:
@@ -204,9 +244,10 @@ def deserialize_plan(
     except Exception as err:  # bindings raise on some inputs instead of returning None
         bridge.emit(1, f"{type(err).__name__}: {err}")
         engine = None
-    lines = bridge.drain()
+    records = bridge.recorded()
+    lines = bridge.drain()  # also raises what a callback caught (e.g. KeyboardInterrupt)
     if engine is None:
-        raise _failure(lines, label=label, path=str(src.path) if src.path else None,
+        raise _failure(lines, records, label=label, path=str(src.path) if src.path else None,
                        header=header, trt_version=trt_version, flavour=flavour,
                        allow_host_code=allow_host_code)
     return TrtLoaded(trt=trt, runtime=runtime, engine=engine, bridge=bridge)

@@ -5,7 +5,9 @@ a numpy view, a DLPack capsule or tensor, a :class:`DeviceView` — refers to it
 through numpy's base chain. ``close()`` drops the buffer's reference: with no exports alive the
 memory is freed at once (CPython frees on the last reference); otherwise it is freed when the
 last export dies. A view that outlives ``close()`` therefore reads valid memory, never a freed
-page, and the process cannot crash on it.
+page, and the process cannot crash on it. Freeing then happens on edgert's reaper thread, not on
+whichever thread dropped the last view (``cudaFreeHost`` synchronizes the device: a real-time
+loop must not pay for it); ``close()`` and the pools free inline (:func:`edgert._reaper.inline`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from edgert import _reaper
 from edgert._compat import StrEnum
 
 __all__ = ["Allocation", "MemoryKind", "refcount"]
@@ -48,6 +52,10 @@ def _free_quietly(free: Callable[[], None]) -> None:
         pass
 
 
+def _free_when_dead(free: Callable[[], None]) -> None:
+    _reaper.reap_unless_inline(partial(_free_quietly, free))
+
+
 class Allocation:
     """A block of memory, freed by ``free`` when the last reference to this object goes.
 
@@ -66,7 +74,8 @@ class Allocation:
         self.device_ptr = device_ptr
         self.device = device
         self.keep = keep  # e.g. the user's array behind a registered range
-        fin = weakref.finalize(self, _free_quietly, free)
+        _reaper.start()  # here, not in the finalizer that may need it
+        fin = weakref.finalize(self, _free_when_dead, free)
         # At interpreter exit the process's memory goes anyway; calling into a CUDA runtime that
         # is being torn down only risks a crash.
         fin.atexit = False

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
@@ -203,7 +204,7 @@ class DeviceBuffer(Owner):
     # -- export ----------------------------------------------------------------------------
 
     def view(self, dtype: DTypeLike = np.uint8, shape: int | tuple[int, ...] | None = None, *,
-             offset: int = 0, stream: Any = None) -> DeviceView:
+             offset: int = 0, stream: Any = None, readonly: bool = False) -> DeviceView:
         """A typed device view (CAI v3 + DLPack) for torch, cupy or jax; no copy.
 
         Args:
@@ -212,6 +213,8 @@ class DeviceBuffer(Owner):
             offset: Byte offset of the first element.
             stream: The stream the data is produced on (consumers wait on it); default the
                 stream of this buffer's last asynchronous copy.
+            readonly: Tell consumers not to write (CAI ``data[1]``; the DLPack 1.x flag, and a
+                refused export for a consumer that cannot see it).
 
         Raises:
             InvalidArgumentError: The view does not fit or is misaligned.
@@ -221,7 +224,8 @@ class DeviceBuffer(Owner):
         dt, shp = check_view(dtype, shape, offset, self._nbytes)
         return DeviceView(self._alloc, self._ptr, offset=offset, dtype=dt, shape=shp,
                           device=self._device,
-                          stream=self._last_stream if stream is None else stream)
+                          stream=self._last_stream if stream is None else stream,
+                          readonly=readonly)
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
@@ -229,7 +233,8 @@ class DeviceBuffer(Owner):
             raise AttributeError("a closed DeviceBuffer exports nothing")
         self._cai_exported = True
         return {"shape": (self._nbytes,), "typestr": "|u1", "data": (self._ptr, False),
-                "strides": None, "version": 3, "stream": cai_stream(self._last_stream)}
+                "strides": None, "mask": None, "version": 3,
+                "stream": cai_stream(self._last_stream)}
 
     def __dlpack__(self, *, stream: int | None = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:
@@ -259,9 +264,10 @@ class DeviceBuffer(Owner):
         """Release the buffer; the memory goes now, or when its last export dies."""
         if self.closed:
             return
-        super().close()
-        if not self._cai_exported:
-            self._alloc = None
+        with _reaper.inline():  # without live exports the memory goes now, on this thread
+            super().close()
+            if not self._cai_exported:
+                self._alloc = None
         ev = self._event[0]
         if ev is not None:
             ev.close()

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError, NotSupportedError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
@@ -283,8 +284,10 @@ class HostBuffer(Owner):
 
     def device_view(self, dtype: DTypeLike = np.uint8,
                     shape: int | tuple[int, ...] | None = None, *,
-                    offset: int = 0) -> DeviceView:
+                    offset: int = 0, readonly: bool = False) -> DeviceView:
         """The same bytes as the device sees them (mapped buffers): CAI and DLPack on kDLCUDA.
+
+        ``readonly`` tells consumers not to write (CAI ``data[1]``, the DLPack 1.x flag).
 
         Raises:
             NotSupportedError: The buffer is not mapped.
@@ -295,7 +298,7 @@ class HostBuffer(Owner):
         dt, shp = check_view(dtype, shape, offset, self._nbytes)
         assert self._device is not None
         return DeviceView(self._root, dptr, offset=offset, dtype=dt, shape=shp,
-                          device=self._device)
+                          device=self._device, readonly=readonly)
 
     def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NDArray[Any]:
         self._check_open()
@@ -336,16 +339,17 @@ class HostBuffer(Owner):
             raise AttributeError("only an open, mapped HostBuffer is visible to the device")
         self._cai_exported = True
         return {"shape": (self._nbytes,), "typestr": "|u1", "data": (self._device_ptr, False),
-                "strides": None, "version": 3, "stream": None}
+                "strides": None, "mask": None, "version": 3, "stream": None}
 
     def close(self) -> None:
         """Release the buffer; the memory goes now, or when its last view dies."""
         if self.closed:
             return
-        super().close()
-        self._root = None
-        if not self._cai_exported:
-            self._alloc = None
+        with _reaper.inline():  # without live views the memory goes now, on this thread
+            super().close()
+            self._root = None
+            if not self._cai_exported:
+                self._alloc = None
 
     def __repr__(self) -> str:
         flags = "".join(f" {n}" for n, on in (("mapped", self._mapped),

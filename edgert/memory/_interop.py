@@ -112,11 +112,12 @@ class DeviceView:
     :meth:`Lease.device_view`.
     """
 
-    __slots__ = ("__weakref__", "_device", "_dtype", "_keep", "_offset", "_ptr", "_shape",
-                 "_stream")
+    __slots__ = ("__weakref__", "_device", "_dtype", "_keep", "_offset", "_ptr", "_readonly",
+                 "_shape", "_stream")
 
     def __init__(self, keep: object, base_ptr: int, *, offset: int, dtype: np.dtype[Any],
-                 shape: tuple[int, ...], device: int, stream: Any = None) -> None:
+                 shape: tuple[int, ...], device: int, stream: Any = None,
+                 readonly: bool = False) -> None:
         self._keep = keep
         self._ptr = base_ptr
         self._offset = offset
@@ -124,6 +125,12 @@ class DeviceView:
         self._shape = shape
         self._device = device
         self._stream = stream
+        self._readonly = bool(readonly)
+
+    @property
+    def readonly(self) -> bool:
+        """Consumers are told not to write (CAI ``data[1]``, the DLPack 1.x read-only flag)."""
+        return self._readonly
 
     @property
     def ptr(self) -> int:
@@ -153,19 +160,24 @@ class DeviceView:
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
         return {"shape": self._shape, "typestr": self._dtype.str, "descr": [("", self._dtype.str)],
-                "data": (self._ptr + self._offset, False), "strides": None, "version": 3,
-                "stream": cai_stream(self._stream)}
+                "data": (self._ptr + self._offset, self._readonly), "strides": None,
+                "mask": None, "version": 3, "stream": cai_stream(self._stream)}
 
     def __dlpack__(self, *, stream: int | None = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:
         """Export as a DLPack capsule on ``kDLCUDA`` (see the module notes on ``stream``).
 
         Raises:
-            BufferError: A copy or another device was asked for, or the dtype has no DLPack
-                code.
+            BufferError: A copy or another device was asked for, the dtype has no DLPack
+                code, or the view is read-only and the consumer did not ask for DLPack 1.x
+                (only a versioned capsule carries the read-only flag).
         """
-        from edgert.memory._dlpack import KDL_CUDA, to_dlpack
+        from edgert.memory._dlpack import KDL_CUDA, to_dlpack, wants_versioned
 
+        if self._readonly and not wants_versioned(max_version):
+            # Refused before the stream wait below, which would otherwise be enqueued for nothing.
+            raise BufferError("this view is read-only, and only a DLPack 1.x consumer "
+                              "(__dlpack__(max_version=(1, 0))) can be told so")
         if copy:
             raise BufferError("DeviceView exports without copying; copy=True is not supported")
         if dl_device is not None and tuple(dl_device) != (KDL_CUDA, self._device):
@@ -173,11 +185,12 @@ class DeviceView:
         sync_consumer(self._stream, stream, None)
         return to_dlpack(self._ptr, self._offset, self._shape, self._dtype,
                          device_type=KDL_CUDA, device_id=self._device, owner=self._keep,
-                         max_version=max_version)
+                         max_version=max_version, readonly=self._readonly)
 
     def __dlpack_device__(self) -> tuple[int, int]:
         return (2, self._device)
 
     def __repr__(self) -> str:
+        ro = " readonly" if self._readonly else ""
         return (f"<edgert.memory.DeviceView {self._dtype}{list(self._shape)} at 0x{self.ptr:x} "
-                f"device={self._device}>")
+                f"device={self._device}{ro}>")

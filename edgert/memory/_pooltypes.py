@@ -3,10 +3,13 @@ options, statistics, and the per-block bookkeeping."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from edgert import _reaper
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import MemoryKind
 from edgert.memory._sizeclass import SizeClasses
@@ -203,10 +206,17 @@ class SizeClass:
 
 
 class Block:
-    """A pool block: its memory, its class, its event, and the anchor its views hang from."""
+    """A pool block: its memory, its class, its event, and the anchor its views hang from.
 
-    __slots__ = ("capacity", "cls", "device_ptr", "event", "fenced", "kind", "memory", "ptr",
-                 "put_back", "root", "root_refs")
+    ``anchor`` is a weak reference to the object every view, DLPack export and device view of
+    the current acquisition refers to (made with the first of them, None until then). The
+    block may be handed out again once that object has died: liveness through a weak
+    reference, not by comparing ``sys.getrefcount`` to a baseline, which CPython documents as
+    unstable across versions and which free-threaded builds do not keep exactly.
+    """
+
+    __slots__ = ("anchor", "capacity", "cls", "device_ptr", "event", "fenced", "kind",
+                 "memory", "ptr", "put_back", "root")
 
     def __init__(self, memory: PoolMemory, cls: SizeClass, *, kind: MemoryKind,
                  device_ptr: int | None, root: Any, event: EventLike | None) -> None:
@@ -218,7 +228,7 @@ class Block:
         self.kind = kind
         self.device_ptr = device_ptr
         self.root = root
-        self.root_refs = 0
+        self.anchor: weakref.ref[Any] | None = None
         self.event = event
         self.fenced = False
 
@@ -244,15 +254,81 @@ class Span:
                 "version": 3}
 
 
-def free_blocks(blocks: set[Block]) -> None:
-    """Close the memory and events of ``blocks`` (waiting for fenced ones first); empty it."""
-    for blk in list(blocks):
-        ev = blk.event
-        try:
-            if ev is not None:
-                if blk.fenced:
-                    ev.synchronize()  # the device may still be reading or writing the block
-                ev.close()
-        finally:
-            blk.memory.close()
-    blocks.clear()
+def free_blocks(blocks: set[Block] | list[Block]) -> None:
+    """Close the memory and events of ``blocks`` (waiting for fenced ones first); empty it.
+
+    The blocks die in here, so their memory is freed on this thread unless a view still holds
+    it (then on the reaper, when the view dies). Every block is freed even if one fails; the
+    first failure is raised at the end.
+    """
+    first: BaseException | None = None
+    with _reaper.inline():
+        todo = list(blocks)
+        blocks.clear()
+        while todo:
+            blk = todo.pop()
+            try:
+                ev = blk.event
+                if ev is not None:
+                    if blk.fenced:
+                        ev.synchronize()  # the device may still be reading or writing the block
+                    ev.close()
+            except BaseException as err:
+                first = first or err
+            finally:
+                blk.memory.close()
+                del blk  # possibly the last reference: free inside the inline block
+    if first is not None:
+        raise first
+
+
+class Bell:
+    """How a release wakes the threads waiting in ``acquire``, without taking a lock.
+
+    Each waiter parks on its own held ``threading.Lock`` listed in :attr:`parked`; ringing
+    releases every listed lock, which never blocks (a lock already released raises
+    RuntimeError, which is ignored). A release can therefore run anywhere — inside a finalizer
+    that the garbage collector started while this very thread holds the pool's lock, or on a
+    real-time thread — and never wait for the pool. Waiters replace :attr:`parked` with a new
+    tuple under the pool's lock, so a ringer reads one consistent tuple without a lock.
+    """
+
+    __slots__ = ("parked",)
+
+    def __init__(self) -> None:
+        self.parked: tuple[threading.Lock, ...] = ()
+
+    def ring(self, _ref: object = None) -> None:
+        """Wake every waiter (also usable as a weakref callback)."""
+        for parker in self.parked:
+            try:
+                parker.release()
+            except RuntimeError:  # already rung and not yet taken: nothing to add
+                pass
+
+
+def views_alive(blk: Block) -> bool:
+    """Whether a view, export or device view of the block's current acquisition is alive."""
+    anchor = blk.anchor
+    return anchor is not None and anchor() is not None
+
+
+class LeaseHome(Protocol):
+    """What a :class:`~edgert.memory.Lease` needs of its pool's state (``PoolCore``); a
+    protocol so that the lease module does not import the pool's."""
+
+    device: int | None
+    pending: deque[Block]
+    bell: Bell
+
+    def give_lease(self, lease: Any, /) -> None:
+        """Take a released lease object back for reuse (or drop it)."""
+        ...
+
+    def make_event(self) -> EventLike:
+        """An event for stream-ordered release (NotSupportedError without CUDA)."""
+        ...
+
+    def watch_views(self, blk: Block, anchor: object) -> None:
+        """Hold ``blk`` back while ``anchor`` lives."""
+        ...

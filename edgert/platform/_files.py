@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgert._fileio import MAX_CONFIG_BYTES, read_file
+
 __all__ = ["read_text", "under"]
 
 
@@ -12,17 +14,16 @@ def under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
-def read_text(root: Path, path: str, *, limit: int = -1) -> str | None:
+def read_text(root: Path, path: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> str | None:
     """The file's text with NULs and surrounding whitespace stripped, or None if unreadable.
 
     Device-tree strings end in NUL; sysfs values end in a newline; both are removed. Anything
-    that fails (missing, permission denied, a directory, an I/O error from a driver, bytes that
-    are not text) reads as None. ``limit`` caps the bytes read (default: the whole file, since
-    /boot/config-* and /proc/self/mountinfo can exceed any small cap).
+    that fails (missing, permission denied, a directory, a FIFO or device, more than
+    ``max_bytes``, an I/O error from a driver, bytes that are not text) reads as None. The read
+    goes through :func:`edgert._fileio.read_file`, so it cannot block or run away.
     """
     try:
-        with open(under(root, path), "rb") as f:
-            data = f.read(limit)
+        data = read_file(under(root, path), max_bytes=max_bytes)
     except (OSError, ValueError):
         return None
     try:

@@ -6,11 +6,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert._fileio import parse_int
 from edgert.platform._files import read_text
 
 __all__ = ["JetsonInfo", "parse_l4t_release", "read_jetson"]
 
 # L4T release -> JetPack release, for the releases a robot team meets (NVIDIA's release notes).
+# nvpmodel mode ids are small; anything else in the status file is not a mode.
+_MAX_MODE_ID = 1 << 16
 _JETPACK = {
     "38.4": "7.1",
     "38.4.0": "7.1",
@@ -56,7 +59,7 @@ def parse_l4t_release(text: str | None) -> str | None:
     """``# R36 (release), REVISION: 4.3, ...`` -> ``36.4.3``; None if not that format."""
     if not text:
         return None
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    m = re.search(r"R([0-9]{1,4})\s*\(release\),\s*REVISION:\s*([0-9.]{1,20})", text)
     if not m:
         return None
     return f"{m.group(1)}.{m.group(2).rstrip('.')}"
@@ -71,8 +74,8 @@ def read_jetson(root: Path = Path("/")) -> JetsonInfo:
     mode_id = None
     status = read_text(root, "/var/lib/nvpmodel/status")
     if status:
-        m = re.search(r"pmode:(\d+)", status)
-        mode_id = int(m.group(1)) if m else None
+        m = re.search(r"pmode:([0-9]+)", status)
+        mode_id = parse_int(m.group(1), lo=0, hi=_MAX_MODE_ID) if m else None
     tegra = any("tegra" in c or "nvidia," in c for c in compatible) or bool(
         model and "jetson" in model.lower())
     jetpack = None

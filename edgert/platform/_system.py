@@ -9,7 +9,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert._fileio import parse_int
 from edgert.platform._files import read_text
+
+# The kernel's CONFIG_NR_CPUS is at most 8192 (arch/x86/Kconfig, MAXSMP); a bigger number in a
+# CPU list is garbage, and a range up to it must not become a huge set.
+_MAX_CPUS = 8192
 
 __all__ = ["SystemInfo", "parse_cpu_list", "read_system"]
 
@@ -59,11 +64,13 @@ def parse_cpu_list(text: str | None) -> tuple[int, ...]:
         part = raw.strip()
         if not part:
             continue
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::\d+/\d+)?", part)
+        m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?(?::[0-9]+/[0-9]+)?", part)
         if not m:
             continue  # isolcpus flags such as "nohz" or "domain"
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
+        lo = parse_int(m.group(1), lo=0, hi=_MAX_CPUS - 1)
+        hi = parse_int(m.group(2), lo=0, hi=_MAX_CPUS - 1) if m.group(2) else lo
+        if lo is None or hi is None:
+            continue  # not a CPU number this kernel can have; never a huge range
         cpus.update(range(lo, hi + 1))
     return tuple(sorted(cpus))
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import NoReturn
 
 from edgert._compat import StrEnum
+from edgert._fileio import parse_index, parse_int
 from edgert.errors import CommandError, InvalidArgumentError, PermissionDeniedError
 from edgert.power import _sysfs
 from edgert.power._command import CommandResult, CommandRunner, SubprocessRunner, run_command
@@ -132,10 +133,11 @@ def parse_jetson_clocks_show(text: str) -> ClocksReport:
             online_cpus = match.group(1).strip()
             if match.group(2) is not None:
                 offline_cpus = match.group(2).strip()
-        elif match := re.match(r"cpu(\d+):\s*(.*)$", line):
-            cpus.append(_cpu_line(int(match.group(1)), match.group(2)))
-        elif match := re.match(r"Active GPU TPCs:\s*(\d+)", line):
-            tpcs = int(match.group(1))
+        elif (match := re.match(r"cpu([0-9]+):\s*(.*)$", line)) and \
+                (index := parse_index(match.group(1))) is not None:
+            cpus.append(_cpu_line(index, match.group(2)))
+        elif match := re.match(r"Active GPU TPCs:\s*([0-9]+)", line):
+            tpcs = parse_int(match.group(1), lo=0)
         elif line.startswith(("GPU ", "EMC ")):
             kv = dict(_KV.findall(line))
             domain = ClockDomain(min_hz=_int(kv.get("MinFreq")), max_hz=_int(kv.get("MaxFreq")),
@@ -184,12 +186,7 @@ def _fan_pairs(text: str) -> dict[str, str]:
 
 
 def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return parse_int(text)
 
 
 class JetsonClocks:
@@ -311,7 +308,7 @@ class JetsonClocks:
         except PermissionError as err:
             raise PermissionDeniedError(
                 f"cannot write the jetson_clocks baseline at {path}", errno_value=err.errno,
-                hint="run as root, or pass baseline_path= to a writable place",
+                path=str(path), hint="run as root, or pass baseline_path= to a writable place",
             ) from err
         except OSError as err:
             raise CommandError(

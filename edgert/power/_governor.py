@@ -13,6 +13,7 @@ temperature that oscillates around a threshold yields one change, not one per sa
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import threading
 import time
@@ -27,6 +28,11 @@ from edgert.power._thermal import ThermalZones
 __all__ = ["DEFAULT_LEVELS", "LevelChange", "ThermalGovernor", "ThermalLevel"]
 
 _NS = 1_000_000_000
+_LOG_EVERY_NS = 60 * _NS
+# A reading outside this range is a broken sensor (or wrong units), not a temperature.
+_MIN_C = -273.15
+_MAX_C = 1000.0
+_log = logging.getLogger("edgert.power")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,8 +111,10 @@ class ThermalGovernor(Owner):
 
     Step it by hand (:meth:`step`, with an injected ``clock`` in tests) or run it in a
     background thread (:meth:`start`; :meth:`close` stops and joins it). A failing sensor (an
-    exception, or ``None``) keeps the current level and is counted; neither it nor a failing
-    callback stops the thread.
+    exception, ``None``, or a value that is not a real temperature: a str, NaN, 10**400,
+    -300 °C) keeps the current level and is counted in ``sensor_failures``, the error kept in
+    ``last_error`` and logged on the ``edgert.power`` logger (once, then at most every
+    60 s while it keeps failing); neither it nor a failing callback stops the thread.
 
     Args:
         sensor: A :class:`ThermalZones` (read ``zones``), or any callable returning °C or
@@ -179,6 +187,9 @@ class ThermalGovernor(Owner):
         self.consecutive_failures = 0
         self.callback_errors = 0
         self.last_error: BaseException | None = None
+        """The last sensor or callback error (a bad reading is an ``InvalidArgumentError``)."""
+        self._logged_ns: int | None = None
+        self._sensor_name = ",".join(self.zones) if self.zones else repr(sensor)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -229,16 +240,21 @@ class ThermalGovernor(Owner):
             if self._entered_ns is None:
                 self._entered_ns = now
             try:
-                temp = self._read()
+                temp = _celsius(self._read())
             except Exception as err:  # a sensor must never stop the governor
                 self.last_error = err
                 temp = None
-            if temp is None or not math.isfinite(temp):
+            if temp is None:
                 self.sensor_failures += 1
                 self.consecutive_failures += 1
+                self._log_failure(now)
                 return None
+            if self.consecutive_failures:
+                _log.info("thermal sensor %s reads again (%.1f °C) after %d failed readings",
+                          self._sensor_name, temp, self.consecutive_failures)
+                self._logged_ns = None
             self.consecutive_failures = 0
-            self.temp_c = float(temp)
+            self.temp_c = temp
             target = self._target(self.temp_c, now)
             if target == self._index:
                 return None
@@ -260,6 +276,17 @@ class ThermalGovernor(Owner):
         if first_error is not None:
             raise first_error
         return change
+
+    def _log_failure(self, now: int) -> None:
+        # A sensor that keeps failing is logged once, then at most every _LOG_EVERY_NS, so a
+        # broken sensor is visible without flooding the log at the governor's rate.
+        if self._logged_ns is not None and now - self._logged_ns < _LOG_EVERY_NS:
+            return
+        self._logged_ns = now
+        _log.warning("thermal sensor %s gives no reading (%d in a row, %d in total); last "
+                     "error: %s; the level stays %r", self._sensor_name,
+                     self.consecutive_failures, self.sensor_failures, self.last_error,
+                     self.level.name)
 
     def _target(self, temp: float, now: int) -> int:
         th = self._thresholds
@@ -301,6 +328,30 @@ class ThermalGovernor(Owner):
     def __repr__(self) -> str:
         return (f"ThermalGovernor(level={self.level.name!r}, temp_c={self.temp_c}, "
                 f"zones={list(self.zones)}, running={self.running})")
+
+
+def _celsius(value: object) -> float | None:
+    """A sensor's reading as °C, ``None`` for "no reading"; anything else raises.
+
+    Raises:
+        InvalidArgumentError: Not a real number (a str, a bool...), not finite, or outside
+            [-273.15, 1000) °C.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(
+            f"the sensor returned {value!r} ({type(value).__name__}), not a temperature in °C",
+            hint="a sensor returns a float in °C, or None when it has no reading")
+    try:
+        temp = float(value)
+    except OverflowError:
+        temp = math.inf
+    if not (math.isfinite(temp) and _MIN_C <= temp < _MAX_C):
+        raise InvalidArgumentError(
+            f"the sensor returned {value!r} °C, outside [{_MIN_C}, {_MAX_C})",
+            hint="check the sensor's units (°C, not m°C)")
+    return temp
 
 
 def _max_of(zones: ThermalZones, keys: tuple[str, ...]) -> Sensor:

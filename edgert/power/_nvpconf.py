@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from edgert._fileio import parse_index, parse_int
 from edgert.errors import InvalidArgumentError
 
 __all__ = ["NvpConfig", "PowerMode", "PowerModeParam", "parse_nvpmodel_conf"]
@@ -23,6 +24,8 @@ _HEADER = re.compile(r"^<\s*(\w+)\b(.*?)>\s*$")
 _ATTR = re.compile(r"(\w+)\s*=\s*([^\s>]+)")
 # Values at or above these mean "no cap": INT_MAX and, on JetPack 6 super builds, LLONG_MAX.
 _NO_CAP = 2**31 - 1
+# nvpmodel ids are small integers; a bigger number in an ID field is not a mode id.
+_MAX_MODE_ID = 65535
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,16 +179,17 @@ def parse_nvpmodel_conf(text: str, *, path: Path | None = None) -> NvpConfig:
                 params[name] = PowerModeParam(name=name, type=param[1], args=param[2])
             elif section == "POWER_MODEL":
                 ident = attrs.get("ID", "")
-                if not _is_int(ident):
+                mode_id = _mode_id(ident)
+                if mode_id is None:
                     raise fail(lineno, f"POWER_MODEL needs a numeric ID, got {ident!r}")
-                if any(m[0] == int(ident) for m in raw_modes):
+                if any(m[0] == mode_id for m in raw_modes):
                     raise fail(lineno, f"POWER_MODEL ID={ident} appears twice")
-                raw_modes.append((int(ident), attrs.get("NAME", f"MODE_{ident}"), []))
+                raw_modes.append((mode_id, attrs.get("NAME", f"MODE_{ident}"), []))
             elif section == "PM_CONFIG":
                 value = attrs.get("DEFAULT", "")
-                if not _is_int(value):
+                default_id = _mode_id(value)
+                if default_id is None:
                     raise fail(lineno, f"PM_CONFIG DEFAULT must be a mode id, got {value!r}")
-                default_id = int(value)
             continue
         tokens = stripped.split()
         if section == "PARAM" and param is not None:
@@ -212,15 +216,14 @@ def parse_nvpmodel_conf(text: str, *, path: Path | None = None) -> NvpConfig:
                      default_id=default_id, problems=tuple(problems))
 
 
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+def _mode_id(text: str) -> int | None:
+    """A mode id: decimal, 0..65535 (nvpmodel ids are small; anything else is not an id)."""
+    return parse_int(text, lo=0, hi=_MAX_MODE_ID)
 
 
 def _cap(value: str, *, zero_is_none: bool = False) -> int | None:
-    if not _is_int(value):
-        return None
-    number = int(value)
-    if number < 0 or number >= _NO_CAP or (zero_is_none and number == 0):
+    number = parse_int(value)
+    if number is None or number < 0 or number >= _NO_CAP or (zero_is_none and number == 0):
         return None
     return number
 
@@ -232,20 +235,21 @@ def _mode(ident: int, name: str, settings: list[tuple[str, str, str]],
     gpu = emc = tpc = fbp = None
     for pname, arg, value in settings:
         upper, uarg = pname.upper(), arg.upper()
-        if upper == "CPU_ONLINE" and uarg.startswith("CORE_") and uarg[5:].isdigit():
+        core = parse_index(uarg[5:]) if uarg.startswith("CORE_") else None
+        if upper == "CPU_ONLINE" and core is not None:
             online = set() if online is None else online
             if value.strip() == "1":
-                online.add(int(uarg[5:]))
+                online.add(core)
         elif upper.startswith("CPU_") and uarg == "MAX_FREQ":
             cpu[pname] = _cap(value)
         elif upper == "GPU" and uarg == "MAX_FREQ":
             gpu = _cap(value)
         elif upper == "EMC" and uarg == "MAX_FREQ":
             emc = _cap(value, zero_is_none=True)
-        elif uarg == "TPC_PG_MASK" and _is_int(value):
-            tpc = int(value)
-        elif uarg == "FBP_PG_MASK" and _is_int(value):
-            fbp = int(value)
+        elif uarg == "TPC_PG_MASK" and (mask := parse_int(value, lo=0)) is not None:
+            tpc = mask
+        elif uarg == "FBP_PG_MASK" and (mask := parse_int(value, lo=0)) is not None:
+            fbp = mask
     cpu_max = None if not cpu or any(v is None for v in cpu.values()) else max(
         v for v in cpu.values() if v is not None)
     return PowerMode(

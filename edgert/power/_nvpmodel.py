@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from edgert._fileio import MAX_CONFIG_BYTES, FileRefusedError, parse_int, read_file
 from edgert.errors import (
     CommandError,
     InvalidArgumentError,
@@ -31,6 +32,8 @@ __all__ = ["ModeSwitch", "NvpModel", "parse_nvpmodel_query"]
 
 _MODE_LINE = re.compile(r"NV Power Mode\s*:\s*(\S+)")
 _NOISE_PREFIXES = ("NVPM ", "NV FAN MODE")
+# nvpmodel ids are small integers; a bigger number where an id belongs is not one.
+_MAX_MODE_ID = 65535
 _DENIED = re.compile(r"(:\s*13\s*$|permission denied|must be run as root|sudo|as a root user)",
                      re.IGNORECASE | re.MULTILINE)
 
@@ -70,7 +73,7 @@ def parse_nvpmodel_query(text: str) -> tuple[str | None, int | None]:
             stripped = after.strip()
             if not stripped or stripped.upper().startswith(_NOISE_PREFIXES):
                 continue
-            return name, int(stripped) if stripped.isdigit() else None
+            return name, parse_int(stripped, lo=0, hi=_MAX_MODE_ID)
         return name, None
     return None, None
 
@@ -116,7 +119,8 @@ class NvpModel:
         Raises:
             NotSupportedError: There is no nvpmodel.conf (not a Jetson, or a container without it).
             PermissionDeniedError: It cannot be read.
-            InvalidArgumentError: It is malformed.
+            InvalidArgumentError: It is malformed, not a regular file (a FIFO, a device),
+                or larger than 1 MiB.
         """
         if self._config is None:
             self._config = self._load()
@@ -128,14 +132,20 @@ class NvpModel:
         Raises:
             NotSupportedError: There is no nvpmodel.conf.
             PermissionDeniedError: It cannot be read.
-            InvalidArgumentError: It is malformed.
+            InvalidArgumentError: It is malformed, not a regular file (a FIFO, a device),
+                or larger than 1 MiB.
         """
         self._config = None
         return self.config
 
     def _load(self) -> NvpConfig:
         try:
-            text = self.conf_path.read_text(encoding="utf-8", errors="replace")
+            raw = read_file(self.conf_path, max_bytes=MAX_CONFIG_BYTES)
+        except FileRefusedError as err:
+            raise InvalidArgumentError(
+                f"cannot read {err.filename}: {err.strerror}",
+                hint="point conf= at the regular nvpmodel.conf file (e.g. /etc/nvpmodel.conf)",
+            ) from err
         except FileNotFoundError as err:
             raise NotSupportedError(
                 f"no nvpmodel configuration at {self.conf_path}",
@@ -145,14 +155,14 @@ class NvpModel:
         except PermissionError as err:
             raise PermissionDeniedError(
                 f"cannot read {self.conf_path}: permission denied", errno_value=err.errno,
-                hint="make the file readable by this user",
+                path=str(self.conf_path), hint="make the file readable by this user",
             ) from err
         except OSError as err:
             raise NotSupportedError(
                 f"cannot read {self.conf_path}: {errno.errorcode.get(err.errno or 0, err)}",
                 hint="check that the path is a readable file",
             ) from err
-        return parse_nvpmodel_conf(text, path=self.conf_path)
+        return parse_nvpmodel_conf(raw.decode("utf-8", errors="replace"), path=self.conf_path)
 
     @property
     def modes(self) -> tuple[PowerMode, ...]:
@@ -181,8 +191,8 @@ class NvpModel:
             found = cfg.by_id(key)
         else:
             found = cfg.by_name(key)
-            if found is None and key.strip().isdigit():
-                found = cfg.by_id(int(key))
+            if found is None and (mode_id := parse_int(key, lo=0, hi=_MAX_MODE_ID)) is not None:
+                found = cfg.by_id(mode_id)
         if found is None:
             known = ", ".join(str(m) for m in cfg.modes)
             raise InvalidArgumentError(
@@ -230,7 +240,7 @@ class NvpModel:
         if text is None or ":" not in text:
             return None
         value = text.split(":", 1)[1].strip()
-        return int(value) if value.isdigit() else None
+        return parse_int(value, lo=0, hi=_MAX_MODE_ID)
 
     def set(
         self,

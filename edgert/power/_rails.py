@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgert._compat import StrEnum
+from edgert._fileio import parse_index
 from edgert.power import _sysfs
 
 __all__ = ["PowerRails", "RailReading", "RailTotal", "TotalMethod"]
@@ -265,9 +266,9 @@ def _numbered(node: Path, prefix: str, suffix: str) -> list[tuple[int, Path]]:
     found = []
     for name in names:
         if name.startswith(prefix) and name.endswith(suffix):
-            middle = name[len(prefix):len(name) - len(suffix)]
-            if middle.isdigit():
-                found.append((int(middle), node / name))
+            index = parse_index(name[len(prefix):len(name) - len(suffix)])
+            if index is not None:
+                found.append((index, node / name))
     found.sort(key=lambda item: item[0])
     return found
 

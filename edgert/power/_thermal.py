@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from edgert._fileio import parse_index
 from edgert.errors import NotSupportedError
 from edgert.power import _sysfs
 
@@ -224,8 +225,9 @@ class ThermalZones:
             except OSError:
                 continue
             channels = sorted(
-                int(n[4:-6]) for n in names
-                if n.startswith("temp") and n.endswith("_input") and n[4:-6].isdigit()
+                i for n in names
+                if n.startswith("temp") and n.endswith("_input")
+                and (i := parse_index(n[4:-6])) is not None
             )
             for n in channels:
                 base = os.fspath(hw / f"temp{n}")
@@ -344,15 +346,8 @@ def _snapshot(index: int, key: str, path: Path) -> ThermalZone:
     text, error = _sysfs.probe(path / "temp")
     temp_c: float | None = None
     if text is not None:
-        try:
-            milli = int(text)
-        except ValueError:
-            error = "not-an-integer"
-        else:
-            if milli <= _sysfs.SENTINEL_MILLI_C:
-                error = "sentinel"
-            else:
-                temp_c = milli / 1000.0
+        # The same parse as read(): a zone's snapshot and a reading never disagree.
+        temp_c, error = _sysfs.parse_milli_c(text)
     trips = []
     for n in sorted(_trip_indices(path)):
         trip_temp = _sysfs.read_int(path / f"trip_point_{n}_temp")
@@ -361,8 +356,10 @@ def _snapshot(index: int, key: str, path: Path) -> ThermalZone:
             index=n,
             type=_sysfs.read_str(path / f"trip_point_{n}_type"),
             # Disabled trips read -274000 on some kernels.
-            temp_c=None if trip_temp is None or trip_temp < -273_150 else trip_temp / 1000.0,
-            hysteresis_c=None if hyst is None else hyst / 1000.0,
+            temp_c=None if trip_temp is None or not -273_150 <= trip_temp < _sysfs.MAX_MILLI_C
+            else trip_temp / 1000.0,
+            hysteresis_c=None if hyst is None or not 0 <= hyst < _sysfs.MAX_MILLI_C
+            else hyst / 1000.0,
         ))
     return ThermalZone(
         index=index, type=ztype, key=key, alias=zone_alias(key),
@@ -379,7 +376,7 @@ def _trip_indices(path: Path) -> set[int]:
         return found
     for name in names:
         if name.startswith("trip_point_") and name.endswith("_temp"):
-            middle = name[len("trip_point_"):-len("_temp")]
-            if middle.isdigit():
-                found.add(int(middle))
+            index = parse_index(name[len("trip_point_"):-len("_temp")])
+            if index is not None:
+                found.add(index)
     return found

@@ -17,6 +17,9 @@ See docs/realtime.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from edgert._latency import LatencyHistogram, LatencySummary
 from edgert.realtime._capability import (
     CapabilityCheck,
     CapabilityVerdict,
@@ -28,7 +31,25 @@ from edgert.realtime._memlock import MemoryLock, lock_memory
 from edgert.realtime._policy import ActivePolicy, PolicyReport, RealtimePolicy, SettingOutcome
 from edgert.realtime._sched import SchedPolicy
 from edgert.realtime._thread import RealtimeThread
-from edgert.stats import LatencyHistogram, LatencyStats, LatencySummary
+
+if TYPE_CHECKING:
+    from edgert.stats import LatencyStats
+
+
+if not TYPE_CHECKING:  # type checkers see the import above; a misspelt name stays an error
+
+    def __getattr__(name: str) -> Any:
+        # LatencyStats needs numpy; importing edgert.realtime must not (DESIGN.md, targets).
+        if name == "LatencyStats":
+            from edgert.stats import LatencyStats
+
+            return LatencyStats
+        raise AttributeError(f"module 'edgert.realtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ActivePolicy",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgert._compat import StrEnum
+from edgert._fileio import MAX_SYSFS_BYTES, parse_int, read_file
 from edgert.realtime._remedy import (
     cgroup_refusal,
     diagnose_sched,
@@ -201,8 +202,13 @@ def _check_cgroup(root: Path) -> CapabilityCheck:
 
 
 def _check_throttling(root: Path) -> CapabilityCheck:
-    text = (root / "proc/sys/kernel/sched_rt_runtime_us").read_text().strip()
-    runtime = int(text)
+    # Bounded, non-blocking read; an OSError becomes an "unknown" verdict in _guarded.
+    raw = read_file(root / "proc/sys/kernel/sched_rt_runtime_us", max_bytes=MAX_SYSFS_BYTES)
+    runtime = parse_int(raw, lo=-1)
+    if runtime is None:
+        return CapabilityCheck(
+            name="rt_throttling", verdict=CapabilityVerdict.UNKNOWN,
+            detail=f"/proc/sys/kernel/sched_rt_runtime_us holds {raw[:40]!r}, not a number")
     if runtime < 0:
         return CapabilityCheck(
             name="rt_throttling", verdict=_WARN,

@@ -8,14 +8,17 @@ import resource
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgert._compat import StrEnum
+from edgert._latency import LatencySummary
 from edgert.errors import ConcurrentUseError, InvalidArgumentError
 from edgert.realtime._clock import MonotonicSleeper, SleepUntil, monotonic_ns
 from edgert.realtime._gc import GcCounter
 from edgert.realtime._policy import ActivePolicy, PolicyReport, RealtimePolicy
-from edgert.stats import LatencyStats, LatencySummary
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["LoopReport", "OverrunPolicy", "PeriodicLoop", "Tick"]
 
@@ -173,6 +176,10 @@ class PeriodicLoop:
         self._policy = policy
         self._clock = clock if clock is not None else monotonic_ns
         self._sleep_until = sleep_until
+        # LatencyStats keeps its ring in numpy: imported here, not at `import edgert.realtime`,
+        # so a process that never makes a loop never loads numpy (DESIGN.md, import targets).
+        from edgert.stats import LatencyStats
+
         self.wake_stats = LatencyStats(capacity, thresholds_ns=[period // 10, period])
         """Wake-up latencies of the current/last run (counts over 10 % and 100 % of the period)."""
         self.step_stats = LatencyStats(capacity, thresholds_ns=[period])

@@ -18,6 +18,7 @@ from pathlib import Path
 from edgert._libc import libc
 from edgert._owner import Owner
 from edgert.errors import NotSupportedError, PermissionDeniedError, RealtimeError
+from edgert.platform import read_text
 from edgert.realtime._remedy import diagnose_mlock, errno_label
 from edgert.realtime._sched import RaisedSoftLimit
 from edgert.realtime._sysinfo import format_limit, proc_status_kib
@@ -237,7 +238,9 @@ def _thread_stack_bounds() -> tuple[int, int]:
 
 
 def _mapping_start(address: int) -> int | None:
-    for line in Path("/proc/self/maps").read_text().splitlines():
+    # /proc/self/maps of a big process runs to megabytes; the cap only stops a runaway read.
+    text = read_text(Path("/"), "/proc/self/maps", max_bytes=64 << 20)
+    for line in (text or "").splitlines():
         span = line.split(" ", 1)[0]
         start_s, _, end_s = span.partition("-")
         start, end = int(start_s, 16), int(end_s, 16)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgert._owner import Owner
 from edgert.errors import NotSupportedError, PermissionDeniedError, RealtimeError
-from edgert.realtime._remedy import diagnose_dma_latency, errno_label
+from edgert.realtime._remedy import diagnose_dma_latency
 
 __all__ = ["DmaLatencyHold"]
 
@@ -45,9 +45,11 @@ class DmaLatencyHold(Owner):
     def _error(err: OSError, device: Path) -> Exception:
         code = err.errno or 0
         diag = diagnose_dma_latency(code)
-        message = f"cannot hold {device}: {errno_label(code)}: {diag.reason}"
+        # The diagnosis already names the errno; saying it twice reads as two failures.
+        message = f"cannot hold {device}: {diag.reason}"
         if diag.permission:
-            return PermissionDeniedError(message, hint=diag.hint, errno_value=code)
+            return PermissionDeniedError(message, hint=diag.hint, errno_value=code,
+                                         path=str(device))
         if not os.path.exists(device):
             return NotSupportedError(message, hint=diag.hint)
         return RealtimeError(message, hint=diag.hint)

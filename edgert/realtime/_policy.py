@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import errno
+import functools
 import resource
 import threading
 import warnings
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
+from edgert import _reaper
 from edgert._owner import Owner
 from edgert.errors import (
     EdgeRTError,
@@ -35,6 +37,7 @@ from edgert.realtime._sched import (
     set_thread_sched,
     set_timer_slack,
 )
+from edgert.realtime._undo import Undo, UndoStack, close_stack, leaked, thread_watch
 
 __all__ = ["ActivePolicy", "PolicyReport", "RealtimePolicy", "SettingOutcome"]
 
@@ -159,40 +162,6 @@ class RealtimePolicy:
         return ActivePolicy(self)
 
 
-@dataclass
-class _Undo:
-    setting: str
-    thread_bound: bool
-    fn: Callable[[], str]
-
-
-@dataclass
-class _UndoStack:
-    tid: int
-    thread: threading.Thread
-    items: list[_Undo] = field(default_factory=list)
-    restored: list[SettingOutcome] = field(default_factory=list)
-
-    def run(self) -> list[BaseException]:
-        errors: list[BaseException] = []
-        same = threading.get_native_id() == self.tid
-        while self.items:
-            undo = self.items.pop()
-            if undo.thread_bound and not same and not self.thread.is_alive():
-                self.restored.append(SettingOutcome(
-                    setting=undo.setting, applied=False,
-                    detail="not restored: the thread has exited (its settings went with it)"))
-                continue
-            try:
-                self.restored.append(SettingOutcome(setting=undo.setting, applied=True,
-                                                    detail=undo.fn()))
-            except Exception as err:
-                errors.append(err)
-                self.restored.append(SettingOutcome(setting=undo.setting, applied=False,
-                                                    detail=f"restore failed: {err}"))
-        return errors
-
-
 class ActivePolicy(Owner):
     """A :class:`RealtimePolicy` in effect on one thread; closing it restores everything.
 
@@ -205,9 +174,12 @@ class ActivePolicy(Owner):
         self.policy = policy
         self._tid = threading.get_native_id()
         thread = threading.current_thread()
-        self._stack = _UndoStack(self._tid, thread)
+        self._stack = UndoStack(self._tid, thread)
+        self._watched = thread_watch().stacks
         self._applied: list[SettingOutcome] = []
         self._refused: list[SettingOutcome] = []
+        # Here, before the thread turns real-time, not in the safety net that may need it.
+        _reaper.start()
         try:
             self._apply_all()
         except BaseException:
@@ -215,8 +187,11 @@ class ActivePolicy(Owner):
             raise
         self.report = PolicyReport(thread_id=self._tid, thread_name=thread.name,
                                    applied=tuple(self._applied), refused=tuple(self._refused))
-        stack = self._stack
-        self._own(lambda: _raise_first(stack.run()), "edgert.ActivePolicy")
+        # Two safety nets, neither of which refers to self: the GC (Owner's finalizer) and the
+        # end of the thread (its _ThreadWatch), whichever comes first.
+        self._watched.add(self._stack)
+        self._own(functools.partial(leaked, self._stack, self._watched),
+                  "edgert.ActivePolicy")
 
     # -- applying -------------------------------------------------------------------------------
 
@@ -230,7 +205,7 @@ class ActivePolicy(Owner):
             self._refuse(setting, err)
             return
         if undo is not None:
-            self._stack.items.append(_Undo(setting, thread_bound, undo))
+            self._stack.items.append(Undo(setting, thread_bound, undo))
         self._applied.append(SettingOutcome(setting=setting, applied=True, detail=detail))
 
     def _refuse(self, setting: str, err: EdgeRTError) -> None:
@@ -287,7 +262,7 @@ class ActivePolicy(Owner):
             if self.policy.strict:
                 undo()
             else:
-                self._stack.items.append(_Undo("affinity", True, undo))
+                self._stack.items.append(Undo("affinity", True, undo))
             raise RealtimeError(
                 f"thread {tid} could only be pinned to CPUs {_cpu_text(got)} of "
                 f"{_cpu_text(want)}: CPUs {_cpu_text(want - got)} are offline or outside the "
@@ -323,8 +298,10 @@ class ActivePolicy(Owner):
             raise RealtimeError(f"prctl(PR_SET_TIMERSLACK) failed: {errno_label(err.errno)}",
                                 hint="leave timer_slack_ns unset") from err
 
+        tid = self._tid
+
         def undo() -> str:
-            if threading.get_native_id() != self._tid:
+            if threading.get_native_id() != tid:
                 return "timer slack is per thread and can only be restored by its thread"
             set_timer_slack(before)
             return f"timer slack back to {before} ns"
@@ -385,7 +362,7 @@ class ActivePolicy(Owner):
         self._owner_closed = True
         if self._finalizer is not None:
             self._finalizer.detach()
-        _raise_first(self._stack.run())
+        close_stack(self._stack, self._watched)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -405,15 +382,6 @@ def _try_sched(raw: int, prio: int) -> int:
     except OSError as err:
         return err.errno or errno.EINVAL
     return 0
-
-
-def _raise_first(errors: list[BaseException]) -> None:
-    if errors:
-        first = errors[0]
-        raise RealtimeError(
-            f"{len(errors)} real-time setting(s) could not be restored; first: {first}",
-            hint="the thread or process keeps the changed setting; restart it if that matters",
-        ) from first
 
 
 def _cpu_text(cpus: frozenset[int]) -> str:

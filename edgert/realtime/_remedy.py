@@ -197,7 +197,7 @@ def diagnose_affinity(err_code: int, cpus: frozenset[int], root: Path = _ROOT) -
 
 
 def diagnose_dma_latency(err_code: int) -> Diagnosis:
-    """Explain a failure to open or write /dev/cpu_dma_latency."""
+    """Explain a failure to open or write /dev/cpu_dma_latency; the reason names the errno once."""
     if err_code in (errno.EACCES, errno.EPERM):
         return Diagnosis(
             f"{errno_label(err_code)}: /dev/cpu_dma_latency is writable by root only",
@@ -207,6 +207,7 @@ def diagnose_dma_latency(err_code: int) -> Diagnosis:
             permission=True,
         )
     if err_code == errno.ENOENT:
-        return Diagnosis("/dev/cpu_dma_latency does not exist (kernel without PM QoS)",
+        return Diagnosis(f"{errno_label(err_code)}: /dev/cpu_dma_latency does not exist "
+                         "(kernel without PM QoS)",
                          "leave cpu_dma_latency_us unset", permission=False)
     return Diagnosis(errno_label(err_code), "leave cpu_dma_latency_us unset", permission=False)

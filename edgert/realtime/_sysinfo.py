@@ -6,14 +6,16 @@ and returns ``None`` for a value it cannot read instead of guessing.
 
 from __future__ import annotations
 
-import gzip
 import os
 import platform
 import pwd
+import re
 import resource
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert._fileio import MAX_CONFIG_BYTES, parse_int, read_file
 from edgert.platform import parse_cpu_list as _platform_cpu_list
 from edgert.platform import read_system, read_text
 
@@ -38,6 +40,19 @@ CAP_IPC_LOCK = 14
 CAP_SYS_NICE = 23
 
 _ROOT = Path("/")
+# CapEff is 16 hex digits (64 capability bits).
+_HEX_MASK = re.compile(r"[0-9a-fA-F]{1,16}")
+# A kernel .config is ~300 KB; 8 MiB leaves room and stops a gzip bomb.
+_MAX_CONFIG_TEXT = 8 << 20
+
+
+def _gunzip(data: bytes) -> str:
+    """A gzip member, decompressed to at most _MAX_CONFIG_TEXT bytes (no gzip bomb)."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = inflate.decompress(data, _MAX_CONFIG_TEXT)
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise ValueError("not a complete kernel config of sane size")
+    return text.decode(errors="replace")
 
 
 def _read(path: Path) -> str | None:
@@ -61,10 +76,9 @@ def has_capability(cap: int, root: Path = _ROOT) -> bool | None:
     value = _status_field("CapEff", root)
     if value is None:
         return None
-    try:
-        return bool(int(value, 16) >> cap & 1)
-    except ValueError:
+    if _HEX_MASK.fullmatch(value) is None:
         return None
+    return bool(int(value, 16) >> cap & 1)
 
 
 def proc_status_kib(name: str, root: Path = _ROOT) -> int | None:
@@ -72,10 +86,8 @@ def proc_status_kib(name: str, root: Path = _ROOT) -> int | None:
     value = _status_field(name, root)
     if value is None:
         return None
-    try:
-        return int(value.split()[0])
-    except (ValueError, IndexError):
-        return None
+    words = value.split()
+    return parse_int(words[0], lo=0) if words else None
 
 
 def rlimit(which: int) -> tuple[int, int]:
@@ -149,8 +161,8 @@ def rt_group_sched(root: Path = _ROOT) -> bool | None:
     """
     config: str | None = None
     try:
-        config = gzip.decompress((root / "proc/config.gz").read_bytes()).decode(errors="replace")
-    except (OSError, EOFError, gzip.BadGzipFile):
+        config = _gunzip(read_file(root / "proc/config.gz", max_bytes=MAX_CONFIG_BYTES))
+    except (OSError, EOFError, ValueError, zlib.error):
         release = _read(root / "proc/sys/kernel/osrelease")
         if release is None and root == _ROOT:
             release = platform.release()
@@ -264,17 +276,16 @@ def rt_cgroup(root: Path = _ROOT) -> CgroupRt | None:
                 value = _read(file)
                 if value is None:
                     continue
-                try:
-                    return CgroupRt(group=group, version=1, file=file,
-                                    runtime_us=int(value.strip()))
-                except ValueError:
+                runtime_us = parse_int(value, lo=-1)
+                if runtime_us is None:
                     continue
+                return CgroupRt(group=group, version=1, file=file, runtime_us=runtime_us)
             cpu_group = _v2_cpu_group(mount_point, rel)
             if cpu_group is None or cpu_group == "" or rt_group_sched(root) is not True:
                 continue
             file = mount_point / cpu_group / "cpu.rt_runtime_us"
             value = _read(file)
-            runtime = int(value.strip()) if value and value.strip().isdigit() else 0
+            runtime = parse_int(value, lo=0) or 0
             return CgroupRt(group="/" + cpu_group, version=2,
                             file=file if value is not None else None, runtime_us=runtime)
     return None

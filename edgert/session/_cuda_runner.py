@@ -17,14 +17,14 @@ from collections.abc import Hashable
 from typing import Any
 
 from edgert._executable import Executable
-from edgert.cuda import CudaGraph, GraphCapture, Stream
-from edgert.cuda._api import raise_cuda, runtime
+from edgert.cuda import CudaGraph, Event, GraphCapture, Stream
+from edgert.cuda._api import event_query_fn, raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
 from edgert.session._options import GraphMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -39,9 +39,10 @@ _NOT_READY = 600  # cudaErrorNotReady
 PIPELINE_MIN_BYTES = 16 * 1024
 # sync="adaptive": spin for SPIN_FACTOR x the learned completion time (time from the end of
 # the enqueue to the request's completion, an exponential average over about 8 requests) plus
-# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on the
-# blocking-sync end event. A blocking wake-up costs 15-40 us (H200, issue 15), so past the cap
-# a request loses at most a few percent by sleeping, and a stalled device never pins the core.
+# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on a
+# blocking-sync event recorded behind the request's (plain) end event on a side stream. A
+# blocking wake-up costs 15-40 us (H200, issue 15), so past the cap a request loses at most a
+# few percent by sleeping, and a stalled device never pins the core.
 ADAPTIVE_SPIN_MIN_NS = 20_000
 ADAPTIVE_SPIN_MAX_NS = 2_000_000
 _SPIN_FACTOR_NUM, _SPIN_FACTOR_DEN = 3, 2
@@ -70,6 +71,8 @@ class CudaRunner(Runner):
         self.memcpy = rt.cudaMemcpyAsync
         self.kind_h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self.kind_d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        # cudaMemcpyDefault: the direction follows from the (unified) addresses.
+        self.kind_any = rt.cudaMemcpyKind.cudaMemcpyDefault
         self.rec = rt.cudaEventRecord
         self.rec_flags = rt.cudaEventRecordWithFlags
         self.rec_external = int(getattr(rt, "cudaEventRecordExternal", 1))
@@ -87,6 +90,8 @@ class CudaRunner(Runner):
         self.expect_ns = 0  # learned completion time after the enqueue (adaptive sync)
         self.spin_budget_ns = ADAPTIVE_SPIN_MIN_NS
         self.slept = 0  # adaptive waits that ran past their spin and slept
+        self.fast_query = event_query_fn() if self.adaptive else None
+        self._sleeper: tuple[Stream, Any] | None = None  # side stream + blocking-sync event
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
 
@@ -104,7 +109,12 @@ class CudaRunner(Runner):
 
     def place(self, tb: TensorBuffer) -> None:
         """Bind device memory (copy), mapped memory (zero-copy) or host memory (host tensors)."""
-        spec = tb.spec
+        self.place_pointers(tb)
+        if self.device_outputs and not tb.spec.is_input:
+            self._device_view(tb)
+
+    def place_pointers(self, tb: TensorBuffer) -> None:
+        """Set the bound and copy addresses of ``tb`` for its placement and I/O mode."""
         if tb.host_resident:
             tb.dev_ptr = 0
             tb.bind_ptr = tb.host_ptr
@@ -112,10 +122,17 @@ class CudaRunner(Runner):
             tb.dev_ptr = tb.bind_ptr = tb.device.ptr
         else:
             tb.dev_ptr = tb.bind_ptr = tb.host.device_ptr
-        if self.device_outputs and not spec.is_input:
-            lease = tb.device if self.copies and tb.device is not None else tb.host
-            assert tb.shape is not None
-            tb.dview = lease.device_view(spec.dtype, tb.shape, stream=self.stream)
+
+    def _device_view(self, tb: TensorBuffer) -> None:
+        lease = tb.device if self.copies and tb.device is not None else tb.host
+        assert tb.shape is not None
+        tb.dview = lease.device_view(tb.spec.dtype, tb.shape, stream=self.stream)
+
+    def view_allocated(self, tb: TensorBuffer) -> None:
+        """Host view and, for ``outputs="device"``, device view with the real shape."""
+        super().view_allocated(tb)
+        if self.device_outputs:
+            self._device_view(tb)
 
     def buffers_moved(self, slot: Slot) -> None:
         """Captured graphs name the old addresses: drop the slot's graphs."""
@@ -137,17 +154,16 @@ class CudaRunner(Runner):
             return None
         return ExternalArray(ptr, info.device_ptr, tuple(arr.shape), arr.dtype, None, arr)
 
-    def _use_external(self, slot: Slot, sig: Hashable, plan: Any) -> Hashable:
+    def _use_external(self, slot: Slot, sig: Hashable, plan: Any,
+                      stage_dev: set[int] | None = None) -> Hashable:
         # A producer that wrote on another stream: our compute stream waits for it (before any
         # capture, so the wait is never part of a graph and replays still honour it).
         for _arr, ext in plan:
             if ext is not None and ext.stream is not None and ext.stream != self.s_handle:
                 self._wait_foreign(ext.stream)
-        return super()._use_external(slot, sig, plan)
+        return super()._use_external(slot, sig, plan, stage_dev)
 
     def _wait_foreign(self, handle: int) -> None:
-        from edgert.cuda import Event
-
         ev = self._foreign_event
         if ev is None:
             ev = self._foreign_event = Event(device=self.stream.device)
@@ -181,8 +197,10 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
-        if graphs is not None and not (pipelined and self.pipeline_first and
-                                       slot.copy_bytes >= PIPELINE_MIN_BYTES):
+        # An output written through the allocator may move or change size on any run: such
+        # requests are never captured (TensorRT forbids it as well).
+        if graphs is not None and not slot.allocs and not (
+                pipelined and self.pipeline_first and slot.copy_bytes >= PIPELINE_MIN_BYTES):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
                 entry = self._capture(slot, key)
@@ -223,9 +241,51 @@ class CudaRunner(Runner):
             self.apply_shapes(sig)
         if self.bound_token is not slot.binds:
             self.bind(slot)
+        special = slot.special
+        if special or slot.d2d:
+            self._before_execute(slot)
         if not self.exe.execute_async_v3(self.s_handle):
-            raise InferenceError(f"the executable failed to enqueue{executable_errors(self.exe)}",
+            raise InferenceError(f"the executable failed to enqueue{self.run_errors()}",
                                  hint="see the runtime's message above; the session stays usable")
+        if special:
+            self._after_execute(slot)
+
+    def _before_execute(self, slot: Slot) -> None:
+        """Point the output allocator at the slot; copy caller device memory that overlaps the
+        session's own buffers into the slot's input buffers."""
+        if slot.allocs:
+            assert self.allocator is not None
+            self.allocator.slot = slot
+        s = self.s
+        for dst, src, n in slot.d2d:
+            err = self.memcpy(dst, src, n, self.kind_any, s)[0]
+            if err:
+                raise_cuda(err, call="cudaMemcpyAsync")
+
+    def _after_execute(self, slot: Slot) -> None:
+        """Copy echoed inputs into their outputs and allocated outputs to the host.
+
+        The executable asked for its allocated outputs' memory while it enqueued (TensorRT
+        calls ``reallocate_output`` inside ``enqueueV3``), so their sizes are known here; the
+        whole block is copied, the real shape is applied once the request completes.
+        """
+        s = self.s
+        memcpy = self.memcpy
+        bound = self.bound
+        for tb in slot.echoes:
+            src = tb.echo
+            assert src is not None
+            if tb.nbytes and not tb.host_resident:
+                err = memcpy(tb.bind_ptr, bound[src.name], tb.nbytes, self.kind_any, s)[0]
+                if err:
+                    raise_cuda(err, call="cudaMemcpyAsync")
+        if self.copies and not self.device_outputs:
+            kind = self.kind_d2h
+            for tb in slot.allocs:
+                if tb.alloc_nbytes and not tb.host_resident:
+                    err = memcpy(tb.host_ptr, tb.dev_ptr, tb.alloc_nbytes, kind, s)[0]
+                    if err:
+                        raise_cuda(err, call="cudaMemcpyAsync")
 
     def _enqueue_untimed(self, slot: Slot) -> None:
         """The plain request that ``infer`` waits for at once, with no events: copies and the
@@ -372,6 +432,15 @@ class CudaRunner(Runner):
                 failure.__cause__ = cause
                 slot.error = failure
             return
+        if slot.special:
+            try:
+                if slot.allocs or slot.echoes:
+                    self.settle(slot)
+                if slot.packed:
+                    self.unpack_outputs(slot)
+            except InferenceError as failure:
+                slot.error = failure
+                return
         if self.host_timing:
             latency = _now() - slot.t_submit_ns
             slot.t_latency_ns = latency
@@ -384,22 +453,57 @@ class CudaRunner(Runner):
 
         Returns the CUDA error of the wait (0/cudaSuccess when the request completed).
         """
-        query = self.ev_query
         t0 = _now()
         budget = self.spin_budget_ns
-        while True:
-            err = query(ev)[0]
-            if not err or int(err) != _NOT_READY:
-                break
-            if _now() - t0 > budget:
-                err = self.ev_sync(ev)[0]
-                self.slept += 1
-                break
+        fast = self.fast_query
+        if fast is not None:
+            handle = int(ev)
+            while True:
+                res = fast(handle)
+                if res == 0:
+                    err: Any = 0
+                    break
+                if res != _NOT_READY:
+                    err = self.ev_query(ev)[0]  # the failure in the runtime's words
+                    break
+                if _now() - t0 > budget:
+                    err = self._sleep_on(ev)
+                    break
+        else:
+            query = self.ev_query
+            while True:
+                err = query(ev)[0]
+                if not err or int(err) != _NOT_READY:
+                    break
+                if _now() - t0 > budget:
+                    err = self._sleep_on(ev)
+                    break
         waited = _now() - t0
         expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
         self.expect_ns = expect
         budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
         self.spin_budget_ns = min(max(budget, ADAPTIVE_SPIN_MIN_NS), ADAPTIVE_SPIN_MAX_NS)
+        return err
+
+    def _sleep_on(self, ev: Any) -> Any:
+        """Sleep until ``ev`` completes: a blocking-sync event recorded behind it, waited on.
+
+        The side stream only waits for ``ev`` and records; made on first use, so sessions whose
+        requests always finish within their spin never make it.
+        """
+        self.slept += 1
+        sleeper = self._sleeper
+        if sleeper is None:
+            side = Stream(device=self.stream.device)
+            sleeper = self._sleeper = (side, Event(blocking_sync=True, device=side.device))
+        side, blocking = sleeper
+        err = self.stream_wait(side.raw, ev, 0)[0]
+        if not err:
+            err = self.rec(blocking.raw, side.raw)[0]
+        if not err:
+            err = self.ev_sync(blocking.raw)[0]
+        if err:  # the sleep could not be set up: wait on the request's own event
+            err = self.ev_sync(ev)[0]
         return err
 
     def _read_events(self, slot: Slot) -> None:
@@ -430,10 +534,14 @@ class CudaRunner(Runner):
             stats.d2h.record(d2h)
 
     def close(self) -> None:
-        """Destroy the event used to wait for foreign streams."""
+        """Destroy the event used to wait for foreign streams and the adaptive sleeper."""
         if self._foreign_event is not None:
             self._foreign_event.close()
             self._foreign_event = None
+        sleeper, self._sleeper = self._sleeper, None
+        if sleeper is not None:
+            sleeper[1].close()
+            sleeper[0].close()
 
     def drain(self) -> None:
         """Wait for everything enqueued on the session's streams; errors are dropped."""

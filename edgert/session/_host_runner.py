@@ -12,6 +12,7 @@ staged.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -20,11 +21,12 @@ import numpy as np
 
 from edgert.errors import EdgeRTError, InferenceError
 from edgert.session._options import TimingMode
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, executable_errors
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, absent, executable_errors
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
 _copyto = np.copyto
+_memmove = ctypes.memmove
 
 __all__ = ["HostRunner"]
 
@@ -40,6 +42,8 @@ class HostRunner(Runner):
     work_out: list[TensorBuffer] = []  # noqa: RUF012 - replaced per instance
     work_sig: object = None
     work_binds: tuple[tuple[str, int], ...] = ()
+    work_copy: tuple[int, ...] = ()
+    work_in_copy: tuple[int, ...] = ()
 
     def use_work_set(self) -> None:
         """Keep the executable bound to one set of buffers (for more than one slot)."""
@@ -50,13 +54,22 @@ class HostRunner(Runner):
         assert self.work_in is not None
         self.work_sig = None
         for w, tb in zip(self.work_in, slot.inputs, strict=True):
-            assert tb.shape is not None
-            self._fit(w, tb.shape)
+            if tb.shape is None or tb.objects:
+                absent(w)
+            else:
+                self._fit(w, tb.shape)
+        self.work_in_copy = tuple(i for i, tb in enumerate(slot.inputs)
+                                  if tb.shape is not None and not tb.objects)
         for w, tb in zip(self.work_out, slot.outputs, strict=True):
-            assert tb.shape is not None
-            self._fit(w, tb.shape)
-        self.work_binds = tuple((w.spec.name, w.bind_ptr)
-                                for w in (*self.work_in, *self.work_out))
+            # Allocated and echoed outputs are written straight into the slot's own buffers.
+            w.allocated = tb.unbound
+            if not w.allocated:
+                assert tb.shape is not None
+                self._fit(w, tb.shape)
+        self.work_binds = tuple((w.spec.name, w.bind_ptr) for w in self.work_in
+                                if not w.objects) + tuple(
+            (w.spec.name, w.bind_ptr) for w in self.work_out if not w.allocated)
+        self.work_copy = tuple(i for i, w in enumerate(self.work_out) if not w.allocated)
         self.work_sig = slot.sig
 
     def _bind_work(self, slot: Slot) -> None:
@@ -65,21 +78,28 @@ class HostRunner(Runner):
         if self.work_sig != slot.sig:
             self._shape_work(slot)
         if not slot.external:
-            for w, tb in zip(work_in, slot.inputs, strict=True):
-                _copyto(w.view, tb.view)  # type: ignore[arg-type]
+            ins = slot.inputs
+            for i in self.work_in_copy:
+                _copyto(work_in[i].view, ins[i].view)  # type: ignore[arg-type]
             self.bind_pairs(self.work_binds)
             return
         given = dict(slot.binds)
         pairs = []
         for w, tb in zip(work_in, slot.inputs, strict=True):
             name = tb.spec.name
-            if given[name] != tb.bind_ptr:
-                pairs.append((name, given[name]))  # caller memory, bound in place
+            if tb.objects:
+                continue
+            if given[name] != tb.bind_ptr or tb.view is None:
+                pairs.append((name, given[name]))  # caller memory bound in place, or absent
             else:
                 _copyto(w.view, tb.view)  # type: ignore[arg-type]
                 pairs.append((name, w.bind_ptr))
-        pairs.extend((w.spec.name, w.bind_ptr) for w in self.work_out)
+        pairs.extend((w.spec.name, w.bind_ptr) for w in self.work_out if not w.allocated)
         self.bind_pairs(tuple(pairs))
+
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """The work set's buffers."""
+        return [*(self.work_in or ()), *self.work_out]
 
     def close(self) -> None:
         """Give the work set's buffers back."""
@@ -110,6 +130,9 @@ class HostRunner(Runner):
             self._bind_work(slot)
         elif self.bound_token is not slot.binds:
             self.bind(slot)
+        special = slot.special
+        if special:
+            self._before(slot)
         exe = self.exe
         start = _now()
         try:
@@ -120,13 +143,79 @@ class HostRunner(Runner):
             raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
                                  hint="see the chained exception") from err
         if not ok:
-            raise InferenceError(f"the executable failed{executable_errors(exe)}",
-                                 hint="see the runtime's message; the session stays usable")
+            self._replan(slot, work)
+            special = slot.special
         slot.t_compute_ns = _now() - start
         slot.timed = 0
         if work:
-            for tb, w in zip(slot.outputs, self.work_out, strict=True):
-                _copyto(tb.view, w.view)  # type: ignore[arg-type]
+            outs, work_out = slot.outputs, self.work_out
+            for i in self.work_copy:
+                _copyto(outs[i].view, work_out[i].view)  # type: ignore[arg-type]
+        if special:
+            self._after(slot)
+
+    def _before(self, slot: Slot) -> None:
+        if slot.allocs:
+            assert self.allocator is not None
+            self.allocator.slot = slot
+        if slot.objects:
+            self.pass_objects(slot)
+
+    def _after(self, slot: Slot) -> None:
+        if slot.allocs or slot.echoes:
+            self._settle_host(slot)
+        if slot.packed:
+            self.unpack_outputs(slot)
+        if slot.objects:
+            self.take_objects(slot)
+
+    def _replan(self, slot: Slot, work: bool) -> None:
+        """After a failed run: re-plan outputs the run proved wrongly declared and run again.
+
+        Raises:
+            InferenceError: The run failed for another reason, or failed again.
+        """
+        ok = False
+        retries = len(slot.outputs)
+        while retries and self.refit_outputs(slot):
+            # An output's real shape contradicted the one the executable had reported (a wrong
+            # declaration in the model); the executable now leaves it to the allocator. A run
+            # stops at the first such output, so there may be more.
+            retries -= 1
+            if work:
+                self.work_sig = None
+                self._bind_work(slot)
+            else:
+                self.bind(slot)
+            if slot.special:
+                self._before(slot)
+            ok = self._execute()
+            if ok:
+                executable_errors(self.exe)  # drop the lines of the runs that found the shapes
+                return
+        raise InferenceError(f"the executable failed{self.run_errors()}",
+                             hint="see the runtime's message; the session stays usable")
+
+    def _execute(self) -> bool:
+        exe = self.exe
+        try:
+            return bool(exe.execute_async_v3(0))
+        except EdgeRTError:
+            raise
+        except Exception as err:  # a runtime's own exception types
+            raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
+                                 hint="see the chained exception") from err
+
+    def _settle_host(self, slot: Slot) -> None:
+        bound = self.bound
+        for tb in slot.echoes:
+            src = tb.echo
+            assert src is not None
+            if tb.nbytes:
+                _memmove(tb.host_ptr, bound[src.name], tb.nbytes)
+        if self.allocator is not None:
+            self.allocator.slot = None
+        self.settle(slot)
 
     def query(self, slot: Slot) -> bool:
         """Host requests are done once enqueued."""

@@ -24,7 +24,9 @@ class IoMode(StrEnum):
     """How request data reaches the executable.
 
     Attributes:
-        AUTO: ``zero_copy`` on integrated GPUs (Jetson) and on the host device, else ``copy``.
+        AUTO: ``zero_copy`` on integrated GPUs (Jetson), on the host device, and on a discrete
+            GPU when a request's inputs and outputs at the profile's largest shapes take at most
+            64 KiB (``edgert.session._setup.ZERO_COPY_AUTO_MAX_BYTES``); else ``copy``.
         COPY: Pinned host staging buffers and device buffers, copied on the session's stream.
         ZERO_COPY: Mapped pinned host memory bound directly to the executable; no memcpy. On the
             host device: contiguous numpy inputs are bound where they are, not even staged.

@@ -9,7 +9,10 @@ slot's buffers when the shapes changed, and binds caller memory where no copy is
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Hashable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -17,8 +20,10 @@ import numpy as np
 from edgert._executable import Executable, TensorSpec
 from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedError
 from edgert.session._options import ContiguityMode, OutputMode, SessionOptions
+from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
+from edgert.session._packed import pack_into, packed_error, packed_shape, unpack
 from edgert.session._pending import SessionStats
-from edgert.session._slot import Slot, TensorBuffer
+from edgert.session._slot import Signature, Slot, TensorBuffer
 from edgert.session._validate import (
     ExternalArray,
     check_dtype,
@@ -29,11 +34,30 @@ from edgert.session._validate import (
 
 __all__ = ["Runner", "executable_errors"]
 
+_log = logging.getLogger("edgert.session")
+
 _ndarray = np.ndarray
 _copyto = np.copyto
 # Inputs up to this size are always staged: one memcpy on the host is cheaper than asking CUDA
 # whether the caller's memory is already pinned.
 STAGE_LIMIT_BYTES = 64 * 1024
+
+
+def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
+        np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape of a host view: packed sub-byte tensors are viewed as their bytes."""
+    if spec.element_bits == 8 * spec.dtype.itemsize:
+        return spec.dtype, shape
+    return np.dtype(np.uint8), (nbytes,)
+
+
+def absent(tb: TensorBuffer) -> None:
+    """Mark an optional input left out of a request: bound to address 0 (the model's default)."""
+    tb.shape = None
+    tb.view = None
+    tb.nbytes = 0
+    tb.small = False
+    tb.bind_ptr = tb.dev_ptr = 0
 
 
 def executable_errors(exe: Executable) -> str:
@@ -71,14 +95,24 @@ class Runner:
         self.out_specs = tuple(t for t in exe.tensors if not t.is_input)
         self.in_names = tuple(t.name for t in self.in_specs)
         self.n_in = len(self.in_specs)
+        self.required = tuple(t.name for t in self.in_specs if not t.optional)
         self.profile = options.profile
         self.cast = options.cast
         self.refuse = options.contiguous is ContiguityMode.REFUSE
         self.device_outputs = options.outputs is OutputMode.DEVICE
-        self.ctx_sig: tuple[tuple[int, ...], ...] | None = None
+        self.ctx_sig: Signature | None = None
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
+        self.in_set = frozenset(self.in_names)
+        in_index = {name: j for j, name in enumerate(self.in_names)}
+        # Outputs that are graph inputs too: the session copies the input; binding them by
+        # name would give the executable the input's name twice.
+        self.echo_of = {i: in_index[t.name] for i, t in enumerate(self.out_specs)
+                        if t.name in in_index}
+        self.allocator: SessionOutputAllocator | None = None
+        self.alloc_registered: set[str] = set()
+        self.warned: set[str] = set()
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -106,8 +140,8 @@ class Runner:
     def _as_mapping(self, inputs: Any) -> Mapping[str, Any]:
         if isinstance(inputs, Mapping):
             return inputs
-        if self.n_in == 1:
-            return {self.in_names[0]: inputs}
+        if len(self.required) == 1:
+            return {self.required[0]: inputs}
         raise InputError(
             f"inputs must be a mapping of name to array; the model has {self.n_in} inputs "
             f"({', '.join(self.in_names)})", hint="pass a dict such as {'name': array}")
@@ -117,11 +151,12 @@ class Runner:
         """Split an input into a numpy array to stage, or caller memory to use in place."""
         spec = tb.spec
         if isinstance(obj, _ndarray):
-            return obj, self._pinned(tb, obj)
+            return obj, None if tb.packed else self._pinned(tb, obj)
         if hasattr(obj, "ptr") and hasattr(obj, "kind") and hasattr(obj, "view"):
             return self._from_host_buffer(tb, obj)
         if self.on_device:
-            ext = external_array(spec.name, obj, int(getattr(self.stream, "handle", 0)))
+            ext = external_array(spec.name, obj, int(getattr(self.stream, "handle", 0)),
+                                 device=getattr(self.stream, "device", None))
             if ext is not None:
                 return None, ext
         elif hasattr(obj, "__cuda_array_interface__"):
@@ -156,11 +191,16 @@ class Runner:
     def _stage_slow(self, slot: Slot, inputs: Any) -> Hashable:
         inputs = self._as_mapping(inputs)
         if len(inputs) != self.n_in or any(n not in inputs for n in self.in_names):
-            check_names(inputs, self.in_names)
+            check_names(inputs, self.in_names, self.required)
         plan: list[tuple[np.ndarray[Any, Any] | None, ExternalArray | None]] = []
-        shapes = []
+        shapes: list[tuple[int, ...] | None] = []
+        stage_dev: set[int] = set()
         for tb in slot.inputs:
             spec = tb.spec
+            if spec.optional and spec.name not in inputs:
+                plan.append((None, None))  # the model's own default is used
+                shapes.append(None)
+                continue
             arr, ext = self._classify(tb, inputs[spec.name])
             if ext is not None:
                 if ext.dtype != spec.dtype:
@@ -169,6 +209,15 @@ class Runner:
                                      hint="caller memory is used in place and cannot be cast: "
                                           "convert it first")
                 shape = ext.shape
+            elif tb.packed:
+                assert arr is not None
+                shape = self._packed_shape(tb, arr)
+            elif tb.objects:
+                assert arr is not None
+                if arr.dtype.kind not in "OUS":
+                    raise InputError(f"input {spec.name!r} holds strings; got a {arr.dtype} "
+                                     "array", hint="pass a numpy array of str")
+                shape = arr.shape
             else:
                 assert arr is not None
                 if check_dtype(spec, arr.dtype, cast=self.cast):
@@ -179,6 +228,13 @@ class Runner:
                                           "with contiguous='copy'")
                 shape = arr.shape
             check_shape(spec, shape, self.profile)
+            if ext is not None and self._aliases(ext, plan):
+                # Bound in place, it would be read while the session writes that memory (a
+                # previous output fed back, with slots=1 the very buffer this run writes).
+                if arr is not None:
+                    ext = None  # staged like any other array
+                else:
+                    stage_dev.add(len(plan))
             plan.append((arr, ext))
             shapes.append(shape)
         sig = tuple(shapes)
@@ -188,27 +244,101 @@ class Runner:
         assert staged is not None
         external = False
         for tb, (arr, ext) in zip(slot.inputs, plan, strict=True):
-            if ext is None:
-                _copyto(tb.view, arr)  # type: ignore[arg-type]
-            else:
+            if ext is not None:
                 external = True
+            elif tb.packed:
+                assert arr is not None
+                assert tb.view is not None
+                pack_into(tb.spec, arr, tb.view)
+            elif tb.objects:
+                assert arr is not None
+                tb.view = np.array(arr, dtype=object)  # its own copy: ORT reads it at the run
+            elif arr is not None:
+                _copyto(tb.view, arr)  # type: ignore[arg-type]
         if not external:
             if slot.external:
                 slot.rebuild(copies=self.copies)
             return staged
-        return self._use_external(slot, staged, plan)
+        return self._use_external(slot, staged, plan, stage_dev)
+
+    def _packed_shape(self, tb: TensorBuffer, arr: np.ndarray[Any, Any]) -> tuple[int, ...]:
+        spec = tb.spec
+        shape = packed_shape(spec, arr)
+        if shape is not None:
+            return shape
+        if not spec.is_dynamic and arr.dtype == np.uint8 and arr.ndim == 1 and \
+                arr.size == spec.nbytes():
+            return spec.shape  # its packed bytes
+        raise packed_error(spec, arr)
+
+    def unpack_outputs(self, slot: Slot) -> None:
+        """Hand out packed sub-byte outputs unpacked (ml_dtypes arrays), where ml_dtypes exists."""
+        results = dict(slot.results)
+        for tb in slot.packed:
+            if tb.view is not None and tb.shape is not None:
+                results[tb.name] = unpack(tb.spec, tb.view, tb.shape)
+        slot.results = MappingProxyType(results)
+
+    def _owned_ranges(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of every host and device buffer the session's slots (and work set)
+        hold: staging, landing, mapped and device memory."""
+        ranges = []
+        buffers = [tb for slot in self.slots for tb in (*slot.inputs, *slot.outputs)]
+        buffers.extend(self.extra_buffers())
+        for tb in buffers:
+            for lease in (tb.host, tb.device):
+                if lease is None or lease.released:
+                    continue
+                n = int(lease.nbytes)
+                ranges.append((int(lease.ptr), int(lease.ptr) + n))
+                if lease is tb.host and self.on_device:
+                    try:
+                        dptr = lease.device_ptr  # mapped memory's device alias
+                    except EdgeRTError:
+                        continue
+                    if dptr:
+                        ranges.append((int(dptr), int(dptr) + n))
+        return ranges
+
+    def extra_buffers(self) -> list[TensorBuffer]:
+        """Buffers the runner holds beyond the slots' (the host runner's work set)."""
+        return []
+
+    def _aliases(self, ext: ExternalArray, earlier: list[
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> bool:
+        """Whether caller memory overlaps a buffer the session owns or an earlier input."""
+        n = max(math.prod(ext.shape) * ext.dtype.itemsize, 1)
+        mine = [(p, p + n) for p in (ext.host_ptr, ext.device_ptr) if p]
+        ranges = self._owned_ranges()
+        for _arr, other in earlier:
+            if other is not None:
+                m = max(math.prod(other.shape) * other.dtype.itemsize, 1)
+                ranges.extend((p, p + m) for p in (other.host_ptr, other.device_ptr) if p)
+        return any(a < e and s < b for a, b in mine for s, e in ranges)
 
     def _use_external(self, slot: Slot, sig: Hashable, plan: list[
-            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]]) -> Hashable:
-        """Bind (or copy from) caller memory; the key adds the addresses used."""
+            tuple[np.ndarray[Any, Any] | None, ExternalArray | None]],
+                      stage_dev: set[int] | None = None) -> Hashable:
+        """Bind (or copy from) caller memory; the key adds the addresses used.
+
+        Device inputs in ``stage_dev`` overlap the session's own memory: they are copied into
+        the slot's device buffer on the stream before the executable runs.
+        """
         slot.rebuild(copies=self.copies)
         binds = dict(slot.binds)
         h2d = []
+        d2d = []
         addrs: list[int] = []
         keep = []
-        for tb, (_arr, ext) in zip(slot.inputs, plan, strict=True):
+        for i, (tb, (_arr, ext)) in enumerate(zip(slot.inputs, plan, strict=True)):
             name = tb.spec.name
             src = tb.host_ptr
+            if ext is not None and stage_dev and i in stage_dev:
+                assert ext.device_ptr is not None
+                keep.append(ext.keep)
+                d2d.append((tb.bind_ptr, ext.device_ptr, tb.nbytes))
+                addrs.append(ext.device_ptr)
+                continue
             if ext is not None:
                 keep.append(ext.keep)
                 if self.copies and ext.host_ptr is not None and not tb.host_resident:
@@ -226,6 +356,7 @@ class Runner:
             if self.copies and not tb.host_resident and tb.nbytes:
                 h2d.append((tb.dev_ptr, src, tb.nbytes))
         slot.h2d = h2d
+        slot.d2d = d2d
         slot.binds = tuple(binds.items())
         slot.keep = keep
         slot.external = True
@@ -233,7 +364,7 @@ class Runner:
 
     # -- shapes and buffers ---------------------------------------------------------------
 
-    def apply_shapes(self, sig: tuple[tuple[int, ...], ...]) -> None:
+    def apply_shapes(self, sig: Signature) -> None:
         """Set the executable's input shapes to ``sig``.
 
         Raises:
@@ -242,45 +373,256 @@ class Runner:
         exe = self.exe
         self.ctx_sig = None
         for spec, shape in zip(self.in_specs, sig, strict=True):
-            if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            if spec.is_dynamic and shape is not None and not exe.set_input_shape(spec.name,
+                                                                                  shape):
                 raise InputError(f"the executable refused shape {shape} for input "
                                  f"{spec.name!r}{executable_errors(exe)}",
                                  hint="check the shape against the engine's profile")
         self.ctx_sig = sig
 
-    def _output_shapes(self) -> list[tuple[int, ...]]:
-        shapes = []
-        for spec in self.out_specs:
-            shape = tuple(int(d) for d in self.exe.get_tensor_shape(spec.name))
-            if len(shape) != len(spec.shape) or any(d < 0 for d in shape):
-                raise NotSupportedError(
-                    f"output {spec.name!r} has shape {shape} after the input shapes were set: "
-                    f"its size depends on the data{executable_errors(self.exe)}",
-                    hint="sessions need output shapes that follow from the input shapes")
-            shapes.append(shape)
+    def _output_shapes(self, sig: Signature) -> list[
+            tuple[int, ...] | None]:
+        """Each output's shape for ``sig``; None for one the executable writes through the
+        session's output allocator (registered here the first time it is needed)."""
+        shapes: list[tuple[int, ...] | None] = []
+        exe = self.exe
+        for i, spec in enumerate(self.out_specs):
+            j = self.echo_of.get(i)
+            if j is not None:
+                shapes.append(sig[j])
+                continue
+            if spec.dtype.kind == "O":
+                shapes.append(())  # strings: the executable hands out a new array per run
+                continue
+            shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
+            if (spec.unknown_rank or len(shape) == len(spec.shape)) and \
+                    all(d >= 0 for d in shape):
+                shapes.append(shape)
+                continue
+            self._register_allocator(spec.name, shape)
+            shapes.append(None)
         return shapes
 
-    def reshape(self, slot: Slot, sig: tuple[tuple[int, ...], ...]) -> None:
+    def _register_allocator(self, name: str, shape: tuple[int, ...]) -> None:
+        if name in self.alloc_registered:
+            return
+        register = getattr(self.exe, "set_output_allocator", None)
+        if not callable(register):
+            raise NotSupportedError(
+                f"output {name!r} has shape {shape} after the input shapes were set (its size "
+                f"is known only once the model has run), and this executable offers no "
+                f"set_output_allocator{executable_errors(self.exe)}",
+                hint="give the executable set_output_allocator (see edgert.OutputAllocator), "
+                     "or fix the output's shape in the model")
+        if self.allocator is None:
+            self.allocator = SessionOutputAllocator(self)
+        if not register(name, self.allocator):
+            raise NotSupportedError(
+                f"the executable refused an output allocator for {name!r}"
+                f"{executable_errors(self.exe)}",
+                hint="its output shape must then follow from the input shapes")
+        self.alloc_registered.add(name)
+
+    def reshape(self, slot: Slot, sig: Signature) -> None:
         """Shape the executable and ``slot``'s buffers for ``sig`` (checked already).
 
         Raises:
             InputError: The executable refused a shape.
-            NotSupportedError: An output's shape depends on the data.
+            NotSupportedError: An output's shape is known only at run time and the executable
+                cannot write it through an output allocator.
             PoolExhausted: The pool cannot hold the larger buffers.
         """
         slot.sig = None
         self.apply_shapes(sig)
-        out_shapes = self._output_shapes()
         grown = False
         for tb, shape in zip(slot.inputs, sig, strict=True):
-            grown |= self._fit(tb, shape)
-        for tb, shape in zip(slot.outputs, out_shapes, strict=True):
-            grown |= self._fit(tb, shape)
+            if shape is None:
+                absent(tb)
+            else:
+                grown |= self._fit(tb, shape)
+        grown |= self._fit_outputs(slot, sig)
         if grown:
             self.buffers_moved(slot)
         slot.sig = sig
         slot.keep = None
         slot.rebuild(copies=self.copies)
+
+    def _fit_outputs(self, slot: Slot, sig: Signature) -> bool:
+        grown = False
+        for i, (tb, shape) in enumerate(zip(slot.outputs, self._output_shapes(sig),
+                                            strict=True)):
+            j = self.echo_of.get(i)
+            tb.echo = None if j is None else slot.inputs[j]
+            if shape is None:
+                tb.allocated = True
+                tb.view = tb.dview = None
+                tb.shape = tb.notified = None
+                tb.nbytes = 0
+                tb.small = False
+                continue
+            tb.allocated = False
+            grown |= self._fit(tb, shape)
+        return grown
+
+    def refit_outputs(self, slot: Slot) -> bool:
+        """After a run showed that an output's shape differs from the one the executable had
+        reported (a wrong declaration), reshape the outputs of ``slot`` and forget the shapes of
+        every other slot. True if any output of ``slot`` changed how it is written.
+
+        Raises:
+            NotSupportedError: As for :meth:`reshape`.
+            PoolExhausted: The pool cannot hold the larger buffers.
+        """
+        sig = slot.sig
+        if sig is None:
+            return False
+        before = [tb.allocated for tb in slot.outputs]
+        shapes_before = [tb.shape for tb in slot.outputs]
+        if self._fit_outputs(slot, sig):
+            self.buffers_moved(slot)
+        if before == [tb.allocated for tb in slot.outputs] and \
+                shapes_before == [tb.shape for tb in slot.outputs]:
+            return False
+        external, binds = slot.external, dict(slot.binds)
+        h2d, keep = slot.h2d, slot.keep
+        slot.rebuild(copies=self.copies)
+        if external:  # keep the caller memory the inputs are bound to
+            slot.binds = tuple((n, binds.get(n, a)) if n in self.in_set else (n, a)
+                               for n, a in slot.binds)
+            slot.h2d, slot.keep, slot.external = h2d, keep, True
+        self.bound_token = None
+        for other in self.slots:
+            if other is not slot:
+                other.sig = None
+                for tb in other.inputs:
+                    tb.shape = None  # the next request takes the checked path and reshapes
+        return True
+
+    def settle(self, slot: Slot) -> None:
+        """Give allocated outputs their real shapes and copy outputs that echo an input.
+
+        Called once the slot's request has run (on a device: has completed).
+
+        Raises:
+            InferenceError: An output allocator callback failed, or the executable did not
+                report an output's shape or wrote more than it asked for.
+        """
+        changed = False
+        alloc = self.allocator
+        err = None if alloc is None else alloc.take_error()
+        if err is not None:
+            raise InferenceError(f"the output allocator failed: {err}",
+                                 hint="raise the pool's budget (pool=BufferPool.for_host("
+                                      "max_bytes=...)) for outputs this large") from err
+        for tb in slot.allocs:
+            shape = tb.notified
+            if shape is None:
+                raise InferenceError(
+                    f"the executable ran but did not report the shape of output "
+                    f"{tb.name!r}{executable_errors(self.exe)}")
+            spec = tb.spec
+            nbytes = packed_nbytes(spec.element_bits, shape)
+            if nbytes > tb.alloc_nbytes and nbytes:
+                raise InferenceError(
+                    f"output {tb.name!r} has shape {shape} ({nbytes} bytes), more than the "
+                    f"{tb.alloc_nbytes} bytes the executable asked the session for")
+            if shape != tb.shape or tb.view is None or tb.nbytes != nbytes:
+                self._warn_declared(spec, shape)
+                tb.shape = shape
+                tb.nbytes = nbytes
+                self.view_allocated(tb)
+                changed = True
+        if changed:
+            slot.results = MappingProxyType({tb.name: tb.view for tb in slot.outputs})
+            slot.results_device = MappingProxyType({tb.name: tb.dview for tb in slot.outputs})
+
+    def pass_objects(self, slot: Slot) -> None:
+        """Give the executable the slot's string inputs (they never live in raw memory).
+
+        Raises:
+            InferenceError: The executable cannot take them.
+        """
+        put = getattr(self.exe, "set_tensor_value", None)
+        for tb in slot.objects:
+            if tb.spec.is_input and tb.view is not None and (
+                    not callable(put) or not put(tb.name, tb.view)):
+                raise InferenceError(f"the executable refused string input {tb.name!r}"
+                                         f"{executable_errors(self.exe)}")
+
+    def take_objects(self, slot: Slot) -> None:
+        """Hand out the string outputs the executable produced.
+
+        Raises:
+            InferenceError: The executable produced none.
+        """
+        get = getattr(self.exe, "get_tensor_value", None)
+        results = dict(slot.results)
+        for tb in slot.objects:
+            if not tb.spec.is_input:
+                value = get(tb.name) if callable(get) else None
+                if value is None:
+                    raise InferenceError(f"the executable produced no value for string output "
+                                         f"{tb.name!r}{executable_errors(self.exe)}")
+                tb.view = value
+                tb.shape = tuple(value.shape)
+                results[tb.name] = value
+        slot.results = MappingProxyType(results)
+
+    def run_errors(self) -> str:
+        """The executable's error lines and a failed allocator callback, for a message."""
+        text = executable_errors(self.exe)
+        alloc = self.allocator
+        err = None if alloc is None else alloc.take_error()
+        if err is not None:
+            text += f"{'; ' if text else ': '}the output allocator failed: {err}"
+        return text
+
+    def _warn_declared(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
+        if spec.name in self.warned or spec.unknown_rank:
+            return
+        if len(shape) == len(spec.shape) and all(
+                d < 0 or d == a for d, a in zip(spec.shape, shape, strict=True)):
+            return
+        self.warned.add(spec.name)
+        _log.warning("output %r has shape %s, which its declared shape %s does not allow; "
+                     "edgert returns the real shape (the model's declaration is wrong)",
+                     spec.name, shape, spec.shape)
+
+    def view_allocated(self, tb: TensorBuffer) -> None:
+        """Make the host view (and device view) of an allocated output with its real shape."""
+        assert tb.shape is not None
+        spec = tb.spec
+        if tb.host is not None:
+            tb.view = tb.host.view(*_view_args(spec, tb.shape, tb.nbytes))
+        else:
+            tb.view = None
+
+    def grow_allocated(self, tb: TensorBuffer, nbytes: int) -> int:
+        """Memory of at least ``nbytes`` for an allocated output; returns the bound address.
+
+        Raises:
+            PoolExhausted: The pool cannot serve it.
+        """
+        grown = False
+        if self.wants_host(tb) and (tb.host is None or tb.host.nbytes < nbytes):
+            if tb.host is not None:
+                tb.host.release()
+                tb.host = None
+            pool = self.host_pool
+            tb.host = pool.acquire(pool.capacity_for(nbytes))
+            grown = True
+        if self.wants_device(tb) and (tb.device is None or tb.device.nbytes < nbytes):
+            if tb.device is not None:
+                tb.device.release()
+                tb.device = None
+            pool = self.device_pool
+            tb.device = pool.acquire(pool.capacity_for(nbytes))
+            grown = True
+        if grown or not tb.bind_ptr:
+            tb.host_ptr = tb.host.ptr if tb.host is not None else 0
+            tb.view = tb.dview = None
+            self.place_pointers(tb)
+        return tb.bind_ptr
 
     # -- what each device does -------------------------------------------------------------
 
@@ -326,7 +668,14 @@ class Runner:
     def _fit(self, tb: TensorBuffer, shape: tuple[int, ...]) -> bool:
         """Shape ``tb`` for ``shape``, growing its leases if needed; True if any moved."""
         spec: TensorSpec = tb.spec
-        nbytes = spec.nbytes(shape)
+        if tb.objects:
+            tb.shape = shape
+            tb.view = tb.dview = None
+            tb.nbytes = 0
+            tb.small = False
+            tb.bind_ptr = tb.host_ptr = tb.dev_ptr = 0
+            return False
+        nbytes = packed_nbytes(spec.element_bits, shape)
         grown = False
         tb.view = None
         tb.dview = None
@@ -346,17 +695,19 @@ class Runner:
             grown = True
         tb.shape = shape
         tb.nbytes = nbytes
-        tb.small = nbytes <= STAGE_LIMIT_BYTES
+        tb.small = nbytes <= STAGE_LIMIT_BYTES and not tb.packed
         if tb.host is not None:
             tb.host_ptr = tb.host.ptr
-            view_dtype, view_shape = ((spec.dtype, shape) if spec.element_bits ==
-                                      8 * spec.dtype.itemsize else (np.dtype(np.uint8), (nbytes,)))
-            tb.view = tb.host.view(view_dtype, view_shape)
+            tb.view = tb.host.view(*_view_args(spec, shape, nbytes))
         self.place(tb)
         return grown
 
     def place(self, tb: TensorBuffer) -> None:
         """Set ``tb``'s bound and copy addresses (and device view) for this device."""
+        self.place_pointers(tb)
+
+    def place_pointers(self, tb: TensorBuffer) -> None:
+        """Set ``tb``'s bound and copy addresses for this device."""
         tb.bind_ptr = tb.host_ptr
         tb.dev_ptr = 0
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgert._executable import Executable
+from edgert._executable import Executable, TensorSpec
 from edgert._owner import Owner
 from edgert.errors import (
     ConcurrentUseError,
@@ -33,14 +33,27 @@ from edgert.session._options import (
     SyncMode,
     TimingMode,
 )
+from edgert.session._packed import ml_dtype_of
 from edgert.session._pending import Pending, RequestTimings, SessionStats
 from edgert.session._runner import Runner
 from edgert.session._setup import DeviceChoice, build_runner, initial_signature
 from edgert.session._slot import Slot
+from edgert.session._swap import SwapResult, apply_pending_swap, swap_model
 
 __all__ = ["InferenceSession"]
 
 _now = time.perf_counter_ns
+
+
+def _zeros(spec: TensorSpec, shape: tuple[int, ...]) -> Any:
+    """A zero-filled request input for ``spec`` (empty strings; packed sub-byte types packed)."""
+    if spec.dtype.kind == "O":
+        return np.full(shape, "", dtype=object)
+    if spec.element_bits != 8 * spec.dtype.itemsize:
+        dtype = ml_dtype_of(spec)
+        return np.zeros(shape, dtype) if dtype is not None else \
+            np.zeros(spec.nbytes(shape), np.uint8)
+    return np.zeros(shape, dtype=spec.dtype)
 
 
 class _Resources:
@@ -87,6 +100,9 @@ class InferenceSession(Owner):
             object) instead of a stream the session makes. Never the legacy default stream.
         priority: Priority of the stream the session makes: ``"highest"``, ``"lowest"``, an int
             in the device's range, or None (default priority).
+        partition: A :class:`~edgert.cuda.GpuPartition`: the session's streams are made on it,
+            so every copy, kernel, graph and TensorRT enqueue runs on its SMs only (with
+            ``priority`` as the streams' priority). Close the session before the partition.
         io: ``"copy"``, ``"zero_copy"`` or ``"auto"`` (:class:`IoMode`).
         slots: Requests in flight at once (each with its own buffers and events).
         cuda_graph: ``"auto"``, ``"on"``, ``"off"`` (or True/False) (:class:`GraphMode`).
@@ -123,20 +139,23 @@ class InferenceSession(Owner):
                  when_busy: BusyMode | str = BusyMode.WAIT,
                  timing: TimingMode | str = TimingMode.HOST, cast: bool = False,
                  contiguous: str = "copy", profile: int = 0, max_graphs: int = 8,
-                 stats_capacity: int = 4096) -> None:
+                 stats_capacity: int = 4096, partition: Any = None) -> None:
         options = SessionOptions(
             io=io, slots=slots, cuda_graph=cuda_graph, sync=sync,  # type: ignore[arg-type]
             outputs=outputs, when_busy=when_busy, timing=timing,  # type: ignore[arg-type]
             cast=cast, contiguous=contiguous, profile=profile,  # type: ignore[arg-type]
             max_graphs=max_graphs, stats_capacity=stats_capacity)
         self._use = threading.Lock()
+        self._swap_pending: Any = None  # a prepared hot swap (edgert.session._swap)
         self._resources = _Resources()
-        self._own(self._resources.release, "InferenceSession")
+        # reap=True: a leaked session's release (stream synchronize, event syncs, pool frees)
+        # runs on edgert's reaper thread, never on the thread that runs the GC (issue 12).
+        self._own(self._resources.release, "InferenceSession", reap=True)
         self._stats = SessionStats(options.stats_capacity)
         try:
             choice = build_runner(model, options, self._stats, self._resources, device=device,
                                   stream=stream, priority=priority, pool=pool,
-                                  device_pool=device_pool)
+                                  device_pool=device_pool, partition=partition)
         except BaseException:
             self.close()
             raise
@@ -201,6 +220,26 @@ class InferenceSession(Owner):
         graphs = getattr(self._runner, "graphs", None)
         return 0 if graphs is None else int(graphs.captures)
 
+    @property
+    def graph_blocker(self) -> str | None:
+        """Why this session never captures requests into CUDA graphs; None if it may.
+
+        Data-dependent output shapes come first: their outputs are written through an output
+        allocator during each run, which a graph cannot replay, on any device.
+        """
+        exe = self._runner.exe
+        dds = sorted(getattr(self._runner, "alloc_registered", ())) or list(
+            getattr(exe, "data_dependent_outputs", ()))
+        if dds:
+            return (f"data-dependent output shape{'s' if len(dds) > 1 else ''} "
+                    f"({', '.join(dds)}), written through an output allocator during each run")
+        if self.device == "host":
+            return "the session runs on the host"
+        if self._options.cuda_graph is not GraphMode.OFF:
+            return None
+        return ("cuda_graph='off' was asked for" if exe.graph_capturable
+                else "the executable cannot be captured (its runtime forbids it)")
+
     # -- requests -------------------------------------------------------------------------
 
     def infer(self, inputs: Any) -> Mapping[str, Any]:
@@ -230,6 +269,8 @@ class InferenceSession(Owner):
         try:
             if self._owner_closed:
                 self._check_open()
+            if self._swap_pending is not None:
+                apply_pending_swap(self)
             slot = self._slots[self._next]
             if slot.busy:
                 self._reclaim(slot)
@@ -281,6 +322,8 @@ class InferenceSession(Owner):
         try:
             if self._owner_closed:
                 self._check_open()
+            if self._swap_pending is not None:
+                apply_pending_swap(self)
             slot = self._slots[self._next]
             if slot.busy:
                 if self._raise_when_busy:
@@ -426,10 +469,48 @@ class InferenceSession(Owner):
                                                               self._options.profile), strict=True))]
         specs = {s.name: s for s in self._runner.in_specs}
         for shape_set in sets:
-            arrays = {name: np.zeros(tuple(shape), dtype=specs[name].dtype)
-                      for name, shape in shape_set.items() if name in specs}
+            arrays = {name: _zeros(specs[name], tuple(shape))
+                      for name, shape in shape_set.items() if name in specs and shape is not None}
             for _ in range(runs * self._n):
                 self.infer(arrays)
+
+    def swap(self, model: Any, *, handoff_s: float = 0.5, timeout_s: float | None = None,
+             warmup_shapes: Sequence[Mapping[str, Sequence[int]]] | None = None,
+             warmup_runs: int = 2, stream: Any = None, priority: int | str | None = None,
+             pool: Any = None, device_pool: Any = None) -> SwapResult:
+        """Replace the model between two requests, without stalling the request that swaps.
+
+        Call it from another thread than the one making requests. The new model is loaded,
+        given its own context, buffers and stream, warmed and graph-captured on this thread;
+        then the next request takes it at its start (see :mod:`edgert.session._swap`). If no
+        request comes within ``handoff_s``, the session is idle and the swap is applied here.
+
+        Args:
+            model: An Engine or Executable with the same input/output names and dtypes.
+            handoff_s: How long to wait for a request to take the swap.
+            timeout_s: Give up (nothing changed) if the swap cannot be applied by then.
+            warmup_shapes: Input shapes to warm; default the model's opt shapes and the shapes
+                the session started with.
+            warmup_runs: Warm-up runs per shape set and slot.
+            stream: Stream for the new model (default: a new one; on CUDA only).
+            priority: Priority of that new stream.
+            pool: Host pool for the new model's buffers (default: its own).
+            device_pool: Device pool for them.
+
+        Returns:
+            A :class:`~edgert.session.SwapResult` with the timings.
+
+        Raises:
+            InvalidArgumentError: Different input/output names or dtypes, or input shapes the
+                new model refuses; raised before anything changed.
+            ConcurrentUseError: Another swap is in progress.
+            RequestTimeoutError: Not applied within ``timeout_s``; nothing changed.
+            EngineLoadError: The new model could not make its context; nothing changed.
+            ResourceClosedError: The session is closed.
+        """
+        return swap_model(self, model, handoff_s=handoff_s, timeout_s=timeout_s,
+                          warmup_shapes=warmup_shapes, warmup_runs=warmup_runs, stream=stream,
+                          priority=priority, pool=pool, device_pool=device_pool)
 
     def synchronize(self) -> None:
         """Wait for every request in flight (their results stay collectable).

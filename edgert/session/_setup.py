@@ -28,6 +28,11 @@ __all__ = ["DeviceChoice", "build_runner", "initial_signature"]
 
 _MIB = 1 << 20
 _DEFAULT_BUDGET = 256 * _MIB  # when a dynamic input has no profile to size from
+#: io="auto" on a discrete GPU: zero-copy when a request's inputs and outputs at the profile's
+#: largest shapes total at most this. Kernels then read and write them over PCIe, which costs
+#: less than the two copy nodes (and their fixed cost) it saves while tensors are small; large
+#: tensors (images) are copied. Measured in docs/sessions.md ("Why these defaults").
+ZERO_COPY_AUTO_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,11 +46,15 @@ class DeviceChoice:
     pipelined: bool
 
 
-def initial_signature(specs: tuple[TensorSpec, ...], profile: int) -> tuple[tuple[int, ...], ...]:
-    """Shapes the buffers start with: static shapes, else the profile's opt, else 1 per -1."""
-    sig = []
+def initial_signature(specs: tuple[TensorSpec, ...], profile: int) -> tuple[
+        tuple[int, ...] | None, ...]:
+    """Shapes the buffers start with: static shapes, else the profile's opt, else 1 per -1;
+    None for optional inputs (the model's default)."""
+    sig: list[tuple[int, ...] | None] = []
     for spec in specs:
-        if not spec.is_dynamic:
+        if spec.optional:
+            sig.append(None)
+        elif not spec.is_dynamic:
             sig.append(spec.shape)
         elif profile < len(spec.profiles):
             sig.append(spec.profiles[profile].opt)
@@ -78,6 +87,38 @@ def _budget(exe: Executable, profile: int, slots: int) -> int:
             return _DEFAULT_BUDGET
         per_slot += _pow2(spec.nbytes(shape))
     return max(8 * _MIB, 2 * slots * per_slot)
+
+
+def max_io_bytes(exe: Executable, profile: int) -> int | None:
+    """Bytes a request's inputs and outputs take at the profile's largest shapes, if known."""
+    total = 0
+    for spec in exe.tensors:
+        if not spec.is_input:
+            continue
+        if spec.is_dynamic and profile >= len(spec.profiles):
+            return None
+        shape = spec.max_shape(profile)
+        total += spec.nbytes(shape)
+        if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
+            return None
+    for spec in exe.tensors:
+        if spec.is_input:
+            continue
+        out = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
+        if len(out) != len(spec.shape) or any(d < 0 for d in out):
+            return None
+        total += spec.nbytes(out)
+    return total
+
+
+def auto_io(integrated: bool, can_map: bool, io_bytes: int | None) -> IoMode:
+    """What ``io="auto"`` means on a CUDA device (see :data:`ZERO_COPY_AUTO_MAX_BYTES`)."""
+    if not can_map:
+        return IoMode.COPY
+    if integrated:
+        return IoMode.ZERO_COPY
+    small = io_bytes is not None and io_bytes <= ZERO_COPY_AUTO_MAX_BYTES
+    return IoMode.ZERO_COPY if small else IoMode.COPY
 
 
 def _executable(model: Any, profile: int, stream_handle: int, res: _Resources) -> Executable:
@@ -135,7 +176,7 @@ def _slots(exe: Executable, n: int) -> list[Slot]:
 
 def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
                  device: int | str | None, stream: Any, priority: Any, pool: Any,
-                 device_pool: Any) -> DeviceChoice:
+                 device_pool: Any, partition: Any = None) -> DeviceChoice:
     """Resolve everything and return the runner; what it makes is registered in ``res``.
 
     Raises:
@@ -147,13 +188,20 @@ def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: 
     placement = Placement(getattr(model, "placement", Placement.DEVICE))
     if _reads_host_memory(model):
         placement = Placement.HOST
+    if partition is not None and device is None:
+        device = partition.device
     where = _device(device, placement)
+    if partition is not None and where != partition.device:
+        raise InvalidArgumentError(
+            f"the partition is on device {partition.device}, the session on {where!r}",
+            hint="leave device unset, or pass the partition's device")
     if where == "host":
         return _build_host(model, options, stats, res, stream=stream, priority=priority,
                            pool=pool, pool_cls=BufferPool)
     assert isinstance(where, int)
     return _build_cuda(model, options, stats, res, where, stream=stream, priority=priority,
-                       pool=pool, device_pool=device_pool, pool_cls=BufferPool)
+                       pool=pool, device_pool=device_pool, pool_cls=BufferPool,
+                       partition=partition)
 
 
 def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
@@ -189,11 +237,24 @@ def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _
                         pipelined=False)
 
 
-def _stream(stream: Any, priority: Any, device: int, res: _Resources) -> Any:
+def _new_stream(partition: Any, device: int, priority: Any) -> Any:
+    from edgert.cuda import Stream
+
+    if partition is not None:  # a green-context stream: its kernels run on the partition's SMs
+        return partition.stream(priority=priority)
+    return Stream(device=device, priority=priority)
+
+
+def _stream(stream: Any, priority: Any, device: int, res: _Resources,
+            partition: Any = None) -> Any:
     from edgert.cuda import Stream, as_stream_handle
 
+    if stream is not None and partition is not None:
+        raise InvalidArgumentError("pass either stream= or partition=, not both",
+                                   hint="make the stream with partition.stream(), or let the "
+                                        "session make it")
     if stream is None:
-        made = Stream(device=device, priority=priority)
+        made = _new_stream(partition, device, priority)
         res.closers.append(made.close)
         return made
     if priority is not None:
@@ -210,20 +271,21 @@ def _stream(stream: Any, priority: Any, device: int, res: _Resources) -> Any:
 
 def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources,
                 device: int, *, stream: Any, priority: Any, pool: Any, device_pool: Any,
-                pool_cls: Any) -> DeviceChoice:
+                pool_cls: Any, partition: Any = None) -> DeviceChoice:
     from edgert.cuda import Event, Stream, device_properties
     from edgert.session._cuda_runner import CudaRunner
     from edgert.session._graphs import GraphCache
 
     props = device_properties(device)
     io = options.io
-    if io is IoMode.AUTO:
-        io = IoMode.ZERO_COPY if props.integrated and props.can_map_host_memory else IoMode.COPY
     if io is IoMode.ZERO_COPY and not props.can_map_host_memory:
         raise NotSupportedError(f"device {device} ({props.name}) cannot map host memory, so "
                                 "zero-copy I/O is impossible", hint="use io='copy'")
-    compute = _stream(stream, priority, device, res)
+    compute = _stream(stream, priority, device, res, partition)
     exe = _executable(model, options.profile, compute.handle, res)
+    if io is IoMode.AUTO:
+        io = auto_io(props.integrated, props.can_map_host_memory,
+                     max_io_bytes(exe, options.profile))
     graph_mode = options.cuda_graph
     if graph_mode is not GraphMode.OFF and not exe.graph_capturable:
         if graph_mode is GraphMode.ON:
@@ -236,7 +298,7 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     side: list[Stream | None] = [None, None]
     if pipelined:
         for i in range(2):
-            made = Stream(device=device, priority=compute.priority)
+            made = _new_stream(partition, device, compute.priority)
             res.closers.append(made.close)
             side[i] = made
     budget = _budget(exe, options.profile, options.slots)
@@ -249,7 +311,10 @@ def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _
     slots = _slots(exe, options.slots)
     res.slots = slots
     stages = options.timing is TimingMode.STAGES
-    blocking = options.sync is not SyncMode.SPIN  # adaptive ends its spin on a blocking wait
+    # Only sync='blocking' records blocking-sync end events: recording one makes the driver's
+    # own thread take an interrupt per request (6-11 us of CPU on an H200, issue 15), so
+    # 'adaptive' spins on a plain event and records a blocking one only when it gives up.
+    blocking = options.sync is SyncMode.BLOCKING
     for slot in slots:
         def event(timing: bool, blocking_sync: bool = False, slot: Slot = slot) -> Any:
             ev = Event(timing=timing, blocking_sync=blocking_sync, device=device)

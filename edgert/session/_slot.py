@@ -15,7 +15,10 @@ import numpy as np
 
 from edgert._executable import TensorLocation, TensorSpec
 
-__all__ = ["Slot", "TensorBuffer"]
+__all__ = ["Signature", "Slot", "TensorBuffer"]
+
+#: Input shapes of one request, in input order; None for an optional input left out.
+Signature = tuple[tuple[int, ...] | None, ...]
 
 
 class TensorBuffer:
@@ -35,10 +38,21 @@ class TensorBuffer:
         bind_ptr: The address bound to the executable for this slot.
         host_ptr: Host address of ``host`` (0 when none).
         dev_ptr: Device address the copies target (0 when none).
+        allocated: An output the executable writes through the session's
+            :class:`~edgert.OutputAllocator` for the current shapes (its shape is known only
+            once it has run); never bound by address.
+        alloc_nbytes: Bytes the executable last asked the allocator for.
+        notified: The shape the executable last reported for an allocated output.
+        echo: For an output that is also a graph input: that input's buffer in the same slot
+            (the session copies the input; the executable is never given this output).
+        packed: Several elements per byte (INT4, UINT4, FP4, INT2, UINT2): ``view`` holds the
+            packed bytes.
+        objects: Strings: never in raw memory; ``view`` is the numpy object array itself.
     """
 
-    __slots__ = ("bind_ptr", "dev_ptr", "device", "dtype", "dview", "host", "host_ptr", "name",
-                 "nbytes", "shape", "small", "spec", "view")
+    __slots__ = ("alloc_nbytes", "allocated", "bind_ptr", "dev_ptr", "device", "dtype", "dview",
+                 "echo", "host", "host_ptr", "name", "nbytes", "notified", "objects", "packed",
+                 "shape", "small", "spec", "view")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -54,6 +68,17 @@ class TensorBuffer:
         self.bind_ptr = 0
         self.host_ptr = 0
         self.dev_ptr = 0
+        self.allocated = False
+        self.alloc_nbytes = 0
+        self.notified: tuple[int, ...] | None = None
+        self.echo: TensorBuffer | None = None
+        self.packed = spec.element_bits != 8 * spec.dtype.itemsize
+        self.objects = spec.dtype.kind == "O"
+
+    @property
+    def unbound(self) -> bool:
+        """Whether the executable is never given this tensor's address."""
+        return self.allocated or self.echo is not None or self.objects
 
     @property
     def host_resident(self) -> bool:
@@ -70,6 +95,8 @@ class TensorBuffer:
         self.host = self.device = None
         self.bind_ptr = self.host_ptr = self.dev_ptr = 0
         self.shape = None
+        self.alloc_nbytes = 0
+        self.notified = None
 
 
 class Slot:
@@ -86,6 +113,8 @@ class Slot:
         events: Raw CUDA events ``(start, h2d, compute, end)``; any may be None.
         h2d: ``(device_ptr, host_ptr, nbytes)`` copies before compute.
         d2h: ``(host_ptr, device_ptr, nbytes)`` copies after compute.
+        d2d: ``(device_ptr, device_ptr, nbytes)`` copies of caller device memory that overlaps
+            the session's own buffers, made before compute.
         copy_bytes: Bytes the two lists move.
         binds: ``(name, address)`` for every tensor, as the executable must see them.
         keep: Caller objects to keep alive until the request completes.
@@ -93,13 +122,22 @@ class Slot:
         wait_stream: Completion is awaited with a stream synchronize (no end event recorded).
         timed: Device timing of the current request: 0 none, 1 total only, 2 per stage.
         results: Read-only mapping of output name to the view (or device view) handed out.
+        allocs: Outputs written through the session's output allocator for the current shapes.
+        echoes: Outputs that are also graph inputs (copied from the input by the session).
+        packed: Packed sub-byte outputs (handed out unpacked where ml_dtypes is installed).
+        objects: String tensors, inputs and outputs (passed as numpy object arrays).
+        special: Any of ``allocs``, ``echoes``, ``packed``, ``objects`` (one test on the hot
+            path).
     """
 
     __slots__ = (
+        "allocs",
         "binds",
         "busy",
         "copy_bytes",
+        "d2d",
         "d2h",
+        "echoes",
         "error",
         "ev_compute",
         "ev_end",
@@ -112,10 +150,13 @@ class Slot:
         "index",
         "inputs",
         "keep",
+        "objects",
         "outputs",
+        "packed",
         "results",
         "results_device",
         "sig",
+        "special",
         "t_compute_ns",
         "t_d2h_ns",
         "t_device_ns",
@@ -132,7 +173,7 @@ class Slot:
         self.index = index
         self.inputs = inputs
         self.outputs = outputs
-        self.sig: tuple[tuple[int, ...], ...] | None = None
+        self.sig: Signature | None = None
         self.busy = False
         self.generation = 0
         self.error: BaseException | None = None
@@ -143,8 +184,14 @@ class Slot:
         self.ev_end: Any = None
         self.h2d: list[tuple[int, int, int]] = []
         self.d2h: list[tuple[int, int, int]] = []
+        self.d2d: list[tuple[int, int, int]] = []
         self.copy_bytes = 0
         self.binds: tuple[tuple[str, int], ...] = ()
+        self.allocs: tuple[TensorBuffer, ...] = ()
+        self.echoes: tuple[TensorBuffer, ...] = ()
+        self.packed: tuple[TensorBuffer, ...] = ()
+        self.objects: tuple[TensorBuffer, ...] = ()
+        self.special = False
         self.keep: Any = None
         self.external = False
         self.results: MappingProxyType[str, Any] = MappingProxyType({})
@@ -168,13 +215,21 @@ class Slot:
                 if not tb.host_resident and tb.host is not None and tb.nbytes:
                     h2d.append((tb.dev_ptr, tb.host_ptr, tb.nbytes))
             for tb in self.outputs:
-                if not tb.host_resident and tb.host is not None and tb.nbytes:
+                if not tb.host_resident and tb.host is not None and tb.nbytes and \
+                        not tb.allocated:
                     d2h.append((tb.host_ptr, tb.dev_ptr, tb.nbytes))
         self.h2d = h2d
         self.d2h = d2h
+        self.d2d = []
         self.copy_bytes = sum(n for _, _, n in h2d) + sum(n for _, _, n in d2h)
         self.external = False
-        self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs))
+        self.allocs = tuple(tb for tb in self.outputs if tb.allocated)
+        self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
+        self.packed = tuple(tb for tb in self.outputs if tb.packed)
+        self.objects = tuple(tb for tb in (*self.inputs, *self.outputs) if tb.objects)
+        self.special = bool(self.allocs or self.echoes or self.packed or self.objects)
+        self.binds = tuple((tb.spec.name, tb.bind_ptr) for tb in (*self.inputs, *self.outputs)
+                           if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
         self.results_device = MappingProxyType({tb.spec.name: tb.dview for tb in self.outputs})
 

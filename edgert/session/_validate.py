@@ -17,10 +17,10 @@ import numpy as np
 from edgert._executable import TensorSpec
 from edgert.errors import InputError
 from edgert.memory._dlpack import (
-    DL_TYPE_CODES,
     KDL_CUDA,
     KDL_CUDA_MANAGED,
-    dltensor_of,
+    read_capsule,
+    request_capsule,
 )
 
 __all__ = [
@@ -54,13 +54,19 @@ class ExternalArray:
     keep: object
 
 
-def check_names(inputs: Mapping[str, Any], names: Sequence[str]) -> None:
+def check_names(inputs: Mapping[str, Any], names: Sequence[str],
+                required: Sequence[str] | None = None) -> None:
     """Raise for missing or unknown input names.
+
+    Args:
+        inputs: The request.
+        names: Every input of the model.
+        required: The inputs a request must give (default: all of ``names``).
 
     Raises:
         InputError: Names are missing or unknown; the message lists the expected ones.
     """
-    missing = [n for n in names if n not in inputs]
+    missing = [n for n in (names if required is None else required) if n not in inputs]
     unknown = sorted(str(k) for k in inputs if k not in names)
     parts = []
     if missing:
@@ -68,8 +74,10 @@ def check_names(inputs: Mapping[str, Any], names: Sequence[str]) -> None:
     if unknown:
         parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
     if parts:
-        raise InputError("; ".join(parts) + f"; the model's inputs are {', '.join(names)}",
-                         hint="pass a dict with exactly those names")
+        optional = [n for n in names if required is not None and n not in required]
+        extra = f" (optional: {', '.join(optional)})" if optional else ""
+        raise InputError("; ".join(parts) + f"; the model's inputs are {', '.join(names)}"
+                         + extra, hint="pass a dict with those names")
 
 
 def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
@@ -99,6 +107,10 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
         InputError: Wrong rank, a static dimension differs, or a dimension is outside the
             profile's (min, max).
     """
+    if spec.unknown_rank:
+        if any(d < 0 for d in shape):
+            raise InputError(f"input {spec.name!r} has a negative dimension in {shape}")
+        return
     if len(shape) != len(spec.shape):
         raise InputError(
             f"input {spec.name!r} has rank {len(shape)} (shape {shape}); the model wants rank "
@@ -169,59 +181,122 @@ def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...] | None, itemsiz
     return all(s == w or n <= 1 for s, w, n in zip(strides, want, shape, strict=True))
 
 
-def _from_cai(name: str, obj: Any) -> ExternalArray:
-    cai = obj.__cuda_array_interface__
-    shape = tuple(int(d) for d in cai["shape"])
-    dtype = np.dtype(cai["typestr"])
+def _check_device(name: str, found: int, device: int | None, protocol: str) -> None:
+    if device is not None and found != device:
+        raise InputError(f"input {name!r} ({protocol}) is on CUDA device {found}; this session "
+                         f"runs on device {device}",
+                         hint=f"move it first (x.to('cuda:{device}') in torch, or "
+                              f"cupy.asarray(x) under cupy.cuda.Device({device}))")
+
+
+def _cai_device(ptr: int) -> int | None:
+    """The device a CAI pointer belongs to (None when CUDA does not know the pointer)."""
+    from edgert.cuda._memapi import pointer_info
+
+    info = pointer_info(ptr)
+    return None if info.memory_type == "unregistered" else info.device
+
+
+def _from_cai(name: str, obj: Any, cai: Mapping[str, Any], device: int | None,
+              writable: bool) -> ExternalArray:
+    # https://numba.readthedocs.io/en/stable/cuda/cuda_array_interface.html (version 3)
+    version = cai.get("version")
+    if not isinstance(version, int) or not 1 <= version <= 3:
+        raise InputError(f"input {name!r} has __cuda_array_interface__ version {version!r}; "
+                         "edgert reads versions 1 to 3",
+                         hint="pass the array through DLPack instead")
+    if cai.get("mask") is not None:
+        raise InputError(f"input {name!r} is a masked array (__cuda_array_interface__ has a "
+                         "mask); a model reads every element",
+                         hint="fill the masked elements and pass the plain array")
+    try:
+        dtype = np.dtype(cai["typestr"])
+        shape = tuple(int(d) for d in cai["shape"])
+        ptr, readonly = cai["data"]
+        ptr = int(ptr)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"input {name!r} has a malformed __cuda_array_interface__: {err}") \
+            from err
+    if writable and readonly:
+        raise InputError(f"{name!r} is read-only (__cuda_array_interface__ data flag) and "
+                         "cannot receive an output", hint="pass a writable array")
     strides = cai.get("strides")
     if not _contiguous(shape, None if strides is None else tuple(strides), dtype.itemsize):
         raise InputError(f"device input {name!r} is not C-contiguous (strides {strides})",
                          hint="pass x.contiguous() (torch) or cupy.ascontiguousarray(x)")
-    stream = cai.get("stream")
-    return ExternalArray(None, int(cai["data"][0]), shape, dtype,
-                         None if stream is None else int(stream), obj)
+    if device is not None and ptr:
+        found = _cai_device(ptr)
+        if found is None:
+            raise InputError(f"input {name!r} claims __cuda_array_interface__, but CUDA does "
+                             f"not know its pointer 0x{ptr:x}",
+                             hint="pass host data as a numpy array")
+        _check_device(name, found, device, "__cuda_array_interface__")
+    stream = cai.get("stream")  # v3: the producer's stream; the CUDA runner waits on it
+    if stream == 0:
+        raise InputError(f"input {name!r} names stream 0 in __cuda_array_interface__, which "
+                         "the specification forbids (1 is the legacy default stream)")
+    return ExternalArray(None, ptr, shape, dtype, None if stream is None else int(stream), obj)
 
 
-def _from_dlpack(name: str, obj: Any, stream_handle: int) -> ExternalArray:
+def _from_dlpack(name: str, obj: Any, stream_handle: int, device: int | None,
+                 writable: bool) -> ExternalArray:
     # The producer makes our stream wait for its own (no host block); -1 would skip that.
-    capsule = obj.__dlpack__(stream=stream_handle or 1)
-    t = dltensor_of(capsule)
-    if t.device.device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
+    try:
+        capsule = request_capsule(obj, stream_handle or 1)
+        t = read_capsule(capsule)
+    except (BufferError, TypeError) as err:  # TypeError: a __dlpack__ without ``stream``
+        raise InputError(f"input {name!r}: the DLPack export failed: {err}",
+                         hint="pass a contiguous CUDA tensor from a DLPack 0.8+ (or 1.x) "
+                              "library, or one with __cuda_array_interface__") from err
+    if t.device_type not in (KDL_CUDA, KDL_CUDA_MANAGED):
         raise InputError(f"input {name!r} is a DLPack tensor on device type "
-                         f"{t.device.device_type}, not CUDA memory",
+                         f"{t.device_type}, not CUDA memory",
                          hint="pass host data as a numpy array")
-    code = DL_TYPE_CODES.get(t.dtype.code)
-    if code is None or t.dtype.lanes != 1:
-        raise InputError(f"input {name!r} has a DLPack dtype (code {t.dtype.code}, "
-                         f"{t.dtype.bits} bits) with no numpy equivalent")
-    dtype = np.dtype(f"{code}{t.dtype.bits // 8}") if code != "b" else np.dtype(bool)
-    shape = tuple(int(t.shape[i]) for i in range(t.ndim))
-    strides = (None if not t.strides else
-               tuple(int(t.strides[i]) * dtype.itemsize for i in range(t.ndim)))
-    if not _contiguous(shape, strides, dtype.itemsize):
+    _check_device(name, t.device_id, device, "DLPack")
+    if t.dtype is None:
+        code, bits, lanes = t.dl_dtype
+        raise InputError(f"input {name!r} has a DLPack dtype (code {code}, {bits} bits, "
+                         f"{lanes} lanes) with no numpy equivalent")
+    if writable and t.readonly:
+        raise InputError(f"{name!r} is a read-only DLPack tensor and cannot receive an output",
+                         hint="pass a writable tensor")
+    dtype = t.dtype
+    strides = None if t.strides is None else tuple(s * dtype.itemsize for s in t.strides)
+    if not _contiguous(t.shape, strides, dtype.itemsize):
         raise InputError(f"device input {name!r} is not C-contiguous",
                          hint="make it contiguous before passing it")
     # An unconsumed capsule calls the tensor's deleter when it is collected: keeping it alive
     # until the request completes keeps the memory alive.
-    return ExternalArray(None, int(t.data or 0) + int(t.byte_offset), shape, dtype, None,
-                         (obj, capsule))
+    return ExternalArray(None, t.ptr, t.shape, dtype, None, (obj, capsule))
 
 
-def external_array(name: str, obj: Any, stream_handle: int) -> ExternalArray | None:
+def external_array(name: str, obj: Any, stream_handle: int, *, device: int | None = None,
+                   writable: bool = False) -> ExternalArray | None:
     """Describe a device array (``__cuda_array_interface__`` or CUDA DLPack), or None.
 
+    Args:
+        name: The tensor's name, for the errors.
+        obj: The caller's object.
+        stream_handle: The consumer stream: a DLPack producer makes it wait for its own work
+            (a CAI producer's stream is returned in ``ExternalArray.stream`` to wait on).
+        device: The session's CUDA device; memory on another one is refused. None skips the
+            check.
+        writable: The memory will be written (an output): read-only memory is refused.
+
     Raises:
-        InputError: The array is on another kind of device, not contiguous, or of a dtype
-            numpy cannot describe.
+        InputError: The array is on another kind of device or another GPU, masked, read-only
+            where it must be written, not contiguous, of a dtype numpy cannot describe, or of
+            a protocol version edgert cannot read.
     """
-    if hasattr(obj, "__cuda_array_interface__"):
-        try:
-            return _from_cai(name, obj)
-        except AttributeError:
-            pass  # e.g. an unmapped HostBuffer: it has the property but refuses
+    try:
+        cai = obj.__cuda_array_interface__
+    except AttributeError:
+        cai = None  # none, or e.g. an unmapped HostBuffer: it has the property but refuses
+    if cai is not None:
+        return _from_cai(name, obj, cai, device, writable)
     dev = getattr(obj, "__dlpack_device__", None)
     if dev is not None:
         device_type = int(dev()[0])
         if device_type in (KDL_CUDA, KDL_CUDA_MANAGED):
-            return _from_dlpack(name, obj, stream_handle)
+            return _from_dlpack(name, obj, stream_handle, device, writable)
     return None

@@ -2,7 +2,11 @@
 
 The context computes on the HOST memory whose raw addresses were given to
 ``set_tensor_address`` (CI has no GPU); the stream handle is ignored and the work is done before
-``execute_async_v3`` returns. Failures return False/None and log through the runtime's logger,
+``execute_async_v3`` returns. An output with an ``IOutputAllocator`` (``set_output_allocator``)
+gets its memory from that allocator on every enqueue instead, then its shape through
+``notify_shape`` (see :mod:`edgert.testing._fake_trt_alloc`). As in TensorRT, the context's
+``get_tensor_shape`` keeps -1 for data-dependent dimensions even after a run: only the allocator
+learns the real shape. Failures return False/None and log through the runtime's logger,
 as TensorRT does. Messages that start with ``fake_tensorrt:`` are the fake's own wording;
 the others follow TensorRT's format.
 """
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgert.testing._fake_trt_alloc import IOutputAllocator, call_notify, call_reallocate
 from edgert.testing._fake_trt_plan import NUMPY_DTYPES, ParsedPlan, get_function
 from edgert.testing._fake_trt_types import (
     DataType,
@@ -42,9 +47,12 @@ def _nbytes(dtype: DataType, shape: Sequence[int]) -> int:
 class ICudaEngine:
     """A deserialized fake engine. Made by ``Runtime.deserialize_cuda_engine``."""
 
-    def __init__(self, plan: ParsedPlan, log: LogFn) -> None:
+    def __init__(self, plan: ParsedPlan, log: LogFn, api_major: int = 10) -> None:
         self._plan = plan
         self._log = log
+        # The major version of the runtime that deserialized it: it decides which output
+        # allocator callback a context calls (8.6 knows no reallocate_output_async).
+        self._api_major = api_major
         self._tensors = {t["name"]: t for t in plan.tensors}
         self._order = [t["name"] for t in plan.tensors]
 
@@ -149,7 +157,7 @@ class IExecutionContext:
             n: tuple(t["shape"]) for n, t in self._t.items()
             if t["mode"] == "INPUT" and -1 not in t["shape"]}
         self._addresses: dict[str, int] = {}
-        self._dds: dict[str, tuple[int, ...]] = {}
+        self._allocators: dict[str, Any] = {}
         self._runs = 0
 
     @property
@@ -192,8 +200,10 @@ class IExecutionContext:
         return True
 
     def _resolve(self, t: dict[str, Any], use_max: bool = False) -> tuple[int, ...]:
+        """An output's shape from the input shapes; -1 where it depends on the data (its
+        ``max_shape`` bound with ``use_max``, -1 if the plan gives none)."""
         out = []
-        for d in t["shape"]:
+        for i, d in enumerate(t["shape"]):
             if isinstance(d, int) and d >= 0:
                 out.append(d)
             elif isinstance(d, str):
@@ -205,8 +215,7 @@ class IExecutionContext:
                     shape = self._shapes.get(source)
                     out.append(shape[int(axis)] if shape is not None else -1)
             else:
-                return (tuple(t["max_shape"]) if use_max and t["max_shape"] is not None
-                        else self._dds.get(t["name"], tuple(-1 for _ in t["shape"])))
+                out.append(t["max_shape"][i] if use_max and t["max_shape"] is not None else -1)
         return tuple(out)
 
     def get_tensor_shape(self, name: str) -> Dims:
@@ -230,8 +239,36 @@ class IExecutionContext:
         return True
 
     def get_tensor_address(self, name: str) -> int:
-        """The address bound to a tensor (0 if none)."""
+        """The address bound to a tensor (0 if none); for an output with an allocator, the
+        address the allocator returned last."""
         return self._addresses.get(name, 0)
+
+    def set_output_allocator(self, name: str, output_allocator: IOutputAllocator | None) -> bool:
+        """Have ``output_allocator`` provide output ``name``'s memory on every enqueue; ``None``
+        unsets it. False (and a logged error) if ``name`` is not an output.
+
+        Raises:
+            TypeError: ``output_allocator`` is neither an ``IOutputAllocator`` nor None (as the
+                bindings' argument check does).
+        """
+        if output_allocator is not None and not isinstance(output_allocator, IOutputAllocator):
+            raise TypeError("set_output_allocator(): incompatible function arguments. The "
+                            "following argument types are supported: (self, name: str, "
+                            "output_allocator: IOutputAllocator) -> bool")
+        t = self._t.get(name)
+        if t is None or t["mode"] != "OUTPUT":
+            self._log(_ERROR, "IExecutionContext::setOutputAllocator: Error Code 3: API Usage "
+                              f"Error (fake_tensorrt: {name!r} is not an output tensor)")
+            return False
+        if output_allocator is None:
+            self._allocators.pop(name, None)
+        else:
+            self._allocators[name] = output_allocator
+        return True
+
+    def get_output_allocator(self, name: str) -> IOutputAllocator | None:
+        """The allocator set for output ``name``, or None."""
+        return self._allocators.get(name)
 
     def infer_shapes(self) -> list[str]:
         """Names of inputs whose shapes are not yet specified (empty on success)."""
@@ -274,7 +311,7 @@ class IExecutionContext:
             return self._fail(f"fake_tensorrt: input shape of {missing[0]!r} is not specified; "
                               "call set_input_shape first")
         for n in self._t:
-            if not self._addresses.get(n):
+            if not self._addresses.get(n) and n not in self._allocators:
                 return self._fail(f"Address is not set for tensor {n}. Call setTensorAddress "
                                   "before enqueue/execute.")
         inputs = {n: self._view(t, self._shapes[n]) for n, t in self._t.items()
@@ -293,19 +330,46 @@ class IExecutionContext:
         if len(values) != len(outputs):
             return self._fail(f"fake_tensorrt: function returned {len(values)} outputs, "
                               f"expected {len(outputs)}")
+        arrays = []
         for t, value in zip(outputs, values, strict=True):
-            dtype = DataType[t["dtype"]]
-            array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[dtype])
-            expected = self._resolve(t)
-            if any(isinstance(d, int) and d == -1 for d in t["shape"]):
-                limit_bytes = self.get_max_output_size(t["name"])
-                if array.ndim != len(t["shape"]) or array.nbytes > limit_bytes:
-                    return self._fail(f"fake_tensorrt: data-dependent output {t['name']!r} of "
-                                      f"shape {array.shape} exceeds its max size {limit_bytes}")
-                self._dds[t["name"]] = array.shape
-            elif array.shape != expected:
-                return self._fail(f"fake_tensorrt: function gave {t['name']!r} shape "
-                                  f"{array.shape}, expected {expected}")
-            ctypes.memmove(self._addresses[t["name"]], array.ctypes.data, array.nbytes)
+            array = np.ascontiguousarray(value, dtype=NUMPY_DTYPES[DataType[t["dtype"]]])
+            problem = self._check_output(t, array)
+            if problem:
+                return self._fail(f"fake_tensorrt: {problem}")
+            arrays.append(array)
+        for t, array in zip(outputs, arrays, strict=True):
+            name = t["name"]
+            allocator = self._allocators.get(name)
+            if allocator is not None:
+                # TensorRT asks for at least one byte even for an empty tensor.
+                size = max(array.nbytes, 1)
+                address = call_reallocate(allocator, name, self._addresses.get(name, 0), size,
+                                          api_major=self.engine._api_major,
+                                          stream_handle=stream_handle)
+                if not address:
+                    self._log(_ERROR, "IExecutionContext::enqueueV3: Error Code 2: OutOfMemory "
+                                      f"(fake_tensorrt: the output allocator of {name!r} gave "
+                                      f"no memory for {size} bytes)")
+                    return False
+                self._addresses[name] = address
+            ctypes.memmove(self._addresses[name], array.ctypes.data, array.nbytes)
+            if allocator is not None:
+                call_notify(allocator, name, array.shape)
         self._runs += 1
         return True
+
+    def _check_output(self, t: dict[str, Any], array: npt.NDArray[Any]) -> str | None:
+        """Why a function's value for output ``t`` is impossible for the plan, or None."""
+        expected = self._resolve(t)
+        if array.ndim != len(expected) or any(
+                e >= 0 and a != e for a, e in zip(array.shape, expected, strict=True)):
+            return f"function gave {t['name']!r} shape {array.shape}, expected {expected}"
+        if -1 in expected:
+            limit_bytes = self.get_max_output_size(t["name"])
+            if limit_bytes < 0 and t["name"] not in self._allocators:
+                return (f"data-dependent output {t['name']!r} has neither a max_shape in the "
+                        "plan nor an output allocator")
+            if 0 <= limit_bytes < array.nbytes:
+                return (f"data-dependent output {t['name']!r} of shape {array.shape} exceeds its "
+                        f"max size {limit_bytes}")
+        return None

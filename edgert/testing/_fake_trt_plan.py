@@ -43,6 +43,7 @@ __all__ = [
     "make_plan",
     "parse_plan",
     "register_function",
+    "register_resolver",
 ]
 
 MAGIC = b"ftrt"
@@ -60,6 +61,7 @@ _FROM_NUMPY = {"float32": DataType.FLOAT, "float16": DataType.HALF, "int8": Data
 
 Function = Callable[[Mapping[str, npt.NDArray[Any]]], Any]
 _registry: dict[str, Function] = {}
+_resolvers: dict[str, Callable[[str], Function]] = {}
 
 
 class PlanError(Exception):
@@ -73,9 +75,20 @@ def register_function(name: str, function: Function) -> None:
     _registry[name] = function
 
 
+def register_resolver(prefix: str, resolve: Callable[[str], Function]) -> None:
+    """Let ``resolve(name)`` make the function of any name starting with ``prefix`` (once)."""
+    _resolvers[prefix] = resolve
+
+
 def get_function(name: str) -> Function | None:
-    """The registered function called ``name``, or None."""
-    return _registry.get(name)
+    """The registered (or resolvable) function called ``name``, or None."""
+    function = _registry.get(name)
+    if function is None:
+        for prefix, resolve in _resolvers.items():
+            if name.startswith(prefix):
+                function = _registry[name] = resolve(name)
+                break
+    return function
 
 
 def _identity(inputs: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
@@ -87,6 +100,12 @@ def _nonzero(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
     return np.flatnonzero(x).astype(np.int32)
 
 
+def _onnx_nonzero(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    # ONNX NonZero: int64 indices of shape (rank, count), one row per input dimension.
+    (x,) = inputs.values()
+    return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+
 def _policy(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
     from edgert.models import policy_reference
 
@@ -96,6 +115,7 @@ def _policy(inputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[Any]:
 
 register_function("identity", _identity)
 register_function("nonzero", _nonzero)
+register_function("onnx.NonZero", _onnx_nonzero)
 register_function("edgert.control_policy", _policy)
 
 

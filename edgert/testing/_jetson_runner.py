@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert._fileio import parse_int
 from edgert.errors import CommandTimeoutError, NotSupportedError
 from edgert.power._command import CommandResult
 from edgert.power._nvpconf import NvpConfig, PowerMode, parse_nvpmodel_conf
@@ -108,7 +109,7 @@ class FakeCommandRunner:
         if path is None or not path.exists():
             return None
         value = path.read_text().strip().partition(":")[2]
-        return int(value) if value.isdigit() else None
+        return parse_int(value, lo=0)
 
     def _tree_model(self) -> str | None:
         path = self._tree("proc/device-tree/model")
@@ -199,7 +200,8 @@ class FakeCommandRunner:
         return _text(out)
 
     def _switch(self, target: str, stdin: str) -> tuple[str, str, int]:
-        mode = self.config.by_id(int(target)) if target.isdigit() else None
+        ident = parse_int(target, lo=0)
+        mode = self.config.by_id(ident) if ident is not None else None
         if mode is None:
             # The real wording is not verified; nvpmodel does refuse an id its conf lacks.
             return "", f"NVPM ERROR: Invalid power mode: {target}\n", 255

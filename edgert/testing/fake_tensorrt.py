@@ -22,8 +22,13 @@ What it imitates:
 * context allocation failure (``fail_context=True``) and failing enqueues
   (``fail_enqueue_after=N``);
 * dynamic shapes with optimization profiles, outputs whose shape follows an input, and
-  data-dependent output shapes;
-* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity.
+  data-dependent output shapes (NonZero: the ``nonzero`` and ``onnx.NonZero`` functions), written
+  either to a preallocated address or through an ``IOutputAllocator`` that the context calls on
+  every enqueue exactly as TensorRT's bindings do (``reallocate_output_async`` on 10+, else
+  ``reallocate_output``, then ``notify_shape``);
+* logging through the ``ILogger`` given to ``Runtime``, errors at ERROR severity, or, once an
+  ``IErrorRecorder`` is set as the runtime's ``error_recorder``, errors reported to it with
+  their ``ErrorCodeTRT`` instead.
 
 Version rules: a plan loads when its major.minor equals the runtime's; a version-compatible plan
 also loads on a newer runtime of the same major version (only with ``engine_host_code_allowed``).
@@ -36,7 +41,10 @@ import tempfile
 import types
 from typing import Any
 
+from edgert.testing._fake_trt_alloc import IOutputAllocator
+from edgert.testing._fake_trt_builder import add_builder
 from edgert.testing._fake_trt_engine import ICudaEngine, IExecutionContext
+from edgert.testing._fake_trt_errors import ErrorCodeTRT, IErrorRecorder, code_of
 from edgert.testing._fake_trt_plan import (
     FakeTensor,
     PlanError,
@@ -72,11 +80,14 @@ __all__ = [
     "FAKE_ONLY_NAMES",
     "DataType",
     "Dims",
+    "ErrorCodeTRT",
     "ExecutionContextAllocationStrategy",
     "FakeTensor",
     "ICudaEngine",
+    "IErrorRecorder",
     "IExecutionContext",
     "ILogger",
+    "IOutputAllocator",
     "IPluginRegistry",
     "Logger",
     "Runtime",
@@ -132,6 +143,7 @@ class Runtime:
         self.tempfile_control_flags = (1 << TempfileControlFlag.ALLOW_IN_MEMORY_FILES) | (
             1 << TempfileControlFlag.ALLOW_TEMPORARY_FILES)
         self.max_threads = 1
+        self._recorder: IErrorRecorder | None = None
         self._registry = IPluginRegistry(self._log)
 
     @property
@@ -139,7 +151,20 @@ class Runtime:
         """The logger given at construction."""
         return self._logger
 
+    @property
+    def error_recorder(self) -> IErrorRecorder | None:
+        """Where errors go instead of the logger (None: to the logger)."""
+        return self._recorder
+
+    @error_recorder.setter
+    def error_recorder(self, recorder: IErrorRecorder | None) -> None:
+        self._recorder = recorder
+
     def _log(self, severity: int, message: str) -> None:
+        recorder = self._recorder
+        if recorder is not None and int(severity) <= _ERROR:
+            recorder.report_error(code_of(message), message)  # type: ignore[attr-defined]
+            return
         self._logger.log(ILogger.Severity(int(severity)), message)
 
     def get_plugin_registry(self) -> IPluginRegistry:
@@ -163,8 +188,8 @@ class Runtime:
         if compatible:
             if not self.engine_host_code_allowed:
                 return ("IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
-                        "(fake_tensorrt: the plan is version-compatible and embeds host code, "
-                        "but engine host code is not allowed)")
+                        "(Cannot deserialize engine with lean runtime since "
+                        "IRuntime::getEngineHostCodeAllowed() is false.)")
             if theirs[0] == mine[0] and theirs <= mine:
                 unpack = self._lean_runtime_unpackable()
                 return None if unpack is None else (
@@ -196,7 +221,7 @@ class Runtime:
             self._log(_ERROR, problem)
             return None
         self._log(_INFO, f"Loaded engine size: {len(data) >> 20} MiB")
-        return ICudaEngine(plan, self._log)
+        return ICudaEngine(plan, self._log, int(self._version.split(".")[0]))
 
 
 _global_registry = IPluginRegistry(lambda severity, message: None)
@@ -222,7 +247,11 @@ def make_module(*, flavour: str = "full", version: str = __version__) -> types.M
         "_flavour": flavour, "_version": version, "__doc__": Runtime.__doc__})
     module.__version__ = version  # type: ignore[attr-defined]
     module.EDGERT_FLAVOUR = flavour  # type: ignore[attr-defined]
+    add_builder(vars(module), flavour=flavour, version=version)
     return module
+
+
+add_builder(globals(), flavour=EDGERT_FLAVOUR, version=__version__)  # the builder: not in __all__
 
 
 def bundled_policy_plan(*, version: str = __version__, version_compatible: bool = False,

@@ -16,10 +16,11 @@ Flavours: ``jp6-orin-nx``, ``jp5-orin-nx``, ``jp6-agx-orin``, ``jp5-agx-orin``;
 the 'Fixture facts' of the project's jetson-power reference; frequencies and temperatures are
 illustrative.
 
-A powered-down cv zone fails with EAGAIN on real hardware. The tree imitates that with a FIFO
-whose write end the tree holds open: a non-blocking read (as edgert does) fails with EAGAIN. A
-*blocking* read of such a file would wait forever, so read fake trees through edgert, not with
-``open().read()``, and close the tree (or use ``with``) when done.
+A powered-down cv zone fails with EAGAIN on real hardware: the attribute is a regular file whose
+read() returns EAGAIN. The tree imitates that with a regular file that edgert's sysfs reads see
+fail with EAGAIN while the tree is open; elsewhere (a plain ``open().read()``, a child process)
+it reads as an empty file, which is no reading either. Close the tree (or use ``with``) when
+done.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Fault(StrEnum):
     """How a fake sensor attribute fails."""
 
     EAGAIN = "eagain"
-    """A FIFO with a held writer: non-blocking reads fail with EAGAIN (powered-down cv zones)."""
+    """A regular file whose reads through edgert fail with EAGAIN (powered-down cv zones)."""
     EISDIR = "eisdir"
     """The attribute is a directory."""
     MISSING = "missing"
@@ -84,8 +85,8 @@ class Fault(StrEnum):
 class JetsonTree(Owner):
     """A fake machine's filesystem under :attr:`root`, with helpers to change it.
 
-    Holds the write ends of the EAGAIN FIFOs; :meth:`close` releases them (after which those
-    attributes read as empty).
+    Holds the EAGAIN faults; :meth:`close` releases them (after which those attributes read as
+    empty files).
 
     Attributes:
         root: Pass as ``root=`` to edgert's classes.
@@ -101,8 +102,8 @@ class JetsonTree(Owner):
         self.jetpack = jetpack
         self.zones: dict[str, Path] = {}
         self.rails: dict[str, tuple[Path, int]] = {}
-        self._fds: list[int] = []
-        self._own(_closer(self._fds), "JetsonTree FIFO writers")
+        self._eagain: list[tuple[int, int]] = []
+        self._own(_releaser(self._eagain), "JetsonTree EAGAIN faults")
 
     def path(self, rel: str) -> Path:
         """``rel`` (an absolute path on a real machine) inside this tree."""
@@ -161,10 +162,15 @@ class JetsonTree(Owner):
         self._check_open()
         _remove(path)
         if fault is Fault.EAGAIN:
-            os.mkfifo(path)
-            # O_RDWR opens a FIFO without waiting for a reader; holding it makes readers see a
-            # live writer with no data, which is EAGAIN for a non-blocking read.
-            self._fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            # Real sysfs: a regular file whose read() fails. edgert refuses FIFOs, so the fault
+            # is injected where edgert reads (edgert.power._sysfs._read), keyed by inode.
+            # Empty, so that a reader the hook does not reach (another process, a plain open())
+            # gets no reading either, never a made-up 0 °C.
+            path.write_text("")
+            st = path.stat()
+            ident = (st.st_dev, st.st_ino)
+            self._eagain.append(ident)
+            _add_eagain(ident)
         elif fault is Fault.EISDIR:
             path.mkdir()
         elif fault is Fault.EMPTY:
@@ -269,12 +275,35 @@ def raising_reads(paths: Iterable[Path], exc: Callable[[], BaseException] | None
         _sysfs._read = original
 
 
-def _closer(fds: list[int]) -> Callable[[], None]:
-    def close_all() -> None:
-        while fds:
-            with contextlib.suppress(OSError):
-                os.close(fds.pop())
-    return close_all
+# (st_dev, st_ino) -> number of open trees that made that file fail with EAGAIN.
+_EAGAIN: dict[tuple[int, int], int] = {}
+
+
+def _eagain_read(fd: int, size: int) -> bytes:
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) in _EAGAIN:
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    return os.read(fd, size)
+
+
+def _add_eagain(ident: tuple[int, int]) -> None:
+    _EAGAIN[ident] = _EAGAIN.get(ident, 0) + 1
+    if _sysfs._read is os.read:
+        _sysfs._read = _eagain_read
+
+
+def _releaser(idents: list[tuple[int, int]]) -> Callable[[], None]:
+    def release_all() -> None:
+        while idents:
+            ident = idents.pop()
+            count = _EAGAIN.get(ident, 0) - 1
+            if count > 0:
+                _EAGAIN[ident] = count
+            else:
+                _EAGAIN.pop(ident, None)
+        if not _EAGAIN and _sysfs._read is _eagain_read:
+            _sysfs._read = os.read
+    return release_all
 
 
 def _remove(path: Path) -> None:

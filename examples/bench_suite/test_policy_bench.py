@@ -1,8 +1,12 @@
 """An example pytest-benchmark suite that compares device time, not Python wall time.
 
-    pytest examples/bench_suite --benchmark-only                     # edgert installed
-    pytest -p edgert.pytest_plugin examples/bench_suite --benchmark-only   # from a clone
+    pytest examples/bench_suite --benchmark-only          # edgert installed (pip install -e .)
+    PYTHONPATH=. pytest -p edgert.pytest_plugin examples/bench_suite --benchmark-only
+                                                          # a clone, not installed
     pytest ... --edgert-model model.plan --benchmark-json=out.json   # another model
+
+``edgert_benchmark`` counts as a benchmark for pytest-benchmark, so ``--benchmark-only`` runs
+these tests (and skips any test that is not a benchmark).
 
 ``edgert_session`` is the model under test (the bundled policy unless ``--edgert-model`` or the
 ``edgert_model`` marker says otherwise); ``edgert_benchmark`` runs requests through it and hands

@@ -1,0 +1,139 @@
+"""A background thread that runs the blocking part of leaked objects' cleanup.
+
+A leaked owner's safety net runs on whichever thread drops the last reference or runs the
+garbage collector, possibly a real-time loop. Releasing a session or a pool can block for long
+(``cudaStreamSynchronize``, event synchronizes, ``cudaFreeHost``, taking the pool's lock), so
+the safety net hands that work to this thread instead. Handing over never blocks:
+:class:`queue.SimpleQueue` ``put`` is documented as reentrant, safe to call from ``__del__``
+and ``weakref`` callbacks (https://docs.python.org/3/library/queue.html#queue.SimpleQueue.put).
+
+The thread is started by :func:`start` from ordinary code (an owner's constructor), never from
+a finalizer: ``Thread.start`` waits for the new thread to run, and a thread made by a real-time
+thread would inherit its policy and affinity, so the reaper drops both first thing.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+__all__ = ["drain", "inline", "reap", "reap_unless_inline", "start"]
+
+_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def _forget_after_fork() -> None:
+    # Work queued in the parent is the parent's (its CUDA context, its mappings): a child
+    # starts with an empty queue and no reaper, and starts its own when it needs one.
+    global _work, _thread
+    _work = queue.SimpleQueue()
+    _thread = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def start() -> None:
+    """Start the reaper thread if it is not running (after ``fork`` it is not). Call it from
+    ordinary code, never from a finalizer."""
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return
+        t = threading.Thread(target=_run, name="edgert-reaper", daemon=True)
+        t.start()
+        _thread = t
+
+
+def reap(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the reaper thread; never blocks the caller.
+
+    Without a running reaper (never started, after ``fork``, or while the interpreter shuts
+    down and daemon threads may never run again) ``fn`` runs here, so the work is never lost.
+    """
+    t = _thread
+    if t is None or not t.is_alive() or not threading.main_thread().is_alive():
+        _run_one(fn)
+        return
+    _work.put(fn)
+
+
+class _Inline(threading.local):
+    depth = 0
+
+
+_inline = _Inline()
+
+
+@contextmanager
+def inline() -> Iterator[None]:
+    """Within this block, :func:`reap_unless_inline` runs its work here, at once: for code that
+    frees on purpose (``close()``) and whose caller expects the memory back when it returns."""
+    _inline.depth += 1
+    try:
+        yield
+    finally:
+        _inline.depth -= 1
+
+
+def reap_unless_inline(fn: Callable[[], None]) -> None:
+    """Run ``fn`` here inside an :func:`inline` block, else on the reaper (see :func:`reap`).
+
+    For releases that happen when the last reference dies: inside ``close()`` that is wanted
+    and immediate; anywhere else it is whichever thread dropped a view last, perhaps a real-time
+    loop, which must not pay for ``cudaFreeHost`` (it synchronizes the whole device).
+    """
+    if _inline.depth:
+        _run_one(fn)
+    else:
+        reap(fn)
+
+
+def drain(timeout_s: float = 10.0) -> bool:
+    """Wait until everything handed over so far has run; returns False on timeout.
+
+    For tests and orderly shutdown; never call it from a finalizer.
+    """
+    done = threading.Event()
+    _work.put(done.set)  # FIFO: when this runs, everything before it has run
+    t = _thread
+    if t is None or not t.is_alive():
+        while True:
+            try:
+                item = _work.get_nowait()
+            except queue.Empty:
+                return True
+            _run_one(item)
+    return done.wait(timeout_s)
+
+
+def _run() -> None:
+    try:
+        # A reaper made by a SCHED_FIFO thread pinned to an isolated CPU would compete with
+        # it there; lowering the policy never needs a privilege. Asking for every CPU gets
+        # the ones the cpuset allows (the kernel drops the others).
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except (OSError, AttributeError):
+        pass
+    while True:
+        _run_one(_work.get())
+
+
+def _run_one(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as err:  # a dead driver must not stop the reaper for everyone else
+        try:
+            warnings.warn(f"edgert: cleaning up a leaked object failed: {err!r}",
+                          RuntimeWarning, stacklevel=1)
+        except Exception:
+            pass

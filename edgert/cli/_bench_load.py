@@ -1,0 +1,80 @@
+"""``edgert bench --load gemm|conv|MODEL``: the control model's latency beside a GPU load.
+
+Runs :func:`edgert.bench.run_under_load`: the load alone, the model alone (idle latency), then
+both; prints latency idle and under load, the load's throughput with and without the model, and
+which SM partition and stream priority each had. ``--reserve-sms N`` gives the model a partition
+of N SMs (a green context) and confines the load to the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_load_arguments", "run_load"]
+
+_EXIT_ERROR = 1
+_EXIT_USAGE = 2
+
+
+def _stream_priority(text: str) -> int | str:
+    if text in ("highest", "lowest"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'highest', 'lowest' or an int") from None
+
+
+def add_load_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--load``, ``--reserve-sms`` and ``--stream-priority`` to the bench parser."""
+    g = p.add_argument_group("latency under load (GPU)")
+    g.add_argument("--load", metavar="gemm|conv|MODEL",
+                   help="run a background load on the same GPU and report the model's latency "
+                        "idle and under it: a persistent GEMM, a convolution stack, or a model "
+                        "file run back to back")
+    g.add_argument("--reserve-sms", type=int, default=None, metavar="N",
+                   help="with --load: a partition of N SMs (green context) for the model, the "
+                        "rest for the load (see `edgert doctor` for legal sizes)")
+    g.add_argument("--stream-priority", type=_stream_priority, default="highest",
+                   metavar="P", help="with --load: the model's CUDA stream priority "
+                                     "(highest, lowest or an int; default highest)")
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Run ``bench --load`` and print its report; return the exit status."""
+    from edgert.bench import run_under_load
+    from edgert.errors import EdgeRTError, InvalidArgumentError
+
+    if args.device == "host":
+        print("edgert bench: --load needs a CUDA device, not --device host", file=sys.stderr)
+        return _EXIT_USAGE
+    if args.rate <= 0:
+        print("edgert bench: --load needs a periodic --rate above 0", file=sys.stderr)
+        return _EXIT_USAGE
+    try:
+        report = run_under_load(
+            args.model, load=args.load, device=args.device or 0, reserve_sms=args.reserve_sms,
+            priority=args.stream_priority, rate_hz=args.rate, duration_s=args.duration,
+            runtime=args.runtime)
+    except InvalidArgumentError as err:
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_USAGE
+    except (EdgeRTError, OSError) as err:
+        print(f"edgert bench: {err}", file=sys.stderr)
+        return _EXIT_ERROR
+    text = json.dumps(report.to_dict(), indent=2)
+    try:
+        if args.json == "-":
+            print(text)
+        else:
+            print(report.render())
+            if args.json:
+                Path(args.json).write_text(text + "\n")
+    except OSError as err:
+        print(f"edgert bench: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        return _EXIT_ERROR
+    return 0

@@ -1,0 +1,218 @@
+"""Hot swap: replace a running session's model between two requests.
+
+The new model gets a complete session of its own on the side -- execution context, buffers,
+streams, graphs -- made and warmed (graphs captured) on the calling thread, while the old model
+keeps serving. Then it is handed over: the next request (``infer``/``submit``) on the session's
+own thread takes it at its start, which is a handful of attribute assignments, so the request
+that takes it is not delayed by loading or warming anything. Requests submitted before the swap
+complete on the old model; their results can no longer be collected (``result()`` raises), and
+the old model's memory is freed on the swapping thread once the new model has served ``slots``
+requests -- the point after which no view returned before the swap may still be read -- or at
+``close()``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgert.errors import (
+    ConcurrentUseError,
+    EdgeRTError,
+    InputError,
+    InvalidArgumentError,
+    RequestTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from edgert.session._session import InferenceSession
+
+__all__ = ["SwapResult", "apply_pending_swap", "swap_model"]
+
+# What a session holds for its model; swapped as a whole between the session and the side one.
+_STATE = ("_choice", "_options", "_runner", "_slots", "_n", "_next", "_after", "_outputs_mode",
+          "_timing", "_raise_when_busy", "_pipelined")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SwapResult:
+    """What :meth:`InferenceSession.swap` did.
+
+    Attributes:
+        prepare_s: Seconds to load, set up and warm the new model on the side.
+        handoff_s: Seconds from ready to swapped (until the next request took it).
+        applied_by: ``"request"`` (a request took it) or ``"swap"`` (the session was idle).
+        old_freed: Whether the old model's resources were freed before returning (else they
+            are freed when the session closes).
+    """
+
+    prepare_s: float
+    handoff_s: float
+    applied_by: str
+    old_freed: bool
+
+
+class _Handoff:
+    """A prepared side session waiting to be taken; ``lock`` makes take/cancel exclusive."""
+
+    def __init__(self, side: InferenceSession) -> None:
+        self.side = side
+        self.lock = threading.Lock()
+        self.state = "pending"
+        self.done = threading.Event()
+        self.taken_by = ""
+        self.generations = 0
+
+
+def _signature(specs: Any) -> list[tuple[str, str]]:
+    return [(s.name, str(s.dtype)) for s in specs]
+
+
+def _check_compatible(session: InferenceSession, specs: Any, what: str) -> None:
+    runner = session._runner
+    old_in, old_out = _signature(runner.in_specs), _signature(runner.out_specs)
+    new_in = _signature(t for t in specs if t.is_input)
+    new_out = _signature(t for t in specs if not t.is_input)
+    if sorted(old_in) != sorted(new_in) or sorted(old_out) != sorted(new_out):
+        raise InvalidArgumentError(
+            f"{what} does not fit this session: inputs {new_in} and outputs {new_out}, the "
+            f"session's are {old_in} and {old_out}; nothing was changed",
+            hint="a hot swap needs the same input and output names and dtypes; make a new "
+                 "session for a model with a different interface")
+
+
+def apply_pending_swap(session: InferenceSession) -> None:
+    """Take a prepared swap (called by the session with its use lock held)."""
+    handoff: _Handoff | None = session._swap_pending
+    if handoff is None:
+        return
+    with handoff.lock:
+        if handoff.state != "pending":
+            return
+        handoff.state = "applying"
+    session._swap_pending = None
+    side = handoff.side
+    for slot in session._slots:
+        slot.generation += 1  # results of requests submitted before the swap are not collectable
+    res, side_res = session._resources, side._resources
+    res.runner, side_res.runner = side_res.runner, res.runner
+    res.slots, side_res.slots = side_res.slots, res.slots
+    res.closers, side_res.closers = side_res.closers, res.closers
+    for name in _STATE:
+        mine = getattr(session, name)
+        setattr(session, name, getattr(side, name))
+        setattr(side, name, mine)
+    session._runner.stats = session._stats  # one history of timings across models
+    handoff.generations = sum(s.generation for s in session._slots)
+    handoff.state = "applied"
+    handoff.done.set()
+
+
+def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
+             warmup_shapes: Any, warmup_runs: int) -> InferenceSession:
+    from edgert.session._session import InferenceSession
+    from edgert.session._setup import initial_signature
+
+    if model is session._runner.exe:
+        raise InvalidArgumentError("the session already runs this executable",
+                                   hint="swap in another Engine or Executable")
+    specs = getattr(model, "tensors", None)
+    if specs is not None:
+        _check_compatible(session, specs, repr(model))
+    o = session._options
+    side = InferenceSession(
+        model, device=session.device, io=o.io, slots=o.slots, cuda_graph=o.cuda_graph,
+        sync=o.sync, outputs=o.outputs, when_busy=o.when_busy, timing=o.timing, cast=o.cast,
+        contiguous=o.contiguous, profile=o.profile, max_graphs=o.max_graphs,
+        stats_capacity=o.stats_capacity, **kwargs)
+    try:
+        _check_compatible(session, (*side._runner.in_specs, *side._runner.out_specs),
+                          repr(model))
+        current: Any = dict(zip(session._runner.in_names,
+                           initial_signature(session._runner.in_specs, o.profile), strict=True))
+        shapes = list(warmup_shapes) if warmup_shapes is not None else [None, current]
+        for shape_set in shapes:
+            try:
+                side.warmup(None if shape_set is None else [shape_set], runs=warmup_runs)
+            except InputError as err:
+                raise InvalidArgumentError(
+                    f"the new model refuses input shapes this session runs with "
+                    f"({shape_set}): {err.message}; nothing was changed",
+                    hint="build the new model with the same optimization profile") from err
+    except BaseException:
+        side.close()
+        raise
+    return side
+
+
+def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
+               timeout_s: float | None, warmup_shapes: Any, warmup_runs: int,
+               **kwargs: Any) -> SwapResult:
+    """What :meth:`InferenceSession.swap` does (see there)."""
+    session._check_open()
+    if session._swap_pending is not None:
+        raise ConcurrentUseError("another swap of this session is in progress",
+                                 hint="wait for it to return")
+    for name, value in (("handoff_s", handoff_s), ("timeout_s", timeout_s)):
+        if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
+            raise InvalidArgumentError(f"{name} must be seconds >= 0, got {value!r}")
+    start = time.monotonic()
+    side = _prepare(session, model, kwargs, warmup_shapes, warmup_runs)
+    ready = time.monotonic()
+    handoff = _Handoff(side)
+    session._swap_pending = handoff
+    applied_by = "request"
+    try:
+        if not handoff.done.wait(handoff_s):
+            deadline = None if timeout_s is None else ready + max(timeout_s, handoff_s)
+            while not handoff.done.is_set():
+                # No request took it within handoff_s: the session is idle; apply it here.
+                if session._use.acquire(False):
+                    try:
+                        if session.closed:
+                            raise EdgeRTError("the session was closed during the swap")
+                        apply_pending_swap(session)
+                        applied_by = "swap" if handoff.state == "applied" else applied_by
+                    finally:
+                        session._use.release()
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RequestTimeoutError(
+                        f"the swap was not taken within {timeout_s} s; nothing was changed",
+                        hint="the session's thread must make a request (or be idle) for the "
+                             "swap to happen")
+                handoff.done.wait(0.001)
+    except BaseException:
+        with handoff.lock:
+            cancelled = handoff.state == "pending"
+            if cancelled:
+                handoff.state = "cancelled"
+                session._swap_pending = None
+        if cancelled:
+            side.close()
+            raise
+        # it was applied after all: fall through and free the old model
+    swapped = time.monotonic()
+    # An idle session (applied here) is unlikely to make requests soon: do not wait for them.
+    old_freed = _free_old(session, handoff, 1.0 if applied_by == "request" else 0.0)
+    return SwapResult(prepare_s=ready - start, handoff_s=swapped - ready,
+                      applied_by=applied_by, old_freed=old_freed)
+
+
+def _free_old(session: InferenceSession, handoff: _Handoff, wait_s: float) -> bool:
+    """Close the side session (which now holds the old model) once no old view can be live."""
+    side = handoff.side
+    n = len(session._slots)
+    deadline = time.monotonic() + wait_s
+    while True:
+        if session.closed or sum(s.generation for s in session._slots) - handoff.generations >= n:
+            side.close()
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.001)
+    # Idle session: the last views of the old model may still be read; free it at close().
+    session._resources.closers.append(side.close)
+    return False

@@ -1,0 +1,101 @@
+"""The manifest of one installed model version (``manifest.json`` in its directory)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import InvalidArgumentError
+from edgert.store._errors import StoreError
+
+__all__ = ["MANIFEST_NAME", "Manifest", "check_version_name", "version_tuple"]
+
+#: File name of a version's manifest.
+MANIFEST_NAME = "manifest.json"
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_FORMAT = 1
+
+
+def check_version_name(version: str) -> str:
+    """A version label must be a safe directory name.
+
+    Raises:
+        InvalidArgumentError: It is not.
+    """
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise InvalidArgumentError(
+            f"bad version label {version!r}",
+            hint="use 1-64 characters of letters, digits and ._+- starting with a letter or "
+                 "digit, e.g. 2026.12.04 or v3.1")
+    return version
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"10.8.0.43"`` -> ``(10, 8, 0, 43)`` (non-digits ignored)."""
+    parts = []
+    for piece in text.split(".")[:4]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """What was installed as one version.
+
+    Attributes:
+        version: The version label.
+        file: The model's file name inside the version directory.
+        format: ``onnx`` or ``tensorrt-plan``.
+        sha256: SHA-256 of the model file (checked on every load).
+        signature: HMAC-SHA256 tag of the model (with the store's key), if it was signed.
+        min_tensorrt: Oldest TensorRT that may run it (checked at activation).
+        notes: Free text (release notes, training run).
+        installed_at_unix_s: When it was installed.
+        reference: An ONNX model installed with a plan, used as its health reference.
+        reference_sha256: That file's SHA-256.
+    """
+
+    version: str
+    file: str
+    format: str
+    sha256: str
+    signature: str | None = None
+    min_tensorrt: str | None = None
+    notes: str = ""
+    installed_at_unix_s: float = 0.0
+    reference: str | None = None
+    reference_sha256: str | None = None
+
+    def to_json(self) -> str:
+        """The manifest file's text."""
+        return json.dumps(dict(asdict(self), manifest_format=_FORMAT), indent=2,
+                          sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        """The manifest in a version directory.
+
+        Raises:
+            StoreError: Missing or malformed.
+        """
+        path = directory / MANIFEST_NAME
+        try:
+            doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if doc.pop("manifest_format", None) != _FORMAT:
+                raise ValueError("unknown manifest_format")
+            manifest = cls(**doc)
+            check_version_name(manifest.version)
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing", hint="the version directory is incomplete: "
+                             "remove it and install the version again") from None
+        except (ValueError, TypeError, InvalidArgumentError) as err:
+            raise StoreError(f"{path} is not a valid manifest ({err})",
+                             hint="remove the version and install it again") from err
+        if manifest.version != directory.name:
+            raise StoreError(f"{path} says version {manifest.version!r} but lives in "
+                             f"{directory.name!r}", hint="the store was edited by hand")
+        return manifest

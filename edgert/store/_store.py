@@ -1,0 +1,450 @@
+"""ModelStore: versioned models on the robot, with health-gated activation and rollback.
+
+Layout of the store directory::
+
+    versions/<version>/manifest.json   what was installed (sha256, signature, notes, ...)
+    versions/<version>/model.onnx      or model.plan (+ model.plan.sig when signed)
+    active -> versions/<version>       symlink, replaced atomically (rename) on activation
+    history.jsonl                      one JSON line per install, activation, refusal, rollback
+    .lock                              flock serializing changes between processes
+
+Installing copies into a temp directory, fsyncs, then renames it into ``versions/`` -- a version
+directory is complete or absent. Activating loads the candidate, runs the health gate
+(:mod:`edgert.store._health`) and only then swaps the ``active`` link; a refusal leaves the
+current version active and raises :class:`HealthCheckError` saying why. Rollback returns to the
+version that was active before the current one (a stack replayed from the history).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOptions
+from edgert.engine._integrity import check_integrity
+from edgert.engine._source import read_source, sniff
+from edgert.errors import InvalidArgumentError
+from edgert.store._cache import EngineCache
+from edgert.store._errors import HealthCheckError, StoreError
+from edgert.store._files import FileLock, fsync_dir, unwritable
+from edgert.store._health import HealthPolicy, HealthReport, check_health
+from edgert.store._history import StoreEvent, activation_stack, append_event, read_history
+from edgert.store._manifest import Manifest, check_version_name, version_tuple
+from edgert.store._options import BuildOptions
+
+__all__ = ["ModelStore", "StoreEvent", "describe"]
+
+_ACTIVE = "active"
+_HISTORY = "history.jsonl"
+
+
+def _copy_synced(data: bytes | memoryview, path: Path) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class ModelStore:
+    """A directory of model versions (see the module documentation).
+
+    Args:
+        root: The store directory (created on first install); on a writable partition.
+        hmac_key: Secret that models must be signed with (HMAC-SHA256) to be installed; their
+            signature is checked again on every load. None: SHA-256 checks only.
+        keep: Versions kept; older inactive ones are deleted (never the active version, the
+            one a rollback would return to, or versions installed after the active one).
+        trt_module: TensorRT module for plans and builds (e.g. the fake).
+        cache_dir: Build ONNX versions into TensorRT plans through this engine cache (None:
+            ONNX versions run on ONNX Runtime).
+        build: Build options for that.
+        device: CUDA device.
+        allow_host_code: Let version-compatible plans run their embedded runtime (only after
+            their SHA-256 and, with a key, HMAC verified).
+        onnx_options: ONNX Runtime options.
+
+    Raises:
+        InvalidArgumentError: A bad argument.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, hmac_key: str | bytes | None = None,
+                 keep: int = 5, trt_module: ModuleType | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 build: BuildOptions | None = None, device: int = 0,
+                 allow_host_code: bool = False,
+                 onnx_options: OnnxRuntimeOptions | None = None) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
+            raise InvalidArgumentError(f"keep must be an int >= 2, got {keep!r}",
+                                       hint="keep at least the active version and one to roll "
+                                            "back to")
+        if hmac_key is not None and not hmac_key:
+            raise InvalidArgumentError("hmac_key is empty")
+        self.root = Path(os.fspath(root))
+        self._key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+        self.keep = keep
+        self._trt = trt_module
+        self._cache_dir = cache_dir
+        self._build = build
+        self._device = device
+        self._allow_host_code = allow_host_code
+        self._onnx_options = onnx_options
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def _versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    def versions(self) -> list[Manifest]:
+        """Installed versions, oldest first.
+
+        Raises:
+            StoreError: A version directory has a broken manifest.
+        """
+        try:
+            dirs = [d for d in self._versions_dir.iterdir()
+                    if d.is_dir() and not d.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        return sorted((Manifest.read(d) for d in dirs),
+                      key=lambda m: (m.installed_at_unix_s, m.version))
+
+    def manifest(self, version: str) -> Manifest:
+        """One version's manifest.
+
+        Raises:
+            StoreError: Not installed, or a broken manifest.
+        """
+        directory = self._versions_dir / check_version_name(version)
+        if not directory.is_dir():
+            installed = ", ".join(m.version for m in self.versions()) or "none"
+            raise StoreError(f"version {version!r} is not installed in {self.root}",
+                             hint=f"installed: {installed}")
+        return Manifest.read(directory)
+
+    @property
+    def active(self) -> Manifest | None:
+        """The active version, or None before the first activation."""
+        link = self.root / _ACTIVE
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError(f"{link} is not a symlink ({err.strerror})",
+                             hint="the store was edited by hand; activate a version again") \
+                from err
+        return self.manifest(Path(target).name)
+
+    def history(self) -> list[StoreEvent]:
+        """Every install, activation, refusal, rollback and removal, oldest first."""
+        return read_history(self.root / _HISTORY)
+
+    def _stack(self) -> list[str]:
+        return activation_stack(self.history())
+
+    # -- writing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise unwritable(self.root, err) from err
+        with FileLock(self.root / ".lock"):
+            yield
+
+    def _record(self, event: StoreEvent) -> None:
+        append_event(self.root / _HISTORY, event)
+
+    def install(self, model: str | os.PathLike[str], version: str, *, notes: str = "",
+                min_tensorrt: str | None = None, sha256: str | None = None,
+                signature: str | None = None,
+                reference_onnx: str | os.PathLike[str] | None = None) -> Manifest:
+        """Verify a model and copy it into the store as ``version`` (not yet active).
+
+        Args:
+            model: A ``.onnx`` or ``.plan`` file.
+            version: Its label (letters, digits, ``._+-``).
+            notes: Free text for the manifest.
+            min_tensorrt: Oldest TensorRT version that may run it (e.g. ``"10.3"``).
+            sha256: The digest you expect (from the release manifest); checked before copying.
+            signature: HMAC-SHA256 tag (hex); default ``<model>.sig``. Required with a key.
+            reference_onnx: For a plan, the ONNX it was built from: the health gate's reference.
+
+        Raises:
+            StoreError: The version exists already.
+            IntegrityError: The digest or signature does not match.
+            ModelFormatError: Not a model.
+            InvalidArgumentError: Bad arguments.
+            PermissionDeniedError: The store is not writable.
+        """
+        check_version_name(version)
+        if min_tensorrt is not None and not version_tuple(min_tensorrt)[0]:
+            raise InvalidArgumentError(f"min_tensorrt {min_tensorrt!r} is not a version")
+        src = read_source(model)
+        assert src.path is not None
+        if signature is not None and self._key is None:
+            raise InvalidArgumentError("a signature was given but the store has no hmac_key",
+                                       hint="make the store with ModelStore(root, hmac_key=...)")
+        check_integrity(src.data, path=src.path, sha256=sha256, hmac_key=self._key,
+                        signature=signature)
+        header = sniff(src.data, src.label)
+        ref = read_source(reference_onnx) if reference_onnx is not None else None
+        if ref is not None and sniff(ref.data, ref.label).format is not EngineFormat.ONNX:
+            raise InvalidArgumentError(f"reference_onnx {ref.label} is not an ONNX model")
+        digest = hashlib.sha256(src.data).hexdigest()
+        suffix = ".onnx" if header.format is EngineFormat.ONNX else ".plan"
+        tag = None
+        if self._key is not None:
+            tag = hmac.new(self._key, src.data, hashlib.sha256).hexdigest()
+        manifest = Manifest(
+            version=version, file="model" + suffix, format=header.format.value, sha256=digest,
+            signature=tag, min_tensorrt=min_tensorrt, notes=notes,
+            installed_at_unix_s=round(time.time(), 6),
+            reference="reference.onnx" if ref is not None else None,
+            reference_sha256=hashlib.sha256(ref.data).hexdigest() if ref is not None else None)
+        with self._locked():
+            final = self._versions_dir / version
+            if final.exists():
+                raise StoreError(f"version {version!r} is already installed in {self.root}",
+                                 hint="versions are immutable: install under a new label")
+            self._versions_dir.mkdir(exist_ok=True)
+            tmp = self._versions_dir / f".tmp-{version}-{secrets.token_hex(4)}"
+            try:
+                tmp.mkdir()
+                _copy_synced(src.data, tmp / manifest.file)
+                if tag is not None:
+                    _copy_synced((tag + "\n").encode(), tmp / (manifest.file + ".sig"))
+                if ref is not None:
+                    _copy_synced(ref.data, tmp / "reference.onnx")
+                _copy_synced(manifest.to_json().encode(), tmp / "manifest.json")
+                fsync_dir(tmp)
+                os.rename(tmp, final)
+                fsync_dir(self._versions_dir)
+            except OSError as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise unwritable(self._versions_dir, err) from err
+            self._record(StoreEvent(event="install", version=version, detail=notes))
+            self._prune()
+        return manifest
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _verified(self, manifest: Manifest, name: str, sha256: str,
+                  signed: bool) -> tuple[Path, bytes]:
+        path = self._versions_dir / manifest.version / name
+        src = read_source(path)
+        check_integrity(src.data, path=path, sha256=sha256,
+                        hmac_key=self._key if signed else None, signature=None)
+        return path, bytes(src.data)
+
+    def load(self, version: str | None = None) -> Engine:
+        """Load a version (default: the active one), verifying it first.
+
+        ONNX versions are built into TensorRT plans through the engine cache when the store
+        has a ``cache_dir`` (falling back to ONNX Runtime where nothing builds), else they run
+        on ONNX Runtime.
+
+        Raises:
+            StoreError: No such version, or none active.
+            IntegrityError: The file no longer matches its manifest or signature.
+            EngineLoadError: The runtime refused it.
+        """
+        manifest = self._pick(version)
+        _, data = self._verified(manifest, manifest.file, manifest.sha256,
+                                 manifest.signature is not None)
+        if manifest.format == EngineFormat.ONNX.value:
+            if self._cache_dir is not None:
+                # The verified bytes, not the path: the file could change after the check.
+                cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
+                return cache.load(data, self._build, allow_host_code=self._allow_host_code,
+                                  onnx_options=self._onnx_options).engine
+            return Engine.load(data, onnx_options=self._onnx_options)
+        return Engine.load(data, trt_module=self._trt, device=self._device,
+                           allow_host_code=self._allow_host_code)
+
+    def _pick(self, version: str | None) -> Manifest:
+        if version is not None:
+            return self.manifest(version)
+        active = self.active
+        if active is None:
+            raise StoreError(f"no version of {self.root} is active",
+                             hint="install a version and activate it")
+        return active
+
+    def _reference(self, manifest: Manifest, candidate: Engine,
+                   policy: HealthPolicy) -> tuple[Engine | None, str | None]:
+        kind = policy.reference
+        onnx: tuple[Path, bytes] | None = None
+        if manifest.reference is not None and manifest.reference_sha256 is not None:
+            onnx = self._verified(manifest, manifest.reference, manifest.reference_sha256, False)
+        elif manifest.format == EngineFormat.ONNX.value and \
+                candidate.flavour is not EngineFlavour.ONNXRUNTIME:
+            onnx = self._verified(manifest, manifest.file, manifest.sha256, False)
+        if kind in ("auto", "onnx") and onnx is not None:
+            return Engine.load(onnx[1], onnx_options=self._onnx_options), \
+                f"{manifest.version}'s ONNX model on ONNX Runtime"
+        if kind == "onnx":
+            raise InvalidArgumentError(
+                f"version {manifest.version!r} has no ONNX model to compare with (or it already "
+                "runs on ONNX Runtime)", hint="install the plan with reference_onnx=, or use "
+                                              "reference='current'")
+        current = self.active
+        if kind in ("auto", "current") and current is not None and \
+                current.version != manifest.version:
+            return self.load(current.version), f"the active version {current.version}"
+        if kind == "current":
+            raise InvalidArgumentError("no other version is active to compare with",
+                                       hint="use reference='onnx' or 'none'")
+        return None, None
+
+    # -- activation -----------------------------------------------------------------------
+
+    def activate(self, version: str, *, policy: HealthPolicy | None = None) -> HealthReport:
+        """Make ``version`` active if it passes the health gate.
+
+        Args:
+            version: An installed version.
+            policy: What it must pass (default :class:`HealthPolicy` ()).
+
+        Returns:
+            The health report of the activated version.
+
+        Raises:
+            HealthCheckError: Its outputs disagree with the reference, it is too slow, or it
+                needs a newer TensorRT; the current version stays active.
+            StoreError: Not installed.
+            IntegrityError: Its file does not match its manifest or signature.
+            EngineLoadError: It does not load here (the current version stays active).
+        """
+        policy = policy if policy is not None else HealthPolicy()
+        with self._locked():
+            manifest = self.manifest(version)
+            previous = self.active
+            if previous is not None and previous.version == version:
+                raise StoreError(f"version {version!r} is already active",
+                                 hint="install the new model under a new version label")
+            with self.load(version) as candidate:
+                report = self._gate(manifest, candidate, policy)
+            if not report.passed:
+                self._record(StoreEvent(event="refuse", version=version,
+                                        previous=previous.version if previous else None,
+                                        detail="; ".join(report.reasons)))
+                kept = f"{previous.version} stays active" if previous else "nothing is active"
+                raise HealthCheckError(
+                    f"version {version!r} was not activated ({kept}): "
+                    + "; ".join(report.reasons), report=report,
+                    hint="fix the model, or state the tolerances and latency budget it must "
+                         "meet in HealthPolicy")
+            self._point_to(version)
+            self._record(StoreEvent(event="activate", version=version,
+                                    previous=previous.version if previous else None,
+                                    detail=report.summary()))
+            self._prune()
+        return report
+
+    def _gate(self, manifest: Manifest, candidate: Engine,
+              policy: HealthPolicy) -> HealthReport:
+        runs_on_trt = candidate.flavour is not EngineFlavour.ONNXRUNTIME
+        if manifest.min_tensorrt is not None and runs_on_trt and \
+                version_tuple(candidate.runtime_version) < version_tuple(manifest.min_tensorrt):
+            return HealthReport(passed=False, reasons=(
+                f"it needs TensorRT >= {manifest.min_tensorrt}; this machine runs "
+                f"{candidate.runtime_version}",))
+        reference, label = self._reference(manifest, candidate, policy)
+        try:
+            return check_health(candidate, reference, policy, reference_label=label)
+        finally:
+            if reference is not None:
+                reference.close()
+
+    def _point_to(self, version: str) -> None:
+        tmp = self.root / f".{_ACTIVE}.tmp-{secrets.token_hex(4)}"
+        try:
+            os.symlink(os.path.join("versions", version), tmp)
+            os.replace(tmp, self.root / _ACTIVE)  # atomic: readers see old or new, never none
+            fsync_dir(self.root)
+        except OSError as err:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise unwritable(self.root, err) from err
+
+    def rollback(self, *, policy: HealthPolicy | None = None) -> Manifest:
+        """Return to the version that was active before the current one.
+
+        The target is verified (SHA-256, signature) and loaded; with ``policy`` it must also
+        pass the health gate again.
+
+        Raises:
+            StoreError: Nothing to roll back to.
+            IntegrityError: The target's file no longer matches its manifest.
+            HealthCheckError: ``policy`` was given and the target failed it.
+        """
+        with self._locked():
+            stack = self._stack()
+            current = self.active
+            if len(stack) < 2 or current is None:
+                raise StoreError("there is no earlier activated version to roll back to",
+                                 hint="see `edgert store list` for the history")
+            target = self.manifest(stack[-2])
+            with self.load(target.version) as engine:
+                if policy is not None:
+                    report = self._gate(target, engine, policy)
+                    if not report.passed:
+                        raise HealthCheckError(
+                            f"rollback to {target.version!r} refused: "
+                            + "; ".join(report.reasons), report=report)
+            self._point_to(target.version)
+            self._record(StoreEvent(event="rollback", version=target.version,
+                                    previous=current.version))
+        return target
+
+    def _prune(self) -> None:
+        versions = self.versions()
+        if len(versions) <= self.keep:
+            return
+        active = self.active
+        stack = self._stack()
+        protected = {m for m in (active.version if active else None,
+                                 stack[-2] if len(stack) >= 2 else None) if m}
+        # Versions installed after the active one are candidates waiting for activation.
+        since = active.installed_at_unix_s if active else -1.0
+        protected |= {m.version for m in versions if m.installed_at_unix_s > since}
+        excess = len(versions) - self.keep
+        for m in versions:
+            if excess <= 0:
+                break
+            if m.version in protected:
+                continue
+            shutil.rmtree(self._versions_dir / m.version, ignore_errors=True)
+            self._record(StoreEvent(event="remove", version=m.version,
+                                    detail=f"keep={self.keep}"))
+            excess -= 1
+
+    def __repr__(self) -> str:
+        return f"<ModelStore {self.root}>"
+
+
+def describe(store: ModelStore) -> dict[str, Any]:
+    """The store as JSON-ready data (for ``edgert store list --json``)."""
+    active = store.active
+    return {
+        "root": str(store.root),
+        "active": active.version if active else None,
+        "versions": [dict(json.loads(m.to_json())) for m in store.versions()],
+        "history": [asdict(e) for e in store.history()],
+    }

@@ -1,0 +1,391 @@
+"""The engine cache (Engine.from_onnx / EngineCache) through the fake TensorRT builder.
+
+The fake builder's plans run the ONNX model through ONNX Runtime, so every output checked here is
+computed, and compared with the numpy reference of the bundled policy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgert import models
+from edgert.engine import Engine, EngineFlavour, EngineFormat
+from edgert.errors import InvalidArgumentError, NotSupportedError, PermissionDeniedError
+from edgert.session import InferenceSession
+from edgert.store import BuildOptions
+from edgert.store._cache import CacheStatus, DeviceIdentity, EngineCache
+from edgert.testing import fake_tensorrt as ft
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = "obs:1x48,4x48,256x48"
+OBS = np.random.default_rng(7).standard_normal((4, models.OBS_DIM)).astype(np.float32)
+
+
+def _model(tmp_path: Path, bias_offset: float = 0.0, name: str = "policy.onnx") -> Path:
+    """The bundled policy, optionally with fc3.bias shifted (a different, valid model)."""
+    data = models.bundled_model_path().read_bytes()
+    if bias_offset:
+        bias = models.load_policy_weights()["fc3.bias"]
+        data = data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _actions(engine: Engine) -> np.ndarray:
+    with InferenceSession(engine, outputs="copy") as session:
+        return np.asarray(session.infer({"obs": OBS})["actions"])
+
+
+def _cache(root: Path, **kwargs: object) -> EngineCache:
+    kwargs.setdefault("trt_module", ft)
+    return EngineCache(root, **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_load_builds_then_hits_and_computes_the_model(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    cache = _cache(tmp_path / "cache")
+    first = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    assert first.status is CacheStatus.BUILT
+    assert first.plan_path is not None
+    with first.engine as engine:
+        assert engine.format is EngineFormat.TENSORRT_PLAN
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+    second = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    assert second.status is CacheStatus.HIT
+    assert second.key == first.key
+    second.engine.close()
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name != ".digests")
+    stem = first.plan_path.name
+    assert names == sorted([stem, stem + ".sig", stem[:-5] + ".json", stem[:-5] + ".lock"])
+
+
+def test_engine_from_onnx_delegates_and_uses_declared_profiles(tmp_path: Path) -> None:
+    with Engine.from_onnx(models.bundled_model_path(), cache_dir=tmp_path, trt_module=ft) as e:
+        assert e.format is EngineFormat.TENSORRT_PLAN
+        assert e.profiles[0]["obs"].max == (models.MAX_BATCH, models.OBS_DIM)
+        np.testing.assert_allclose(_actions(e), models.policy_reference(OBS), atol=1e-5)
+
+
+@pytest.mark.parametrize("component", ["onnx", "options", "version", "flavour", "device_name",
+                                       "compute_capability"])
+def test_every_key_component_forces_a_rebuild(tmp_path: Path, component: str) -> None:
+    onnx = _model(tmp_path)
+    gpu = DeviceIdentity(name="Orin", compute_capability=(8, 7))
+    base = {"trt_module": ft, "device_identity": gpu}
+    options = BuildOptions(profiles=SHAPES)
+    first = _cache(tmp_path / "c", **base).load(onnx, options)
+    first.engine.close()
+    assert first.status is CacheStatus.BUILT
+    changed = dict(base)
+    if component == "onnx":
+        onnx = _model(tmp_path, bias_offset=0.5, name="policy.onnx")  # same path, new bytes
+    elif component == "options":
+        options = BuildOptions(profiles=SHAPES, fp16=True)
+    elif component == "version":
+        changed["trt_module"] = ft.make_module(version="10.9.0.1")
+    elif component == "flavour":
+        # Only full TensorRT builds, so the flavour part of the key separates entries only in
+        # principle: check that it is in the key, and that a lean runtime never reuses them.
+        cache = _cache(tmp_path / "c", **changed)
+        fields = cache.key_fields("0" * 64, options, ft)
+        assert fields["tensorrt_flavour"] == "full"
+        lean = ft.make_module(flavour="lean")
+        assert cache.key_of(dict(fields, tensorrt_flavour="lean")) != cache.key_of(fields)
+        # A lean runtime cannot build, so it never reuses the full runtime's entry either:
+        result = _cache(tmp_path / "c", trt_module=lean, device_identity=gpu).load(onnx, options)
+        assert result.status is CacheStatus.ONNXRUNTIME
+        result.engine.close()
+        return
+    elif component == "device_name":
+        changed["device_identity"] = DeviceIdentity(name="Thor", compute_capability=(8, 7))
+    else:
+        changed["device_identity"] = DeviceIdentity(name="Orin", compute_capability=(8, 6))
+    again = _cache(tmp_path / "c", **changed).load(onnx, options)
+    with again.engine:
+        assert again.status is CacheStatus.BUILT, component
+        assert again.key != first.key
+        if component == "onnx":
+            shifted = models.policy_reference(OBS) + np.float32(0.5)
+            np.testing.assert_allclose(_actions(again.engine), shifted, atol=1e-4)
+    plans = list((tmp_path / "c").glob("*.plan"))
+    assert len(plans) == 2
+    if component != "onnx":  # and the unchanged configuration still hits its own entry
+        hit = _cache(tmp_path / "c", **base).load(onnx, BuildOptions(profiles=SHAPES))
+        hit.engine.close()
+        assert hit.status is CacheStatus.HIT
+
+
+def test_timing_cache_path_is_not_part_of_the_key_and_is_persisted(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    timing = tmp_path / "timing.cache"
+    cache = _cache(tmp_path / "c")
+    cache.load(onnx, BuildOptions(profiles=SHAPES, timing_cache=timing)).engine.close()
+    assert timing.exists()
+    assert b"entries" in timing.read_bytes()
+    hit = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    hit.engine.close()
+    assert hit.status is CacheStatus.HIT
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar", "bad_sidecar", "empty"])
+def test_a_corrupt_entry_is_rebuilt_not_loaded(tmp_path: Path, damage: str) -> None:
+    onnx = _model(tmp_path)
+    cache = _cache(tmp_path / "c")
+    first = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    first.engine.close()
+    plan = first.plan_path
+    assert plan is not None
+    sig = plan.with_name(plan.name + ".sig")
+    data = plan.read_bytes()
+    if damage == "truncate":
+        plan.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        # change one weight inside the plan: still a well-formed plan, wrong numbers
+        i = len(data) - 1000
+        plan.write_bytes(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:])
+    elif damage == "no_sidecar":
+        sig.unlink()
+    elif damage == "bad_sidecar":
+        sig.write_text("0" * 64 + "\n")
+    else:
+        plan.write_bytes(b"")
+    again = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    with again.engine as engine:
+        assert again.status is CacheStatus.REBUILT
+        assert again.reason
+        assert "did not load" in again.reason
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+    assert plan.read_bytes() == data
+
+
+def test_a_secret_key_makes_entries_tamper_evident(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    first = _cache(tmp_path / "c", hmac_key=b"robot-secret").load(onnx, BuildOptions(
+        profiles=SHAPES))
+    first.engine.close()
+    # an attacker who knows the (public) cache key cannot forge the sidecar
+    other = _cache(tmp_path / "c", hmac_key=b"other").load(onnx, BuildOptions(profiles=SHAPES))
+    other.engine.close()
+    assert other.status is CacheStatus.REBUILT
+
+
+def test_version_compatible_builds_need_allow_host_code(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    options = BuildOptions(profiles=SHAPES, version_compatible=True)
+    with pytest.raises(InvalidArgumentError, match="host code"):
+        _cache(tmp_path / "c").load(onnx, options)
+    assert not (tmp_path / "c").exists()  # refused before anything was built
+    result = _cache(tmp_path / "c").load(onnx, options, allow_host_code=True)
+    with result.engine as engine:
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
+def test_onnx_runtime_fallback_where_no_builder_exists(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    lean = ft.make_module(flavour="lean")
+    result = _cache(tmp_path / "c", trt_module=lean).load(onnx)
+    with result.engine as engine:
+        assert result.status is CacheStatus.ONNXRUNTIME
+        assert result.reason is not None
+        assert "no builder" in result.reason
+        assert engine.flavour is EngineFlavour.ONNXRUNTIME
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(NotSupportedError, match="no builder"):
+        _cache(tmp_path / "c", trt_module=lean, fallback=False).load(onnx)
+
+
+def test_without_tensorrt_from_onnx_runs_on_onnx_runtime(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("full TensorRT is installed here")
+    with Engine.from_onnx(_model(tmp_path), cache_dir=tmp_path / "c") as engine:
+        assert engine.flavour is EngineFlavour.ONNXRUNTIME
+
+
+def test_unwritable_cache_dir_says_where_to_put_it(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores permission bits; a read-only bind mount needs privileges we do not take
+        # in tests, so imitate the read-only root with a path under a regular file.
+        blocked = tmp_path / "file"
+        blocked.write_text("")
+        root = blocked / "cache"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        root = ro / "cache"
+    with pytest.raises(Exception, match="cache") as info:
+        _cache(root).load(_model(tmp_path), BuildOptions(profiles=SHAPES))
+    assert "EDGERT_CACHE_DIR" in str(info.value)
+
+
+def test_read_only_cache_with_a_valid_entry_still_loads(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    root = tmp_path / "c"
+    _cache(root).load(onnx, BuildOptions(profiles=SHAPES)).engine.close()
+    for p in root.iterdir():
+        p.chmod(0o444)
+    root.chmod(0o555)
+    try:
+        hit = _cache(root).load(onnx, BuildOptions(profiles=SHAPES))
+        hit.engine.close()
+        assert hit.status is CacheStatus.HIT  # a hit never writes (no lock, no temp file)
+    finally:
+        root.chmod(0o755)
+
+
+def test_read_only_errors_are_permission_errors(tmp_path: Path) -> None:
+    import errno
+
+    from edgert.store._files import unwritable
+
+    err = unwritable(tmp_path, OSError(errno.EROFS, "Read-only file system"))
+    assert isinstance(err, PermissionDeniedError)
+    assert "read-only" in err.message
+
+
+_RACER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from edgert.store import BuildOptions
+    from edgert.store._cache import EngineCache
+    from edgert.testing import fake_tensorrt as ft
+    go = Path(sys.argv[3])
+    while not go.exists():
+        time.sleep(0.001)
+    result = EngineCache(sys.argv[1], trt_module=ft).load(
+        sys.argv[2], BuildOptions(profiles="obs:1x48,4x48,256x48"))
+    print(result.status.value)
+    result.engine.close()
+""")
+
+
+def test_two_processes_racing_build_once(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    go = tmp_path / "go"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(tmp_path / "c"), str(onnx),
+                               str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env, text=True) for _ in range(3)]
+    go.write_text("")
+    outcomes = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outcomes.append(out.strip())
+    assert sorted(outcomes) == ["built", "hit", "hit"]
+    assert len(list((tmp_path / "c").glob("*.plan"))) == 1
+
+
+_KILLED = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from edgert.store import _files
+    real_write = os.write
+    def write(fd, data):
+        if len(data) < 100_000:  # the digest memo: let it through
+            return real_write(fd, data)
+        n = real_write(fd, bytes(data)[: len(data) // 2])
+        os.kill(os.getpid(), 9)  # SIGKILL in the middle of writing the plan
+        return n
+    _files.os.write = write
+    from edgert.store import BuildOptions
+    from edgert.store._cache import EngineCache
+    from edgert.testing import fake_tensorrt as ft
+    EngineCache(sys.argv[1], trt_module=ft).load(sys.argv[2],
+                                                 BuildOptions(profiles="obs:1x48,4x48,256x48"))
+""")
+
+
+def test_kill_9_mid_write_leaves_no_entry_that_loads(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    root = tmp_path / "c"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", _KILLED, str(root), str(onnx)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr
+    leftovers = [p.name for p in root.iterdir()]
+    assert not list(root.glob("*.plan")), leftovers  # only a temp file and the lock remain
+    assert any(".tmp-" in name for name in leftovers)
+    result = _cache(root).load(onnx, BuildOptions(profiles=SHAPES))
+    with result.engine as engine:
+        assert result.status is CacheStatus.BUILT
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
+def test_kill_9_between_plan_and_sidecar_is_rebuilt(tmp_path: Path) -> None:
+    onnx = _model(tmp_path)
+    first = _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
+    first.engine.close()
+    assert first.plan_path is not None
+    # the state a kill between the plan's rename and the sidecar's leaves: a new plan, an old
+    # (or no) sidecar
+    first.plan_path.with_name(first.plan_path.name + ".sig").unlink()
+    again = _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
+    again.engine.close()
+    assert again.status is CacheStatus.REBUILT
+
+
+def test_the_onnx_digest_is_remembered_only_while_the_file_provably_did_not_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from edgert.store import _digest
+
+    onnx = _model(tmp_path)
+    memo = tmp_path / "memo"
+    digest, data = _digest.file_sha256(onnx, memo)
+    assert data is not None
+    assert digest == hashlib.sha256(data).hexdigest()
+    # just written: its change time is too recent to trust the memo (racy), so it hashes again
+    assert _digest.file_sha256(onnx, memo)[1] is not None
+    # hashed long after its last change (as on a robot booting with last month's model):
+    real = _digest.time.time_ns
+    monkeypatch.setattr(_digest.time, "time_ns", lambda: real() + 10 * 10**9)
+    _digest.file_sha256(onnx, memo)
+    monkeypatch.setattr(_digest.time, "time_ns", real)
+    assert _digest.file_sha256(onnx, memo) == (digest, None)  # remembered, not read
+    # any change of the file's identity (here its size, modification time put back) rehashes
+    st = onnx.stat()
+    changed = models.bundled_model_path().read_bytes() + b"\x00"
+    onnx.write_bytes(changed)
+    os.utime(onnx, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again, read = _digest.file_sha256(onnx, memo)
+    assert read is not None
+    assert again == hashlib.sha256(changed).hexdigest()
+    onnx.write_bytes(models.bundled_model_path().read_bytes())
+    # and through the cache: the changed model is built, not the old entry loaded
+    cache = _cache(tmp_path / "c")
+    first = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    first.engine.close()
+    onnx.write_bytes(_model(tmp_path, bias_offset=0.25, name="other.onnx").read_bytes())
+    second = cache.load(onnx, BuildOptions(profiles=SHAPES))  # same size, just written
+    with second.engine as engine:
+        assert second.key != first.key
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS) + 0.25,
+                                   atol=1e-4)
+
+
+def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.errors import EngineLoadError
+    from edgert.store import _cache as cache_module
+
+    onnx = _model(tmp_path)
+    # the remembered digest says one thing, the bytes read for the build another
+    monkeypatch.setattr(cache_module, "file_sha256", lambda path, memo: ("ab" * 32, None))
+    with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
+        _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
+    assert not list((tmp_path / "c").glob("*.plan"))

@@ -1,0 +1,82 @@
+"""Every `edgert` command reports errors alike: `edgert COMMAND: what failed`, then `Hint:`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgert.cli import main
+from edgert.cli._bench import FLAGS
+from edgert.cli._errors import FlagNames, print_error
+
+
+def test_flag_names_rewrite_only_what_names_a_parameter() -> None:
+    names = FlagNames({"rate_hz": "--rate", "device": "--device", "batch": "--batch"},
+                      {"rt": {}})
+    assert names("rate_hz must be >= 0") == "--rate must be >= 0"
+    assert names("pass device='host' or leave device unset") == \
+        "pass --device host or leave out --device"
+    assert names("oops\nHint: batch must be 1") == "oops\nHint: --batch must be 1"
+    # Ordinary words stay words: only a leading name, name=value or "leave name unset" changes.
+    assert names("pick a batch from 1 to 256 on this device") == \
+        "pick a batch from 1 to 256 on this device"
+    assert names("rate_hzx must") == "rate_hzx must"
+
+
+def test_bench_flag_names_for_flags_without_a_typed_value() -> None:
+    assert FLAGS("cuda_graph='on' needs a CUDA device\nHint: use cuda_graph='auto'") == \
+        "--graph needs a CUDA device\nHint: use the default (no --graph or --no-graph)"
+    assert FLAGS("cpus needs rt=True\nHint: drop rt=False") == \
+        "--cpus needs --rt\nHint: drop --no-rt"
+    assert FLAGS("use runtime='auto'") == "use --runtime auto"
+
+
+def test_print_error_adds_a_hint_only_when_the_error_has_none(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.errors import InvalidArgumentError
+
+    print_error("edgert x", InvalidArgumentError("bad", hint="do this"), hint="fallback")
+    print_error("edgert x", OSError("broken"), hint="fallback")
+    assert capsys.readouterr().err == (
+        "edgert x: bad\nHint: do this\nedgert x: broken\nHint: fallback\n")
+
+
+def test_no_command_prints_help_then_an_error_with_a_hint(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "COMMAND" in err  # the help
+    assert err.rstrip().splitlines()[-2:] == [
+        "edgert: no command given",
+        "Hint: `edgert bench` runs the bundled model here; `edgert doctor` reports what this "
+        "machine allows"]
+
+
+@pytest.mark.parametrize(("argv", "first"), [
+    (["doctor", "--nope"], "edgert doctor: unrecognized arguments: --nope"),
+    (["inspect"], "edgert inspect: the following arguments are required: MODEL"),
+    (["nope"], "edgert: argument COMMAND: invalid choice: 'nope'"),
+])
+def test_usage_errors_of_every_command(argv: list[str], first: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.rstrip().splitlines()
+    assert lines[0].startswith(first)
+    assert lines[-1].startswith("Hint: `edgert")
+
+
+def test_doctor_on_a_broken_install_exits_3_with_a_hint(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    import edgert.cli._doctor as doctor_cli
+
+    monkeypatch.setattr(doctor_cli, "_REQUIRED", ("numpy", "edgert_no_such_dependency"))
+    assert main(["doctor", "--root", str(tmp_path)]) == 3
+    lines = capsys.readouterr().err.rstrip().splitlines()
+    assert lines[0].startswith("edgert doctor: edgert is not installed correctly; these "
+                               "dependencies do not import: edgert_no_such_dependency")
+    assert lines[-1].startswith("Hint: reinstall edgert")
+    assert "pip install edgert`" not in lines[-1]  # it is not on a package index

@@ -1,0 +1,65 @@
+"""A leaked InferenceSession is released on the reaper thread (issue 12, defect 9)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import numpy as np
+import pytest
+
+from edgert import _reaper
+from edgert.engine import Engine
+from edgert.models import OBS_DIM, bundled_model_path
+from edgert.session import InferenceSession
+from edgert.session import _session as session_module
+
+
+def test_a_leaked_session_is_released_on_the_reaper_not_on_the_collecting_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran_on: list[str] = []
+    real = session_module._Resources.release
+
+    def noting(self: session_module._Resources) -> None:
+        ran_on.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(session_module._Resources, "release", noting)
+    with Engine.load(bundled_model_path()) as engine:
+        session = InferenceSession(engine, device="host")
+        session.infer({"obs": np.zeros((1, OBS_DIM), np.float32)})
+        cycle: dict[str, object] = {"session": session}
+        cycle["self"] = cycle  # leaked in a reference cycle: only the GC finds it
+        gone = weakref.ref(session)
+        del session, cycle
+        with pytest.warns(ResourceWarning, match="unclosed InferenceSession"):
+            gc.collect()
+        assert gone() is None
+        assert _reaper.drain()
+    assert ran_on == ["edgert-reaper"]
+
+
+@pytest.mark.gpu
+def test_a_leaked_gpu_session_is_released_on_the_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran_on: list[str] = []
+    real = session_module._Resources.release
+
+    def noting(self: session_module._Resources) -> None:
+        ran_on.append(threading.current_thread().name)
+        real(self)  # stream synchronize, event syncs, pool frees: all on the reaper
+
+    monkeypatch.setattr(session_module._Resources, "release", noting)
+    from edgert.kernels import KernelExecutable
+
+    with KernelExecutable() as exe:  # the bundled policy as CUDA kernels: a device session
+        session = InferenceSession(exe, device=0)
+        session.infer({"obs": np.zeros((1, OBS_DIM), np.float32)})
+        cycle: dict[str, object] = {"session": session}
+        cycle["self"] = cycle
+        del session, cycle
+        with pytest.warns(ResourceWarning, match="unclosed InferenceSession"):
+            gc.collect()
+        assert _reaper.drain()
+    assert ran_on == ["edgert-reaper"]

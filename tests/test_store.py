@@ -1,0 +1,248 @@
+"""ModelStore: install (verified, atomic), health-gated activation, rollback, keep N, history.
+
+Candidates run on ONNX Runtime, or through the fake TensorRT builder and the engine cache; their
+outputs are computed, and the gate compares them for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgert import models
+from edgert.engine import EngineFlavour, EngineFormat
+from edgert.errors import IntegrityError, InvalidArgumentError
+from edgert.session import InferenceSession
+from edgert.store import (
+    BuildOptions,
+    EngineBuilder,
+    HealthCheckError,
+    HealthPolicy,
+    ModelStore,
+    StoreError,
+)
+from edgert.testing import fake_tensorrt as ft
+
+KEY = b"fleet-signing-key"
+SHAPES = "obs:1x48,4x48,256x48"
+OBS = np.random.default_rng(11).standard_normal((1, 48)).astype(np.float32)
+FAST = {"latency_runs": 20, "warmup_runs": 2, "samples": 4}
+
+
+def _model(tmp_path: Path, name: str, bias_offset: float = 0.0, *, sign: bool = True) -> Path:
+    data = models.bundled_model_path().read_bytes()
+    if bias_offset:
+        bias = models.load_policy_weights()["fc3.bias"]
+        data = data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
+    path = tmp_path / name
+    path.write_bytes(data)
+    if sign:
+        (tmp_path / (name + ".sig")).write_text(hmac.new(KEY, data, hashlib.sha256).hexdigest())
+    return path
+
+
+def _actions(store: ModelStore) -> np.ndarray:
+    with store.load() as engine, InferenceSession(engine, outputs="copy") as session:
+        return np.asarray(session.infer({"obs": OBS})["actions"])
+
+
+def test_install_activate_rollback_with_signatures(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    v1 = _model(tmp_path, "v1.onnx")
+    v2 = _model(tmp_path, "v2.onnx", bias_offset=1e-6)  # retrained, agrees within tolerance
+    assert store.active is None
+    m1 = store.install(v1, "1.0", notes="first", min_tensorrt="10.3")
+    assert m1.signature is not None
+    assert m1.sha256 == hashlib.sha256(v1.read_bytes()).hexdigest()
+    store.install(v2, "1.1")
+    report = store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert report.passed
+    assert report.reference is None  # nothing to compare the first version with on ORT
+    assert store.active is not None
+    assert store.active.version == "1.0"
+    report = store.activate("1.1", policy=HealthPolicy(**FAST))
+    assert report.reference == "the active version 1.0"
+    assert report.max_abs_error is not None
+    assert 0 < report.max_abs_error < 1e-4
+    assert store.active.version == "1.1"
+    np.testing.assert_allclose(_actions(store), models.policy_reference(OBS), atol=1e-4)
+    assert store.rollback().version == "1.0"
+    assert store.active.version == "1.0"
+    with pytest.raises(StoreError, match="no earlier"):
+        store.rollback()
+    events = [(e.event, e.version, e.previous) for e in store.history()]
+    assert events == [("install", "1.0", None), ("install", "1.1", None),
+                      ("activate", "1.0", None), ("activate", "1.1", "1.0"),
+                      ("rollback", "1.0", "1.1")]
+
+
+def test_unsigned_or_tampered_models_are_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    with pytest.raises(IntegrityError, match="no signature"):
+        store.install(_model(tmp_path, "u.onnx", sign=False), "1.0")
+    bad = _model(tmp_path, "b.onnx")
+    (tmp_path / "b.onnx.sig").write_text(hmac.new(b"other", bad.read_bytes(),
+                                                  hashlib.sha256).hexdigest())
+    with pytest.raises(IntegrityError):
+        store.install(bad, "1.0")
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        store.install(_model(tmp_path, "s.onnx"), "1.0", sha256="0" * 64)
+    assert store.versions() == []
+    store.install(_model(tmp_path, "ok.onnx"), "1.0")
+    # the file changes on disk after install: loading and activating refuse it
+    installed = tmp_path / "store" / "versions" / "1.0" / "model.onnx"
+    data = bytearray(installed.read_bytes())
+    data[-300] ^= 1
+    installed.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert store.active is None
+
+
+def test_a_candidate_with_wrong_outputs_is_refused_and_the_current_stays(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "good.onnx", sign=False), "good")
+    store.install(_model(tmp_path, "bad.onnx", 0.5, sign=False), "bad")
+    store.activate("good", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="good stays active") as info:
+        store.activate("bad", policy=HealthPolicy(atol=1e-3, rtol=1e-3, **FAST))
+    report = info.value.report
+    assert not report.passed
+    assert "disagrees" in report.reasons[0]
+    assert report.max_abs_error == pytest.approx(0.5, abs=1e-3)
+    assert store.active is not None
+    assert store.active.version == "good"
+    assert store.history()[-1].event == "refuse"
+    np.testing.assert_allclose(_actions(store), models.policy_reference(OBS), atol=1e-5)
+    # the same candidate passes when the stated tolerance allows it (the gate can pass)
+    store.activate("bad", policy=HealthPolicy(atol=0.6, **FAST))
+    assert store.active.version == "bad"
+
+
+def test_a_too_slow_candidate_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "a.onnx", sign=False), "a")
+    store.install(_model(tmp_path, "b.onnx", sign=False), "b")
+    store.activate("a", policy=HealthPolicy(**FAST))
+    # ONNX Runtime cannot answer in a nanosecond: the budget is what is tested here
+    with pytest.raises(HealthCheckError, match="p99 latency") as info:
+        store.activate("b", policy=HealthPolicy(p99_budget_ms=1e-6, **FAST))
+    assert info.value.report.p99_ms is not None
+    assert info.value.report.p99_ms > 1e-6
+    assert store.active is not None
+    assert store.active.version == "a"
+    store.activate("b", policy=HealthPolicy(p99_budget_ms=10_000.0, **FAST))
+
+
+def test_onnx_versions_build_through_the_cache_and_are_checked_against_onnx_runtime(
+        tmp_path: Path) -> None:
+    fp16 = BuildOptions(profiles=SHAPES, fp16=True)
+    store = ModelStore(tmp_path / "store", trt_module=ft, cache_dir=tmp_path / "cache",
+                       build=fp16)
+    store.install(_model(tmp_path, "m.onnx", sign=False), "1")
+    with pytest.raises(HealthCheckError, match="disagrees") as info:
+        store.activate("1", policy=HealthPolicy(atol=1e-7, rtol=0.0, **FAST))
+    assert info.value.report.reference == "1's ONNX model on ONNX Runtime"
+    report = store.activate("1", policy=HealthPolicy(atol=0.05, rtol=0.01, **FAST))
+    assert report.max_abs_error is not None
+    assert 0 < report.max_abs_error < 0.05  # FP16 rounding, measured
+    with store.load() as engine:
+        assert engine.format is EngineFormat.TENSORRT_PLAN
+
+
+def test_plans_with_a_reference_onnx_and_min_tensorrt(tmp_path: Path) -> None:
+    onnx = _model(tmp_path, "m.onnx", sign=False)
+    plan = tmp_path / "m.plan"
+    with EngineBuilder(trt_module=ft) as builder:
+        builder.build_file(onnx, plan, BuildOptions(profiles=SHAPES))
+    store = ModelStore(tmp_path / "store", trt_module=ft)
+    store.install(plan, "p1", reference_onnx=onnx)
+    store.install(plan, "p2", min_tensorrt="10.9")
+    store.install(plan, "p3")
+    report = store.activate("p1", policy=HealthPolicy(**FAST))
+    assert report.reference == "p1's ONNX model on ONNX Runtime"
+    assert report.max_abs_error is not None
+    assert report.max_abs_error < 1e-5
+    with store.load() as engine:
+        assert engine.flavour is EngineFlavour.FULL
+    with pytest.raises(HealthCheckError, match=r"needs TensorRT >= 10.9; this machine runs 10.8"):
+        store.activate("p2", policy=HealthPolicy(**FAST))
+    with pytest.raises(InvalidArgumentError, match="no ONNX model"):
+        store.activate("p3", policy=HealthPolicy(reference="onnx", **FAST))
+    assert store.active is not None
+    assert store.active.version == "p1"
+
+
+def test_keep_n_never_removes_the_active_or_rollback_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", keep=2)
+    store.install(_model(tmp_path, "a.onnx", sign=False), "a")
+    store.activate("a", policy=HealthPolicy(reference="none", **FAST))
+    store.install(_model(tmp_path, "b.onnx", sign=False), "b")
+    store.activate("b", policy=HealthPolicy(reference="none", **FAST))
+    store.install(_model(tmp_path, "c.onnx", sign=False), "c")
+    # three installed, keep=2: "a" is the rollback target and "b" is active, so "c" must wait
+    assert [m.version for m in store.versions()] == ["a", "b", "c"]
+    store.activate("c", policy=HealthPolicy(reference="none", **FAST))
+    assert [m.version for m in store.versions()] == ["b", "c"]
+    assert store.history()[-1].event == "remove"
+    assert store.rollback().version == "b"
+
+
+def test_store_refuses_bad_requests(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    model = _model(tmp_path, "a.onnx", sign=False)
+    for bad in ("", "../x", "a/b", ".hidden", "x" * 65):
+        with pytest.raises(InvalidArgumentError):
+            store.install(model, bad)
+    store.install(model, "a")
+    with pytest.raises(StoreError, match="already installed"):
+        store.install(model, "a")
+    with pytest.raises(StoreError, match="not installed"):
+        store.activate("zz")
+    with pytest.raises(StoreError, match="no version"):
+        store.load()
+    with pytest.raises(InvalidArgumentError, match="hmac_key"):
+        store.install(model, "b", signature="0" * 64)
+    with pytest.raises(InvalidArgumentError):
+        ModelStore(tmp_path / "s2", keep=1)
+    # an interrupted install leaves a hidden temp directory, which is not a version
+    (tmp_path / "store" / "versions" / ".tmp-b-1234").mkdir()
+    assert [m.version for m in store.versions()] == ["a"]
+    store.activate("a", policy=HealthPolicy(**FAST))
+    with pytest.raises(StoreError, match="already active"):
+        store.activate("a")
+
+
+def test_cli_install_activate_refuse_rollback_list(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.cli import main
+
+    key = tmp_path / "key"
+    key.write_bytes(KEY + b"\n")
+    base = ["store", "--root", str(tmp_path / "store"), "--hmac-key-file", str(key)]
+    assert main([*base, "install", str(_model(tmp_path, "a.onnx")), "--version", "a",
+                 "--notes", "first"]) == 0
+    assert main([*base, "install", str(_model(tmp_path, "b.onnx", 0.5)), "--version", "b"]) == 0
+    assert main([*base, "install", str(_model(tmp_path, "c.onnx", sign=False)),
+                 "--version", "c"]) == 1
+    assert "no signature" in capsys.readouterr().err
+    assert main([*base, "activate", "a"]) == 0
+    assert main([*base, "activate", "b"]) == 2
+    assert "a stays active" in capsys.readouterr().err
+    assert main([*base, "activate", "b", "--atol", "0.6"]) == 0
+    assert main([*base, "rollback"]) == 0
+    assert "rolled back to a" in capsys.readouterr().out
+    assert main([*base, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "active a" in out
+    assert "refuse" in out
+    assert main([*base, "list", "--json"]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["active"] == "a"
+    assert [v["version"] for v in doc["versions"]] == ["a", "b"]

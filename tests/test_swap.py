@@ -1,0 +1,252 @@
+"""InferenceSession.swap: hot swap between requests (ONNX Runtime and the fake TensorRT).
+
+The 500 Hz test runs a real PeriodicLoop and swaps models from a second thread. CI's VM is shared
+and noisy, so it does not assert that no period anywhere was missed; it asserts what the swap is
+responsible for: no period was missed while a swap was in progress (from the call to its return,
+which includes loading, warming, the handoff and freeing the old model), every request was
+answered by exactly the old or the new model, and every swap was taken by a loop request.
+Misses outside swaps are counted and printed. The loop runs at SCHED_FIFO 80 and the swapping
+thread at SCHED_FIFO 70 -- the documented recipe: a normal-priority thread preparing the new
+model holds the GIL in slices and can be preempted by other processes while holding it, which
+does make the loop miss periods (measured on CI: 1-3 misses per 20 swaps without it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgert import models
+from edgert.engine import Engine
+from edgert.errors import (
+    InferenceError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    RequestTimeoutError,
+    ResourceClosedError,
+)
+from edgert.realtime import PeriodicLoop, RealtimePolicy
+from edgert.session import InferenceSession
+from edgert.testing import fake_tensorrt as ft
+
+OBS = np.random.default_rng(5).standard_normal((1, models.OBS_DIM)).astype(np.float32)
+PERIOD_NS = 2_000_000  # 500 Hz
+
+
+def _variant(tmp_path: Path, offset: float) -> Path:
+    data = models.bundled_model_path().read_bytes()
+    if offset:
+        bias = models.load_policy_weights()["fc3.bias"]
+        data = data.replace(bias.tobytes(), (bias + np.float32(offset)).tobytes())
+    path = tmp_path / f"policy{offset}.onnx"
+    path.write_bytes(data)
+    return path
+
+
+def _expected(offset: float) -> np.ndarray:
+    return models.policy_reference(OBS) + np.float32(offset)
+
+
+def test_swap_replaces_the_model_and_frees_the_old_one(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs="copy") as session:
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+        result = session.swap(b, handoff_s=0.0)  # idle session: applied by swap() itself
+        assert result.applied_by == "swap"
+        assert not result.old_freed  # no request since: old views may be live until close()
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
+        assert session.stats.latency.count > 0  # one history of timings across models
+        result = session.swap(a, handoff_s=0.0)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+def test_requests_submitted_before_a_swap_finish_but_are_not_collectable(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs="copy") as session:
+        pending = session.submit(OBS)
+        session.swap(b, handoff_s=0.0)
+        with pytest.raises(InferenceError):
+            pending.result()
+        np.testing.assert_allclose(session.submit(OBS).result()["actions"], _expected(1.0),
+                                   atol=1e-5)
+
+
+def test_an_incompatible_model_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    other = ft.make_plan(inputs=[ft.FakeTensor("obs", "FLOAT", (1, 48))],
+                         outputs=[ft.FakeTensor("y", "FLOAT", (1, 48))], function="identity")
+    half = ft.make_plan(inputs=[ft.FakeTensor("obs", "HALF", (1, 48))],
+                        outputs=[ft.FakeTensor("actions", "HALF", (1, 48))],
+                        function="identity")
+    narrow = ft.make_plan(inputs=[ft.FakeTensor("obs", "FLOAT", (-1, 48),
+                                                profiles=[((2, 48), (2, 48), (4, 48))])],
+                          outputs=[ft.FakeTensor("actions", "FLOAT", ("obs:0", 48))],
+                          function="identity")
+    with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
+        session.infer(OBS)
+        for plan, match in ((other, "names and dtypes"), (half, "names and dtypes"),
+                            (narrow, "refuses input shapes")):
+            with Engine.load(plan, trt_module=ft) as bad, \
+                    pytest.raises(InvalidArgumentError, match=match):
+                session.swap(bad, handoff_s=0.0)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+def test_a_swap_not_taken_in_time_changes_nothing(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs="copy") as session:
+        session._use.acquire()  # another thread is (forever) inside a request
+        try:
+            with pytest.raises(RequestTimeoutError, match="nothing was changed"):
+                session.swap(b, handoff_s=0.0, timeout_s=0.05)
+        finally:
+            session._use.release()
+        assert session._swap_pending is None
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+def test_swap_on_a_closed_session_raises(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a:
+        session = InferenceSession(a)
+        session.close()
+        with pytest.raises(ResourceClosedError):
+            session.swap(a)
+
+
+def test_fake_tensorrt_plans_swap_too(tmp_path: Path) -> None:
+    from edgert.store import BuildOptions, EngineBuilder
+
+    with EngineBuilder(trt_module=ft) as builder:
+        plans = [builder.build(_variant(tmp_path, off), BuildOptions(profiles="obs:1x48,1x48,8x48"))
+                 for off in (0.0, 2.0)]
+    with Engine.load(plans[0], trt_module=ft) as a, Engine.load(plans[1], trt_module=ft) as b, \
+            InferenceSession(a, outputs="copy") as session:
+        session.infer(OBS)
+        session.swap(b, handoff_s=0.0)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(2.0), atol=1e-4)
+
+
+def _fifo_allowed() -> bool:
+    try:
+        RealtimePolicy(priority=80).apply().close()
+    except PermissionDeniedError:
+        return False
+    return True
+
+
+def _run_500hz(engines: list[Engine] | list[object], swaps: int,
+               fifo: bool = True) -> tuple[int, int, int, list[str]]:
+    """Returns (iterations, misses during swaps, misses outside swaps, problems)."""
+    offsets = (0.0, 1.0)
+    session = InferenceSession(engines[0], timing="off")
+    session.infer(OBS)
+    loop = PeriodicLoop(period_ns=PERIOD_NS,
+                        policy=RealtimePolicy(priority=80) if fifo else None)
+    late: list[tuple[int, int]] = []
+    seen: list[int] = []
+    windows: list[tuple[int, int]] = []
+    problems: list[str] = []
+    ref = [_expected(o) for o in offsets]
+
+    def step(tick: object) -> None:
+        actions = session.infer(OBS)["actions"]
+        end = time.monotonic_ns()
+        deadline = tick.deadline_ns  # type: ignore[attr-defined]
+        if end > deadline + PERIOD_NS:
+            late.append((deadline, end))
+        if np.allclose(actions, ref[0], atol=1e-3):
+            seen.append(0)
+        elif np.allclose(actions, ref[1], atol=1e-3):
+            seen.append(1)
+        else:
+            seen.append(-1)
+
+    def swapper() -> None:
+        try:
+            with RealtimePolicy(priority=70 if fifo else None).apply():
+                time.sleep(0.1)
+                for i in range(swaps):
+                    start = time.monotonic_ns()
+                    result = session.swap(engines[(i + 1) % 2])
+                    windows.append((start, time.monotonic_ns()))
+                    if result.applied_by != "request" or not result.old_freed:
+                        problems.append(f"swap {i}: {result}")
+                    time.sleep(0.05)
+        except BaseException as err:  # reported by the test, not lost in the thread
+            problems.append(repr(err))
+        finally:
+            loop.stop()
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        report = loop.run(step)
+    finally:
+        loop.stop()
+        thread.join()
+        session.close()
+    during = sum(1 for d, e in late if any(a <= e and d <= b for a, b in windows))
+    # every answer came from one of the two models, and they alternated with the swaps
+    if -1 in seen:
+        problems.append("a request was answered by neither model")
+    changes = sum(1 for x, y in itertools.pairwise(seen) if x != y)
+    if changes != swaps:
+        problems.append(f"{changes} model changes in the answers for {swaps} swaps")
+    return report.iterations, during, len(late) - during, problems
+
+
+def _assert_no_miss_during_swaps(engines: list[Engine] | list[object], fifo: bool) -> None:
+    attempts = []
+    # A miss during a swap that the swap caused repeats; a VM hiccup that happened to fall
+    # inside a swap window (windows cover ~5% of the run) rarely does twice in a row.
+    for _ in range(2):
+        iterations, during, outside, problems = _run_500hz(engines, swaps=12, fifo=fifo)
+        assert not problems, problems
+        attempts.append((iterations, during, outside))
+        print(f"500 Hz hot swap: {iterations} periods, {during} missed during swaps, "
+              f"{outside} missed outside swaps (VM noise)")
+        if during == 0:
+            break
+    assert attempts[-1][1] == 0, f"periods missed during swaps in every attempt: {attempts}"
+
+
+def test_hot_swap_at_500_hz_misses_no_period(tmp_path: Path) -> None:
+    if not _fifo_allowed():
+        pytest.skip("SCHED_FIFO is refused here (CI runs as root, where it is granted)")
+    engines = [Engine.load(_variant(tmp_path, o)) for o in (0.0, 1.0)]
+    try:
+        _assert_no_miss_during_swaps(engines, fifo=True)
+    finally:
+        for e in engines:
+            e.close()
+
+
+@pytest.mark.gpu
+def test_hot_swap_at_500_hz_on_the_gpu_misses_no_period() -> None:
+    from edgert.testing.kernel_executable import KernelExecutable
+
+    weights = dict(models.load_policy_weights())
+    shifted = dict(weights, **{"fc3.bias": weights["fc3.bias"] + np.float32(1.0)})
+    with KernelExecutable(weights) as a, KernelExecutable(shifted) as b:
+        # The device machine refuses SCHED_FIFO; it is not shared, so it runs at normal priority.
+        _assert_no_miss_during_swaps([a, b], fifo=_fifo_allowed())
+
+
+def test_the_running_executable_cannot_be_swapped_in_again(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session, \
+            pytest.raises(InvalidArgumentError, match="already runs"):
+        session.swap(session.executable)
+
+
+def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> None:
+    # If the session grows per-model state, swap must move it too: this fails until it does.
+    from edgert.session._swap import _STATE
+
+    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer",
+                    "_owner_closed"}
+    with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
+        assert set(vars(session)) - session_wide == set(_STATE)
