@@ -45,6 +45,11 @@ napoleon_attr_annotations = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"
+# Defaults as written (``np.uint8``, not ``<class 'numpy.uint8'>``, which no parser can read) and
+# numpy's aliases by name instead of their expansion into a page-long union.
+autodoc_preserve_defaults = True
+autodoc_type_aliases = {"DTypeLike": "numpy.typing.DTypeLike", "ArrayLike": "numpy.typing.ArrayLike",
+                        "NDArray": "numpy.typing.NDArray"}
 # The modules the API pages document: the ``automodule`` lines of docs/api/*.md, one source.
 API_MODULES = sorted(
     m for page in (ROOT / "docs" / "api").glob("*.md")
@@ -135,6 +140,49 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
     bases[:] = shown
 
 
+def _private_types_in(obj: Any, signature: str) -> list[str]:
+    """The private edgert classes a class's constructor signature names."""
+    init = getattr(obj, "__init__", None)
+    namespace = dict(getattr(init, "__globals__", {}))
+    found = []
+    for ident in set(re.findall(r"[A-Za-z_][\w.]*", signature)):
+        parts = ident.split(".")
+        target: Any = None
+        for i in range(len(parts), 0, -1):  # a dotted path: its longest imported module prefix
+            module = sys.modules.get(".".join(parts[:i]))
+            if module is not None:
+                target = module
+                for part in parts[i:]:
+                    target = getattr(target, part, None)
+                break
+        if target is None:
+            target = namespace.get(ident)
+        if target is None and "." not in ident:  # imported under TYPE_CHECKING only
+            target = next((vars(m)[ident] for n, m in list(sys.modules.items())
+                           if n.split(".")[0] == "edgert" and m is not None
+                           and inspect.isclass(vars(m).get(ident))), None)
+        if inspect.isclass(target) and _is_private_class(target):
+            found.append(ident)
+    return found
+
+
+def _signature(app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None,
+               return_annotation: str | None) -> tuple[str | None, str | None] | None:
+    """Signatures that say what can be called.
+
+    A class whose constructor takes a private edgert type (``Engine(backend=...)``,
+    ``Lease(pool)``) is made by the library (``Engine.load``, ``BufferPool.acquire``), not by its
+    users: its page shows no constructor. A dataclass field with a ``default_factory`` shows ``...``
+    as its default instead of ``<factory>``, which no signature parser reads.
+    """
+    if signature is None:
+        return None
+    if what in ("class", "exception") and _private_types_in(obj, signature):
+        return "", return_annotation
+    return signature.replace("=<factory>", "=...").replace(" = <factory>", " = ..."), \
+        return_annotation
+
+
 def _missing_docstrings() -> Iterator[str]:
     """Public names without a docstring: every export of a documented module, and the public
     methods and properties of exported classes (inherited docstrings count, as in autodoc)."""
@@ -210,6 +258,7 @@ def _check_docstrings(app: Any) -> None:
 def setup(app: Any) -> None:
     """Connect the hooks above."""
     app.connect("autodoc-process-bases", _hide_private_bases)
+    app.connect("autodoc-process-signature", _signature)
     app.connect("builder-inited", _check_docstrings)
 
 

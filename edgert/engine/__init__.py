@@ -18,7 +18,13 @@ from edgert.engine._engine import Engine
 from edgert.engine._integrity import SIDECAR_SUFFIX, IntegrityStatus
 from edgert.engine._onnx import PROFILES_METADATA_KEY, OnnxOptimization, OnnxRuntimeOptions
 from edgert.engine._onnx_executable import OnnxExecutable
-from edgert.engine._source import PLAN_MAGIC, EngineFormat, ModelHeader, read_model_header
+from edgert.engine._source import (
+    PLAN_MAGIC,
+    EngineFormat,
+    ModelHeader,
+    ModelSource,
+    read_model_header,
+)
 from edgert.engine._trt_executable import TensorRTExecutable
 from edgert.engine._trt_logger import LOGGER_NAME as TENSORRT_LOGGER_NAME
 from edgert.engine._trt_module import RUNTIME_CHOICES, EngineFlavour
@@ -35,6 +41,7 @@ __all__ = [
     "Executable",
     "IntegrityStatus",
     "ModelHeader",
+    "ModelSource",
     "OnnxExecutable",
     "OnnxOptimization",
     "OnnxRuntimeOptions",

@@ -59,7 +59,16 @@ class EngineFormat(StrEnum):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelSource:
-    """A model's bytes, read once, and where they came from."""
+    """A model's bytes, read once, and where they came from.
+
+    :meth:`Engine.load <edgert.engine.Engine.load>`, :func:`read_model_header` and the engine
+    cache accept one wherever they accept a path or bytes, and use its bytes as they are: a model
+    read once (for its hash, say) is not read again.
+
+    Attributes:
+        data: The model's bytes.
+        path: The file they were read from; ``None`` for a model given as bytes.
+    """
 
     data: bytes | memoryview
     path: Path | None
