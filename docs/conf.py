@@ -140,6 +140,75 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
     bases[:] = shown
 
 
+def _attr_docs(module_name: str) -> dict[tuple[str, str], list[str]]:
+    """The ``#:`` comments (and docstrings after assignments) of a module's source."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    try:
+        return dict(ModuleAnalyzer.for_module(module_name).find_attr_docs())
+    except Exception:  # a module without source (a mocked or compiled one)
+        return {}
+
+
+def _own_constant_docs(module_name: str) -> set[str]:
+    return {name for cls, name in _attr_docs(module_name) if cls == ""}
+
+
+def _constant_docs() -> dict[tuple[str, str], list[str]]:
+    """The ``#:`` comments of every exported constant, found where the constant is defined.
+
+    autodoc reads ``#:`` comments from the module it documents, so a constant that a package
+    re-exports from its private module (``edgert.bench.STAGES`` from ``edgert.bench._report``)
+    would be left out as undocumented. This finds the comment in the defining private module.
+    """
+    found: dict[tuple[str, str], list[str]] = {}
+    for module_name in API_MODULES:
+        own = _attr_docs(module_name)
+        private = [n for n in sorted(sys.modules) if n.startswith(module_name + "._")]
+        for name, obj in _exports(module_name):
+            if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
+                continue
+            if ("", name) in own:
+                found[(module_name, name)] = list(own[("", name)])
+                continue
+            for sub in private:
+                docs = _attr_docs(sub)
+                ours = [k for k in docs if k[0] == ""
+                        and getattr(sys.modules[sub], k[1], None) is obj]
+                same = sorted(ours, key=lambda k: k[1] != name)  # its own name first
+                if same:
+                    found[(module_name, name)] = list(docs[same[0]])
+                    break
+    return found
+
+
+_CONSTANT_DOCS = _constant_docs()
+
+
+def _add_reexported_constants(app: Any, docname: str, source: list[str]) -> None:
+    """Append an ``autodata`` for each constant a module re-exports from a private module.
+
+    autodoc's ``automodule`` documents a module-level constant only when the module's own source
+    holds its ``#:`` comment; these are found in the defining module instead (``_CONSTANT_DOCS``).
+    """
+    if not docname.startswith("api/"):
+        return
+    module_name = docname.removeprefix("api/")
+    own = _own_constant_docs(module_name)
+    extra = [name for (mod, name) in _CONSTANT_DOCS if mod == module_name and name not in own]
+    if extra:
+        source[0] += "\n```{eval-rst}\n" + "".join(
+            f".. autodata:: {module_name}.{name}\n" for name in extra) + "```\n"
+
+
+def _constant_docstring(app: Any, what: str, name: str, obj: Any, options: Any,
+                        lines: list[str]) -> None:
+    """A re-exported constant's ``#:`` comment (not its value's type's docstring: ``dict()``)."""
+    module, _, attr = name.rpartition(".")
+    if what == "data" and (module, attr) in _CONSTANT_DOCS:
+        lines[:] = _CONSTANT_DOCS[(module, attr)]
+
+
 def _private_types_in(obj: Any, signature: str) -> list[str]:
     """The private edgert classes a class's constructor signature names."""
     init = getattr(obj, "__init__", None)
@@ -192,7 +261,9 @@ def _missing_docstrings() -> Iterator[str]:
             yield module_name
         for name, obj in _exports(module_name):
             if not (inspect.isclass(obj) or inspect.isroutine(obj)):
-                continue  # constants are documented with ``#:`` comments, read by autodoc
+                if not inspect.ismodule(obj) and (module_name, name) not in _CONSTANT_DOCS:
+                    yield f"{module_name}.{name} (a constant: document it with a #: comment)"
+                continue
             if not inspect.getdoc(obj):
                 yield f"{module_name}.{name}"
             if not inspect.isclass(obj):
@@ -259,6 +330,8 @@ def setup(app: Any) -> None:
     """Connect the hooks above."""
     app.connect("autodoc-process-bases", _hide_private_bases)
     app.connect("autodoc-process-signature", _signature)
+    app.connect("source-read", _add_reexported_constants)
+    app.connect("autodoc-process-docstring", _constant_docstring, priority=400)
     app.connect("builder-inited", _check_docstrings)
 
 
