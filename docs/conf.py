@@ -21,7 +21,7 @@ import edgert  # noqa: E402
 
 project = "edgert"
 author = "edgert developers"
-copyright = "edgert developers"  # noqa: A001
+copyright = "edgert developers"
 release = edgert.__version__
 version = release
 
@@ -39,7 +39,8 @@ myst_enable_extensions = ["colon_fence"]
 # Google-style docstrings (the project's convention).
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-napoleon_use_ivar = True
+# Attributes sections become attribute entries: ``:attr:`LoopReport.skipped_periods``` links.
+napoleon_use_ivar = False
 napoleon_attr_annotations = True
 
 autodoc_member_order = "bysource"
@@ -48,8 +49,11 @@ autodoc_class_signature = "mixed"
 # Defaults as written (``np.uint8``, not ``<class 'numpy.uint8'>``, which no parser can read) and
 # numpy's aliases by name instead of their expansion into a page-long union.
 autodoc_preserve_defaults = True
-autodoc_type_aliases = {"DTypeLike": "numpy.typing.DTypeLike", "ArrayLike": "numpy.typing.ArrayLike",
-                        "NDArray": "numpy.typing.NDArray"}
+autodoc_type_aliases = {
+    "DTypeLike": "numpy.typing.DTypeLike",
+    "ArrayLike": "numpy.typing.ArrayLike",
+    "NDArray": "numpy.typing.NDArray",
+}
 # The modules the API pages document: the ``automodule`` lines of docs/api/*.md, one source.
 API_MODULES = sorted(
     m for page in (ROOT / "docs" / "api").glob("*.md")
@@ -135,7 +139,7 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
     shown: list[Any] = []
     for base in bases:
         shown.extend(b for b in public(base) if b not in shown)
-    if len(shown) > 1 and object in shown:
+    if object in shown:  # every class is one: "Bases: object" says nothing
         shown.remove(object)
     bases[:] = shown
 
@@ -252,6 +256,38 @@ def _signature(app: Any, what: str, name: str, obj: Any, options: Any, signature
         return_annotation
 
 
+def _skip_tuple_fields(app: Any, what: str, name: str, obj: Any, skip: bool,
+                       options: Any) -> bool | None:
+    """Leave out a NamedTuple field's generated "Alias for field number N" entry.
+
+    The class's Attributes section documents the field; a second entry would be a duplicate.
+    """
+    if what == "class" and re.fullmatch(r"Alias for field number \d+", getattr(obj, "__doc__", "")
+                                        or ""):
+        return True
+    return None
+
+
+def _top_level_names(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """Resolve ``edgert.Name`` (a top-level re-export) to where ``Name`` is documented.
+
+    ``edgert.BufferPool`` is a real public path (``edgert.__all__``), documented on the page of
+    the module that defines it (``edgert.memory.BufferPool``); anything else stays unresolved.
+    """
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("edgert."):
+        return None
+    first, _, rest = target.removeprefix("edgert.").partition(".")
+    home = edgert._LAZY.get(first)  # the module each top-level name is imported from
+    if home is None:
+        return None
+    node = node.deepcopy()
+    node["reftarget"] = ".".join(filter(None, (home, first, rest)))
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                               node["reftarget"], node, contnode)
+
+
 def _missing_docstrings() -> Iterator[str]:
     """Public names without a docstring: every export of a documented module, and the public
     methods and properties of exported classes (inherited docstrings count, as in autodoc)."""
@@ -331,6 +367,8 @@ def setup(app: Any) -> None:
     app.connect("autodoc-process-bases", _hide_private_bases)
     app.connect("autodoc-process-signature", _signature)
     app.connect("source-read", _add_reexported_constants)
+    app.connect("autodoc-skip-member", _skip_tuple_fields)
+    app.connect("missing-reference", _top_level_names)
     app.connect("autodoc-process-docstring", _constant_docstring, priority=400)
     app.connect("builder-inited", _check_docstrings)
 

@@ -77,6 +77,7 @@ class EdgeRTError(Exception):
         return self.message
 
     def __reduce__(self) -> tuple[object, ...]:
+        """Pickle support: the error, its message, hint and attributes survive a process hop."""
         # Keyword-only constructors do not pickle by default; errors cross process boundaries
         # (pytest-xdist, multiprocessing workers), so rebuild from the rendered state.
         return (_rebuild, (type(self), self.__dict__.copy()))

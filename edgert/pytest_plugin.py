@@ -106,6 +106,12 @@ class DeviceClock:
         self._ns += ns
 
     def __call__(self) -> float:
+        """The device time so far, in seconds: pytest-benchmark's timer reading.
+
+        Raises:
+            pytest.UsageError: The clock was read outside ``edgert_benchmark`` (a plain
+                ``benchmark(fn)`` in a test that uses it), where it cannot time anything.
+        """
         if not self.armed:
             raise pytest.UsageError(
                 "this test's pytest-benchmark timer is edgert's device clock (the test uses "

@@ -363,5 +363,6 @@ class LatencyStats:
         return json.dumps(self.to_dict(), **kwargs)
 
     def __repr__(self) -> str:
+        """Count, retained samples, capacity and thresholds (not the samples themselves)."""
         return (f"LatencyStats(count={self._count}, retained={self.retained}, "
                 f"capacity={self._capacity}, thresholds_ns={list(self._thresholds)})")

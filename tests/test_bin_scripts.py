@@ -20,6 +20,7 @@ echo "$(basename "$0") $*" >> "{log}"
 def test_alternating_scripts_install_the_environment_once(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     shutil.copytree(REPO / "bin", clone / "bin")
+    shutil.copytree(REPO / "tools", clone / "tools")  # bin/test runs tools/build_docs.sh
     shutil.copy(REPO / "pyproject.toml", clone / "pyproject.toml")
     log = tmp_path / "calls.log"
     venv_bin = clone / ".venv" / "bin"
@@ -41,6 +42,7 @@ def test_alternating_scripts_install_the_environment_once(tmp_path: Path) -> Non
     calls = log.read_text().splitlines()
     assert calls.count("edgert bench") == 2  # bin/edgert with no arguments runs the benchmark
     assert calls.count("python -m pytest") == 2
+    assert sum(line.startswith("python -m sphinx -E -W") for line in calls) == 2  # strict docs
     # A changed dependency list still re-installs by itself.
     with (clone / "pyproject.toml").open("a") as f:
         f.write("\n# changed\n")

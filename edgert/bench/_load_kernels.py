@@ -128,9 +128,9 @@ class LoadKind(str, Enum):
     """The built-in loads."""
 
     GEMM = "gemm"
-    """Persistent fp32 GEMM: holds every SM of its partition until it finishes."""
+    """Persistent fp32 GEMM, holding every SM of its partition until it finishes."""
     CONV = "conv"
-    """A stack of direct 3x3 convolutions: many short blocks per kernel."""
+    """A stack of direct 3x3 convolutions, many short blocks per kernel."""
 
 
 def _close_all(owners: list[Any]) -> None:
@@ -221,7 +221,7 @@ class LoadKernels(Owner):
             raise
 
     def enqueue(self, stream: Any) -> None:
-        """Enqueue :attr:`per_batch` iterations on ``stream`` (capturable into a graph).
+        """Enqueue ``per_batch`` iterations on ``stream`` (capturable into a graph).
 
         Raises:
             CudaError: A launch failed.
@@ -279,7 +279,7 @@ class LoadExecutable(Owner):
 
     @property
     def graph_capturable(self) -> bool:
-        """Kernel launches and a memset: capturable."""
+        """Always true; the load is kernel launches and a memset, all capturable."""
         return True
 
     def set_input_shape(self, name: str, shape: Sequence[int]) -> bool:

@@ -29,7 +29,7 @@ __all__ = [
 
 #: Identifies the JSON layout; bumped when a key changes meaning or goes away.
 SCHEMA = "edgert-bench/1"
-#: The latency figures a report carries, in report order: ``total`` is the host round trip
+#: The latency figures a report carries, in report order. ``total`` is the host round trip
 #: (inputs in, outputs out, synchronized); ``enqueue`` is host time to enqueue; ``h2d``,
 #: ``compute`` and ``d2h`` are CUDA-event times of each stage (``compute`` is host time of the
 #: synchronous run on the host); ``device`` spans a request's first event to its last.
@@ -106,7 +106,7 @@ class ThermalSummary:
 
     @property
     def throttled(self) -> bool | None:
-        """Whether anything throttled at any sample (None: no sensor could tell)."""
+        """Whether anything throttled at any sample; None when no sensor could tell."""
         states = [s.throttled for s in self.samples if s.throttled is not None]
         return any(states) if states else None
 

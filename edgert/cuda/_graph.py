@@ -90,8 +90,8 @@ class GraphCapture:
         graph = cap.graph          # a CudaGraph; replay with graph.launch(stream)
 
     If the block raises, or the capture was invalidated by an uncapturable call, the partial
-    capture is discarded and the stream is usable again; the exception (a :class:`CudaError` for
-    an invalidated capture) propagates.
+    capture is discarded and the stream is usable again; the exception (a
+    :class:`~edgert.errors.CudaError` for an invalidated capture) propagates.
 
     Args:
         stream: A non-default stream (capture on the legacy stream is not allowed).

@@ -106,7 +106,7 @@ def sm_layout(device: int = 0, *, driver: GreenDriver | None = None) -> SmLayout
     Args:
         device: The CUDA device ordinal.
         driver: The driver seam; default the real one. Tests pass
-            :class:`edgert.testing.FakeGreenDriver`.
+            :class:`edgert.testing.green.FakeGreenDriver`.
 
     Raises:
         NotSupportedError: No CUDA device, or the driver, device or cuda-bindings lack green
@@ -357,7 +357,7 @@ def partition_sms(sizes: Sequence[int], *, device: int = 0, rest: bool = True,
             alignment (:func:`sm_layout`; :meth:`SmLayout.legal_size` rounds a wish up).
         device: The CUDA device ordinal.
         rest: Also make a partition of the SMs left over (the place for the heavy work).
-        driver: The driver seam; tests pass :class:`edgert.testing.FakeGreenDriver`.
+        driver: The driver seam; tests pass :class:`edgert.testing.green.FakeGreenDriver`.
 
     Returns:
         The partitions, owned together.

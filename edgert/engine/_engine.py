@@ -279,7 +279,7 @@ class Engine(Owner):
 
     @property
     def num_profiles(self) -> int:
-        """Number of optimization profiles (ONNX: 1 if the model declares one, else 0)."""
+        """Number of optimization profiles; for ONNX, 1 if the model declares one, else 0."""
         if isinstance(self._backend, TrtLoaded):
             self._check_open()
             return int(self._backend.engine.num_optimization_profiles)

@@ -8,15 +8,15 @@ with no binding and no allocation. ``execute_async_v3`` runs synchronously on th
 the stream handle is ignored.
 
 Outputs whose shape does not follow from the input shapes (unnamed or fresh symbolic dimensions,
-unknown rank, data-dependent values, or a declaration the model got wrong) are written through
-the session's :class:`~edgert.OutputAllocator`. The first run of each input-shape signature lets
+unknown rank, data-dependent values, or a declaration the model got wrong) are written through the
+session's :class:`~edgert.engine.OutputAllocator`. The first run of each input-shape signature lets
 ONNX Runtime allocate them and copies them into the allocator's memory; the shapes it saw are
-remembered per signature, and later runs bind the allocator's (pooled, grow-only) memory with
-those shapes directly. ONNX Runtime refuses to write a pre-bound output whose shape differs
-(verified: it raises before writing), so an output whose shape turns out to vary with the data
-is re-run once and from then on always left to ONNX Runtime. An output whose declared shape
-proves wrong reports -1 from ``get_tensor_shape`` afterwards, and the run that found it fails so
-the session can re-plan it (the session then re-runs the request).
+remembered per signature, and later runs bind the allocator's (pooled, grow-only) memory with those
+shapes directly. ONNX Runtime refuses to write a pre-bound output whose shape differs (verified: it
+raises before writing), so an output whose shape turns out to vary with the data is re-run once and
+from then on always left to ONNX Runtime. An output whose declared shape proves wrong reports -1
+from ``get_tensor_shape`` afterwards, and the run that found it fails so the session can re-plan it
+(the session then re-runs the request).
 
 String tensors cannot live in raw memory: they are passed as numpy object arrays through
 ``set_tensor_value`` / ``get_tensor_value``.
@@ -234,7 +234,7 @@ class OnnxExecutable(Owner):
 
     def set_output_allocator(self, name: str, allocator: OutputAllocator) -> bool:
         """Write output ``name`` through ``allocator`` whenever its shape is not known before
-        the run (see :class:`~edgert.OutputAllocator`)."""
+        the run (see :class:`~edgert.engine.OutputAllocator`)."""
         self._check_open()
         if name not in self._out or name in self._in or name in self._strings:
             return self._fail(f"set_output_allocator: {name!r} is not an output this "

@@ -334,8 +334,8 @@ def sniff(data: bytes | memoryview, label: str = "<bytes>") -> ModelHeader:
 def read_model_header(source: Source, *, max_bytes: int = MAX_MODEL_BYTES) -> ModelHeader:
     """Read a model and say what it is, without deserializing it (no GPU needed).
 
-    The file is read as :meth:`Engine.load <edgert.Engine.load>` reads it (one bounded read of a
-    regular file).
+    The file is read as :meth:`Engine.load <edgert.engine.Engine.load>` reads it (one bounded
+    read of a regular file).
 
     Raises:
         InvalidArgumentError: Not a path or bytes, or a path with a NUL byte.

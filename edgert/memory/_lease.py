@@ -61,7 +61,7 @@ class Lease:
 
     @property
     def ptr(self) -> int:
-        """Address of the block: a host address for host pools, a device one for device pools.
+        """Address of the block; a host address for host pools, a device one for device pools.
 
         Raises:
             ResourceClosedError: The lease was released.

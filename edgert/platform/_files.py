@@ -20,7 +20,7 @@ def read_text(root: Path, path: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> st
     Device-tree strings end in NUL; sysfs values end in a newline; both are removed. Anything
     that fails (missing, permission denied, a directory, a FIFO or device, more than
     ``max_bytes``, an I/O error from a driver, bytes that are not text) reads as None. The read
-    goes through :func:`edgert._fileio.read_file`, so it cannot block or run away.
+    goes through edgert's bounded file reader, so it cannot block or run away.
     """
     try:
         data = read_file(under(root, path), max_bytes=max_bytes)

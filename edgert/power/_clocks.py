@@ -39,7 +39,7 @@ class ClockState(StrEnum):
     """Whether jetson_clocks' pinning is in force."""
 
     PINNED = "pinned"
-    """CPU and GPU run at min == max, and EMC at its maximum: jetson_clocks is on."""
+    """CPU and GPU run at min == max and EMC at its maximum, as jetson_clocks sets them."""
     DYNAMIC = "dynamic"
     """Clocks scale with load (jetson_clocks is off, or was restored)."""
     UNKNOWN = "unknown"

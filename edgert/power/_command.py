@@ -38,7 +38,7 @@ class CommandOutput(Protocol):
 
     @property
     def returncode(self) -> int:
-        """The exit status (negative: killed by that signal)."""
+        """The exit status; a negative one is the signal that killed the command."""
         ...
 
     @property

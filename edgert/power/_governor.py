@@ -79,7 +79,7 @@ DEFAULT_LEVELS: tuple[ThermalLevel, ...] = (
     ThermalLevel(name="hot", margin_c=10.0),
     ThermalLevel(name="critical", margin_c=4.0, hysteresis_c=2.0),
 )
-"""Levels keyed to the passive trip: warm 20 °C below it, hot 10 °C, critical 4 °C."""
+"""Levels keyed to the passive trip; warm 20 °C below it, hot 10 °C, critical 4 °C."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -26,7 +26,7 @@ class TotalMethod(StrEnum):
     INPUT_RAIL = "input_rail"
     """The board's input rail (``VDD_IN``, or ``POM_5V_IN`` on Nano) measures the total."""
     SUM = "sum"
-    """No input rail: the sum of the readable rails (a lower bound of the board's draw)."""
+    """No input rail, so the sum of the readable rails (a lower bound of the board's draw)."""
     NONE = "none"
     """No rail could be read."""
 

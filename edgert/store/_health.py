@@ -88,7 +88,7 @@ class HealthReport:
         reasons: Why not (empty when it passed).
         reference: What it was compared with (``None``: not compared).
         samples: Inputs compared.
-        max_abs_error: Largest |candidate - reference| over every output and sample.
+        max_abs_error: Largest ``|candidate - reference|`` over every output and sample.
         worst_output: The output where that was.
         mismatched_fraction: Of the worst sample's worst output, the share of elements outside
             the tolerance.

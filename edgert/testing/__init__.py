@@ -5,11 +5,14 @@
   it as ``Engine.load(..., trt_module=fake_tensorrt)``. Checked against the real
   ``tensorrt_lean`` bindings by edgert's conformance test.
 - :mod:`edgert.testing.jetson` — fake Jetson sysfs/procfs/etc trees (JetPack 5 and 6, Orin NX
-  and AGX Orin, failing sensors) and :class:`FakeCommandRunner` for nvpmodel and jetson_clocks.
-- :class:`FakeGreenDriver` — SM partitions (green contexts) without a GPU: pass it as
-  ``partition_sms(..., driver=fake)``; checked against the real driver on the GPU tier.
-- :class:`FakeAllocator`, :class:`FakeEvent`, :class:`FakeEventFactory` — pool tests without a
-  GPU; :class:`FakeClock` — periodic-loop tests without real time.
+  and AGX Orin, failing sensors) and :class:`~edgert.testing.jetson.FakeCommandRunner` for
+  nvpmodel and jetson_clocks.
+- :class:`~edgert.testing.green.FakeGreenDriver` — SM partitions (green contexts) without a GPU:
+  pass it as ``partition_sms(..., driver=fake)``; checked against the real driver on the GPU
+  tier.
+- :class:`~edgert.testing.memory.FakeAllocator`, :class:`~edgert.testing.memory.FakeEvent`,
+  :class:`~edgert.testing.memory.FakeEventFactory` — pool tests without a GPU;
+  :class:`~edgert.testing.realtime.FakeClock` — periodic-loop tests without real time.
 
 ``KernelExecutable`` (the bundled policy as real CUDA kernels) moved to :mod:`edgert.kernels`:
 it is product code, not a fake. ``edgert.testing.KernelExecutable`` still resolves to it.

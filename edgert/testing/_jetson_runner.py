@@ -70,6 +70,7 @@ class FakeCommandRunner:
     ) -> None:
         self.root = None if root is None else Path(root)
         self.calls: list[FakeCall] = []
+        """Every command line run through this runner, in order."""
         self.as_root = as_root
         self.fan_warning = fan_warning
         self.clocks_dialect = clocks_dialect

@@ -26,7 +26,7 @@ class NvpConf(StrEnum):
     """Which nvpmodel.conf a fake tree gets."""
 
     STANDARD = "standard"
-    """MAXN (0), MODE_15W (1: 4 cores, TPC mask 248), MODE_30W (2: 8 cores, mask 240); DEFAULT=2."""
+    """MAXN (0), MODE_15W (1; 4 cores, TPC mask 248), MODE_30W (2; 8 cores, mask 240); DEFAULT=2."""
     ID_GAP = "id-gap"
     """The standard modes with ids 0, 1 and 3 (no 2); DEFAULT=3."""
     MISSING_DEFAULT = "missing-default"

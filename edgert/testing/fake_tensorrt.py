@@ -6,7 +6,7 @@ It declares ``EDGERT_REQUIRES_CUDA = False``, so edgert skips its CUDA check for
 it); ``EDGERT_FLAVOUR`` says which runtime it imitates ("full" here; :func:`make_module` makes
 lean and dispatch variants, or other versions).
 
-Its plans are a small documented format (see :mod:`edgert.testing._fake_trt_plan`, made with
+Its plans are a small documented format (see ``edgert/testing/_fake_trt_plan.py``, made with
 :func:`make_plan`): TensorRT's ``ftrt`` tag and version bytes, then a JSON header of tensors,
 profiles and flags, and the name of a Python function (from a registry you can extend with
 :func:`register_function`) that computes the outputs. Execution reads inputs from and writes
@@ -153,7 +153,7 @@ class Runtime:
 
     @property
     def error_recorder(self) -> IErrorRecorder | None:
-        """Where errors go instead of the logger (None: to the logger)."""
+        """Where errors go instead of the logger; None sends them to the logger."""
         return self._recorder
 
     @error_recorder.setter

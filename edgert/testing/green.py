@@ -51,9 +51,9 @@ class FakeGreenDriver:
         self._priority_range = priority_range
         self._ids = itertools.count(0x1000)
         self.contexts: dict[int, int] = {}
-        """Live green contexts: handle -> SM count."""
+        """Live green contexts, handle -> SM count."""
         self.streams: dict[int, tuple[int, int]] = {}
-        """Live streams: handle -> (context handle, priority)."""
+        """Live streams, handle -> (context handle, priority)."""
 
     @property
     def live_contexts(self) -> int:

@@ -79,7 +79,7 @@ class Fault(StrEnum):
     SENTINEL = "sentinel"
     """The file holds -256000, the "offline" sentinel of tegrastats and jtop."""
     UNREADABLE = "unreadable"
-    """Mode 000: EACCES for a non-root reader (root still reads it)."""
+    """Mode 000, so EACCES for a non-root reader (root still reads it)."""
 
 
 class JetsonTree(Owner):
@@ -188,6 +188,7 @@ class JetsonTree(Owner):
         return FakeCommandRunner(self.root, **options)
 
     def __repr__(self) -> str:
+        """The flavour and the root directory."""
         return f"JetsonTree({self.flavour!r}, root={self.root!s})"
 
 

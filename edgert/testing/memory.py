@@ -1,8 +1,8 @@
 """Fakes for testing code that uses :mod:`edgert.memory` without a GPU.
 
 * :class:`FakeAllocator` — a counting allocator for :class:`~edgert.memory.BufferPool` that
-  hands out real host memory (so views work) labelled with any :class:`MemoryKind`, and can be
-  told to fail.
+  hands out real host memory (so views work) labelled with any
+  :class:`~edgert.memory.MemoryKind`, and can be told to fail.
 * :class:`FakeEvent` / :class:`FakeEventFactory` — events whose completion the test controls,
   for stream-ordered release: ``BufferPool(alloc, opts, event_factory=FakeEventFactory())``.
 
@@ -70,8 +70,8 @@ class FakeAllocator:
     """A counting :class:`~edgert.memory.Allocator` for pool tests.
 
     Args:
-        kind: The :class:`MemoryKind` the blocks claim to be (``DEVICE`` makes views refuse,
-            as a device pool would).
+        kind: The :class:`~edgert.memory.MemoryKind` the blocks claim to be (``DEVICE`` makes
+            views refuse, as a device pool would).
         device: The device the blocks claim to belong to.
         mapped: Whether blocks claim a device address.
         fail_after: Raise on every allocation after this many have succeeded (None: never).
