@@ -31,7 +31,7 @@ class PartitionMode(str, Enum):
     AUTO = "auto"
     """Partition where green contexts exist; elsewhere priorities only (see ``partitioned``)."""
     OFF = "off"
-    """Never partition: stream priorities only."""
+    """Never partition; stream priorities only."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

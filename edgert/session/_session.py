@@ -482,8 +482,9 @@ class InferenceSession(Owner):
 
         Call it from another thread than the one making requests. The new model is loaded,
         given its own context, buffers and stream, warmed and graph-captured on this thread;
-        then the next request takes it at its start (see :mod:`edgert.session._swap`). If no
-        request comes within ``handoff_s``, the session is idle and the swap is applied here.
+        then the next request takes it at its start (docs/lifecycle.md, "Swapping a model in a
+        running control loop"). If no request comes within ``handoff_s``, the session is idle
+        and the swap is applied here.
 
         Args:
             model: An Engine or Executable with the same input/output names and dtypes.
