@@ -139,9 +139,9 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
     shown: list[Any] = []
     for base in bases:
         shown.extend(b for b in public(base) if b not in shown)
-    if object in shown:  # every class is one: "Bases: object" says nothing
+    if len(shown) > 1 and object in shown:
         shown.remove(object)
-    bases[:] = shown
+    bases[:] = shown  # autodoc prints "Bases:" even when empty: a plain class shows object
 
 
 def _attr_docs(module_name: str) -> dict[tuple[str, str], list[str]]:
