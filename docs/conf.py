@@ -118,7 +118,7 @@ nitpick_ignore_regex = [
                r"Callable|Mapping|Sequence|Iterable|Iterator|Any|Self|Path|ModuleType|"
                r"TracebackType|BaseException|Exception|memoryview|bytearray|complex|range|"
                r"slice|Hashable|Generator|Literal|TypeVar|ParamSpec|Protocol|StrEnum|Enum|"
-               r"IntEnum|Event|Lock|Thread|Logger|Popen|CompletedProcess|Namespace|"
+               r"IntEnum|Logger|Popen|CompletedProcess|Namespace|"
                r"ArgumentParser|ndarray|dtype|generic|DTypeLike|ArrayLike|NDArray|"
                r"PathLike|StrPath|BufferProtocol|ReadableBuffer)"),
 ]
