@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,22 @@ def test_cli_install_activate_refuse_rollback_list(tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     assert doc["active"] == "a"
     assert [v["version"] for v in doc["versions"]] == ["a", "b"]
+
+
+def test_a_keyed_store_checks_the_signature_even_when_the_manifest_drops_it(
+        tmp_path: Path) -> None:
+    # manifest.json is not signed: whoever can replace the model file can also rewrite the
+    # manifest's digest and null its signature. A store with a key must still demand the tag.
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "ok.onnx"), "1.0")
+    directory = tmp_path / "store" / "versions" / "1.0"
+    other = _model(tmp_path, "other.onnx", 0.5, sign=False).read_bytes()
+    (directory / "model.onnx").write_bytes(other)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(other).hexdigest(), signature=None)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.load("1.0")
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert store.active is None

@@ -244,6 +244,8 @@ class ModelStore:
 
     def _verified(self, manifest: Manifest, name: str, sha256: str,
                   signed: bool) -> tuple[Path, bytes]:
+        # ``signed`` must not come from the manifest: manifest.json is unsigned, so whoever can
+        # replace the model can also null its signature field. A keyed store demands the tag.
         path = self._versions_dir / manifest.version / name
         src = read_source(path)
         check_integrity(src.data, path=path, sha256=sha256,
@@ -264,7 +266,7 @@ class ModelStore:
         """
         manifest = self._pick(version)
         _, data = self._verified(manifest, manifest.file, manifest.sha256,
-                                 manifest.signature is not None)
+                                 self._key is not None)
         if manifest.format == EngineFormat.ONNX.value:
             if self._cache_dir is not None:
                 # The verified bytes, not the path: the file could change after the check.
