@@ -250,3 +250,44 @@ def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> 
                     "_owner_closed"}
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         assert set(vars(session)) - session_wide == set(_STATE)
+
+
+def test_two_overlapping_swaps_cannot_both_report_success(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both swaps pass the "another swap is in progress" check before either has prepared its
+    # model; the second must not overwrite the first's pending handoff and let both return.
+    from edgert.errors import ConcurrentUseError
+    from edgert.session import _swap
+
+    barrier = threading.Barrier(2)
+    prepare = _swap._prepare
+
+    def slow_prepare(*args: object, **kwargs: object) -> InferenceSession:
+        barrier.wait(timeout=30)
+        return prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_swap, "_prepare", slow_prepare)
+    outcomes: dict[float, object] = {}
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            Engine.load(_variant(tmp_path, 2.0)) as c, \
+            InferenceSession(a, outputs="copy") as session:
+
+        def swap(model: Engine, offset: float) -> None:
+            try:
+                outcomes[offset] = session.swap(model, handoff_s=5.0, timeout_s=30)
+            except ConcurrentUseError as err:
+                outcomes[offset] = err
+            first_done.set()
+
+        first_done = threading.Event()
+        threads = [threading.Thread(target=swap, args=(m, o)) for m, o in ((b, 1.0), (c, 2.0))]
+        for t in threads:
+            t.start()
+        assert first_done.wait(30)  # one swap is refused while the other waits for a request
+        session.infer(OBS)  # this request takes the pending swap
+        for t in threads:
+            t.join(60)
+        won = [o for o, r in outcomes.items() if not isinstance(r, ConcurrentUseError)]
+        assert len(outcomes) == 2, outcomes
+        assert len(won) == 1, outcomes
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(won[0]), atol=1e-5)

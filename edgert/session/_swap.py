@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SwapResult", "apply_pending_swap", "swap_model"]
 
+_CLAIM = threading.Lock()  # makes "no swap pending? then this one is" one step
+
 # What a session holds for its model; swapped as a whole between the session and the side one.
 _STATE = ("_choice", "_options", "_runner", "_slots", "_n", "_next", "_after", "_outputs_mode",
           "_timing", "_raise_when_busy", "_pipelined")
@@ -162,7 +164,16 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
     side = _prepare(session, model, kwargs, warmup_shapes, warmup_runs)
     ready = time.monotonic()
     handoff = _Handoff(side)
-    session._swap_pending = handoff
+    # Check and claim in one step: two swaps may both have passed the check above while
+    # preparing, and a second assignment would drop the first's handoff while it reports success.
+    with _CLAIM:
+        claimed = session._swap_pending is None
+        if claimed:
+            session._swap_pending = handoff
+    if not claimed:
+        side.close()
+        raise ConcurrentUseError("another swap of this session was applied or is in progress; "
+                                 "this one changed nothing", hint="wait for it to return")
     applied_by = "request"
     try:
         if not handoff.done.wait(handoff_s):
