@@ -389,3 +389,30 @@ def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
     with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
         _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
     assert not list((tmp_path / "c").glob("*.plan"))
+
+
+def test_new_external_weights_beside_an_unchanged_onnx_file_force_a_rebuild(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model saved with ONNX external data keeps its weights in another file: the .onnx bytes
+    # (and their digest) stay the same when only the weights change. The key must see them.
+    onnx = pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)  # the fake parser (ONNX Runtime on bytes) finds weights here
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    cache = EngineCache(tmp_path / "cache", trt_module=ft)
+    first = cache.load(model)
+    first.engine.close()
+    assert first.status is CacheStatus.BUILT
+    again = cache.load(model)
+    again.engine.close()
+    assert again.status is CacheStatus.HIT
+    weights = tmp_path / "ext.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = np.float32(7.0).tobytes()  # a retrained bias, same size, same .onnx file
+    weights.write_bytes(bytes(data))
+    retrained = cache.load(model)
+    retrained.engine.close()
+    assert retrained.status is CacheStatus.BUILT
+    assert retrained.key != first.key
