@@ -291,3 +291,22 @@ def test_two_overlapping_swaps_cannot_both_report_success(tmp_path: Path,
         assert len(outcomes) == 2, outcomes
         assert len(won) == 1, outcomes
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(won[0]), atol=1e-5)
+
+
+def test_a_session_closed_while_a_swap_prepares_raises_resource_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.session import _swap
+
+    prepare = _swap._prepare
+
+    def prepare_then_close(session: InferenceSession, *args: object) -> InferenceSession:
+        side = prepare(session, *args)  # type: ignore[arg-type]
+        session.close()  # the owner shuts down while the new model was being warmed
+        return side
+
+    monkeypatch.setattr(_swap, "_prepare", prepare_then_close)
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b:
+        session = InferenceSession(a)
+        with pytest.raises(ResourceClosedError, match="closed"):
+            session.swap(b, handoff_s=0.0)
+        assert session._swap_pending is None

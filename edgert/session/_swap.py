@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from edgert.errors import (
     ConcurrentUseError,
-    EdgeRTError,
     InputError,
     InvalidArgumentError,
     RequestTimeoutError,
@@ -182,8 +181,7 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
                 # No request took it within handoff_s: the session is idle; apply it here.
                 if session._use.acquire(False):
                     try:
-                        if session.closed:
-                            raise EdgeRTError("the session was closed during the swap")
+                        session._check_open()  # closed while the new model was prepared
                         apply_pending_swap(session)
                         applied_by = "swap" if handoff.state == "applied" else applied_by
                     finally:
