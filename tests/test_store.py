@@ -266,3 +266,12 @@ def test_a_keyed_store_checks_the_signature_even_when_the_manifest_drops_it(
     with pytest.raises(IntegrityError, match="HMAC"):
         store.activate("1.0", policy=HealthPolicy(**FAST))
     assert store.active is None
+
+
+def test_min_tensorrt_compares_versions_of_different_lengths_as_equal() -> None:
+    from edgert.store._manifest import version_tuple
+
+    assert not version_tuple("10.3") < version_tuple("10.3.0")  # the runtime is new enough
+    assert not version_tuple("10.3.0.26") < version_tuple("10.3")
+    assert version_tuple("10.3") < version_tuple("10.3.1")
+    assert version_tuple("8.6.1") < version_tuple("10.3")
