@@ -246,7 +246,7 @@ def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> 
     # If the session grows per-model state, swap must move it too: this fails until it does.
     from edgert.session._swap import _STATE
 
-    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer",
+    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer", "_partition",
                     "_owner_closed"}
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         assert set(vars(session)) - session_wide == set(_STATE)
@@ -310,3 +310,40 @@ def test_a_session_closed_while_a_swap_prepares_raises_resource_closed(
         with pytest.raises(ResourceClosedError, match="closed"):
             session.swap(b, handoff_s=0.0)
         assert session._swap_pending is None
+
+
+def test_a_swap_keeps_the_new_model_on_the_sessions_partition_and_priority(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without CUDA, a spy stands in for the side session: what matters is what it is asked
+    # for. A control session on reserved SMs at the highest priority must not be moved to the
+    # whole GPU at the default priority by a model update.
+    import dataclasses
+    import types
+
+    from edgert.session import _session
+
+    asked: dict[str, object] = {}
+
+    class Spy(Exception):
+        pass
+
+    def spy(model: object, **kwargs: object) -> None:
+        asked.update(kwargs)
+        raise Spy
+
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a) as session:
+        partition, choice = object(), session._choice
+        session._partition = partition
+        session._choice = dataclasses.replace(choice, stream=types.SimpleNamespace(priority=-5))
+        monkeypatch.setattr(_session, "InferenceSession", spy)
+        try:
+            with pytest.raises(Spy):
+                session.swap(b)
+            assert asked["partition"] is partition
+            assert asked["priority"] == -5
+            with pytest.raises(Spy):
+                session.swap(b, priority="lowest")  # asked for explicitly: that one
+            assert asked["priority"] == "lowest"
+        finally:
+            session._choice = choice

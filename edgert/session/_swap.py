@@ -123,6 +123,12 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
     if specs is not None:
         _check_compatible(session, specs, repr(model))
     o = session._options
+    if kwargs.get("stream") is None:
+        # The new model runs where the old one did: on the session's SM partition (a control
+        # model must not lose its reserved SMs to a swap) and at its stream's priority.
+        kwargs["partition"] = session._partition
+        if kwargs.get("priority") is None and session.stream is not None:
+            kwargs["priority"] = session.stream.priority
     side = InferenceSession(
         model, device=session.device, io=o.io, slots=o.slots, cuda_graph=o.cuda_graph,
         sync=o.sync, outputs=o.outputs, when_busy=o.when_busy, timing=o.timing, cast=o.cast,
