@@ -275,3 +275,19 @@ def test_min_tensorrt_compares_versions_of_different_lengths_as_equal() -> None:
     assert not version_tuple("10.3.0.26") < version_tuple("10.3")
     assert version_tuple("10.3") < version_tuple("10.3.1")
     assert version_tuple("8.6.1") < version_tuple("10.3")
+
+
+def test_an_onnx_model_with_external_weights_is_refused_at_install(tmp_path: Path) -> None:
+    # The store copies one file per version: the weights beside it would be left behind and
+    # the version would fail at activation, far from the cause.
+    onnx = pytest.importorskip("onnx")
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(InvalidArgumentError, match=r"ext\.onnx\.data") as info:
+        store.install(model, "1.0")
+    assert info.value.hint is not None
+    assert "save_as_external_data=False" in info.value.hint
+    assert store.versions() == []

@@ -11,8 +11,9 @@ attributes (If/Loop/Scan bodies), recursively. Field numbers are from onnx/onnx.
 from __future__ import annotations
 
 from edgert.engine._onnx_graph import _walk
+from edgert.errors import InvalidArgumentError
 
-__all__ = ["external_locations"]
+__all__ = ["external_locations", "refuse_external_data"]
 
 _MODEL_GRAPH = 7
 _MODEL_FUNCTIONS = 25
@@ -85,3 +86,22 @@ def external_locations(model: bytes | memoryview) -> list[str]:
                 if n == _FUNCTION_NODE and node is not None:
                     _node(node, out)
     return sorted(out)
+
+
+def refuse_external_data(model: bytes | memoryview, label: str) -> None:
+    """Refuse an ONNX model that keeps weights in other files (the model store copies one file
+    per version: the weights would be left behind and the version fail at activation).
+
+    Raises:
+        InvalidArgumentError: It names external-data files.
+    """
+    try:
+        names = external_locations(model)
+    except ValueError:
+        return  # not protobuf: loading it says so
+    if names:
+        raise InvalidArgumentError(
+            f"{label} keeps its weights in other files ({', '.join(names)}), which the store "
+            "would not copy", hint="save the model with its weights inside the .onnx file "
+                                   "(onnx.save_model(model, path, save_as_external_data=False); "
+                                   "models up to 2 GB), or install a plan built from it")

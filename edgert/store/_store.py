@@ -37,6 +37,7 @@ from edgert.engine._source import read_source, sniff
 from edgert.errors import InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import HealthCheckError, StoreError
+from edgert.store._external import refuse_external_data
 from edgert.store._files import FileLock, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
 from edgert.store._history import StoreEvent, activation_stack, append_event, read_history
@@ -201,9 +202,13 @@ class ModelStore:
         check_integrity(src.data, path=src.path, sha256=sha256, hmac_key=self._key,
                         signature=signature)
         header = sniff(src.data, src.label)
+        if header.format is EngineFormat.ONNX:
+            refuse_external_data(src.data, src.label)
         ref = read_source(reference_onnx) if reference_onnx is not None else None
         if ref is not None and sniff(ref.data, ref.label).format is not EngineFormat.ONNX:
             raise InvalidArgumentError(f"reference_onnx {ref.label} is not an ONNX model")
+        if ref is not None:
+            refuse_external_data(ref.data, ref.label)
         digest = hashlib.sha256(src.data).hexdigest()
         suffix = ".onnx" if header.format is EngineFormat.ONNX else ".plan"
         tag = None
