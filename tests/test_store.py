@@ -291,3 +291,17 @@ def test_an_onnx_model_with_external_weights_is_refused_at_install(tmp_path: Pat
     assert info.value.hint is not None
     assert "save_as_external_data=False" in info.value.hint
     assert store.versions() == []
+
+
+def test_a_rollback_refused_by_the_gate_says_what_stays_active_and_what_to_do(
+        tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "a.onnx", sign=False), "a")
+    store.install(_model(tmp_path, "b.onnx", sign=False), "b")
+    store.activate("a", policy=HealthPolicy(**FAST))
+    store.activate("b", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="b stays active") as info:
+        store.rollback(policy=HealthPolicy(p99_budget_ms=1e-6, **FAST))
+    assert info.value.hint is not None
+    assert store.active is not None
+    assert store.active.version == "b"

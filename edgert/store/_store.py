@@ -413,8 +413,10 @@ class ModelStore:
                     report = self._gate(target, engine, policy)
                     if not report.passed:
                         raise HealthCheckError(
-                            f"rollback to {target.version!r} refused: "
-                            + "; ".join(report.reasons), report=report)
+                            f"rollback to {target.version!r} refused ({current.version} stays "
+                            "active): " + "; ".join(report.reasons), report=report,
+                            hint="activate a version that passes, or roll back without the "
+                                 "check if the target is known to be good")
             self._point_to(target.version)
             self._record(StoreEvent(event="rollback", version=target.version,
                                     previous=current.version))
