@@ -416,3 +416,25 @@ def test_new_external_weights_beside_an_unchanged_onnx_file_force_a_rebuild(
     retrained.engine.close()
     assert retrained.status is CacheStatus.BUILT
     assert retrained.key != first.key
+
+
+def test_every_build_option_but_the_timing_cache_is_in_the_key() -> None:
+    # A BuildOptions field that changes the plan but not the key would load a plan built with
+    # other options. A new field must be added here (and to key_fields) to pass.
+    import dataclasses
+
+    changed = {
+        "fp16": ({}, {"fp16": True}), "bf16": ({}, {"bf16": True}),
+        "int8": ({}, {"int8": True}), "strongly_typed": ({}, {"strongly_typed": True}),
+        "profiles": ({}, {"profiles": SHAPES}), "workspace_bytes": ({}, {"workspace_bytes": 1}),
+        "version_compatible": ({}, {"version_compatible": True}),
+        "exclude_lean_runtime": ({"version_compatible": True},
+                                 {"version_compatible": True, "exclude_lean_runtime": True}),
+        "hardware_compatibility": ({}, {"hardware_compatibility": "ampere_plus"}),
+        "optimization_level": ({}, {"optimization_level": 5}),
+    }
+    fields = {f.name for f in dataclasses.fields(BuildOptions)}
+    assert fields == set(changed) | {"timing_cache"}
+    for name, (before, after) in changed.items():
+        assert BuildOptions(**before).key_fields() != BuildOptions(**after).key_fields(), name
+    assert BuildOptions().key_fields() == BuildOptions(timing_cache="t.cache").key_fields()
