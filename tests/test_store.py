@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,61 @@ def test_cli_install_activate_refuse_rollback_list(tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     assert doc["active"] == "a"
     assert [v["version"] for v in doc["versions"]] == ["a", "b"]
+
+
+def test_a_keyed_store_checks_the_signature_even_when_the_manifest_drops_it(
+        tmp_path: Path) -> None:
+    # manifest.json is not signed: whoever can replace the model file can also rewrite the
+    # manifest's digest and null its signature. A store with a key must still demand the tag.
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "ok.onnx"), "1.0")
+    directory = tmp_path / "store" / "versions" / "1.0"
+    other = _model(tmp_path, "other.onnx", 0.5, sign=False).read_bytes()
+    (directory / "model.onnx").write_bytes(other)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(other).hexdigest(), signature=None)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.load("1.0")
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert store.active is None
+
+
+def test_min_tensorrt_compares_versions_of_different_lengths_as_equal() -> None:
+    from edgert.store._manifest import version_tuple
+
+    assert not version_tuple("10.3") < version_tuple("10.3.0")  # the runtime is new enough
+    assert not version_tuple("10.3.0.26") < version_tuple("10.3")
+    assert version_tuple("10.3") < version_tuple("10.3.1")
+    assert version_tuple("8.6.1") < version_tuple("10.3")
+
+
+def test_an_onnx_model_with_external_weights_is_refused_at_install(tmp_path: Path) -> None:
+    # The store copies one file per version: the weights beside it would be left behind and
+    # the version would fail at activation, far from the cause.
+    onnx = pytest.importorskip("onnx")
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(InvalidArgumentError, match=r"ext\.onnx\.data") as info:
+        store.install(model, "1.0")
+    assert info.value.hint is not None
+    assert "save_as_external_data=False" in info.value.hint
+    assert store.versions() == []
+
+
+def test_a_rollback_refused_by_the_gate_says_what_stays_active_and_what_to_do(
+        tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "a.onnx", sign=False), "a")
+    store.install(_model(tmp_path, "b.onnx", sign=False), "b")
+    store.activate("a", policy=HealthPolicy(**FAST))
+    store.activate("b", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="b stays active") as info:
+        store.rollback(policy=HealthPolicy(p99_budget_ms=1e-6, **FAST))
+    assert info.value.hint is not None
+    assert store.active is not None
+    assert store.active.version == "b"
