@@ -80,3 +80,18 @@ def test_doctor_on_a_broken_install_exits_3_with_a_hint(
                                "dependencies do not import: edgert_no_such_dependency")
     assert lines[-1].startswith("Hint: reinstall edgert")
     assert "pip install edgert`" not in lines[-1]  # it is not on a package index
+
+
+@pytest.mark.parametrize("command", ["doctor", "bench"])
+def test_a_root_that_does_not_exist_is_a_usage_error(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before, `--root /typo` read nothing under it and described an empty machine, exit 0.
+    missing, a_file = tmp_path / "nope", tmp_path / "file"
+    a_file.write_text("x")
+    for root, why in ((missing, "does not exist"), (a_file, "is not a directory")):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--root", str(root)])
+        assert info.value.code == 2
+        lines = capsys.readouterr().err.rstrip().splitlines()
+        assert lines[0].startswith(f"edgert {command}: argument --root: '{root}' {why}")
+        assert lines[-1].startswith("Hint: `edgert")

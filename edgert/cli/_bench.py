@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from edgert.cli._errors import FlagNames, print_error
+from edgert.cli._errors import FlagNames, existing_dir, print_error
 
 __all__ = ["FLAGS", "parse_cpus", "register"]
 
@@ -110,7 +110,7 @@ def register(sub: Any) -> None:
                    help="runtime for a model file (fake: edgert.testing.fake_tensorrt)")
     p.add_argument("--device", type=_device, default=None, metavar="N|host",
                    help="CUDA device ordinal, or 'host' to stay off the GPU")
-    p.add_argument("--root", type=Path, default=Path("/"),
+    p.add_argument("--root", type=existing_dir, default=Path("/"),
                    help="read sensors (and the doctor's files) under this directory")
     p.add_argument("--json", metavar="FILE",
                    help="write every figure and the environment as JSON ('-': to stdout, "
