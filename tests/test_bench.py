@@ -14,7 +14,7 @@ import pytest
 from edgert import bench
 from edgert.bench._backend import BackendInfo
 from edgert.bench._report import RealtimeOutcome, ThermalSummary
-from edgert.bench._run import input_arrays, realtime_outcome
+from edgert.bench._run import input_arrays, realtime_outcome, unsized_dims
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import find_warnings
 from edgert.engine import Engine
@@ -410,3 +410,31 @@ def test_cpus_that_do_not_exist_are_an_argument_error_before_anything_runs() -> 
     assert started == []
     with pytest.raises(InvalidArgumentError, match="cpus needs rt=True"):
         bench.BenchOptions(cpus=[0], rt=False)
+
+
+def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path) -> None:
+    # An image model [1, 3, H, W] used to run as a 1x1 image with nothing said about it.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "H", None])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    said: list[str] = []
+    report = bench.run(path, rate_hz=0, duration_s=0.05, warmup_s=0, rt=False,
+                       environment=False, root=tmp_path, notify=said.append)
+    assert dict(report.backend.inputs)["x"] == (1, 3, 1, 1)
+    note = next(n for n in report.notes if "dynamic dimensions" in n)
+    assert "input x (H, dim 3)" in note
+    assert "ran as 1" in note
+    assert any(note in line for line in said)  # said on stderr at the start, too
+    assert note in report.render()
+    # The bundled model's only dynamic dimension is its batch, sized by its profile: no note.
+    with Engine.load(bundled_model_path()) as engine:
+        assert unsized_dims(engine.tensors) == []

@@ -167,7 +167,7 @@ def assert_cli_error(err: str, message: str) -> None:
     (["--rate", "-1"], 2, "--rate must be >= 0"),
     (["--priority", "100"], 2, "--priority must be an int from 1 to 99"),
     (["--slots", "65"], 2, "--slots must be an int from 1 to 64"),
-    (["--batch", "300"], 2, "--batch 300 is outside input 'obs'"),
+    (["--batch", "300"], 2, "--batch 300 is outside the profile of input 'obs'"),
     (["--device", "3"], 2, "not on CUDA device 3"),
     (["--cpus", "0"], 2, "--cpus needs --rt"),
     (["/no/such/model.onnx"], 1, "no/such/model.onnx"),
