@@ -123,6 +123,25 @@ def test_a_candidate_with_wrong_outputs_is_refused_and_the_current_stays(tmp_pat
     assert store.active.version == "bad"
 
 
+def test_a_candidate_with_other_inputs_is_refused_not_an_input_error(tmp_path: Path) -> None:
+    # The gate fed the candidate's samples to the reference, which raised InputError
+    # ("missing input(s) 'obs'... pass a dict with those names"): exit 1, and nothing recorded.
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "good.onnx", sign=False), "good")
+    renamed = tmp_path / "renamed.onnx"
+    renamed.write_bytes(models.bundled_model_path().read_bytes().replace(b"obs", b"ob2"))
+    store.install(renamed, "renamed")
+    store.activate("good", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="good stays active") as info:
+        store.activate("renamed", policy=HealthPolicy(**FAST))
+    assert info.value.report.reasons == (
+        "its inputs (ob2 float32) are not the reference's (obs float32): a caller that feeds "
+        "the reference could not run it",)
+    assert store.active is not None
+    assert store.active.version == "good"
+    assert store.history()[-1].event == "refuse"
+
+
 def test_a_too_slow_candidate_is_refused(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     store.install(_model(tmp_path, "a.onnx", sign=False), "a")
