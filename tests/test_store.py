@@ -265,3 +265,33 @@ def test_cli_install_activate_refuse_rollback_list(tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     assert doc["active"] == "a"
     assert [v["version"] for v in doc["versions"]] == ["a", "b"]
+
+
+def test_cli_errors_name_the_flags_and_end_with_a_hint(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "[Errno 2] No such file or directory: '/x'" with no hint and no flag named,
+    # "p99_budget_ms must be > 0" without a hint, and a --root that is a file blamed on
+    # hand edits ("active is not a symlink").
+    from edgert.cli import main
+
+    root = ["store", "--root", str(tmp_path / "store")]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        ([*root, "--hmac-key-file", str(tmp_path / "nokey"), "list"],
+         f"edgert store: --hmac-key-file: cannot read {tmp_path / 'nokey'}: No such file or "
+         "directory", "Hint: give the file that holds the fleet's signing key"),
+        ([*root, "--keep", "0", "list"], "edgert store: --keep must be an int >= 2, got 0",
+         "Hint: the store must keep at least the active version and one to roll back to"),
+        ([*root, "activate", "a", "--p99-budget-ms", "-1"],
+         "edgert store: --p99-budget-ms must be > 0, got -1.0",
+         "Hint: `edgert store ACTION --help` lists the options"),
+        (["store", "--root", str(a_file), "list"],
+         f"edgert store: --root {a_file} is a file, not a store directory",
+         "Hint: give the store's directory"),
+    ]
+    for argv, first, hint in cases:
+        assert main(argv) == 1
+        lines = capsys.readouterr().err.rstrip().splitlines()
+        assert lines[0] == first
+        assert lines[-1].startswith(hint)
