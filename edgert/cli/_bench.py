@@ -194,6 +194,14 @@ def _run(args: argparse.Namespace) -> int:
         from edgert.cli._bench_load import run_load
 
         return run_load(args)
+    given = [flag for flag, value in (("--reserve-sms", args.reserve_sms),
+                                      ("--stream-priority", args.stream_priority))
+             if value is not None]
+    if given:  # they shape the --load run only: without it they would be ignored in silence
+        print_error(_COMMAND, f"{' and '.join(given)} only "
+                    f"{'applies' if len(given) == 1 else 'apply'} with --load",
+                    hint="add --load gemm|conv|MODEL, or leave them out")
+        return _EXIT_USAGE
     console = _Console(sys.stderr)
     graph = "auto" if args.graph is None else ("on" if args.graph else "off")
     try:
