@@ -197,6 +197,15 @@ def test_deadline_misses_are_warned_with_the_numbers() -> None:
     assert "1 of 5 periods missed their deadline and 2 periods were skipped" in w.message
     assert w.hint
     assert "--rate" in w.hint
+    # Counts are written as in the report's "Deadline misses: 1 of 3,000 periods" line.
+    clock = FakeClock()
+    loop = PeriodicLoop(period_ns=1000, clock=clock, sleep_until=clock.sleep_until)
+    report = loop.run(lambda t: clock.advance(1_200_000 if t.iteration == 0 else 100),
+                      iterations=1500)
+    [w] = find_warnings(backend=host, latency={}, loop=report, realtime=_outcome(),
+                        thermal=_thermal())
+    assert w.message.startswith(
+        f"1 of 1,500 periods missed their deadline and {report.skipped_periods:,} periods were")
 
 
 def test_realtime_outcome_lines() -> None:
