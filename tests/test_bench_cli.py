@@ -232,6 +232,12 @@ def test_output_into_a_missing_directory_is_refused_before_the_run(
     assert rc == 2
     assert captured.out == ""
     assert_cli_error(captured.err, f"{flag}: cannot write")
+    # A directory as the file: found before the run too (it was 'Is a directory' after it).
+    rc = main(["bench", "--no-environment", "--no-rt", flag, str(tmp_path), *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""
+    assert_cli_error(captured.err, f"{flag}: {tmp_path} is a directory")
 
 
 def test_cpu_lists() -> None:

@@ -183,6 +183,9 @@ def _check_outputs(args: argparse.Namespace) -> str | None:
         if name and name != "-" and not Path(name).resolve().parent.is_dir():
             return (f"{flag}: cannot write {name}: its directory does not exist\n"
                     "Hint: create the directory first, or give another path")
+        if name and name != "-" and Path(name).is_dir():
+            example = Path(name) / ("run.json" if flag == "--json" else "run.png")
+            return f"{flag}: {name} is a directory\nHint: give a file name, e.g. {example}"
     return None
 
 
