@@ -439,9 +439,15 @@ def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path)
     report = bench.run(path, rate_hz=0, duration_s=0.05, warmup_s=0, rt=False,
                        environment=False, root=tmp_path, notify=said.append)
     assert dict(report.backend.inputs)["x"] == (1, 3, 1, 1)
-    note = next(n for n in report.notes if "dynamic dimensions" in n)
+    note = next(n for n in report.notes if "no size to these input dimensions" in n)
     assert "input x (H, dim 3)" in note
-    assert "ran as 1" in note
+    assert "they ran as 1" in note
+    # An input without a shape runs as a scalar: said too.
+    from edgert._executable import TensorMode, TensorSpec
+
+    bare = TensorSpec(name="z", mode=TensorMode.INPUT, dtype=np.float32, shape=(),
+                      unknown_rank=True)
+    assert unsized_dims([bare]) == ["input z (no shape)"]
     assert any(note in line for line in said)  # said on stderr at the start, too
     assert note in report.render()
     # The bundled model's only dynamic dimension is its batch, sized by its profile: no note.

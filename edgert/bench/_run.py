@@ -212,7 +212,8 @@ def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
 
 
 def unsized_dims(specs: Any) -> list[str]:
-    """The inputs' dynamic dimensions past the batch that no profile sizes: each runs as 1.
+    """The inputs' dynamic dimensions past the batch that no profile sizes: each runs as 1
+    (an input of unknown rank runs as a scalar).
 
     An ONNX model with, say, an image of ``[1, 3, H, W]`` declares no size for H and W, so
     :func:`input_arrays` makes them 1 and the figures describe a 1x1 image, not the robot's.
@@ -221,10 +222,13 @@ def unsized_dims(specs: Any) -> list[str]:
     for spec in specs:
         if not spec.is_input or spec.profiles:
             continue
+        if spec.unknown_rank:  # no shape at all: it runs as a 0-d array
+            out.append(f"input {spec.name} (no shape)")
+            continue
         dims = [spec.dim_names[i] if spec.dim_names and spec.dim_names[i] else f"dim {i}"
                 for i, d in enumerate(spec.shape) if d < 0 and i > 0]
         if dims:
-            out.append(f"{spec.name} ({', '.join(dims)})")
+            out.append(f"input {spec.name} ({', '.join(dims)})")
     return out
 
 
@@ -342,11 +346,11 @@ class _Job:
         inputs = input_arrays(session.executable.tensors, o.batch)
         unsized = unsized_dims(session.executable.tensors)
         if unsized:
-            note = ("the model gives no size for the dynamic dimensions of input "
-                    + "; ".join(unsized) + ", so they ran as 1 and the figures are for that "
-                    "size: to measure the size the robot uses, declare it in the model's "
-                    "edgert.profiles metadata (its opt shape is what runs; docs/engines.md) or "
-                    "export the model with fixed sizes")
+            note = ("the model gives no size to these input dimensions, so they ran as 1 (an "
+                    "input without a shape as a scalar) and the figures are for that size: "
+                    + "; ".join(unsized) + ". To measure the size the robot uses, declare it in "
+                    "the model's edgert.profiles metadata (its opt shape is what runs; "
+                    "docs/engines.md) or export the model with fixed sizes")
             self.notes.append(note)
             self._say(f"edgert bench: {note}")
         session.warmup([{k: v.shape for k, v in inputs.items()}])
