@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -453,3 +454,22 @@ def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path)
     # The bundled model's only dynamic dimension is its batch, sized by its profile: no note.
     with Engine.load(bundled_model_path()) as engine:
         assert unsized_dims(engine.tensors) == []
+
+
+def test_a_loop_that_falls_behind_still_ends_at_the_phase_duration() -> None:
+    # At a rate the model cannot keep, every step skips periods; the phase ran rate x duration
+    # *steps*, so `--rate 100000 --duration 0.3` took 1.5 s. Each step here takes >= 3 ms
+    # against 1 ms periods: 50 steps would take >= 150 ms, the phase asks for 50 ms.
+    from edgert.bench._phase import PhaseRunner
+
+    class SlowSession:
+        def infer(self, inputs: object) -> None:
+            end = time.perf_counter() + 0.003
+            while time.perf_counter() < end:
+                pass
+
+    runner = PhaseRunner(SlowSession(), {}, slots=1, period_ns=1_000_000, capacity=1024)
+    report = runner.run("measure", 0.05)
+    assert report is not None
+    assert report.deadline_misses == report.iterations
+    assert runner.requests < 50  # stopped by the clock, not by the step count
