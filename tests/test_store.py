@@ -124,6 +124,25 @@ def test_a_candidate_with_wrong_outputs_is_refused_and_the_current_stays(tmp_pat
     assert store.active.version == "bad"
 
 
+def test_a_candidate_with_other_inputs_is_refused_not_an_input_error(tmp_path: Path) -> None:
+    # The gate fed the candidate's samples to the reference, which raised InputError
+    # ("missing input(s) 'obs'... pass a dict with those names"): exit 1, and nothing recorded.
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "good.onnx", sign=False), "good")
+    renamed = tmp_path / "renamed.onnx"
+    renamed.write_bytes(models.bundled_model_path().read_bytes().replace(b"obs", b"ob2"))
+    store.install(renamed, "renamed")
+    store.activate("good", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="good stays active") as info:
+        store.activate("renamed", policy=HealthPolicy(**FAST))
+    assert info.value.report.reasons == (
+        "its inputs (ob2 float32) are not the reference's (obs float32): a caller that feeds "
+        "the reference could not run it",)
+    assert store.active is not None
+    assert store.active.version == "good"
+    assert store.history()[-1].event == "refuse"
+
+
 def test_a_too_slow_candidate_is_refused(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     store.install(_model(tmp_path, "a.onnx", sign=False), "a")
@@ -305,3 +324,33 @@ def test_a_rollback_refused_by_the_gate_says_what_stays_active_and_what_to_do(
     assert info.value.hint is not None
     assert store.active is not None
     assert store.active.version == "b"
+
+
+def test_cli_errors_name_the_flags_and_end_with_a_hint(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "[Errno 2] No such file or directory: '/x'" with no hint and no flag named,
+    # "p99_budget_ms must be > 0" without a hint, and a --root that is a file blamed on
+    # hand edits ("active is not a symlink").
+    from edgert.cli import main
+
+    root = ["store", "--root", str(tmp_path / "store")]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        ([*root, "--hmac-key-file", str(tmp_path / "nokey"), "list"],
+         f"edgert store: --hmac-key-file: cannot read {tmp_path / 'nokey'}: No such file or "
+         "directory", "Hint: give the file that holds the fleet's signing key"),
+        ([*root, "--keep", "0", "list"], "edgert store: --keep must be an int >= 2, got 0",
+         "Hint: the store must keep at least the active version and one to roll back to"),
+        ([*root, "activate", "a", "--p99-budget-ms", "-1"],
+         "edgert store: --p99-budget-ms must be > 0, got -1.0",
+         "Hint: `edgert store ACTION --help` lists the options"),
+        (["store", "--root", str(a_file), "list"],
+         f"edgert store: --root {a_file} is a file, not a store directory",
+         "Hint: give the store's directory"),
+    ]
+    for argv, first, hint in cases:
+        assert main(argv) == 1
+        lines = capsys.readouterr().err.rstrip().splitlines()
+        assert lines[0] == first
+        assert lines[-1].startswith(hint)

@@ -87,8 +87,8 @@ class ModelStore:
                  onnx_options: OnnxRuntimeOptions | None = None) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise InvalidArgumentError(f"keep must be an int >= 2, got {keep!r}",
-                                       hint="keep at least the active version and one to roll "
-                                            "back to")
+                                       hint="the store must keep at least the active version "
+                                            "and one to roll back to")
         if hmac_key is not None and not hmac_key:
             raise InvalidArgumentError("hmac_key is empty")
         self.root = Path(os.fspath(root))
