@@ -41,6 +41,7 @@ from typing import Any
 
 from edgert._compat import StrEnum
 from edgert.engine import Engine, EngineFlavour, OnnxRuntimeOptions
+from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
@@ -51,7 +52,6 @@ from edgert.errors import (
 )
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
 from edgert.store._digest import file_sha256
-from edgert.store._external import external_locations
 from edgert.store._files import FileLock, atomic_write, remove_stale_temps, unwritable
 from edgert.store._options import BuildOptions
 

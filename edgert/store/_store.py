@@ -33,11 +33,11 @@ from typing import Any
 
 from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOptions
 from edgert.engine._integrity import check_integrity
+from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
 from edgert.errors import InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import HealthCheckError, StoreError
-from edgert.store._external import refuse_external_data
 from edgert.store._files import FileLock, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
 from edgert.store._history import StoreEvent, activation_stack, append_event, read_history

@@ -1,9 +1,13 @@
 """Which files an ONNX model keeps its weights in (ONNX "external data").
 
 A model saved with external data stores only the graph in the ``.onnx`` file; each large tensor
-names a file (``location``, relative to the model's directory) holding its bytes. The engine
-cache must key entries by those files too: new weights beside an unchanged ``.onnx`` would
-otherwise load the plan built from the old ones. Found by walking the protobuf (no ``onnx``
+names a file (``location``, relative to the model's directory) holding its bytes. ONNX Runtime
+would read those files itself, past edgert's bounded reader and past every integrity check
+(a pinned ``sha256`` covers only the ``.onnx`` file), and from a model passed as bytes it
+resolves them against the working directory, not the model's: ``Engine.load`` therefore refuses
+such models (found by a new user's trial, issue 12). The engine cache keys entries by those
+files (new weights beside an unchanged ``.onnx`` must not load the plan built from the old
+ones) and the model store refuses them at install. Found by walking the protobuf (no ``onnx``
 package at run time): graph initializers, sparse initializers, and tensors and subgraphs in node
 attributes (If/Loop/Scan bodies), recursively. Field numbers are from onnx/onnx.proto3.
 """
