@@ -141,3 +141,29 @@ def test_build_errors_name_the_flags_and_find_a_missing_directory_first(
     assert err.splitlines() == [
         f"edgert build: -o: cannot write {out}: its directory does not exist",
         "Hint: create the directory first, or give another path"]
+
+
+def test_inspect_errors_name_flags_and_say_what_to_do(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by the new-user trial: a missing key file printed "[Errno 2] ..." with no Hint,
+    # --runtime fake hinted "use runtime='auto'", and a missing .sig hinted at a flag that
+    # `inspect` does not have ("pass signature=HEX").
+    from edgert.models import bundled_model_path
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(bundled_model_path().read_bytes())
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    cases = [
+        (["inspect", "bundled", "--hmac-key-file", str(tmp_path / "missing")], "key file"),
+        (["inspect", "bundled", "--runtime", "fake"], "--runtime auto"),
+        (["inspect", str(model), "--hmac-key-file", str(key)], "m.onnx.sig"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgert inspect: "), err
+        assert "\nHint: " in err, err
+        assert says in err, err
+        assert "runtime='" not in err, err
+        assert "signature=HEX" not in err, err
