@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from edgert import bench
 from edgert.bench._backend import BackendInfo
 from edgert.bench._report import RealtimeOutcome, ThermalSummary
-from edgert.bench._run import input_arrays, realtime_outcome
+from edgert.bench._run import input_arrays, realtime_outcome, unsized_dims
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import find_warnings
 from edgert.engine import Engine
@@ -197,6 +198,15 @@ def test_deadline_misses_are_warned_with_the_numbers() -> None:
     assert "1 of 5 periods missed their deadline and 2 periods were skipped" in w.message
     assert w.hint
     assert "--rate" in w.hint
+    # Counts are written as in the report's "Deadline misses: 1 of 3,000 periods" line.
+    clock = FakeClock()
+    loop = PeriodicLoop(period_ns=1000, clock=clock, sleep_until=clock.sleep_until)
+    report = loop.run(lambda t: clock.advance(1_200_000 if t.iteration == 0 else 100),
+                      iterations=1500)
+    [w] = find_warnings(backend=host, latency={}, loop=report, realtime=_outcome(),
+                        thermal=_thermal())
+    assert w.message.startswith(
+        f"1 of 1,500 periods missed their deadline and {report.skipped_periods:,} periods were")
 
 
 def test_realtime_outcome_lines() -> None:
@@ -410,3 +420,56 @@ def test_cpus_that_do_not_exist_are_an_argument_error_before_anything_runs() -> 
     assert started == []
     with pytest.raises(InvalidArgumentError, match="cpus needs rt=True"):
         bench.BenchOptions(cpus=[0], rt=False)
+
+
+def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path) -> None:
+    # An image model [1, 3, H, W] used to run as a 1x1 image with nothing said about it.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "H", None])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    said: list[str] = []
+    report = bench.run(path, rate_hz=0, duration_s=0.05, warmup_s=0, rt=False,
+                       environment=False, root=tmp_path, notify=said.append)
+    assert dict(report.backend.inputs)["x"] == (1, 3, 1, 1)
+    note = next(n for n in report.notes if "no size to these input dimensions" in n)
+    assert "input x (H, dim 3)" in note
+    assert "they ran as 1" in note
+    # An input without a shape runs as a scalar: said too.
+    from edgert._executable import TensorMode, TensorSpec
+
+    bare = TensorSpec(name="z", mode=TensorMode.INPUT, dtype=np.float32, shape=(),
+                      unknown_rank=True)
+    assert unsized_dims([bare]) == ["input z (no shape)"]
+    assert any(note in line for line in said)  # said on stderr at the start, too
+    assert note in report.render()
+    # The bundled model's only dynamic dimension is its batch, sized by its profile: no note.
+    with Engine.load(bundled_model_path()) as engine:
+        assert unsized_dims(engine.tensors) == []
+
+
+def test_a_loop_that_falls_behind_still_ends_at_the_phase_duration() -> None:
+    # At a rate the model cannot keep, every step skips periods; the phase ran rate x duration
+    # *steps*, so `--rate 100000 --duration 0.3` took 1.5 s. Each step here takes >= 3 ms
+    # against 1 ms periods: 50 steps would take >= 150 ms, the phase asks for 50 ms.
+    from edgert.bench._phase import PhaseRunner
+
+    class SlowSession:
+        def infer(self, inputs: object) -> None:
+            end = time.perf_counter() + 0.003
+            while time.perf_counter() < end:
+                pass
+
+    runner = PhaseRunner(SlowSession(), {}, slots=1, period_ns=1_000_000, capacity=1024)
+    report = runner.run("measure", 0.05)
+    assert report is not None
+    assert report.deadline_misses == report.iterations
+    assert runner.requests < 50  # stopped by the clock, not by the step count

@@ -167,7 +167,7 @@ def assert_cli_error(err: str, message: str) -> None:
     (["--rate", "-1"], 2, "--rate must be >= 0"),
     (["--priority", "100"], 2, "--priority must be an int from 1 to 99"),
     (["--slots", "65"], 2, "--slots must be an int from 1 to 64"),
-    (["--batch", "300"], 2, "--batch 300 is outside input 'obs'"),
+    (["--batch", "300"], 2, "--batch 300 is outside the profile of input 'obs'"),
     (["--device", "3"], 2, "not on CUDA device 3"),
     (["--cpus", "0"], 2, "--cpus needs --rt"),
     (["/no/such/model.onnx"], 1, "no/such/model.onnx"),
@@ -232,6 +232,12 @@ def test_output_into_a_missing_directory_is_refused_before_the_run(
     assert rc == 2
     assert captured.out == ""
     assert_cli_error(captured.err, f"{flag}: cannot write")
+    # A directory as the file: found before the run too (it was 'Is a directory' after it).
+    rc = main(["bench", "--no-environment", "--no-rt", flag, str(tmp_path), *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""
+    assert_cli_error(captured.err, f"{flag}: {tmp_path} is a directory")
 
 
 def test_cpu_lists() -> None:

@@ -389,3 +389,52 @@ def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
     with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
         _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
     assert not list((tmp_path / "c").glob("*.plan"))
+
+
+def test_new_external_weights_beside_an_unchanged_onnx_file_force_a_rebuild(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model saved with ONNX external data keeps its weights in another file: the .onnx bytes
+    # (and their digest) stay the same when only the weights change. The key must see them.
+    onnx = pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)  # the fake parser (ONNX Runtime on bytes) finds weights here
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    cache = EngineCache(tmp_path / "cache", trt_module=ft)
+    first = cache.load(model)
+    first.engine.close()
+    assert first.status is CacheStatus.BUILT
+    again = cache.load(model)
+    again.engine.close()
+    assert again.status is CacheStatus.HIT
+    weights = tmp_path / "ext.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = np.float32(7.0).tobytes()  # a retrained bias, same size, same .onnx file
+    weights.write_bytes(bytes(data))
+    retrained = cache.load(model)
+    retrained.engine.close()
+    assert retrained.status is CacheStatus.BUILT
+    assert retrained.key != first.key
+
+
+def test_every_build_option_but_the_timing_cache_is_in_the_key() -> None:
+    # A BuildOptions field that changes the plan but not the key would load a plan built with
+    # other options. A new field must be added here (and to key_fields) to pass.
+    import dataclasses
+
+    changed = {
+        "fp16": ({}, {"fp16": True}), "bf16": ({}, {"bf16": True}),
+        "int8": ({}, {"int8": True}), "strongly_typed": ({}, {"strongly_typed": True}),
+        "profiles": ({}, {"profiles": SHAPES}), "workspace_bytes": ({}, {"workspace_bytes": 1}),
+        "version_compatible": ({}, {"version_compatible": True}),
+        "exclude_lean_runtime": ({"version_compatible": True},
+                                 {"version_compatible": True, "exclude_lean_runtime": True}),
+        "hardware_compatibility": ({}, {"hardware_compatibility": "ampere_plus"}),
+        "optimization_level": ({}, {"optimization_level": 5}),
+    }
+    fields = {f.name for f in dataclasses.fields(BuildOptions)}
+    assert fields == set(changed) | {"timing_cache"}
+    for name, (before, after) in changed.items():
+        assert BuildOptions(**before).key_fields() != BuildOptions(**after).key_fields(), name
+    assert BuildOptions().key_fields() == BuildOptions(timing_cache="t.cache").key_fields()

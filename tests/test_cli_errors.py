@@ -80,3 +80,90 @@ def test_doctor_on_a_broken_install_exits_3_with_a_hint(
                                "dependencies do not import: edgert_no_such_dependency")
     assert lines[-1].startswith("Hint: reinstall edgert")
     assert "pip install edgert`" not in lines[-1]  # it is not on a package index
+
+
+@pytest.mark.parametrize("command", ["doctor", "bench"])
+def test_a_root_that_does_not_exist_is_a_usage_error(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before, `--root /typo` read nothing under it and described an empty machine, exit 0.
+    missing, a_file = tmp_path / "nope", tmp_path / "file"
+    a_file.write_text("x")
+    for root, why in ((missing, "does not exist"), (a_file, "is not a directory")):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--root", str(root)])
+        assert info.value.code == 2
+        lines = capsys.readouterr().err.rstrip().splitlines()
+        assert lines[0].startswith(f"edgert {command}: argument --root: '{root}' {why}")
+        assert lines[-1].startswith("Hint: `edgert")
+
+
+def test_build_progress_prints_one_line_per_finished_phase() -> None:
+    import io
+
+    from edgert.cli._build import ProgressPrinter
+
+    out = io.StringIO()  # not a terminal: only finished phases are printed
+    printer = ProgressPrinter(out)
+    # TensorRT's order: phase_start, step_complete per step, phase_finish (the last step twice).
+    for step in (0, 1, 2, 2):
+        assert printer("Building engine", step, 2, 0) is True
+    assert printer("Building engine", 0, 2, 0) is True  # built again: its line again
+    printer("Building engine", 2, 2, 0)
+    assert [line.split("[")[0].strip() for line in out.getvalue().splitlines()] == \
+        ["Building engine", "Building engine"]
+
+
+def test_build_errors_name_the_flags_and_find_a_missing_directory_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H", "W"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "image.onnx"
+    onnx.save(model, str(path))
+    assert main(["build", str(path), "-o", str(tmp_path / "x.plan"), "--runtime", "fake",
+                 "--no-progress"]) == 1
+    hint = capsys.readouterr().err.rstrip().splitlines()[-1]
+    # It said "give BuildOptions(profiles=...), e.g. 'x:1x3x1x1'": Python, and not MIN,OPT,MAX.
+    assert hint.startswith("Hint: give each dynamic input its MIN,OPT,MAX shapes, "
+                           "--shapes x:1x3x1x1,1x3x1x1,1x3x1x1 with the sizes")
+    assert "BuildOptions" not in hint
+    # A missing output directory is found before the build, not after it (with a cache hint).
+    out = tmp_path / "no" / "x.plan"
+    assert main(["build", str(path), "-o", str(out), "--runtime", "fake", "--shapes",
+                 "x:1x3x8x8,1x3x8x8,1x3x8x8"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"edgert build: -o: cannot write {out}: its directory does not exist",
+        "Hint: create the directory first, or give another path"]
+
+
+def test_inspect_errors_name_flags_and_say_what_to_do(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by the new-user trial: a missing key file printed "[Errno 2] ..." with no Hint,
+    # --runtime fake hinted "use runtime='auto'", and a missing .sig hinted at a flag that
+    # `inspect` does not have ("pass signature=HEX").
+    from edgert.models import bundled_model_path
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(bundled_model_path().read_bytes())
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    cases = [
+        (["inspect", "bundled", "--hmac-key-file", str(tmp_path / "missing")], "key file"),
+        (["inspect", "bundled", "--runtime", "fake"], "--runtime auto"),
+        (["inspect", str(model), "--hmac-key-file", str(key)], "m.onnx.sig"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgert inspect: "), err
+        assert "\nHint: " in err, err
+        assert says in err, err
+        assert "runtime='" not in err, err
+        assert "signature=HEX" not in err, err

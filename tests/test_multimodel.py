@@ -101,12 +101,25 @@ def test_model_group_without_gpu(capsys: pytest.CaptureFixture[str]) -> None:
 
 @NO_GPU
 def test_cli_bench_load_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    # Every message ends with a Hint line that names flags, not Python parameters (it said
+    # "use device='host'"), and the GPU-only flags are refused without --load.
     assert main(["bench", "--load", "gemm", "--duration", "0.1"]) == 1
-    assert "CUDA is not available" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--load runs a background load on a GPU beside the model, and there is no CUDA " \
+        "device here" in err
+    assert err.rstrip().splitlines()[-1].startswith("Hint: leave out --load to benchmark")
     assert main(["bench", "--load", "gemm", "--device", "host"]) == 2
-    assert "--load needs a CUDA device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--load needs a CUDA device" in err
+    assert err.rstrip().splitlines()[-1].startswith("Hint: ")
     assert main(["bench", "--load", "conv", "--rate", "0"]) == 2
-    assert "periodic --rate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "periodic --rate" in err
+    assert err.rstrip().splitlines()[-1].startswith("Hint: ")
+    assert main(["bench", "--reserve-sms", "8", "--stream-priority", "lowest"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "edgert bench: --reserve-sms and --stream-priority only apply with --load",
+        "Hint: add --load gemm|conv|MODEL, or leave them out"]
 
 
 def test_cli_bench_load_options_parse(capsys: pytest.CaptureFixture[str]) -> None:

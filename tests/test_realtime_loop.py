@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from edgert.errors import ConcurrentUseError, InvalidArgumentError
@@ -171,6 +172,25 @@ def test_invalid_arguments() -> None:
     with pytest.raises(InvalidArgumentError):
         PeriodicLoop(0.001).run(iterations=-1)
     assert PeriodicLoop(0.002).period_ns == 2_000_000
+
+
+@pytest.mark.parametrize(("period", "said"), [
+    (-0.001, "period_s must be a positive, finite number of seconds, got -0.001"),
+    (float("nan"), "period_s must be a positive, finite number of seconds, got nan"),
+    (float("inf"), "period_s must be a positive, finite number of seconds, got inf"),
+    ("0.001", "period_s must be a number of seconds, got '0.001'"),
+    (1e-12, "period_s=1e-12 is shorter than 1 ns"),
+])
+def test_a_bad_period_is_named_in_the_units_it_was_given(period: object, said: str) -> None:
+    # It said "got -1000000 ns" for -0.001 s, and NaN or inf raised ValueError/OverflowError.
+    with pytest.raises(InvalidArgumentError) as info:
+        PeriodicLoop(period)  # type: ignore[arg-type]
+    assert str(info.value).splitlines()[0] == said
+    assert info.value.hint is not None
+    assert "PeriodicLoop(0.002)" in info.value.hint
+    with pytest.raises(InvalidArgumentError, match="period_ns must be a positive"):
+        PeriodicLoop(period_ns=-5)
+    assert PeriodicLoop(period_ns=np.int64(1000)).period_ns == 1000
 
 
 def test_real_clock_run_with_policy_structure() -> None:

@@ -417,3 +417,31 @@ def test_a_collected_policy_never_deadlocks_on_a_lock_its_collector_holds() -> N
         pytest.fail("deadlock: a collected policy waited for a lock its own thread held")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"]
+
+
+def test_timer_slack_closed_from_another_thread_is_reported_not_restored() -> None:
+    # Timer slack is per thread (prctl acts on the caller): closing the policy from another
+    # thread cannot restore it, and the report must not say it did.
+    from edgert.realtime._sched import get_timer_slack
+
+    applied, closed = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def body() -> None:
+        seen.append(get_timer_slack())
+        seen.append(RealtimePolicy(timer_slack_ns=1000).apply())
+        applied.set()
+        closed.wait(30)
+        seen.append(get_timer_slack())
+
+    t = threading.Thread(target=body)
+    t.start()
+    assert applied.wait(30)
+    active = seen[1]
+    active.close()  # type: ignore[attr-defined]  # from the main thread, while its thread lives
+    closed.set()
+    t.join(30)
+    (outcome,) = [o for o in active.restored if o.setting == "timer_slack"]  # type: ignore[attr-defined]
+    assert not outcome.applied
+    assert "only thread" in outcome.detail
+    assert seen[2] == 1000  # indeed still changed on its thread

@@ -249,6 +249,10 @@ def test_string_tensors_pass_without_raw_memory() -> None:
                     assert list(out["same"]) == list(a[:n])
                 with pytest.raises(InputError, match=r"'a'.*strings"):
                     s.infer({"a": np.zeros(3), "b": b})
+                # ONNX Runtime would read None as 'None' and 0 as '0': refused, not converted.
+                for bad in (np.array([None, "arm", "x"], dtype=object), np.zeros(3, object)):
+                    with pytest.raises(InputError, match=r"'a'.*object array contains"):
+                        s.infer({"a": bad, "b": b})
 
 
 def test_int4_through_onnx_runtime() -> None:

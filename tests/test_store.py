@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,25 @@ def test_a_candidate_with_wrong_outputs_is_refused_and_the_current_stays(tmp_pat
     # the same candidate passes when the stated tolerance allows it (the gate can pass)
     store.activate("bad", policy=HealthPolicy(atol=0.6, **FAST))
     assert store.active.version == "bad"
+
+
+def test_a_candidate_with_other_inputs_is_refused_not_an_input_error(tmp_path: Path) -> None:
+    # The gate fed the candidate's samples to the reference, which raised InputError
+    # ("missing input(s) 'obs'... pass a dict with those names"): exit 1, and nothing recorded.
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "good.onnx", sign=False), "good")
+    renamed = tmp_path / "renamed.onnx"
+    renamed.write_bytes(models.bundled_model_path().read_bytes().replace(b"obs", b"ob2"))
+    store.install(renamed, "renamed")
+    store.activate("good", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="good stays active") as info:
+        store.activate("renamed", policy=HealthPolicy(**FAST))
+    assert info.value.report.reasons == (
+        "its inputs (ob2 float32) are not the reference's (obs float32): a caller that feeds "
+        "the reference could not run it",)
+    assert store.active is not None
+    assert store.active.version == "good"
+    assert store.history()[-1].event == "refuse"
 
 
 def test_a_too_slow_candidate_is_refused(tmp_path: Path) -> None:
@@ -246,3 +266,91 @@ def test_cli_install_activate_refuse_rollback_list(tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     assert doc["active"] == "a"
     assert [v["version"] for v in doc["versions"]] == ["a", "b"]
+
+
+def test_a_keyed_store_checks_the_signature_even_when_the_manifest_drops_it(
+        tmp_path: Path) -> None:
+    # manifest.json is not signed: whoever can replace the model file can also rewrite the
+    # manifest's digest and null its signature. A store with a key must still demand the tag.
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "ok.onnx"), "1.0")
+    directory = tmp_path / "store" / "versions" / "1.0"
+    other = _model(tmp_path, "other.onnx", 0.5, sign=False).read_bytes()
+    (directory / "model.onnx").write_bytes(other)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(other).hexdigest(), signature=None)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.load("1.0")
+    with pytest.raises(IntegrityError, match="HMAC"):
+        store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert store.active is None
+
+
+def test_min_tensorrt_compares_versions_of_different_lengths_as_equal() -> None:
+    from edgert.store._manifest import version_tuple
+
+    assert not version_tuple("10.3") < version_tuple("10.3.0")  # the runtime is new enough
+    assert not version_tuple("10.3.0.26") < version_tuple("10.3")
+    assert version_tuple("10.3") < version_tuple("10.3.1")
+    assert version_tuple("8.6.1") < version_tuple("10.3")
+
+
+def test_an_onnx_model_with_external_weights_is_refused_at_install(tmp_path: Path) -> None:
+    # The store copies one file per version: the weights beside it would be left behind and
+    # the version would fail at activation, far from the cause.
+    onnx = pytest.importorskip("onnx")
+    model = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(InvalidArgumentError, match=r"ext\.onnx\.data") as info:
+        store.install(model, "1.0")
+    assert info.value.hint is not None
+    assert "save_as_external_data=False" in info.value.hint
+    assert store.versions() == []
+
+
+def test_a_rollback_refused_by_the_gate_says_what_stays_active_and_what_to_do(
+        tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "a.onnx", sign=False), "a")
+    store.install(_model(tmp_path, "b.onnx", sign=False), "b")
+    store.activate("a", policy=HealthPolicy(**FAST))
+    store.activate("b", policy=HealthPolicy(**FAST))
+    with pytest.raises(HealthCheckError, match="b stays active") as info:
+        store.rollback(policy=HealthPolicy(p99_budget_ms=1e-6, **FAST))
+    assert info.value.hint is not None
+    assert store.active is not None
+    assert store.active.version == "b"
+
+
+def test_cli_errors_name_the_flags_and_end_with_a_hint(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "[Errno 2] No such file or directory: '/x'" with no hint and no flag named,
+    # "p99_budget_ms must be > 0" without a hint, and a --root that is a file blamed on
+    # hand edits ("active is not a symlink").
+    from edgert.cli import main
+
+    root = ["store", "--root", str(tmp_path / "store")]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        ([*root, "--hmac-key-file", str(tmp_path / "nokey"), "list"],
+         f"edgert store: --hmac-key-file: cannot read {tmp_path / 'nokey'}: No such file or "
+         "directory", "Hint: give the file that holds the fleet's signing key"),
+        ([*root, "--keep", "0", "list"], "edgert store: --keep must be an int >= 2, got 0",
+         "Hint: the store must keep at least the active version and one to roll back to"),
+        ([*root, "activate", "a", "--p99-budget-ms", "-1"],
+         "edgert store: --p99-budget-ms must be > 0, got -1.0",
+         "Hint: `edgert store ACTION --help` lists the options"),
+        (["store", "--root", str(a_file), "list"],
+         f"edgert store: --root {a_file} is a file, not a store directory",
+         "Hint: give the store's directory"),
+    ]
+    for argv, first, hint in cases:
+        assert main(argv) == 1
+        lines = capsys.readouterr().err.rstrip().splitlines()
+        assert lines[0] == first
+        assert lines[-1].startswith(hint)

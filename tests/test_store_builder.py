@@ -176,7 +176,7 @@ def test_profile_errors_name_the_inputs() -> None:
 def test_dynamic_model_without_a_profile_says_how_to_give_one(tmp_path: Path) -> None:
     data = MODEL.read_bytes().replace(b"edgert.profiles", b"edgert.profileX")
     with EngineBuilder(trt_module=ft) as builder, \
-            pytest.raises(InvalidArgumentError, match="--shapes"):
+            pytest.raises(InvalidArgumentError, match="profiles='obs:1x48,1x48,1x48'"):
         builder.build(data)
 
 

@@ -246,7 +246,104 @@ def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> 
     # If the session grows per-model state, swap must move it too: this fails until it does.
     from edgert.session._swap import _STATE
 
-    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer",
+    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer", "_partition",
                     "_owner_closed"}
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         assert set(vars(session)) - session_wide == set(_STATE)
+
+
+def test_two_overlapping_swaps_cannot_both_report_success(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both swaps pass the "another swap is in progress" check before either has prepared its
+    # model; the second must not overwrite the first's pending handoff and let both return.
+    from edgert.errors import ConcurrentUseError
+    from edgert.session import _swap
+
+    barrier = threading.Barrier(2)
+    prepare = _swap._prepare
+
+    def slow_prepare(*args: object, **kwargs: object) -> InferenceSession:
+        barrier.wait(timeout=30)
+        return prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_swap, "_prepare", slow_prepare)
+    outcomes: dict[float, object] = {}
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            Engine.load(_variant(tmp_path, 2.0)) as c, \
+            InferenceSession(a, outputs="copy") as session:
+
+        def swap(model: Engine, offset: float) -> None:
+            try:
+                outcomes[offset] = session.swap(model, handoff_s=5.0, timeout_s=30)
+            except ConcurrentUseError as err:
+                outcomes[offset] = err
+            first_done.set()
+
+        first_done = threading.Event()
+        threads = [threading.Thread(target=swap, args=(m, o)) for m, o in ((b, 1.0), (c, 2.0))]
+        for t in threads:
+            t.start()
+        assert first_done.wait(30)  # one swap is refused while the other waits for a request
+        session.infer(OBS)  # this request takes the pending swap
+        for t in threads:
+            t.join(60)
+        won = [o for o, r in outcomes.items() if not isinstance(r, ConcurrentUseError)]
+        assert len(outcomes) == 2, outcomes
+        assert len(won) == 1, outcomes
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(won[0]), atol=1e-5)
+
+
+def test_a_session_closed_while_a_swap_prepares_raises_resource_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.session import _swap
+
+    prepare = _swap._prepare
+
+    def prepare_then_close(session: InferenceSession, *args: object) -> InferenceSession:
+        side = prepare(session, *args)  # type: ignore[arg-type]
+        session.close()  # the owner shuts down while the new model was being warmed
+        return side
+
+    monkeypatch.setattr(_swap, "_prepare", prepare_then_close)
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b:
+        session = InferenceSession(a)
+        with pytest.raises(ResourceClosedError, match="closed"):
+            session.swap(b, handoff_s=0.0)
+        assert session._swap_pending is None
+
+
+def test_a_swap_keeps_the_new_model_on_the_sessions_partition_and_priority(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without CUDA, a spy stands in for the side session: what matters is what it is asked
+    # for. A control session on reserved SMs at the highest priority must not be moved to the
+    # whole GPU at the default priority by a model update.
+    import dataclasses
+    import types
+
+    from edgert.session import _session
+
+    asked: dict[str, object] = {}
+
+    class Spy(Exception):
+        pass
+
+    def spy(model: object, **kwargs: object) -> None:
+        asked.update(kwargs)
+        raise Spy
+
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a) as session:
+        partition, choice = object(), session._choice
+        session._partition = partition
+        session._choice = dataclasses.replace(choice, stream=types.SimpleNamespace(priority=-5))
+        monkeypatch.setattr(_session, "InferenceSession", spy)
+        try:
+            with pytest.raises(Spy):
+                session.swap(b)
+            assert asked["partition"] is partition
+            assert asked["priority"] == -5
+            with pytest.raises(Spy):
+                session.swap(b, priority="lowest")  # asked for explicitly: that one
+            assert asked["priority"] == "lowest"
+        finally:
+            session._choice = choice

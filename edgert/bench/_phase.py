@@ -40,6 +40,7 @@ class PhaseRunner:
         self.late = 0
         self._stop = False
         self._t0 = 0
+        self._end_ns = 0
         self._inflight: collections.deque[Any] = collections.deque()
 
     def stop(self) -> None:
@@ -65,6 +66,7 @@ class PhaseRunner:
         self.times.reset()
         step = self._make_step()
         self._t0 = self.phase_start_ns = _now()
+        self._end_ns = self._t0 + round(duration_s * 1e9)
         if self._stop:
             return None
         report: LoopReport | None = None
@@ -121,6 +123,10 @@ class PhaseRunner:
             self.max_ns = dt
         if tick is not None and tick.skipped:
             self.late += 1
+            # Skipped periods are not steps: bounded by its step count alone, a loop that falls
+            # behind would run many times --duration. Only late steps need the clock read.
+            if self.loop is not None and _now() >= self._end_ns:
+                self.loop.stop()
 
     def _drain(self, *, quiet: bool) -> None:
         inflight = self._inflight

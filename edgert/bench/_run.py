@@ -196,17 +196,39 @@ def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
             prof = spec.profiles[0] if spec.profiles else None
             if prof is not None and not prof.min[0] <= batch <= prof.max[0]:
                 raise InvalidArgumentError(
-                    f"batch {batch} is outside input {spec.name!r}'s profile "
+                    f"batch {batch} is outside the profile of input {spec.name!r} "
                     f"({prof.min[0]} to {prof.max[0]})",
                     hint=f"pick a batch from {prof.min[0]} to {prof.max[0]}")
         elif batch != 1:
             raise InvalidArgumentError(
-                f"input {spec.name!r} has the static shape {list(spec.shape)}: it takes no "
-                f"batch of {batch}", hint="leave the batch at 1 for this model")
+                f"input {spec.name!r} has a fixed first (batch) dimension of "
+                f"{spec.shape[0] if spec.shape else 'none'} (shape {list(spec.shape)}): it "
+                f"takes no batch of {batch}", hint="leave the batch at 1 for this model")
         if np.issubdtype(spec.dtype, np.floating):
             out[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:
             out[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return out
+
+
+def unsized_dims(specs: Any) -> list[str]:
+    """The inputs' dynamic dimensions past the batch that no profile sizes: each runs as 1
+    (an input of unknown rank runs as a scalar).
+
+    An ONNX model with, say, an image of ``[1, 3, H, W]`` declares no size for H and W, so
+    :func:`input_arrays` makes them 1 and the figures describe a 1x1 image, not the robot's.
+    """
+    out = []
+    for spec in specs:
+        if not spec.is_input or spec.profiles:
+            continue
+        if spec.unknown_rank:  # no shape at all: it runs as a 0-d array
+            out.append(f"input {spec.name} (no shape)")
+            continue
+        dims = [spec.dim_names[i] if spec.dim_names and spec.dim_names[i] else f"dim {i}"
+                for i, d in enumerate(spec.shape) if d < 0 and i > 0]
+        if dims:
+            out.append(f"input {spec.name} ({', '.join(dims)})")
     return out
 
 
@@ -322,6 +344,15 @@ class _Job:
                                    stats_capacity=o.capacity())
         stack.callback(session.close)
         inputs = input_arrays(session.executable.tensors, o.batch)
+        unsized = unsized_dims(session.executable.tensors)
+        if unsized:
+            note = ("the model gives no size to these input dimensions, so they ran as 1 (an "
+                    "input without a shape as a scalar) and the figures are for that size: "
+                    + "; ".join(unsized) + ". To measure the size the robot uses, declare it in "
+                    "the model's edgert.profiles metadata (its opt shape is what runs; "
+                    "docs/engines.md) or export the model with fixed sizes")
+            self.notes.append(note)
+            self._say(f"edgert bench: {note}")
         session.warmup([{k: v.shape for k, v in inputs.items()}])
         info = _describe(backend.info, session, o, inputs)
         runner = self.runner = PhaseRunner(session, inputs, slots=o.slots,

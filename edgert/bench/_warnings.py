@@ -88,7 +88,7 @@ def _us(ns: float | None) -> str:
 
 
 def _periods(n: int) -> str:
-    return "1 period was" if n == 1 else f"{n} periods were"
+    return "1 period was" if n == 1 else f"{n:,} periods were"
 
 
 def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary | None],
@@ -129,7 +129,7 @@ def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary 
         refused = "scheduler" in realtime.refused or not realtime.requested
         out.append(BenchWarning(
             code="deadline_misses",
-            message=f"{loop.deadline_misses} of {loop.iterations} periods missed their "
+            message=f"{loop.deadline_misses:,} of {loop.iterations:,} periods missed their "
                     f"deadline and {_periods(loop.skipped_periods)} skipped; the longest "
                     f"step took {_us(worst)} against a period of {_us(loop.period_ns)}, the "
                     f"latest wake-up {_us(loop.wake.max_ns)}",

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from edgert.cli._errors import FlagNames, print_error
+from edgert.cli._errors import FlagNames, existing_dir, print_error
 
 __all__ = ["FLAGS", "parse_cpus", "register"]
 
@@ -110,7 +110,7 @@ def register(sub: Any) -> None:
                    help="runtime for a model file (fake: edgert.testing.fake_tensorrt)")
     p.add_argument("--device", type=_device, default=None, metavar="N|host",
                    help="CUDA device ordinal, or 'host' to stay off the GPU")
-    p.add_argument("--root", type=Path, default=Path("/"),
+    p.add_argument("--root", type=existing_dir, default=Path("/"),
                    help="read sensors (and the doctor's files) under this directory")
     p.add_argument("--json", metavar="FILE",
                    help="write every figure and the environment as JSON ('-': to stdout, "
@@ -183,6 +183,9 @@ def _check_outputs(args: argparse.Namespace) -> str | None:
         if name and name != "-" and not Path(name).resolve().parent.is_dir():
             return (f"{flag}: cannot write {name}: its directory does not exist\n"
                     "Hint: create the directory first, or give another path")
+        if name and name != "-" and Path(name).is_dir():
+            example = Path(name) / ("run.json" if flag == "--json" else "run.png")
+            return f"{flag}: {name} is a directory\nHint: give a file name, e.g. {example}"
     return None
 
 
@@ -194,6 +197,14 @@ def _run(args: argparse.Namespace) -> int:
         from edgert.cli._bench_load import run_load
 
         return run_load(args)
+    given = [flag for flag, value in (("--reserve-sms", args.reserve_sms),
+                                      ("--stream-priority", args.stream_priority))
+             if value is not None]
+    if given:  # they shape the --load run only: without it they would be ignored in silence
+        print_error(_COMMAND, f"{' and '.join(given)} only "
+                    f"{'applies' if len(given) == 1 else 'apply'} with --load",
+                    hint="add --load gemm|conv|MODEL, or leave them out")
+        return _EXIT_USAGE
     console = _Console(sys.stderr)
     graph = "auto" if args.graph is None else ("on" if args.graph else "off")
     try:

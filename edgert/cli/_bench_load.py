@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from edgert.cli._errors import print_error
 
 __all__ = ["add_load_arguments", "run_load"]
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
+_COMMAND = "edgert bench"
+_USAGE_HINT = "`edgert bench --help` lists the options and the values each takes"
 
 
 def _stream_priority(text: str) -> int | str:
@@ -39,7 +42,7 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reserve-sms", type=int, default=None, metavar="N",
                    help="with --load: a partition of N SMs (green context) for the model, the "
                         "rest for the load (see `edgert doctor` for legal sizes)")
-    g.add_argument("--stream-priority", type=_stream_priority, default="highest",
+    g.add_argument("--stream-priority", type=_stream_priority, default=None,
                    metavar="P", help="with --load: the model's CUDA stream priority "
                                      "(highest, lowest or an int; default highest)")
 
@@ -47,24 +50,37 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
 def run_load(args: argparse.Namespace) -> int:
     """Run ``bench --load`` and print its report; return the exit status."""
     from edgert.bench import run_under_load
+    from edgert.cli._bench import FLAGS
     from edgert.errors import EdgeRTError, InvalidArgumentError
 
     if args.device == "host":
-        print("edgert bench: --load needs a CUDA device, not --device host", file=sys.stderr)
+        print_error(_COMMAND, "--load needs a CUDA device, not --device host",
+                    hint="leave out --device (or give a CUDA ordinal), or leave out --load")
         return _EXIT_USAGE
     if args.rate <= 0:
-        print("edgert bench: --load needs a periodic --rate above 0", file=sys.stderr)
+        print_error(_COMMAND, "--load needs a periodic --rate above 0",
+                    hint="the model's latency is measured once per period: e.g. --rate 500")
         return _EXIT_USAGE
+    from edgert import cuda
+
+    if not cuda.is_available():
+        print_error(_COMMAND, "--load runs a background load on a GPU beside the model, and "
+                    f"there is no CUDA device here: {cuda.unavailable_reason()}",
+                    hint="leave out --load to benchmark the model on the host; `edgert "
+                         "doctor` says what is missing for CUDA")
+        return _EXIT_ERROR
     try:
         report = run_under_load(
             args.model, load=args.load, device=args.device or 0, reserve_sms=args.reserve_sms,
-            priority=args.stream_priority, rate_hz=args.rate, duration_s=args.duration,
+            priority="highest" if args.stream_priority is None else args.stream_priority,
+            rate_hz=args.rate, duration_s=args.duration,
             runtime=args.runtime)
     except InvalidArgumentError as err:
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)
         return _EXIT_USAGE
     except (EdgeRTError, OSError) as err:
-        print(f"edgert bench: {err}", file=sys.stderr)
+        print_error(_COMMAND, err, hint="`edgert doctor` shows what this machine has and "
+                    "allows", flags=FLAGS)
         return _EXIT_ERROR
     text = json.dumps(report.to_dict(), indent=2)
     try:
@@ -75,6 +91,7 @@ def run_load(args: argparse.Namespace) -> int:
             if args.json:
                 Path(args.json).write_text(text + "\n")
     except OSError as err:
-        print(f"edgert bench: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        print_error(_COMMAND, f"cannot write {err.filename}: {err.strerror}",
+                    hint="check that the path is writable; the report above is complete")
         return _EXIT_ERROR
     return 0

@@ -17,10 +17,16 @@ from types import ModuleType
 from typing import Any, TextIO
 
 from edgert._fake_runtime import fake_tensorrt_module
+from edgert.cli._errors import FlagNames, print_error
 
 __all__ = ["ProgressPrinter", "register"]
 
 _EXIT_ERROR = 1
+_EXIT_USAGE = 2
+#: BuildOptions' parameter names as the flags that set them.
+_FLAGS = FlagNames({"profiles": "--shapes", "strongly_typed": "--strongly-typed",
+                    "workspace_bytes": "--workspace-mib", "optimization_level": "--opt-level",
+                    "timing_cache": "--timing-cache"})
 
 
 def register(sub: Any) -> None:
@@ -70,11 +76,20 @@ class ProgressPrinter:
         self._stream = stream
         self._tty = stream.isatty()
         self._width = width
+        self._finished: set[tuple[str, int]] = set()
 
     def __call__(self, phase: str, step: int, steps: int, depth: int) -> bool:
         """Progress callback for :class:`~edgert.store.EngineBuilder`; never cancels."""
         done = steps > 0 and step >= steps
-        if not self._tty and not done:
+        key = (phase, depth)
+        if step == 0:  # the phase starts (again)
+            self._finished.discard(key)
+        if done:
+            # TensorRT reports the last step complete, then the phase finished: one line.
+            if key in self._finished:
+                return True
+            self._finished.add(key)
+        elif not self._tty:
             return True
         fill = int(self._width * step / steps) if steps else self._width
         bar = "#" * fill + "." * (self._width - fill)
@@ -102,6 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     from edgert.errors import EdgeRTError
     from edgert.store import EngineBuilder
 
+    if not args.output.resolve().parent.is_dir():  # found before a build of minutes
+        print_error("edgert build", f"-o: cannot write {args.output}: its directory does not "
+                    "exist", hint="create the directory first, or give another path")
+        return _EXIT_USAGE
     trt_module: ModuleType | None = None
     if args.runtime == "fake":
         trt_module = fake_tensorrt_module()
@@ -113,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
             path = builder.build_file(args.model, args.output, options, progress=progress)
             version = builder.trt_version
     except EdgeRTError as err:
-        print(f"edgert build: {err}", file=sys.stderr)
+        print_error("edgert build", err, hint="`edgert build --help` lists the options",
+                    flags=_FLAGS)
         return _EXIT_ERROR
     data = path.read_bytes()
     print(f"wrote {path} ({len(data):,} bytes) with TensorRT {version} in "

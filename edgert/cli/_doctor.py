@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from edgert.cli._errors import print_error
+from edgert.cli._errors import existing_dir, print_error
 
 __all__ = ["register"]
 
@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
                        description="Report kernel, Jetson, GPU, TensorRT, real-time and thermal "
                        "facts, with a verdict per section and what to change.")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--root", type=Path, default=Path("/"),
+    p.add_argument("--root", type=existing_dir, default=Path("/"),
                    help="read /proc, /sys, /etc and /var under this directory (a fake tree)")
     p.set_defaults(func=_run)
 

@@ -11,9 +11,10 @@ import argparse
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, NoReturn
 
-__all__ = ["FlagNames", "Parser", "print_error"]
+__all__ = ["FlagNames", "Parser", "existing_dir", "print_error"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,6 +29,22 @@ class Parser(argparse.ArgumentParser):
         """Print the error and exit with status 2 (a usage error)."""
         self.exit(2, f"{self.prog}: {message}\nHint: `{self.prog} --help` lists the options "
                      "and the values each takes\n")
+
+
+def existing_dir(text: str) -> Path:
+    """An argparse ``type`` for ``--root DIR``: a directory that exists.
+
+    A root that does not exist would make every file under it unreadable, and the doctor and
+    the sensors would then describe an empty machine instead of reporting the typo.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not an existing directory.
+    """
+    path = Path(text)
+    if not path.is_dir():
+        why = "is not a directory" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {why} (it should hold proc/, sys/, etc/)")
+    return path
 
 
 class FlagNames:

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from edgert._fake_runtime import fake_tensorrt_module
+from edgert.cli._errors import FlagNames, print_error
 
 __all__ = ["inspect_model", "register", "render"]
 
@@ -239,7 +240,17 @@ def _run(args: argparse.Namespace) -> int:
         report = inspect_model(args.model, runtime=args.runtime, sha256=args.sha256,
                                hmac_key=args.hmac_key_file, allow_host_code=args.allow_host_code)
     except (EdgeRTError, OSError) as err:
-        print(f"edgert inspect: {err}", file=sys.stderr)
+        # The library names its parameters; a person typed flags. `inspect` has no flag for a
+        # detached signature: it reads MODEL.sig, so say that instead of "pass signature=HEX".
+        flags = FlagNames({"runtime": "--runtime", "sha256": "--sha256",
+                           "hmac_key": "--hmac-key-file",
+                           "allow_host_code": "--allow-host-code"})
+        text = str(err).replace(", or pass signature=HEX", "").replace(
+            "pass signature=HEX (the HMAC-SHA256 tag) along with the bytes",
+            "write the HMAC-SHA256 tag (hex) into MODEL.sig")
+        hint = ("check the path and that the file is readable" if isinstance(err, OSError)
+                else "`edgert inspect --help` lists the options")
+        print_error("edgert inspect", text, hint=hint, flags=flags)
         return _EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0

@@ -10,18 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from edgert._fake_runtime import fake_tensorrt_module
+from edgert.cli._errors import FlagNames, print_error
 
 __all__ = ["register"]
 
 _EXIT_ERROR = 1
 _EXIT_REFUSED = 2
 _DEFAULT_ROOT = "/var/lib/edgert/models"
+_HINT = "`edgert store ACTION --help` lists the options and the values each takes"
+#: ModelStore's and HealthPolicy's parameter names as the flags that set them.
+_FLAGS = FlagNames({"keep": "--keep", "samples": "--samples", "atol": "--atol", "rtol": "--rtol",
+                    "p99_budget_ms": "--p99-budget-ms", "reference": "--reference",
+                    "hmac_key": "--hmac-key-file", "cache_dir": "--cache-dir",
+                    "profiles": "--shapes", "allow_host_code": "--allow-host-code"})
 
 
 def register(sub: Any) -> None:
@@ -73,7 +79,17 @@ def register(sub: Any) -> None:
 def _store(args: argparse.Namespace) -> Any:
     from edgert.store import BuildOptions, ModelStore
 
-    key = args.hmac_key_file.read_bytes().strip() if args.hmac_key_file else None
+    key = None
+    if args.hmac_key_file is not None:
+        try:
+            key = args.hmac_key_file.read_bytes().strip()
+        except OSError as err:
+            raise _Usage(f"--hmac-key-file: cannot read {args.hmac_key_file}: "
+                         f"{err.strerror or err}\nHint: give the file that holds the fleet's "
+                         "signing key (readable by this user)") from None
+    if args.root.exists() and not args.root.is_dir():
+        raise _Usage(f"--root {args.root} is a file, not a store directory\nHint: give the "
+                     "store's directory (it is created on the first install)")
     trt: ModuleType | None = None
     if args.runtime == "fake":
         trt = fake_tensorrt_module()
@@ -81,6 +97,10 @@ def _store(args: argparse.Namespace) -> Any:
     return ModelStore(args.root, hmac_key=key, keep=args.keep, trt_module=trt,
                       cache_dir=args.cache_dir, build=build,
                       allow_host_code=args.allow_host_code)
+
+
+class _Usage(Exception):
+    """A flag's value that the store cannot use, said before the store is touched."""
 
 
 def _list(store: Any, as_json: bool) -> None:
@@ -122,9 +142,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             _list(store, args.json)
     except HealthCheckError as err:
-        print(f"edgert store: {err}", file=sys.stderr)
+        print_error("edgert store", err, hint="the active version did not change",
+                    flags=_FLAGS)
         return _EXIT_REFUSED
-    except (EdgeRTError, OSError) as err:
-        print(f"edgert store: {err}", file=sys.stderr)
+    except (EdgeRTError, OSError, _Usage) as err:
+        print_error("edgert store", err, hint=_HINT, flags=_FLAGS)
         return _EXIT_ERROR
     return 0

@@ -146,7 +146,7 @@ class Engine(Owner):
                 raise InvalidArgumentError(
                     f"{src.label} is an ONNX model, which runs on ONNX Runtime, not TensorRT",
                     hint="use runtime='auto', or build a TensorRT plan from it first "
-                         "(trtexec --onnx=model.onnx --saveEngine=model.plan)")
+                         "(edgert build model.onnx -o model.plan, or Engine.from_onnx)")
             if plugins:
                 raise InvalidArgumentError("plugins= applies to TensorRT plans only")
             onnx = load_onnx(src, header, onnx_options or OnnxRuntimeOptions())

@@ -17,6 +17,7 @@ from typing import Any, cast
 from edgert._compat import StrEnum
 from edgert._executable import ProfileShape, TensorLocation, TensorMode, TensorSpec
 from edgert.engine._dtypes import from_onnx_type, needs_ml_dtypes
+from edgert.engine._onnx_external import external_locations
 from edgert.engine._onnx_graph import GraphBoundary, read_boundary
 from edgert.engine._source import ModelHeader, ModelSource
 from edgert.errors import (
@@ -152,8 +153,8 @@ def _load_error(err: Exception, label: str, path: str | None, ort: ModuleType) -
                  "onnxruntime")
     return EngineLoadError(
         f"ONNX Runtime could not load {label}", path=path, log_lines=lines,
-        hint="check the model with onnx.checker.check_model(); custom operators or external "
-             "data files are not supported")
+        hint="check the model with onnx.checker.check_model(); custom operators (domains "
+             "other than ONNX's own) are not supported")
 
 
 def _dims(shape: Any) -> list[int | str | None]:
@@ -244,6 +245,23 @@ def _describe(session: Any, label: str, boundary: GraphBoundary | None,
     return tuple(specs), output_dims, onnx_types
 
 
+def _refuse_external_data(src: ModelSource) -> None:
+    """ONNX Runtime would read external weight files that no check covers: refuse the model."""
+    try:
+        names = external_locations(src.data)
+    except ValueError:
+        return  # not a well-formed ModelProto: ONNX Runtime's own refusal says so
+    if names:
+        raise EngineLoadError(
+            f"{src.label} keeps its weights in other files ({', '.join(names)}): ONNX Runtime "
+            "would read them past edgert's integrity checks (a sha256 or signature covers only "
+            "the .onnx file), and a model given as bytes would look for them in the working "
+            "directory", path=str(src.path) if src.path is not None else None,
+            hint="save the weights inside the model (onnx.save_model(model, path, "
+                 "save_as_external_data=False); up to 2 GB), or build a TensorRT plan from it "
+                 "(Engine.from_onnx / edgert build), which embeds them")
+
+
 def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions) -> OnnxLoaded:
     """Create an ONNX Runtime session for the model.
 
@@ -261,6 +279,7 @@ def load_onnx(src: ModelSource, header: ModelHeader, options: OnnxRuntimeOptions
             f"ONNX Runtime {ort.__version__} lacks execution provider(s) {', '.join(missing)}",
             hint=f"available here: {', '.join(sorted(available))}")
     path = str(src.path) if src.path is not None else None
+    _refuse_external_data(src)
     try:
         session = ort.InferenceSession(bytes(src.data), sess_options=_session_options(ort, options),
                                        providers=list(options.providers))

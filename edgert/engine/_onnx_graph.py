@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgert.engine._protowire import fields
+
 __all__ = ["GraphBoundary", "read_boundary"]
 
 # Field numbers from onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto).
@@ -42,49 +44,9 @@ class GraphBoundary:
         return table.get(name) is False
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _walk(data: memoryview) -> list[tuple[int, memoryview | None]]:
     """(field number, bytes of a length-delimited field or None) for each field of a message."""
-    out: list[tuple[int, memoryview | None]] = []
-    pos = 0
-    end = len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(data, pos)
-            out.append((number, None))
-        elif wire == 1:
-            pos += 8
-            out.append((number, None))
-        elif wire == 5:
-            pos += 4
-            out.append((number, None))
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise ValueError("truncated field")
-            out.append((number, data[pos:pos + length]))
-            pos += length
-        else:
-            raise ValueError(f"wire type {wire}")
-    if pos > end:
-        raise ValueError("truncated field")
-    return out
+    return [(n, v if isinstance(v, memoryview) else None) for n, _w, v in fields(data)]
 
 
 def _first(fields: list[tuple[int, memoryview | None]], number: int) -> memoryview | None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from edgert._compat import StrEnum
 from edgert._fileio import MAX_MODEL_BYTES, FileRefusedError, check_path, read_file
+from edgert.engine._protowire import Truncated
+from edgert.engine._protowire import fields as proto_fields
 from edgert.errors import (
     EngineLoadError,
     InvalidArgumentError,
@@ -207,56 +209,6 @@ def _plan_header(data: bytes | memoryview) -> ModelHeader:
         fake_plan=bytes(data[8:16]) == FAKE_PLAN_MARKER)
 
 
-class _Truncated(Exception):
-    pass
-
-
-def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise _Truncated
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def _fields(data: bytes | memoryview) -> list[tuple[int, int, int | bytes | memoryview]]:
-    """Top-level protobuf fields as (number, wire type, value); raises on malformed input."""
-    out: list[tuple[int, int, int | bytes | memoryview]] = []
-    pos = 0
-    while pos < len(data):
-        if len(out) >= _MAX_TOP_FIELDS:
-            raise ValueError("too many fields")
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            out.append((number, wire, value))
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > len(data):
-                raise _Truncated
-            out.append((number, wire, int.from_bytes(data[pos:pos + size], "little")))
-            pos += size
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > len(data):
-                raise _Truncated
-            out.append((number, wire, data[pos:pos + length]))
-            pos += length
-        else:
-            raise ValueError(f"wire type {wire}")
-    return out
-
-
 def _onnx_header(data: bytes | memoryview, label: str) -> ModelHeader:
     """Scan a ModelProto's top level; raises ModelFormatError if it is not one."""
     not_onnx = ModelFormatError(
@@ -265,8 +217,8 @@ def _onnx_header(data: bytes | memoryview, label: str) -> ModelHeader:
         hint="TensorRT plans start with the tag 'ftrt' and ONNX models are protobuf ModelProto "
              "files: check that the file was copied completely and is the one you meant")
     try:
-        fields = _fields(data)
-    except _Truncated:
+        fields = proto_fields(data, _MAX_TOP_FIELDS)
+    except Truncated:
         raise ModelFormatError(
             f"{label} looks like a truncated ONNX model: a field runs past the end of its "
             f"{len(data):,} bytes", path=label,
@@ -285,12 +237,12 @@ def _onnx_header(data: bytes | memoryview, label: str) -> ModelHeader:
         elif number == 8 and wire == 2 and not isinstance(value, int):
             domain, version = "", 0
             try:
-                for n, w, v in _fields(value):
+                for n, w, v in proto_fields(value):
                     if n == 1 and w == 2 and not isinstance(v, int):
                         domain = bytes(v).decode("utf-8", "replace")
                     elif n == 2 and w == 0:
                         version = int(v)
-            except (_Truncated, ValueError):
+            except ValueError:
                 raise not_onnx from None
             opsets.append((domain, version))
         elif number in (2, 3) and wire == 2 and not isinstance(value, int):

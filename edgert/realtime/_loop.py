@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import numbers
 import resource
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -122,6 +124,23 @@ def _rusage() -> tuple[int, int, int]:
     return ru.ru_minflt, ru.ru_majflt, ru.ru_nivcsw
 
 
+def _period_ns(period_s: float | None, period_ns: int | None) -> int:
+    """The period in ns; its errors name the argument and unit the caller used."""
+    value: object = period_s if period_s is not None else period_ns
+    name, unit = ("period_s", "seconds") if period_s is not None else ("period_ns", "nanoseconds")
+    hint = "e.g. PeriodicLoop(0.002) for 500 Hz (period_s = 1 / rate in Hz)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{name} must be a number of {unit}, got {value!r}",
+                                   hint=hint)
+    if not math.isfinite(float(value)) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive, finite number of {unit}, got "
+                                   f"{value!r}", hint=hint)
+    period = round(float(value) * 1e9) if name == "period_s" else round(float(value))
+    if period <= 0:
+        raise InvalidArgumentError(f"{name}={value!r} is shorter than 1 ns", hint=hint)
+    return period
+
+
 class PeriodicLoop:
     """Run a step every period on absolute deadlines, measuring wake-up latency and step time.
 
@@ -163,9 +182,7 @@ class PeriodicLoop:
     ) -> None:
         if (period_s is None) == (period_ns is None):
             raise InvalidArgumentError("give exactly one of period_s and period_ns")
-        period = round(period_s * 1e9) if period_s is not None else int(period_ns or 0)
-        if period <= 0:
-            raise InvalidArgumentError(f"the period must be positive, got {period} ns")
+        period = _period_ns(period_s, period_ns)
         try:
             self._overrun = OverrunPolicy(overrun)
         except ValueError:

@@ -37,7 +37,14 @@ from edgert.realtime._sched import (
     set_thread_sched,
     set_timer_slack,
 )
-from edgert.realtime._undo import Undo, UndoStack, close_stack, leaked, thread_watch
+from edgert.realtime._undo import (
+    NotRestored,
+    Undo,
+    UndoStack,
+    close_stack,
+    leaked,
+    thread_watch,
+)
 
 __all__ = ["ActivePolicy", "PolicyReport", "RealtimePolicy", "SettingOutcome"]
 
@@ -302,7 +309,8 @@ class ActivePolicy(Owner):
 
         def undo() -> str:
             if threading.get_native_id() != tid:
-                return "timer slack is per thread and can only be restored by its thread"
+                raise NotRestored(f"timer slack is per thread and only thread {tid} can "
+                                  "restore it: close the policy on its thread")
             set_timer_slack(before)
             return f"timer slack back to {before} ns"
 

@@ -22,7 +22,14 @@ from edgert import _reaper
 from edgert.errors import RealtimeError
 from edgert.realtime._report import SettingOutcome
 
-__all__ = ["Undo", "UndoStack", "close_stack", "leaked", "raise_first", "thread_watch"]
+__all__ = ["NotRestored", "Undo", "UndoStack", "close_stack", "leaked", "raise_first",
+           "thread_watch"]
+
+
+class NotRestored(RealtimeError):
+    """Raised by an undo step that cannot run here (e.g. a per-thread setting restored from
+    another thread): caught by :meth:`UndoStack.run` and reported as not restored, without
+    failing close()."""
 
 
 @dataclass
@@ -75,6 +82,9 @@ class UndoStack:
             try:
                 self.restored.append(SettingOutcome(setting=undo.setting, applied=True,
                                                     detail=undo.fn()))
+            except NotRestored as err:
+                self.restored.append(SettingOutcome(setting=undo.setting, applied=False,
+                                                    detail=f"not restored: {err}"))
             except Exception as err:
                 errors.append(err)
                 self.restored.append(SettingOutcome(setting=undo.setting, applied=False,

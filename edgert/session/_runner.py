@@ -60,6 +60,9 @@ def absent(tb: TensorBuffer) -> None:
     tb.bind_ptr = tb.dev_ptr = 0
 
 
+_NONE = object()  # a sentinel that no array element can be
+
+
 def executable_errors(exe: Executable) -> str:
     """The executable's own error lines (TensorRT, ONNX Runtime), formatted for a message."""
     fetch = getattr(exe, "last_errors", None)
@@ -217,6 +220,16 @@ class Runner:
                 if arr.dtype.kind not in "OUS":
                     raise InputError(f"input {spec.name!r} holds strings; got a {arr.dtype} "
                                      "array", hint="pass a numpy array of str")
+                if arr.dtype.kind == "O":
+                    # ONNX Runtime turns any object into its str(): None became 'None' and 0
+                    # became '0', a wrong answer with no error (new-user trial).
+                    bad = next((v for v in arr.flat if not isinstance(v, (str, bytes))), _NONE)
+                    if bad is not _NONE:
+                        raise InputError(
+                            f"input {spec.name!r} holds strings; its object array contains "
+                            f"{type(bad).__name__} {bad!r}",
+                            hint="pass str (or bytes) elements only, e.g. "
+                                 "np.array(['text'], dtype=object)")
                 shape = arr.shape
             else:
                 assert arr is not None

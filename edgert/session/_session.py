@@ -147,6 +147,7 @@ class InferenceSession(Owner):
             max_graphs=max_graphs, stats_capacity=stats_capacity)
         self._use = threading.Lock()
         self._swap_pending: Any = None  # a prepared hot swap (edgert.session._swap)
+        self._partition = partition  # a hot swap keeps the model on these SMs
         self._resources = _Resources()
         # reap=True: a leaked session's release (stream synchronize, event syncs, pool frees)
         # runs on edgert's reaper thread, never on the thread that runs the GC (issue 12).
@@ -493,8 +494,9 @@ class InferenceSession(Owner):
             warmup_shapes: Input shapes to warm; default the model's opt shapes and the shapes
                 the session started with.
             warmup_runs: Warm-up runs per shape set and slot.
-            stream: Stream for the new model (default: a new one; on CUDA only).
-            priority: Priority of that new stream.
+            stream: Stream for the new model (default: a new one, on the session's partition
+                if it has one; on CUDA only).
+            priority: Priority of that new stream (default: the current stream's priority).
             pool: Host pool for the new model's buffers (default: its own).
             device_pool: Device pool for them.
 

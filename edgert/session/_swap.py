@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from edgert.errors import (
     ConcurrentUseError,
-    EdgeRTError,
     InputError,
     InvalidArgumentError,
     RequestTimeoutError,
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
     from edgert.session._session import InferenceSession
 
 __all__ = ["SwapResult", "apply_pending_swap", "swap_model"]
+
+_CLAIM = threading.Lock()  # makes "no swap pending? then this one is" one step
 
 # What a session holds for its model; swapped as a whole between the session and the side one.
 _STATE = ("_choice", "_options", "_runner", "_slots", "_n", "_next", "_after", "_outputs_mode",
@@ -122,6 +123,12 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
     if specs is not None:
         _check_compatible(session, specs, repr(model))
     o = session._options
+    if kwargs.get("stream") is None:
+        # The new model runs where the old one did: on the session's SM partition (a control
+        # model must not lose its reserved SMs to a swap) and at its stream's priority.
+        kwargs["partition"] = session._partition
+        if kwargs.get("priority") is None and session.stream is not None:
+            kwargs["priority"] = session.stream.priority
     side = InferenceSession(
         model, device=session.device, io=o.io, slots=o.slots, cuda_graph=o.cuda_graph,
         sync=o.sync, outputs=o.outputs, when_busy=o.when_busy, timing=o.timing, cast=o.cast,
@@ -162,7 +169,16 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
     side = _prepare(session, model, kwargs, warmup_shapes, warmup_runs)
     ready = time.monotonic()
     handoff = _Handoff(side)
-    session._swap_pending = handoff
+    # Check and claim in one step: two swaps may both have passed the check above while
+    # preparing, and a second assignment would drop the first's handoff while it reports success.
+    with _CLAIM:
+        claimed = session._swap_pending is None
+        if claimed:
+            session._swap_pending = handoff
+    if not claimed:
+        side.close()
+        raise ConcurrentUseError("another swap of this session was applied or is in progress; "
+                                 "this one changed nothing", hint="wait for it to return")
     applied_by = "request"
     try:
         if not handoff.done.wait(handoff_s):
@@ -171,8 +187,7 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
                 # No request took it within handoff_s: the session is idle; apply it here.
                 if session._use.acquire(False):
                     try:
-                        if session.closed:
-                            raise EdgeRTError("the session was closed during the swap")
+                        session._check_open()  # closed while the new model was prepared
                         apply_pending_swap(session)
                         applied_by = "swap" if handoff.state == "applied" else applied_by
                     finally:

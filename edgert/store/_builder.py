@@ -320,14 +320,16 @@ class EngineBuilder(Owner):
         if dynamic and not profiles:
             profiles = _declared_profiles(data)
         if dynamic and not profiles:
-            example = ";".join(f"{n}:" + "x".join("1" if d < 0 else str(d) for d in s)
-                               for n, s in dynamic.items())
+            example = ";".join(
+                f"{n}:" + ",".join(["x".join("1" if d < 0 else str(d) for d in s)] * 3)
+                for n, s in dynamic.items())
             raise InvalidArgumentError(
                 f"{label} has dynamic inputs ({', '.join(f'{n} {s}' for n, s in dynamic.items())})"
                 " and no optimization profile was given (nor declared in its edgert.profiles "
                 "metadata)",
-                hint=f"give BuildOptions(profiles='NAME:MIN,OPT,MAX'), e.g. {example!r} "
-                     "(edgert build --shapes)")
+                hint=f"give each dynamic input its MIN,OPT,MAX shapes, profiles={example!r} "
+                     "with the sizes the robot uses in place of the 1s of the dynamic "
+                     "dimensions, or declare them in the model's edgert.profiles metadata")
         for index, profile in enumerate(profiles):
             p = builder.create_optimization_profile()
             for name, shapes in profile:

@@ -3,7 +3,8 @@
 An entry is three files in the cache directory, named ``<model stem>-<key>``: the plan, its
 integrity sidecar ``.plan.sig`` (the HMAC-SHA256 tag that :meth:`Engine.load` checks, the same
 format as every signed edgert model) and ``.json`` (the key's parts, for people and tools). The
-key is the SHA-256 of: the ONNX model's SHA-256, the build options that change the plan, the
+key is the SHA-256 of: the ONNX model's SHA-256 (and that of each external-data file it names),
+the build options that change the plan, the
 TensorRT version and flavour, and the GPU's name and compute capability. Change any of them and
 the plan is built again -- TensorRT plans run only on the TensorRT version and the GPU kind that
 built them.
@@ -40,6 +41,7 @@ from typing import Any
 
 from edgert._compat import StrEnum
 from edgert.engine import Engine, EngineFlavour, OnnxRuntimeOptions
+from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
@@ -172,11 +174,14 @@ class EngineCache:
                 return None, f"no CUDA device ({edgert.cuda.unavailable_reason()})"
         return trt, None
 
-    def key_fields(self, onnx_sha256: str, options: BuildOptions,
-                   trt: ModuleType) -> dict[str, Any]:
-        """The parts of a cache key (see the module documentation)."""
+    def key_fields(self, onnx_sha256: str, options: BuildOptions, trt: ModuleType, *,
+                   external_data: dict[str, str] | None = None) -> dict[str, Any]:
+        """The parts of a cache key (see the module documentation).
+
+        ``external_data`` maps each external-data file the model names to its SHA-256.
+        """
         identity = self._identity or _device_identity(trt, self.device)
-        return {
+        fields = {
             "format": _KEY_FORMAT,
             "onnx_sha256": onnx_sha256,
             "build": options.key_fields(),
@@ -185,6 +190,9 @@ class EngineCache:
             "device_name": identity.name,
             "compute_capability": list(identity.compute_capability),
         }
+        if external_data:  # only then: keys of models without external data stay as they were
+            fields["onnx_external_data"] = dict(sorted(external_data.items()))
+        return fields
 
     @staticmethod
     def key_of(fields: dict[str, Any]) -> str:
@@ -237,7 +245,8 @@ class EngineCache:
         if trt is None:
             return self._fallback(onnx, why or "", onnx_options)
         path, data, digest = self._digest(onnx)
-        fields = self.key_fields(digest, options, trt)
+        external = self._external_digests(path, data, digest)
+        fields = self.key_fields(digest, options, trt, external_data=external)
         key = self.key_of(fields)
         stem = (path.stem if path is not None else "model")[:64]
         plan_path = self.root / f"{stem}-{key[:32]}.plan"
@@ -319,6 +328,41 @@ class EngineCache:
             read_source(path)  # raises the library's error for a missing/unreadable file
             raise
         return path, read, digest
+
+    def _external_digests(self, path: Path | None, data: bytes | None,
+                          digest: str) -> dict[str, str]:
+        """SHA-256 of each external-data file the model names (new weights, new key)."""
+        if path is None:
+            # Bytes alone: the builder has no directory to find external data in, so a model
+            # that names some fails to build rather than being keyed without its weights.
+            return {}
+        memo = self.root / ".digests" / f"external-{digest}.json"  # content-addressed
+        locations: list[str] | None = None
+        if data is None:
+            try:
+                loaded = json.loads(memo.read_text(encoding="utf-8"))
+                if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
+                    locations = loaded
+            except (OSError, ValueError):
+                pass
+        if locations is None:
+            model = data if data is not None else read_source(path).data
+            try:
+                locations = external_locations(model)
+            except ValueError:
+                locations = []  # not protobuf: the build refuses it with the parser's message
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(memo, json.dumps(locations).encode())
+            except Exception:  # a read-only cache still works, it just parses every time
+                pass
+        out: dict[str, str] = {}
+        for location in locations:
+            try:
+                out[location] = file_sha256(path.parent / location, self.root / ".digests")[0]
+            except OSError as err:
+                out[location] = f"unreadable: {err.strerror or err}"  # the build will say so
+        return out
 
     def _fallback(self, onnx: Source, why: str,
                   onnx_options: OnnxRuntimeOptions | None) -> CacheResult:

@@ -196,6 +196,21 @@ def _compare(candidate: list[dict[str, npt.NDArray[Any]]],
     return worst, worst_name, worst_fraction
 
 
+def _interface_mismatch(candidate: Engine, reference: Engine) -> str | None:
+    """How the candidate's inputs differ from the reference's (names, dtypes), or None."""
+    def inputs(engine: Engine) -> dict[str, str]:
+        return {s.name: np.dtype(s.dtype).name for s in engine.inputs}
+
+    def spell(named: dict[str, str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(named.items())) or "none"
+
+    got, want = inputs(candidate), inputs(reference)
+    if got == want:
+        return None
+    return (f"its inputs ({spell(got)}) are not the reference's ({spell(want)}): a caller "
+            "that feeds the reference could not run it")
+
+
 def check_health(candidate: Engine, reference: Engine | None, policy: HealthPolicy, *,
                  reference_label: str | None = None) -> HealthReport:
     """Run the gate (see the module documentation); never raises for a failing candidate.
@@ -208,7 +223,12 @@ def check_health(candidate: Engine, reference: Engine | None, policy: HealthPoli
         sample_inputs(candidate, policy.samples, policy.seed)
     reasons: list[str] = []
     error = name = fraction = None
-    if reference is not None:
+    mismatch = _interface_mismatch(candidate, reference) if reference is not None else None
+    if mismatch is not None:
+        # The reference cannot run the candidate's samples, and a robot feeding the active
+        # version's inputs could not run the candidate: a refusal, not an input error.
+        reasons.append(mismatch)
+    elif reference is not None:
         got = _run(candidate, inputs)
         want = _run(reference, inputs)
         error, name, fraction = _compare(got, want, policy, reasons)

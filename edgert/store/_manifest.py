@@ -34,12 +34,15 @@ def check_version_name(version: str) -> str:
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
-    """``"10.8.0.43"`` -> ``(10, 8, 0, 43)`` (non-digits ignored)."""
+    """``"10.8.0.43"`` -> ``(10, 8, 0, 43)``, ``"10.3"`` -> ``(10, 3, 0, 0)`` (non-digits
+    ignored)."""
     parts = []
     for piece in text.split(".")[:4]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+    # Padded: "10.3" and "10.3.0" are one version; unpadded, (10, 3) < (10, 3, 0) and a runtime
+    # that reports "10.3" was refused a model that needs "10.3.0".
+    return tuple(parts + [0] * (4 - len(parts)))
 
 
 @dataclass(frozen=True, kw_only=True)

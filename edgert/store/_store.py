@@ -33,6 +33,7 @@ from typing import Any
 
 from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOptions
 from edgert.engine._integrity import check_integrity
+from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
 from edgert.errors import InvalidArgumentError
 from edgert.store._cache import EngineCache
@@ -86,8 +87,8 @@ class ModelStore:
                  onnx_options: OnnxRuntimeOptions | None = None) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise InvalidArgumentError(f"keep must be an int >= 2, got {keep!r}",
-                                       hint="keep at least the active version and one to roll "
-                                            "back to")
+                                       hint="the store must keep at least the active version "
+                                            "and one to roll back to")
         if hmac_key is not None and not hmac_key:
             raise InvalidArgumentError("hmac_key is empty")
         self.root = Path(os.fspath(root))
@@ -201,9 +202,13 @@ class ModelStore:
         check_integrity(src.data, path=src.path, sha256=sha256, hmac_key=self._key,
                         signature=signature)
         header = sniff(src.data, src.label)
+        if header.format is EngineFormat.ONNX:
+            refuse_external_data(src.data, src.label)
         ref = read_source(reference_onnx) if reference_onnx is not None else None
         if ref is not None and sniff(ref.data, ref.label).format is not EngineFormat.ONNX:
             raise InvalidArgumentError(f"reference_onnx {ref.label} is not an ONNX model")
+        if ref is not None:
+            refuse_external_data(ref.data, ref.label)
         digest = hashlib.sha256(src.data).hexdigest()
         suffix = ".onnx" if header.format is EngineFormat.ONNX else ".plan"
         tag = None
@@ -244,6 +249,8 @@ class ModelStore:
 
     def _verified(self, manifest: Manifest, name: str, sha256: str,
                   signed: bool) -> tuple[Path, bytes]:
+        # ``signed`` must not come from the manifest: manifest.json is unsigned, so whoever can
+        # replace the model can also null its signature field. A keyed store demands the tag.
         path = self._versions_dir / manifest.version / name
         src = read_source(path)
         check_integrity(src.data, path=path, sha256=sha256,
@@ -264,7 +271,7 @@ class ModelStore:
         """
         manifest = self._pick(version)
         _, data = self._verified(manifest, manifest.file, manifest.sha256,
-                                 manifest.signature is not None)
+                                 self._key is not None)
         if manifest.format == EngineFormat.ONNX.value:
             if self._cache_dir is not None:
                 # The verified bytes, not the path: the file could change after the check.
@@ -406,8 +413,10 @@ class ModelStore:
                     report = self._gate(target, engine, policy)
                     if not report.passed:
                         raise HealthCheckError(
-                            f"rollback to {target.version!r} refused: "
-                            + "; ".join(report.reasons), report=report)
+                            f"rollback to {target.version!r} refused ({current.version} stays "
+                            "active): " + "; ".join(report.reasons), report=report,
+                            hint="activate a version that passes, or roll back without the "
+                                 "check if the target is known to be good")
             self._point_to(target.version)
             self._record(StoreEvent(event="rollback", version=target.version,
                                     previous=current.version))
