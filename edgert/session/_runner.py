@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from edgert.session._validate import (
     check_shape,
     external_array,
 )
+
+if TYPE_CHECKING:
+    from edgert.session._graphs import GraphCache
 
 __all__ = ["Runner", "executable_errors"]
 
@@ -112,6 +115,9 @@ class Runner:
                         if t.name in in_index}
         self.allocator: SessionOutputAllocator | None = None
         self.alloc_registered: set[str] = set()
+        #: The CUDA graphs of a GPU runner that captures; None where requests are never
+        #: captured (the host, ``cuda_graph="off"``, uncapturable executables).
+        self.graphs: GraphCache | None = None
         self.warned: set[str] = set()
 
     # -- the hot path ---------------------------------------------------------------------

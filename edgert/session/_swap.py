@@ -122,11 +122,7 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
     if specs is not None:
         _check_compatible(session, specs, repr(model))
     o = session._options
-    side = InferenceSession(
-        model, device=session.device, io=o.io, slots=o.slots, cuda_graph=o.cuda_graph,
-        sync=o.sync, outputs=o.outputs, when_busy=o.when_busy, timing=o.timing, cast=o.cast,
-        contiguous=o.contiguous, profile=o.profile, max_graphs=o.max_graphs,
-        stats_capacity=o.stats_capacity, **kwargs)
+    side = InferenceSession(model, o, device=session.device, **kwargs)
     try:
         _check_compatible(session, (*side._runner.in_specs, *side._runner.out_specs),
                           repr(model))
