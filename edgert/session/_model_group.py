@@ -145,8 +145,10 @@ class ModelGroup(Owner):
         session = InferenceSession(model, device=self._device, partition=part,
                                    priority=priority, **options)
         self._sessions.append(session)
+        stream = session.stream
+        assert stream is not None  # a group's sessions run on its CUDA device
         self._placements.append(SessionPlacement(
             role=role, partition=part.name if part is not None else "whole GPU",
             sm_count=part.sm_count if part is not None else self._sms,
-            priority=session.stream.priority))
+            priority=stream.priority))
         return session

@@ -10,7 +10,16 @@ from edgert.errors import EdgeRTError
 from edgert.stats import LatencyStats
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import numpy as np
+
+    from edgert.memory import DeviceView
     from edgert.session._slot import Slot
+
+    #: One output as ``infer``/``result`` return it: a numpy array (``outputs="copy"`` or
+    #: ``"view"``), or a device view (``outputs="device"``).
+    Output: TypeAlias = "np.ndarray[Any, Any] | DeviceView"
 
 __all__ = ["Pending", "RequestSource", "RequestTimings", "SessionStats"]
 
@@ -82,7 +91,7 @@ class RequestSource(Protocol):
         """Whether the request has finished or failed (or its slot moved on). Never blocks."""
         ...
 
-    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Any]:
+    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Output]:
         """Wait for the request, then its outputs (or raise its failure)."""
         ...
 
@@ -113,7 +122,7 @@ class Pending:
         """
         return self._session.done(self._slot, self._generation)
 
-    def result(self, timeout: float | None = None) -> Mapping[str, Any]:
+    def result(self, timeout: float | None = None) -> Mapping[str, Output]:
         """Wait for the request and return its outputs by name.
 
         With ``outputs="view"`` the arrays are views of the slot's pinned buffers: read or copy

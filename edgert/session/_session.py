@@ -19,7 +19,6 @@ from typing_extensions import Unpack
 from edgert._executable import Executable, TensorSpec
 from edgert._options import check_or_create_options
 from edgert._owner import Owner
-from edgert._protocols import SupportsCudaStream
 from edgert.errors import (
     ConcurrentUseError,
     EdgeRTError,
@@ -44,9 +43,11 @@ from edgert.session._slot import Slot
 from edgert.session._swap import SwapResult, apply_pending_swap, swap_model
 
 if TYPE_CHECKING:
+    from edgert._protocols import SupportsCudaStream, TensorInput
     from edgert.cuda import GpuPartition, Stream
     from edgert.engine import Engine
     from edgert.memory import BufferPool
+    from edgert.session._pending import Output
 
 __all__ = ["InferenceSession"]
 
@@ -162,7 +163,7 @@ class InferenceSession(Owner):
         return self._runner.exe
 
     @property
-    def stream(self) -> Any:
+    def stream(self) -> Stream | None:
         """The compute :class:`~edgert.cuda.Stream` (None on the host)."""
         return self._choice.stream
 
@@ -215,7 +216,7 @@ class InferenceSession(Owner):
 
     # -- requests -------------------------------------------------------------------------
 
-    def infer(self, inputs: Any) -> Mapping[str, Any]:
+    def infer(self, inputs: TensorInput | Mapping[str, TensorInput]) -> Mapping[str, Output]:
         """Run one request and wait for it.
 
         Args:
@@ -271,7 +272,7 @@ class InferenceSession(Owner):
         finally:
             use.release()
 
-    def submit(self, inputs: Any) -> Pending:
+    def submit(self, inputs: TensorInput | Mapping[str, TensorInput]) -> Pending:
         """Enqueue one request and return at once.
 
         Args:
@@ -355,7 +356,7 @@ class InferenceSession(Owner):
         """Wait for the request in ``slot`` so the slot can be reused."""
         self._runner.finish(slot)
 
-    def _outputs(self, slot: Slot) -> Mapping[str, Any]:
+    def _outputs(self, slot: Slot) -> Mapping[str, Output]:
         mode = self._outputs_mode
         if mode is OutputMode.VIEW:
             return slot.results
@@ -397,10 +398,12 @@ class InferenceSession(Owner):
             for _ in range(runs * self._n):
                 self.infer(arrays)
 
-    def swap(self, model: Any, *, handoff_s: float = 0.5, timeout_s: float | None = None,
+    def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
+             timeout_s: float | None = None,
              warmup_shapes: Sequence[Mapping[str, Sequence[int]]] | None = None,
-             warmup_runs: int = 2, stream: Any = None, priority: int | str | None = None,
-             pool: Any = None, device_pool: Any = None) -> SwapResult:
+             warmup_runs: int = 2, stream: Stream | int | SupportsCudaStream | None = None,
+             priority: int | str | None = None, pool: BufferPool | None = None,
+             device_pool: BufferPool | None = None) -> SwapResult:
         """Replace the model between two requests, without stalling the request that swaps.
 
         Call it from another thread than the one making requests. The new model is loaded,
@@ -490,7 +493,7 @@ class _Requests:
             return True
         return self._s._runner.query(slot)
 
-    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Any]:
+    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Output]:
         s = self._s
         use = s._use
         if not use.acquire(False):

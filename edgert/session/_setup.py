@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgert._executable import Executable, Placement, TensorSpec
 from edgert.errors import InvalidArgumentError, NotSupportedError
@@ -20,6 +20,9 @@ from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
 from edgert.session._slot import Slot, TensorBuffer
+
+if TYPE_CHECKING:
+    from edgert.cuda import Stream
 
 __all__ = ["DeviceChoice", "build_runner", "initial_signature"]
 
@@ -39,7 +42,7 @@ class DeviceChoice:
     runner: Runner
     options: SessionOptions
     device: int | str
-    stream: Any
+    stream: Stream | None
     pipelined: bool
 
 
@@ -268,7 +271,7 @@ def _stream(stream: Any, priority: Any, device: int, res: Resources,
 def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: Resources,
                 device: int, *, stream: Any, priority: Any, pool: Any, device_pool: Any,
                 pool_cls: Any, partition: Any = None) -> DeviceChoice:
-    from edgert.cuda import Event, Stream, device_properties
+    from edgert.cuda import Event, device_properties
     from edgert.session._cuda_runner import CudaRunner
     from edgert.session._graphs import GraphCache
 
