@@ -434,7 +434,7 @@ class InferenceSession(Owner):
             EngineLoadError: The new model could not make its context; nothing changed.
             ResourceClosedError: The session is closed.
         """
-        return swap_model(self, model, handoff_s=handoff_s, timeout_s=timeout_s,
+        return swap_model(self, InferenceSession, model, handoff_s=handoff_s, timeout_s=timeout_s,
                           warmup_shapes=warmup_shapes, warmup_runs=warmup_runs, stream=stream,
                           priority=priority, pool=pool, device_pool=device_pool)
 
