@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgert.errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 __all__ = ["check_or_create_options"]
 
-_O = TypeVar("_O")
+_O = TypeVar("_O", bound="DataclassInstance")
 
 
 def check_or_create_options(cls: type[_O], options: _O | None, overrides: Mapping[str, Any],
@@ -50,10 +53,24 @@ def check_or_create_options(cls: type[_O], options: _O | None, overrides: Mappin
                 f"{', '.join(unknown)}; valid options: {', '.join(sorted(names))}",
                 hint=f"see {cls.__name__} for what each option does")
         if options is None:
+            _check_required(cls, overrides, what)
             return cls(**overrides)
-        return dataclasses.replace(options, **overrides)  # type: ignore[type-var]
-    return cls() if options is None else options
+        return dataclasses.replace(options, **overrides)
+    if options is None:
+        _check_required(cls, overrides, what)
+        return cls()
+    return options
 
 
-def _field_names(cls: type[Any]) -> frozenset[str]:
+def _field_names(cls: type[DataclassInstance]) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _check_required(cls: type[DataclassInstance], given: Mapping[str, Any], what: str) -> None:
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.init and f.name not in given and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise InvalidArgumentError(
+            f"{what} needs {', '.join(missing)} (no default)",
+            hint=f"pass {cls.__name__}({missing[0]}=...) or {missing[0]}=... as a keyword")

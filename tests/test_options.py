@@ -12,8 +12,11 @@ from edgert import bench
 from edgert._options import check_or_create_options
 from edgert.bench import BenchOptions
 from edgert.bench._options import BenchOverrides
-from edgert.engine import Engine
-from edgert.errors import InvalidArgumentError
+from edgert.engine import Engine, LoadOptions
+from edgert.engine._load_options import LoadOverrides
+from edgert.errors import EngineLoadError, InvalidArgumentError
+from edgert.memory import BufferPool, PoolOptions
+from edgert.memory._pooltypes import PoolOverrides
 from edgert.models import bundled_model_path
 from edgert.session import (
     GraphMode,
@@ -83,7 +86,9 @@ def test_the_options_object_is_frozen(cls: Any) -> None:
 
 
 @pytest.mark.parametrize(("cls", "overrides"), [(SessionOptions, SessionOverrides),
-                                                 (BenchOptions, BenchOverrides)])
+                                                 (BenchOptions, BenchOverrides),
+                                                 (LoadOptions, LoadOverrides),
+                                                 (PoolOptions, PoolOverrides)])
 def test_the_keyword_types_name_every_field(cls: Any, overrides: Any) -> None:
     # The TypedDict that types the keyword overrides must not drift from the dataclass.
     assert set(get_type_hints(overrides)) == {f.name for f in dataclasses.fields(cls)}
@@ -106,3 +111,32 @@ def test_bench_run_takes_options_and_overrides() -> None:
     assert (r.options.batch, r.options.rate_hz) == (2, 1000.0)
     with pytest.raises(InvalidArgumentError, match=r"bench\.run got unknown option rate;"):
         bench.run(None, o, rate=10)  # type: ignore[call-arg]
+
+
+def test_a_required_field_missing_everywhere_is_named() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"BufferPool\.for_host needs max_bytes"):
+        BufferPool.for_host(device="host")
+
+
+def test_pool_constructors_take_options_and_overrides() -> None:
+    with BufferPool.for_host(PoolOptions(max_bytes=1 << 16), device="host",
+                             lease_slack=2) as pool:
+        assert (pool.options.max_bytes, pool.options.lease_slack) == (1 << 16, 2)
+    with BufferPool.for_host(max_bytes=1 << 16, device="host") as pool:
+        assert pool.options == PoolOptions(max_bytes=1 << 16)
+    with pytest.raises(InvalidArgumentError, match="unknown option max_byte;"):
+        BufferPool.for_host(device="host", max_byte=1)  # type: ignore[call-arg]
+
+
+def test_engine_load_takes_options_and_overrides(engine: Engine) -> None:
+    o = LoadOptions(runtime="onnxruntime", hmac_key=b"secret-key")
+    assert "secret-key" not in repr(o)  # a key never lands in a log through the repr
+    assert LoadOptions(plugins=["a.so"]).plugins == ("a.so",)
+    with Engine.load(bundled_model_path(), LoadOptions(runtime="onnxruntime")) as eng:
+        assert eng.flavour.value == "onnxruntime"
+    with pytest.raises(EngineLoadError, match="larger"):
+        Engine.load(bundled_model_path(), LoadOptions(), max_bytes=16)
+    with pytest.raises(InvalidArgumentError, match="unknown option runtimes;"):
+        Engine.load(bundled_model_path(), runtimes="auto")  # type: ignore[call-arg]
+    with pytest.raises(InvalidArgumentError, match="plugins must be a sequence"):
+        Engine.load(bundled_model_path(), plugins="one.so")
