@@ -21,7 +21,6 @@ from edgert._options import check_or_create_options
 from edgert._owner import Owner
 from edgert.errors import (
     ConcurrentUseError,
-    EdgeRTError,
     InferenceError,
     InvalidArgumentError,
     RequestTimeoutError,
@@ -246,29 +245,22 @@ class InferenceSession(Owner):
             if self._swap_pending is not None:
                 apply_pending_swap(self)
             slot = self._slots[self._next]
-            if slot.busy:
-                self._reclaim(slot)
             runner = self._runner
+            if slot.busy:
+                runner.finish(slot)  # a request submitted earlier: wait so the slot is free
             key = runner.stage(slot, inputs)
-            if self._timing:
-                self._launch(slot, key, start, None)
-            else:
-                # _launch without the timing bookkeeping: this is the control-loop hot path.
-                slot.generation += 1
-                slot.error = None
-                self._next = self._after[slot.index]
-                try:
-                    runner.launch(slot, key, False, True)
-                    slot.busy = True
-                except EdgeRTError as err:
-                    self._fail(slot, err)
+            self._next = self._after[slot.index]
+            runner.request(slot, key, start, None)
             if slot.busy:
                 runner.finish(slot)
             if slot.error is not None:
                 raise slot.error
-            if self._outputs_mode is OutputMode.VIEW:
+            mode = self._outputs_mode
+            if mode is OutputMode.VIEW:
                 return slot.results
-            return self._outputs(slot)
+            if mode is OutputMode.COPY:
+                return {name: np.array(view, copy=True) for name, view in slot.results.items()}
+            return slot.results_device
         finally:
             use.release()
 
@@ -304,57 +296,14 @@ class InferenceSession(Owner):
                     raise RequestTimeoutError(
                         f"all {self._n} slots hold requests in flight",
                         hint="collect results first, raise slots=, or use when_busy='wait'")
-                self._reclaim(slot)
-            key = self._runner.stage(slot, inputs)
-            self._launch(slot, key, start, self._pipelined)
+                self._runner.finish(slot)  # wait so the slot is free
+            runner = self._runner
+            key = runner.stage(slot, inputs)
+            self._next = self._after[slot.index]
+            runner.request(slot, key, start, self._pipelined)
             return Pending(self._requests, slot, slot.generation)
         finally:
             use.release()
-
-    def _launch(self, slot: Slot, key: Any, start: int, pipelined: bool | None) -> None:
-        """Enqueue; a failure is kept in the slot (``result()``/``infer`` raise it).
-
-        ``pipelined`` None means ``infer``: the request is waited for at once.
-        """
-        slot.generation += 1
-        slot.t_submit_ns = start
-        slot.error = None
-        if self._timing:
-            slot.t_latency_ns = slot.t_device_ns = None
-            slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
-        self._next = self._after[slot.index]
-        try:
-            if pipelined is None:
-                self._runner.launch(slot, key, False, True)
-            else:
-                self._runner.launch(slot, key, pipelined)
-        except EdgeRTError as err:
-            self._fail(slot, err)
-            return
-        slot.busy = True
-        if self._timing:
-            enqueue = _now() - start
-            slot.t_enqueue_ns = enqueue
-            self._stats.enqueue.record(enqueue)
-
-    def _fail(self, slot: Slot, err: EdgeRTError) -> None:
-        try:
-            self._runner.drain()  # partial work of the failed request must not linger
-        except Exception:
-            pass
-        if isinstance(err, InferenceError):
-            slot.error = err
-        else:
-            failure = InferenceError(f"the request could not be enqueued: {err.message}",
-                                     hint=err.hint)
-            failure.__cause__ = err
-            slot.error = failure
-        slot.keep = None
-        slot.busy = False
-
-    def _reclaim(self, slot: Slot) -> None:
-        """Wait for the request in ``slot`` so the slot can be reused."""
-        self._runner.finish(slot)
 
     def _outputs(self, slot: Slot) -> Mapping[str, Output]:
         mode = self._outputs_mode

@@ -131,8 +131,7 @@ def apply_pending_swap(session: SwapTarget) -> None:
         handoff.state = "applying"
     session._swap_pending = None
     side = handoff.side
-    for slot in session._slots:
-        slot.generation += 1  # results of requests submitted before the swap are not collectable
+    session._runner.disown()  # results of requests submitted before the swap are not collectable
     res, side_res = session._resources, side._resources
     res.runner, side_res.runner = side_res.runner, res.runner
     res.slots, side_res.slots = side_res.slots, res.slots
