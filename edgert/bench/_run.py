@@ -105,7 +105,8 @@ def run(model_or_executable: str | os.PathLike[str] | Engine | Executable | None
     return run_options(model_or_executable, resolved, progress=progress, notify=notify)
 
 
-def run_options(model_or_executable: Any, options: BenchOptions, *,
+def run_options(model_or_executable: str | os.PathLike[str] | Engine | Executable | None,
+                options: BenchOptions, *,
                 progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
     """:func:`run` with the options already made.
 
