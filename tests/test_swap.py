@@ -299,8 +299,9 @@ def test_a_session_closed_while_a_swap_prepares_raises_resource_closed(
 
     prepare = _swap._prepare
 
-    def prepare_then_close(session: InferenceSession, *args: object) -> InferenceSession:
-        side = prepare(session, *args)  # type: ignore[arg-type]
+    def prepare_then_close(session: InferenceSession, *args: object,
+                           **kwargs: object) -> InferenceSession:
+        side = prepare(session, *args, **kwargs)  # type: ignore[arg-type]
         session.close()  # the owner shuts down while the new model was being warmed
         return side
 
@@ -327,7 +328,7 @@ def test_a_swap_keeps_the_new_model_on_the_sessions_partition_and_priority(
     class Spy(Exception):
         pass
 
-    def spy(model: object, **kwargs: object) -> None:
+    def spy(model: object, options: object = None, **kwargs: object) -> None:
         asked.update(kwargs)
         raise Spy
 
