@@ -168,7 +168,10 @@ def _constant_docs() -> dict[tuple[str, str], list[str]]:
     found: dict[tuple[str, str], list[str]] = {}
     for module_name in API_MODULES:
         own = _attr_docs(module_name)
-        private = [n for n in sorted(sys.modules) if n.startswith(module_name + "._")]
+        # Its own private modules first, then edgert's shared ones (edgert._protocols).
+        private = sorted((n for n in list(sys.modules) if n.split(".")[0] == "edgert"
+                          and any(p.startswith("_") for p in n.split("."))),
+                         key=lambda n: (not n.startswith(module_name + "._"), n))
         for name, obj in _exports(module_name):
             if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
                 continue

@@ -60,5 +60,5 @@ class SupportsCudaArrayInterface(Protocol):
         ...
 
 
-#: One request input: anything numpy takes as an array, or a device array (CAI or DLPack).
+#: One request input; anything numpy takes as an array, or a device array (CAI or DLPack).
 TensorInput: TypeAlias = "npt.ArrayLike | SupportsCudaArrayInterface | SupportsDLPack"

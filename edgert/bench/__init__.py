@@ -20,7 +20,7 @@ from edgert.bench._backend import BackendInfo
 from edgert.bench._load import GpuLoad, LoadThroughput, SessionLoad
 from edgert.bench._load_kernels import LoadExecutable, LoadKernels, LoadKind
 from edgert.bench._multimodel import LoadReport, ModelPlacement, control_latency, run_under_load
-from edgert.bench._options import BenchOptions
+from edgert.bench._options import BenchOptions, BenchOverrides
 from edgert.bench._report import (
     SCHEMA,
     STAGES,
@@ -30,7 +30,7 @@ from edgert.bench._report import (
     RealtimeOutcome,
     ThermalSummary,
 )
-from edgert.bench._run import run, run_options
+from edgert.bench._run import Notify, Progress, run, run_options
 from edgert.bench._sampler import SensorSample
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "STAGES",
     "BackendInfo",
     "BenchOptions",
+    "BenchOverrides",
     "BenchProgress",
     "BenchReport",
     "BenchWarning",
@@ -48,6 +49,8 @@ __all__ = [
     "LoadReport",
     "LoadThroughput",
     "ModelPlacement",
+    "Notify",
+    "Progress",
     "RealtimeOutcome",
     "SensorSample",
     "SessionLoad",

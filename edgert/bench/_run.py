@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["run", "run_options"]
 
+#: ``progress(BenchProgress)``, called as a run advances; the return value is ignored.
 Progress = Callable[[BenchProgress], object]
+#: ``notify(message)``, called with each line a run reports as it goes (a warning, a phase).
 Notify = Callable[[str], object]
 
 

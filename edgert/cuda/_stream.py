@@ -213,7 +213,7 @@ class Stream(Owner):
         return f"<edgert.cuda.Stream{kind} 0x{self._handle:x} device={self._device} {state}>"
 
 
-#: What edgert takes wherever it takes a stream: an edgert Stream, a raw ``cudaStream_t`` as an
+#: What edgert takes wherever it takes a stream; an edgert Stream, a raw ``cudaStream_t`` as an
 #: int, or any object with ``__cuda_stream__`` (torch, CuPy, cuda.core streams).
 StreamLike: TypeAlias = "Stream | int | SupportsCudaStream"
 

@@ -28,6 +28,7 @@ from edgert.memory._pooltypes import (
     EventLike,
     PoolMemory,
     PoolOptions,
+    PoolOverrides,
     PoolStats,
 )
 from edgert.memory._sizeclass import SizeClasses
@@ -48,6 +49,7 @@ __all__ = [
     "PageablePolicy",
     "PoolMemory",
     "PoolOptions",
+    "PoolOverrides",
     "PoolStats",
     "SizeClasses",
     "SupportsCudaArrayInterface",

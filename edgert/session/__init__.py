@@ -7,7 +7,13 @@ docs/sessions.md for the latency and throughput recipes and for who owns output 
 (docs/multimodel.md).
 """
 
-from edgert.session._model_group import ModelGroup, PartitionMode, SessionPlacement
+from edgert._protocols import TensorInput
+from edgert.session._model_group import (
+    GroupSessionOptions,
+    ModelGroup,
+    PartitionMode,
+    SessionPlacement,
+)
 from edgert.session._options import (
     BusyMode,
     ContiguityMode,
@@ -15,10 +21,11 @@ from edgert.session._options import (
     IoMode,
     OutputMode,
     SessionOptions,
+    SessionOverrides,
     SyncMode,
     TimingMode,
 )
-from edgert.session._pending import Pending, RequestTimings, SessionStats
+from edgert.session._pending import Output, Pending, RequestTimings, SessionStats
 from edgert.session._session import InferenceSession
 from edgert.session._swap import SwapResult
 
@@ -26,17 +33,21 @@ __all__ = [
     "BusyMode",
     "ContiguityMode",
     "GraphMode",
+    "GroupSessionOptions",
     "InferenceSession",
     "IoMode",
     "ModelGroup",
+    "Output",
     "OutputMode",
     "PartitionMode",
     "Pending",
     "RequestTimings",
     "SessionOptions",
+    "SessionOverrides",
     "SessionPlacement",
     "SessionStats",
     "SwapResult",
     "SyncMode",
+    "TensorInput",
     "TimingMode",
 ]

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from edgert.errors import EdgeRTError
 from edgert.stats import LatencyStats
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
     import numpy as np
 
     from edgert.memory import DeviceView
     from edgert.session._slot import Slot
 
-    #: One output as ``infer``/``result`` return it: a numpy array (``outputs="copy"`` or
-    #: ``"view"``), or a device view (``outputs="device"``).
-    Output: TypeAlias = "np.ndarray[Any, Any] | DeviceView"
+__all__ = [
+    "Output",
+    "Pending",
+    "RequestSource",
+    "RequestTimings",
+    "SessionStats",
+]
 
-__all__ = ["Pending", "RequestSource", "RequestTimings", "SessionStats"]
+#: One output as ``infer``/``result`` return it; a numpy array (``outputs="copy"`` or
+#: ``"view"``), or a device view (``outputs="device"``).
+Output: TypeAlias = "np.ndarray[Any, Any] | DeviceView"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
