@@ -371,7 +371,7 @@ def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict
     out["np.copyto 192 B"] = med(lambda: np.copyto(view, x))
     out["lock acquire+release"] = med(lambda: (lock.acquire(False), lock.release()))
     out["LatencyStats.record"] = med(lambda: stats.record(1234))
-    out["Pending()"] = med(lambda: Pending(s, slot, 1))
+    out["Pending()"] = med(lambda: Pending(s._requests, slot, 1))
     out["cudaEventRecord"] = med(lambda: rt.cudaEventRecord(ev, stream))
     out["cudaEventQuery (done)"] = med(lambda: rt.cudaEventQuery(ev))
     out["cudaGraphLaunch+sync (empty)"] = med(lambda: hand.floor(x))

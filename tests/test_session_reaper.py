@@ -13,20 +13,20 @@ from edgert import _reaper
 from edgert.engine import Engine
 from edgert.models import OBS_DIM, bundled_model_path
 from edgert.session import InferenceSession
-from edgert.session import _session as session_module
+from edgert.session import _resources as session_module
 
 
 def test_a_leaked_session_is_released_on_the_reaper_not_on_the_collecting_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ran_on: list[str] = []
-    real = session_module._Resources.release
+    real = session_module.Resources.release
 
-    def noting(self: session_module._Resources) -> None:
+    def noting(self: session_module.Resources) -> None:
         ran_on.append(threading.current_thread().name)
         real(self)
 
-    monkeypatch.setattr(session_module._Resources, "release", noting)
+    monkeypatch.setattr(session_module.Resources, "release", noting)
     with Engine.load(bundled_model_path()) as engine:
         session = InferenceSession(engine, device="host")
         session.infer({"obs": np.zeros((1, OBS_DIM), np.float32)})
@@ -44,13 +44,13 @@ def test_a_leaked_session_is_released_on_the_reaper_not_on_the_collecting_thread
 @pytest.mark.gpu
 def test_a_leaked_gpu_session_is_released_on_the_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
     ran_on: list[str] = []
-    real = session_module._Resources.release
+    real = session_module.Resources.release
 
-    def noting(self: session_module._Resources) -> None:
+    def noting(self: session_module.Resources) -> None:
         ran_on.append(threading.current_thread().name)
         real(self)  # stream synchronize, event syncs, pool frees: all on the reaper
 
-    monkeypatch.setattr(session_module._Resources, "release", noting)
+    monkeypatch.setattr(session_module.Resources, "release", noting)
     from edgert.kernels import KernelExecutable
 
     with KernelExecutable() as exe:  # the bundled policy as CUDA kernels: a device session

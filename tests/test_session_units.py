@@ -140,3 +140,25 @@ def test_graph_cache_rules(caplog: pytest.LogCaptureFixture) -> None:
     assert cache.count(0) == 0
     cache.close()
     assert not cache.should_capture(sig_a, sig_a)
+
+
+def test_only_the_runners_write_a_slots_state() -> None:
+    # One layer owns a request's state (issue 14): the session, its requests and the swap read
+    # slots; Runner.request/fail/disown and the runners' finish write them.
+    import ast
+    from pathlib import Path
+
+    import edgert.session as pkg
+
+    root = Path(pkg.__file__).parent
+    writes = []
+    for name in ("_session.py", "_pending.py", "_swap.py", "_model_group.py", "_resources.py"):
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                        and target.value.id == "slot":
+                    writes.append(f"{name}:{node.lineno} slot.{target.attr}")
+    assert writes == []

@@ -246,7 +246,8 @@ def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> 
     # If the session grows per-model state, swap must move it too: this fails until it does.
     from edgert.session._swap import _STATE
 
-    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_finalizer", "_partition",
+    session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_requests", "_finalizer",
+                    "_partition",
                     "_owner_closed"}
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         assert set(vars(session)) - session_wide == set(_STATE)
@@ -299,8 +300,9 @@ def test_a_session_closed_while_a_swap_prepares_raises_resource_closed(
 
     prepare = _swap._prepare
 
-    def prepare_then_close(session: InferenceSession, *args: object) -> InferenceSession:
-        side = prepare(session, *args)  # type: ignore[arg-type]
+    def prepare_then_close(session: InferenceSession, *args: object,
+                           **kwargs: object) -> InferenceSession:
+        side = prepare(session, *args, **kwargs)  # type: ignore[arg-type]
         session.close()  # the owner shuts down while the new model was being warmed
         return side
 
@@ -327,7 +329,7 @@ def test_a_swap_keeps_the_new_model_on_the_sessions_partition_and_priority(
     class Spy(Exception):
         pass
 
-    def spy(model: object, **kwargs: object) -> None:
+    def spy(model: object, options: object = None, **kwargs: object) -> None:
         asked.update(kwargs)
         raise Spy
 

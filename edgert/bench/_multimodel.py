@@ -228,11 +228,13 @@ def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
         finally:
             shared = bg.stop()
         all_sms = props.multiprocessor_count
+        control_stream = session.stream
+        assert control_stream is not None  # the control session runs on the CUDA device
         control = ModelPlacement(
             role="control", what=backend.info.model,
             partition=ctrl_part.name if ctrl_part is not None else "whole GPU",
             sm_count=ctrl_part.sm_count if ctrl_part is not None else all_sms,
-            priority=session.stream.priority)
+            priority=control_stream.priority)
         stream = bg.stream
         placed = ModelPlacement(
             role="load", what=bg.what,

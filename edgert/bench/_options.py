@@ -6,12 +6,12 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgert.errors import InvalidArgumentError
-from edgert.session import GraphMode, IoMode, SyncMode
+from edgert.session._options import GraphMode, GraphName, IoMode, IoName, SyncMode, SyncName
 
-__all__ = ["MAX_RATE_HZ", "BenchOptions"]
+__all__ = ["MAX_RATE_HZ", "BenchOptions", "BenchOverrides"]
 
 #: Highest loop rate accepted: beyond it a Python step cannot keep up on any machine.
 MAX_RATE_HZ = 100_000.0
@@ -84,11 +84,11 @@ class BenchOptions:
     rt: bool = True
     priority: int = 80
     cpus: Collection[int] | None = None
-    io: IoMode | str = IoMode.AUTO
-    cuda_graph: GraphMode | str | bool = GraphMode.AUTO
+    io: IoMode | IoName = IoMode.AUTO
+    cuda_graph: GraphMode | GraphName | bool = GraphMode.AUTO
     slots: int = 1
     batch: int = 1
-    sync: SyncMode | str = SyncMode.ADAPTIVE
+    sync: SyncMode | SyncName = SyncMode.ADAPTIVE
     runtime: str = "auto"
     device: int | str | None = None
     root: Path | str = Path("/")
@@ -166,3 +166,24 @@ class BenchOptions:
             "device": self.device, "root": str(self.root),
             "sample_interval_s": self.sample_interval_s, "environment": self.environment,
         }
+
+
+class BenchOverrides(TypedDict, total=False):
+    """The :class:`BenchOptions` fields as keyword arguments of :func:`~edgert.bench.run`."""
+
+    rate_hz: float
+    duration_s: float
+    warmup_s: float
+    rt: bool
+    priority: int
+    cpus: Collection[int] | None
+    io: IoMode | IoName
+    cuda_graph: GraphMode | GraphName | bool
+    slots: int
+    batch: int
+    sync: SyncMode | SyncName
+    runtime: str
+    device: int | str | None
+    root: Path | str
+    sample_interval_s: float
+    environment: bool

@@ -14,18 +14,21 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from typing_extensions import Unpack
 
+from edgert._options import check_or_create_options
 from edgert._version import __version__
 from edgert.bench._backend import Backend, BackendInfo, open_backend
-from edgert.bench._options import BenchOptions
+from edgert.bench._options import BenchOptions, BenchOverrides
 from edgert.bench._phase import PhaseRunner
 from edgert.bench._report import (
     BenchProgress,
@@ -37,7 +40,11 @@ from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import RtBudget, find_warnings, read_rt_budget
 from edgert.errors import InvalidArgumentError, RealtimeError
 from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy, SettingOutcome
-from edgert.session import GraphMode, InferenceSession, IoMode, SyncMode
+from edgert.session import InferenceSession
+
+if TYPE_CHECKING:
+    from edgert._executable import Executable
+    from edgert.engine import Engine
 
 __all__ = ["run", "run_options"]
 
@@ -45,14 +52,9 @@ Progress = Callable[[BenchProgress], object]
 Notify = Callable[[str], object]
 
 
-def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s: float = 3.0,
-        warmup_s: float = 0.2, rt: bool = True, priority: int = 80,
-        cpus: Collection[int] | None = None, io: IoMode | str = IoMode.AUTO,
-        cuda_graph: GraphMode | str | bool = GraphMode.AUTO, slots: int = 1, batch: int = 1,
-        sync: SyncMode | str = SyncMode.ADAPTIVE, runtime: str = "auto",
-        device: int | str | None = None, root: Path | str = Path("/"),
-        sample_interval_s: float = 0.5, environment: bool = True,
-        progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
+def run(model_or_executable: str | os.PathLike[str] | Engine | Executable | None = None,
+        options: BenchOptions | None = None, *, progress: Progress | None = None,
+        notify: Notify | None = None, **overrides: Unpack[BenchOverrides]) -> BenchReport:
     """Benchmark a model the way a robot runs it, and return the report.
 
     Requests run in a :class:`~edgert.realtime.PeriodicLoop` at ``rate_hz`` (or back to back
@@ -65,6 +67,8 @@ def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s:
             backend here), a model path (``.plan``/``.engine``/``.onnx``), an
             :class:`~edgert.engine.Engine` or an :class:`~edgert.engine.Executable` (both
             borrowed: the caller closes them).
+        options: A :class:`BenchOptions`; the option keywords below override its fields
+            (unknown keywords raise :class:`~edgert.InvalidArgumentError`).
         rate_hz: See :class:`BenchOptions` (as are the other keyword options).
         duration_s: Length of the measured phase.
         warmup_s: Length of the warm-up phase before it.
@@ -97,15 +101,12 @@ def run(model_or_executable: Any = None, *, rate_hz: float = 1000.0, duration_s:
         KeyboardInterrupt: Interrupted before the measured phase began (during it, the run
             stops early and the report says ``stopped_by="interrupted"``).
     """
-    options = BenchOptions(
-        rate_hz=rate_hz, duration_s=duration_s, warmup_s=warmup_s, rt=rt, priority=priority,
-        cpus=cpus, io=io, cuda_graph=cuda_graph, slots=slots, batch=batch, sync=sync,
-        runtime=runtime, device=device, root=root, sample_interval_s=sample_interval_s,
-        environment=environment)
-    return run_options(model_or_executable, options, progress=progress, notify=notify)
+    resolved = check_or_create_options(BenchOptions, options, overrides, what="bench.run")
+    return run_options(model_or_executable, resolved, progress=progress, notify=notify)
 
 
-def run_options(model_or_executable: Any, options: BenchOptions, *,
+def run_options(model_or_executable: str | os.PathLike[str] | Engine | Executable | None,
+                options: BenchOptions, *,
                 progress: Progress | None = None, notify: Notify | None = None) -> BenchReport:
     """:func:`run` with the options already made.
 

@@ -192,6 +192,7 @@ def _check_outputs(args: argparse.Namespace) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from edgert.bench import BenchOptions, run_options
     from edgert.errors import EdgeRTError, InvalidArgumentError
+    from edgert.session import GraphMode
 
     if args.load is not None:  # latency beside a background load: its own report
         from edgert.cli._bench_load import run_load
@@ -206,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
                     hint="add --load gemm|conv|MODEL, or leave them out")
         return _EXIT_USAGE
     console = _Console(sys.stderr)
-    graph = "auto" if args.graph is None else ("on" if args.graph else "off")
+    graph: GraphMode | bool = GraphMode.AUTO if args.graph is None else bool(args.graph)
     try:
         options = BenchOptions(
             rate_hz=args.rate, duration_s=args.duration, warmup_s=args.warmup, rt=args.rt,

@@ -8,6 +8,7 @@ only. :func:`check` turns a CUDA status into :class:`edgert.CudaError` with CUDA
 and what to do next.
 """
 
+from edgert._protocols import SupportsCudaStream
 from edgert.cuda._api import bindings_version, check
 from edgert.cuda._device import (
     CudaStatus,
@@ -34,7 +35,7 @@ from edgert.cuda._green import (
 )
 from edgert.cuda._green_driver import GreenDriver, SmResource
 from edgert.cuda._kernel import Kernel, KernelArgs, Module, compile_module
-from edgert.cuda._stream import Event, Stream, as_stream_handle
+from edgert.cuda._stream import Event, Stream, StreamLike, as_stream_handle
 
 __all__ = [
     "CudaGraph",
@@ -52,6 +53,8 @@ __all__ = [
     "SmLayout",
     "SmResource",
     "Stream",
+    "StreamLike",
+    "SupportsCudaStream",
     "as_stream_handle",
     "bindings_version",
     "capture_graph",

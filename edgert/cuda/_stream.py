@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from edgert._owner import Owner
 from edgert.cuda._api import check, raise_cuda, runtime
 from edgert.cuda._device import device_properties, require
 from edgert.errors import CudaError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from edgert._protocols import SupportsCudaStream
 
 __all__ = ["Event", "Stream", "as_stream_handle"]
 
@@ -102,7 +105,8 @@ class Stream(Owner):
         self._own(functools.partial(_destroy_stream, raw), f"CUDA stream 0x{self._handle:x}")
 
     @classmethod
-    def from_handle(cls, handle: int | Any, *, device: int = 0, owner: object = None) -> Stream:
+    def from_handle(cls, handle: int | SupportsCudaStream, *, device: int = 0,
+                    owner: object = None) -> Stream:
         """Adopt an existing stream without owning it (``close()`` will not destroy it).
 
         Args:
@@ -209,7 +213,12 @@ class Stream(Owner):
         return f"<edgert.cuda.Stream{kind} 0x{self._handle:x} device={self._device} {state}>"
 
 
-def as_stream_handle(stream: Stream | int | Any) -> int:
+#: What edgert takes wherever it takes a stream: an edgert Stream, a raw ``cudaStream_t`` as an
+#: int, or any object with ``__cuda_stream__`` (torch, CuPy, cuda.core streams).
+StreamLike: TypeAlias = "Stream | int | SupportsCudaStream"
+
+
+def as_stream_handle(stream: StreamLike) -> int:
     """Return the raw handle of an edgert Stream, an int, or a ``__cuda_stream__`` object.
 
     Raises:

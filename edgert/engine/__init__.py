@@ -16,6 +16,7 @@ from edgert._executable import (
 )
 from edgert.engine._engine import Engine
 from edgert.engine._integrity import SIDECAR_SUFFIX, IntegrityStatus
+from edgert.engine._load_options import LoadOptions
 from edgert.engine._onnx import PROFILES_METADATA_KEY, OnnxOptimization, OnnxRuntimeOptions
 from edgert.engine._onnx_executable import OnnxExecutable
 from edgert.engine._source import PLAN_MAGIC, EngineFormat, ModelHeader, read_model_header
@@ -34,6 +35,7 @@ __all__ = [
     "EngineFormat",
     "Executable",
     "IntegrityStatus",
+    "LoadOptions",
     "ModelHeader",
     "OnnxExecutable",
     "OnnxOptimization",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from typing_extensions import Unpack
+
 from edgert._executable import Executable, Placement, ProfileShape, TensorSpec
-from edgert._fileio import MAX_MODEL_BYTES
+from edgert._options import check_or_create_options
 from edgert._owner import Owner
 from edgert.engine._integrity import IntegrityStatus, check_integrity
+from edgert.engine._load_options import LoadOptions, LoadOverrides
 from edgert.engine._onnx import OnnxLoaded, OnnxRuntimeOptions, load_onnx
 from edgert.engine._onnx_executable import OnnxExecutable
 from edgert.engine._source import (
@@ -33,7 +34,6 @@ from edgert.engine._trt_module import (
     EngineFlavour,
     requires_cuda,
     resolve_trt_module,
-    validate_runtime,
 )
 from edgert.errors import EngineLoadError, InvalidArgumentError
 
@@ -73,18 +73,8 @@ class Engine(Owner):
     def load(
         cls,
         source: Source,
-        *,
-        runtime: str = "auto",
-        device: int = 0,
-        sha256: str | bytes | None = None,
-        hmac_key: str | bytes | os.PathLike[str] | None = None,
-        signature: str | bytes | None = None,
-        allow_host_code: bool = False,
-        plugins: Sequence[str | os.PathLike[str]] = (),
-        temp_dir: str | os.PathLike[str] | None = None,
-        trt_module: ModuleType | None = None,
-        onnx_options: OnnxRuntimeOptions | None = None,
-        max_bytes: int = MAX_MODEL_BYTES,
+        options: LoadOptions | None = None,
+        **overrides: Unpack[LoadOverrides],
     ) -> Engine:
         """Load a model from a path or from bytes.
 
@@ -94,6 +84,8 @@ class Engine(Owner):
 
         Args:
             source: Path to a ``.plan``/``.engine`` or ``.onnx`` file, or the model's bytes.
+            options: A :class:`LoadOptions`; the keywords below override its fields (unknown
+                keywords raise :class:`~edgert.InvalidArgumentError`).
             runtime: ``auto`` (TensorRT full, lean, dispatch: the first that imports; ONNX
                 models always use ONNX Runtime), ``full``, ``lean``, ``dispatch`` or
                 ``onnxruntime``.
@@ -128,18 +120,12 @@ class Engine(Owner):
             NotSupportedError: The runtime is not installed, or a plan needs a CUDA device and
                 there is none.
         """
-        runtime = validate_runtime(runtime)
-        if isinstance(device, bool) or not isinstance(device, int) or device < 0:
-            raise InvalidArgumentError(f"device must be a CUDA device ordinal >= 0, got {device!r}")
-        if onnx_options is not None and not isinstance(onnx_options, OnnxRuntimeOptions):
-            raise InvalidArgumentError("onnx_options must be an OnnxRuntimeOptions or None")
-        if isinstance(plugins, (str, os.PathLike)):
-            raise InvalidArgumentError("plugins must be a sequence of paths, not one path",
-                                       hint="write plugins=[path]")
-        temp_path = check_temp_dir(temp_dir)
-        src = read_source(source, max_bytes=max_bytes)
-        integrity = check_integrity(src.data, path=src.path, sha256=sha256, hmac_key=hmac_key,
-                                    signature=signature)
+        o = check_or_create_options(LoadOptions, options, overrides, what="Engine.load")
+        runtime, trt_module, plugins = o.runtime, o.trt_module, o.plugins
+        temp_path = check_temp_dir(o.temp_dir)
+        src = read_source(source, max_bytes=o.max_bytes)
+        integrity = check_integrity(src.data, path=src.path, sha256=o.sha256,
+                                    hmac_key=o.hmac_key, signature=o.signature)
         header = sniff(src.data, src.label)
         if header.format is EngineFormat.ONNX:
             if runtime not in ("auto", "onnxruntime") or trt_module is not None:
@@ -149,13 +135,13 @@ class Engine(Owner):
                          "(edgert build model.onnx -o model.plan, or Engine.from_onnx)")
             if plugins:
                 raise InvalidArgumentError("plugins= applies to TensorRT plans only")
-            onnx = load_onnx(src, header, onnx_options or OnnxRuntimeOptions())
+            onnx = load_onnx(src, header, o.onnx_options or OnnxRuntimeOptions())
             return cls(backend=onnx, tensors=onnx.tensors, header=header, path=src.path,
                        flavour=EngineFlavour.ONNXRUNTIME, runtime_module=onnx.ort.__name__,
                        runtime_version=str(onnx.ort.__version__), integrity=integrity)
         trt, flavour = resolve_trt_module(runtime, trt_module)
-        loaded = deserialize_plan(src, header, trt=trt, flavour=flavour, device=device,
-                                  allow_host_code=allow_host_code, plugins=tuple(plugins),
+        loaded = deserialize_plan(src, header, trt=trt, flavour=flavour, device=o.device,
+                                  allow_host_code=o.allow_host_code, plugins=tuple(plugins),
                                   temp_dir=temp_path)
         try:
             tensors = describe_tensors(loaded.engine)

@@ -12,6 +12,7 @@
 Importing this package loads numpy but not CUDA.
 """
 
+from edgert._protocols import SupportsCudaArrayInterface, SupportsDLPack
 from edgert.memory._allocation import MemoryKind
 from edgert.memory._allocators import DeviceAllocator, HostAllocator
 from edgert.memory._copy import PageableCopyWarning, PageablePolicy, copy
@@ -49,6 +50,8 @@ __all__ = [
     "PoolOptions",
     "PoolStats",
     "SizeClasses",
+    "SupportsCudaArrayInterface",
+    "SupportsDLPack",
     "copy",
     "locked_bytes",
     "memlock_limit",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from edgert._compat import StrEnum
 from edgert.cuda import _memapi as api  # loads no CUDA until a call is made
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind
+
+if TYPE_CHECKING:
+    from edgert.cuda import StreamLike
 
 __all__ = ["PageableCopyWarning", "PageablePolicy", "copy", "copy_impl"]
 
@@ -92,7 +95,7 @@ def _operand(obj: Any, writable: bool) -> tuple[int, int, MemoryKind]:
     return _array_operand(obj, writable)
 
 
-def _raw_stream(stream: Any) -> Any:
+def _raw_stream(stream: StreamLike) -> Any:
     raw = getattr(stream, "raw", None)
     if raw is not None:
         return raw
@@ -107,7 +110,7 @@ def _note_stream(obj: Any, stream: Any) -> None:
         note(stream)
 
 
-def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
+def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: StreamLike | None = None,
          pageable: PageablePolicy | str = PageablePolicy.ERROR, _stacklevel: int = 2) -> None:
     """Copy ``nbytes`` bytes (default: all of ``src``) from ``src`` to ``dst``.
 
@@ -133,7 +136,7 @@ def copy(dst: Any, src: Any, *, nbytes: int | None = None, stream: Any = None,
     copy_impl(dst, src, nbytes, stream, pageable, _stacklevel + 1)
 
 
-def copy_impl(dst: Any, src: Any, nbytes: int | None, stream: Any,  # noqa: PLR0917
+def copy_impl(dst: Any, src: Any, nbytes: int | None, stream: StreamLike | None,  # noqa: PLR0917
               pageable: PageablePolicy | str, stacklevel: int) -> None:
     """:func:`copy` with positional arguments (cheaper: what the buffer methods call).
 

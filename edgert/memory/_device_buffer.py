@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -13,6 +13,9 @@ from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import Allocation, MemoryKind, refcount
 from edgert.memory._copy import PageablePolicy, copy_impl
 from edgert.memory._interop import DeviceView, cai_stream, check_view, sync_consumer
+
+if TYPE_CHECKING:
+    from edgert.cuda import StreamLike
 
 __all__ = ["DeviceBuffer"]
 
@@ -138,7 +141,7 @@ class DeviceBuffer(Owner):
 
     # -- copies ----------------------------------------------------------------------------
 
-    def copy_from(self, src: Any, *, stream: Any = None, nbytes: int | None = None,
+    def copy_from(self, src: Any, *, stream: StreamLike | None = None, nbytes: int | None = None,
                   pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
         """Copy into this buffer from a host buffer, lease, array or device buffer.
 
@@ -157,7 +160,7 @@ class DeviceBuffer(Owner):
         """
         copy_impl(self, src, nbytes, stream, pageable, 3)
 
-    def copy_to(self, dst: Any, *, stream: Any = None, nbytes: int | None = None,
+    def copy_to(self, dst: Any, *, stream: StreamLike | None = None, nbytes: int | None = None,
                 pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
         """Copy from this buffer into a host buffer, lease, array or device buffer.
 
@@ -176,7 +179,8 @@ class DeviceBuffer(Owner):
         """
         copy_impl(dst, self, nbytes, stream, pageable, 3)
 
-    def fill(self, value: int, *, stream: Any = None, nbytes: int | None = None) -> None:
+    def fill(self, value: int, *, stream: StreamLike | None = None,
+             nbytes: int | None = None) -> None:
         """Set every byte (or the first ``nbytes``) to ``value`` (``cudaMemsetAsync``).
 
         With ``stream=None`` the call waits for the fill to finish.

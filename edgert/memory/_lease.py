@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -14,6 +14,9 @@ from edgert.memory._allocation import MemoryKind
 from edgert.memory._copy import PageablePolicy, copy_impl
 from edgert.memory._interop import DeviceView, check_view, sync_consumer
 from edgert.memory._pooltypes import Block, LeaseHome, Span
+
+if TYPE_CHECKING:
+    from edgert.cuda import StreamLike
 
 __all__ = ["Lease"]
 
@@ -216,7 +219,7 @@ class Lease:
             return (2, 0 if device is None else device)
         return (1, 0)
 
-    def copy_from(self, src: Any, *, stream: Any = None, nbytes: int | None = None,
+    def copy_from(self, src: Any, *, stream: StreamLike | None = None, nbytes: int | None = None,
                   pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
         """Copy into the block (see :func:`edgert.memory.copy`).
 
@@ -227,7 +230,7 @@ class Lease:
         """
         copy_impl(self, src, nbytes, stream, pageable, 3)
 
-    def copy_to(self, dst: Any, *, stream: Any = None, nbytes: int | None = None,
+    def copy_to(self, dst: Any, *, stream: StreamLike | None = None, nbytes: int | None = None,
                 pageable: PageablePolicy | str = PageablePolicy.ERROR) -> None:
         """Copy out of the block (see :func:`edgert.memory.copy`).
 

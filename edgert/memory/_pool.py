@@ -14,14 +14,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from typing import Literal
 
+from typing_extensions import Unpack
+
+from edgert._options import check_or_create_options
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError
 from edgert.memory._allocation import MemoryKind
 from edgert.memory._lease import Lease
 from edgert.memory._poolcore import PoolCore, as_request, check_timeout
-from edgert.memory._pooltypes import Allocator, EventLike, PoolOptions, PoolStats, free_blocks
-from edgert.memory._sizeclass import SizeClasses
+from edgert.memory._pooltypes import (
+    Allocator,
+    EventLike,
+    PoolOptions,
+    PoolOverrides,
+    PoolStats,
+    free_blocks,
+)
 
 __all__ = ["BufferPool"]
 
@@ -64,38 +74,52 @@ class BufferPool(Owner):
     # -- constructors ----------------------------------------------------------------------
 
     @classmethod
-    def for_host(cls, *, max_bytes: int, mapped: bool = False, write_combined: bool = False,
-                 portable: bool = False, device: int | str = 0,
-                 size_classes: SizeClasses | None = None) -> BufferPool:
+    def for_host(cls, options: PoolOptions | None = None, *, mapped: bool = False,
+                 write_combined: bool = False, portable: bool = False,
+                 device: int | Literal["host"] = 0,
+                 **overrides: Unpack[PoolOverrides]) -> BufferPool:
         """A pool of :class:`HostBuffer` blocks: pinned with CUDA, OS-locked without.
 
+        Args:
+            options: A :class:`PoolOptions`; keyword overrides of its fields (``max_bytes``,
+                ``size_classes``, ...) win over it. ``max_bytes`` is required one way or the
+                other.
+            mapped: Map the blocks into the device's address space (zero-copy).
+            write_combined: Write-combined pinned memory (fast host writes, slow host reads).
+            portable: Pinned for every CUDA context, not only the current one.
+            device: The CUDA device, or ``"host"`` for OS-locked memory without CUDA.
+
         Raises:
-            InvalidArgumentError: A value is out of range.
+            InvalidArgumentError: A value is out of range, or an unknown option.
             NotSupportedError: ``mapped``/``write_combined`` without CUDA.
         """
         from edgert.memory._allocators import HostAllocator
 
+        o = check_or_create_options(PoolOptions, options, overrides,
+                                    what="BufferPool.for_host")
         alloc = HostAllocator(mapped=mapped, write_combined=write_combined, portable=portable,
-                              device=device)  # type: ignore[arg-type]
-        return cls(alloc, PoolOptions(max_bytes=max_bytes,
-                                      size_classes=size_classes or SizeClasses()),
-                   event_factory=alloc.event_factory())
+                              device=device)
+        return cls(alloc, o, event_factory=alloc.event_factory())
 
     @classmethod
-    def for_device(cls, *, max_bytes: int, device: int = 0,
-                   size_classes: SizeClasses | None = None) -> BufferPool:
+    def for_device(cls, options: PoolOptions | None = None, *, device: int = 0,
+                   **overrides: Unpack[PoolOverrides]) -> BufferPool:
         """A pool of :class:`DeviceBuffer` blocks on ``device``.
 
+        Args:
+            options: A :class:`PoolOptions`; keyword overrides of its fields win over it.
+            device: The CUDA device.
+
         Raises:
-            InvalidArgumentError: A value is out of range.
+            InvalidArgumentError: A value is out of range, or an unknown option.
             NotSupportedError: No usable CUDA device.
         """
         from edgert.memory._allocators import DeviceAllocator
 
+        o = check_or_create_options(PoolOptions, options, overrides,
+                                    what="BufferPool.for_device")
         alloc = DeviceAllocator(device=device)
-        return cls(alloc, PoolOptions(max_bytes=max_bytes,
-                                      size_classes=size_classes or SizeClasses()),
-                   event_factory=alloc.event_factory())
+        return cls(alloc, o, event_factory=alloc.event_factory())
 
     # -- properties ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from edgert import _reaper
 from edgert.errors import InvalidArgumentError
@@ -20,6 +20,7 @@ __all__ = [
     "EventLike",
     "PoolMemory",
     "PoolOptions",
+    "PoolOverrides",
     "PoolStats",
 ]
 
@@ -332,3 +333,12 @@ class LeaseHome(Protocol):
     def watch_views(self, blk: Block, anchor: object) -> None:
         """Hold ``blk`` back while ``anchor`` lives."""
         ...
+
+
+class PoolOverrides(TypedDict, total=False):
+    """The :class:`PoolOptions` fields as keywords of ``BufferPool.for_host``/``for_device``."""
+
+    max_bytes: int
+    size_classes: SizeClasses
+    recycle_leases: bool
+    lease_slack: int

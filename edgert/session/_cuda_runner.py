@@ -84,7 +84,6 @@ class CudaRunner(Runner):
         self.stream_sync = rt.cudaStreamSynchronize
         self.stream_query = rt.cudaStreamQuery
         self.stages = options.timing is TimingMode.STAGES
-        self.host_timing = options.timing is not TimingMode.OFF
         self.stream_wait_ok = options.sync is SyncMode.SPIN and not self.stages
         self.adaptive = options.sync is SyncMode.ADAPTIVE
         self.expect_ns = 0  # learned completion time after the enqueue (adaptive sync)

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Unpack
 
 from edgert._owner import Owner
 from edgert.errors import InvalidArgumentError, NotSupportedError
+from edgert.session._options import SessionOptions, SessionOverrides
 from edgert.session._session import InferenceSession
+
+if TYPE_CHECKING:
+    from edgert._executable import Executable
+    from edgert.engine import Engine
+    from edgert.memory import BufferPool
 
 __all__ = ["ModelGroup", "PartitionMode", "SessionPlacement"]
 
@@ -32,6 +40,14 @@ class PartitionMode(str, Enum):
     """Partition where green contexts exist; elsewhere priorities only (see ``partitioned``)."""
     OFF = "off"
     """Never partition: stream priorities only."""
+
+
+class GroupSessionOptions(SessionOverrides, total=False):
+    """What a :class:`ModelGroup` passes on to each :class:`InferenceSession` it makes."""
+
+    options: SessionOptions | None
+    pool: BufferPool | None
+    device_pool: BufferPool | None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,7 +126,8 @@ class ModelGroup(Owner):
         """Where each session made by the group runs, in the order they were made."""
         return tuple(self._placements)
 
-    def control(self, model: Any, **session_options: Any) -> InferenceSession:
+    def control(self, model: Engine | Executable,
+                **session_options: Unpack[GroupSessionOptions]) -> InferenceSession:
         """A session on the reserved SMs at the highest stream priority.
 
         Args:
@@ -124,7 +141,8 @@ class ModelGroup(Owner):
         part = self._parts[0] if self._parts is not None else None
         return self._session(model, "control", part, "highest", session_options)
 
-    def add(self, model: Any, **session_options: Any) -> InferenceSession:
+    def add(self, model: Engine | Executable,
+            **session_options: Unpack[GroupSessionOptions]) -> InferenceSession:
         """A session on the SMs not reserved for control, at the default priority.
 
         Raises:
@@ -134,8 +152,8 @@ class ModelGroup(Owner):
         part = self._parts.rest if self._parts is not None else None
         return self._session(model, "shared", part, None, session_options)
 
-    def _session(self, model: Any, role: str, part: Any, priority: str | None,
-                 options: dict[str, Any]) -> InferenceSession:
+    def _session(self, model: Engine | Executable, role: str, part: Any,
+                 priority: str | None, options: GroupSessionOptions) -> InferenceSession:
         self._check_open()
         taken = {"partition", "priority", "stream", "device"} & set(options)
         if taken:
@@ -145,8 +163,10 @@ class ModelGroup(Owner):
         session = InferenceSession(model, device=self._device, partition=part,
                                    priority=priority, **options)
         self._sessions.append(session)
+        stream = session.stream
+        assert stream is not None  # a group's sessions run on its CUDA device
         self._placements.append(SessionPlacement(
             role=role, partition=part.name if part is not None else "whole GPU",
             sm_count=part.sm_count if part is not None else self._sms,
-            priority=session.stream.priority))
+            priority=stream.priority))
         return session

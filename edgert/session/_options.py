@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 from edgert._compat import StrEnum
 from edgert.errors import InvalidArgumentError
@@ -15,6 +15,7 @@ __all__ = [
     "IoMode",
     "OutputMode",
     "SessionOptions",
+    "SessionOverrides",
     "SyncMode",
     "TimingMode",
 ]
@@ -127,6 +128,15 @@ class ContiguityMode(StrEnum):
     REFUSE = "refuse"
 
 
+#: The modes' names, as accepted wherever a mode is (the fields hold the enums once validated).
+IoName = Literal["auto", "copy", "zero_copy"]
+GraphName = Literal["auto", "on", "off"]
+SyncName = Literal["adaptive", "blocking", "spin"]
+OutputName = Literal["view", "copy", "device"]
+BusyName = Literal["wait", "raise"]
+TimingName = Literal["stages", "host", "off"]
+ContiguityName = Literal["copy", "refuse"]
+
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -166,15 +176,15 @@ class SessionOptions:
         InvalidArgumentError: A value is out of range or not one of its mode's values.
     """
 
-    io: IoMode = IoMode.AUTO
+    io: IoMode | IoName = IoMode.AUTO
     slots: int = 2
-    cuda_graph: GraphMode = GraphMode.AUTO
-    sync: SyncMode = SyncMode.ADAPTIVE
-    outputs: OutputMode = OutputMode.COPY
-    when_busy: BusyMode = BusyMode.WAIT
-    timing: TimingMode = TimingMode.HOST
+    cuda_graph: GraphMode | GraphName | bool = GraphMode.AUTO
+    sync: SyncMode | SyncName = SyncMode.ADAPTIVE
+    outputs: OutputMode | OutputName = OutputMode.COPY
+    when_busy: BusyMode | BusyName = BusyMode.WAIT
+    timing: TimingMode | TimingName = TimingMode.HOST
     cast: bool = False
-    contiguous: ContiguityMode = ContiguityMode.COPY
+    contiguous: ContiguityMode | ContiguityName = ContiguityMode.COPY
     profile: int = 0
     max_graphs: int = 8
     stats_capacity: int = 4096
@@ -202,3 +212,20 @@ class SessionOptions:
         _positive_int(self.profile, "profile", minimum=0)
         if not isinstance(self.cast, bool):
             raise InvalidArgumentError(f"cast must be a bool, not {self.cast!r}")
+
+
+class SessionOverrides(TypedDict, total=False):
+    """The :class:`SessionOptions` fields as keyword arguments (each mode as its enum or name)."""
+
+    io: IoMode | IoName
+    slots: int
+    cuda_graph: GraphMode | GraphName | bool
+    sync: SyncMode | SyncName
+    outputs: OutputMode | OutputName
+    when_busy: BusyMode | BusyName
+    timing: TimingMode | TimingName
+    cast: bool
+    contiguous: ContiguityMode | ContiguityName
+    profile: int
+    max_graphs: int
+    stats_capacity: int

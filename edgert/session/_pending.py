@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from edgert.errors import EdgeRTError
 from edgert.stats import LatencyStats
 
 if TYPE_CHECKING:
-    from edgert.session._session import InferenceSession
+    from typing import TypeAlias
+
+    import numpy as np
+
+    from edgert.memory import DeviceView
     from edgert.session._slot import Slot
 
-__all__ = ["Pending", "RequestTimings", "SessionStats"]
+    #: One output as ``infer``/``result`` return it: a numpy array (``outputs="copy"`` or
+    #: ``"view"``), or a device view (``outputs="device"``).
+    Output: TypeAlias = "np.ndarray[Any, Any] | DeviceView"
+
+__all__ = ["Pending", "RequestSource", "RequestTimings", "SessionStats"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,6 +84,22 @@ class SessionStats:
         return {name: stats.summary().to_dict() for name, stats in self.all().items()}
 
 
+class RequestSource(Protocol):
+    """What a :class:`Pending` asks of the session that made it (one slot, one generation)."""
+
+    def done(self, slot: Slot, generation: int) -> bool:
+        """Whether the request has finished or failed (or its slot moved on). Never blocks."""
+        ...
+
+    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Output]:
+        """Wait for the request, then its outputs (or raise its failure)."""
+        ...
+
+    def timings(self, slot: Slot, generation: int) -> RequestTimings | None:
+        """The request's timings once collected; None before or when not recorded."""
+        ...
+
+
 class Pending:
     """A submitted request. Valid until its slot is reused (``slots`` submits later).
 
@@ -84,7 +109,7 @@ class Pending:
 
     __slots__ = ("_generation", "_session", "_slot")
 
-    def __init__(self, session: InferenceSession, slot: Slot, generation: int) -> None:
+    def __init__(self, session: RequestSource, slot: Slot, generation: int) -> None:
         self._session = session
         self._slot = slot
         self._generation = generation
@@ -95,9 +120,9 @@ class Pending:
         Raises:
             CudaError: Asking the device failed.
         """
-        return self._session._done(self._slot, self._generation)
+        return self._session.done(self._slot, self._generation)
 
-    def result(self, timeout: float | None = None) -> Mapping[str, Any]:
+    def result(self, timeout: float | None = None) -> Mapping[str, Output]:
         """Wait for the request and return its outputs by name.
 
         With ``outputs="view"`` the arrays are views of the slot's pinned buffers: read or copy
@@ -113,14 +138,18 @@ class Pending:
             ConcurrentUseError: Another thread is using the session right now.
             ResourceClosedError: The session is closed.
         """
-        return self._session._result(self._slot, self._generation, timeout)
+        return self._session.result(self._slot, self._generation, timeout)
 
     @property
     def timings(self) -> RequestTimings | None:
         """The request's timings once collected by ``result()``; None before, or with
         ``timing="off"``."""
-        return self._session._timings(self._slot, self._generation)
+        return self._session.timings(self._slot, self._generation)
 
     def __repr__(self) -> str:
-        state = "done" if self._session._peek_done(self._slot, self._generation) else "pending"
+        try:
+            done = self._session.done(self._slot, self._generation)
+        except EdgeRTError:  # a failed device: the request is over either way
+            done = True
+        state = "done" if done else "pending"
         return f"<edgert.session.Pending slot={self._slot.index} {state}>"

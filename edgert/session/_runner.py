@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Hashable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgert._executable import Executable, TensorSpec
 from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedError
-from edgert.session._options import ContiguityMode, OutputMode, SessionOptions
+from edgert.session._options import ContiguityMode, OutputMode, SessionOptions, TimingMode
 from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
 from edgert.session._packed import pack_into, packed_error, packed_shape, unpack
 from edgert.session._pending import SessionStats
@@ -31,6 +32,11 @@ from edgert.session._validate import (
     check_shape,
     external_array,
 )
+
+if TYPE_CHECKING:
+    from edgert.session._graphs import GraphCache
+
+_now = time.perf_counter_ns
 
 __all__ = ["Runner", "executable_errors"]
 
@@ -115,7 +121,63 @@ class Runner:
                         if t.name in in_index}
         self.allocator: SessionOutputAllocator | None = None
         self.alloc_registered: set[str] = set()
+        #: The CUDA graphs of a GPU runner that captures; None where requests are never
+        #: captured (the host, ``cuda_graph="off"``, uncapturable executables).
+        self.graphs: GraphCache | None = None
         self.warned: set[str] = set()
+        self.host_timing = options.timing is not TimingMode.OFF
+
+    # -- a request's state: only the runner writes it --------------------------------------
+
+    def request(self, slot: Slot, key: Hashable, start: int, pipelined: bool | None) -> None:
+        """Begin the request staged in ``slot`` and enqueue it; a failure is kept in the slot.
+
+        The way in of a request's life (``finish`` is the way out): a new generation, no
+        error, cleared timings, then ``launch``; ``busy`` once enqueued, or the failure kept
+        for ``result()``/``infer`` to raise. ``pipelined`` None means ``infer``: the request
+        is waited for at once.
+        """
+        slot.generation += 1
+        slot.error = None
+        timed = self.host_timing
+        if timed:
+            slot.t_submit_ns = start
+            slot.t_latency_ns = slot.t_device_ns = None
+            slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
+        try:
+            if pipelined is None:
+                self.launch(slot, key, False, True)
+            else:
+                self.launch(slot, key, pipelined)
+        except EdgeRTError as err:
+            self.fail(slot, err)
+            return
+        slot.busy = True
+        if timed:
+            enqueue = _now() - start
+            slot.t_enqueue_ns = enqueue
+            self.stats.enqueue.record(enqueue)
+
+    def fail(self, slot: Slot, err: EdgeRTError) -> None:
+        """End the slot's request with ``err`` (wrapped in an InferenceError) before it ran."""
+        try:
+            self.drain()  # partial work of the failed request must not linger
+        except Exception:
+            pass
+        if isinstance(err, InferenceError):
+            slot.error = err
+        else:
+            failure = InferenceError(f"the request could not be enqueued: {err.message}",
+                                     hint=err.hint)
+            failure.__cause__ = err
+            slot.error = failure
+        slot.keep = None
+        slot.busy = False
+
+    def disown(self) -> None:
+        """Make the requests made so far uncollectable (their ``result()`` raises)."""
+        for slot in self.slots:
+            slot.generation += 1
 
     # -- the hot path ---------------------------------------------------------------------
 

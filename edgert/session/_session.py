@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from typing_extensions import Unpack
 
 from edgert._executable import Executable, TensorSpec
+from edgert._options import check_or_create_options
 from edgert._owner import Owner
 from edgert.errors import (
     ConcurrentUseError,
-    EdgeRTError,
     InferenceError,
     InvalidArgumentError,
     RequestTimeoutError,
@@ -27,18 +28,25 @@ from edgert.errors import (
 from edgert.session._options import (
     BusyMode,
     GraphMode,
-    IoMode,
     OutputMode,
     SessionOptions,
-    SyncMode,
+    SessionOverrides,
     TimingMode,
 )
 from edgert.session._packed import ml_dtype_of
 from edgert.session._pending import Pending, RequestTimings, SessionStats
+from edgert.session._resources import Resources
 from edgert.session._runner import Runner
 from edgert.session._setup import DeviceChoice, build_runner, initial_signature
 from edgert.session._slot import Slot
 from edgert.session._swap import SwapResult, apply_pending_swap, swap_model
+
+if TYPE_CHECKING:
+    from edgert._protocols import SupportsCudaStream, TensorInput
+    from edgert.cuda import GpuPartition, Stream
+    from edgert.engine import Engine
+    from edgert.memory import BufferPool
+    from edgert.session._pending import Output
 
 __all__ = ["InferenceSession"]
 
@@ -56,37 +64,6 @@ def _zeros(spec: TensorSpec, shape: tuple[int, ...]) -> Any:
     return np.zeros(shape, dtype=spec.dtype)
 
 
-class _Resources:
-    """What the session must release, in order; the finalizer holds this, never the session."""
-
-    def __init__(self) -> None:
-        self.runner: Runner | None = None
-        self.slots: list[Slot] = []
-        self.closers: list[Callable[[], None]] = []
-
-    def release(self) -> None:
-        runner = self.runner
-        if runner is not None:
-            try:
-                runner.drain()
-            except Exception:  # a failed device: free what can be freed
-                pass
-            graphs = getattr(runner, "graphs", None)
-            if graphs is not None:
-                graphs.close()
-            runner.close()
-        for slot in self.slots:
-            slot.release()
-            slot.close_events()
-        for close in reversed(self.closers):
-            try:
-                close()
-            except Exception:
-                pass
-        self.closers.clear()
-        self.runner = None
-
-
 class InferenceSession(Owner):
     """Runs an Engine (or any Executable) on a CUDA stream, or on the host.
 
@@ -94,6 +71,8 @@ class InferenceSession(Owner):
         model: An :class:`~edgert.engine.Engine` (the session makes and owns one execution
             context of it; several sessions may share one engine) or an
             :class:`~edgert.engine.Executable` (borrowed: the caller closes it).
+        options: A :class:`SessionOptions`; the option keywords below override its fields
+            (unknown keywords raise :class:`~edgert.InvalidArgumentError`).
         device: A CUDA device ordinal, ``"host"``, or None: device 0 when CUDA is usable and
             the model runs on a device, else the host.
         stream: Run on this stream (an edgert Stream, a raw handle, or any ``__cuda_stream__``
@@ -130,29 +109,23 @@ class InferenceSession(Owner):
         CudaError: Creating streams, events or buffers failed.
     """
 
-    def __init__(self, model: Any, *, device: int | str | None = None, stream: Any = None,
-                 priority: int | str | None = None, io: IoMode | str = IoMode.AUTO,
-                 slots: int = 2, cuda_graph: GraphMode | str | bool = GraphMode.AUTO,
-                 pool: Any = None, device_pool: Any = None,
-                 sync: SyncMode | str = SyncMode.ADAPTIVE,
-                 outputs: OutputMode | str = OutputMode.COPY,
-                 when_busy: BusyMode | str = BusyMode.WAIT,
-                 timing: TimingMode | str = TimingMode.HOST, cast: bool = False,
-                 contiguous: str = "copy", profile: int = 0, max_graphs: int = 8,
-                 stats_capacity: int = 4096, partition: Any = None) -> None:
-        options = SessionOptions(
-            io=io, slots=slots, cuda_graph=cuda_graph, sync=sync,  # type: ignore[arg-type]
-            outputs=outputs, when_busy=when_busy, timing=timing,  # type: ignore[arg-type]
-            cast=cast, contiguous=contiguous, profile=profile,  # type: ignore[arg-type]
-            max_graphs=max_graphs, stats_capacity=stats_capacity)
+    def __init__(self, model: Engine | Executable, options: SessionOptions | None = None, *,
+                 device: int | str | None = None,
+                 stream: Stream | int | SupportsCudaStream | None = None,
+                 priority: int | str | None = None, pool: BufferPool | None = None,
+                 device_pool: BufferPool | None = None, partition: GpuPartition | None = None,
+                 **overrides: Unpack[SessionOverrides]) -> None:
+        options = check_or_create_options(SessionOptions, options, overrides,
+                                          what="InferenceSession")
         self._use = threading.Lock()
         self._swap_pending: Any = None  # a prepared hot swap (edgert.session._swap)
         self._partition = partition  # a hot swap keeps the model on these SMs
-        self._resources = _Resources()
+        self._resources = Resources()
         # reap=True: a leaked session's release (stream synchronize, event syncs, pool frees)
         # runs on edgert's reaper thread, never on the thread that runs the GC (issue 12).
         self._own(self._resources.release, "InferenceSession", reap=True)
         self._stats = SessionStats(options.stats_capacity)
+        self._requests = _Requests(self)
         try:
             choice = build_runner(model, options, self._stats, self._resources, device=device,
                                   stream=stream, priority=priority, pool=pool,
@@ -190,7 +163,7 @@ class InferenceSession(Owner):
         return self._runner.exe
 
     @property
-    def stream(self) -> Any:
+    def stream(self) -> Stream | None:
         """The compute :class:`~edgert.cuda.Stream` (None on the host)."""
         return self._choice.stream
 
@@ -212,14 +185,14 @@ class InferenceSession(Owner):
     @property
     def graph_count(self) -> int:
         """CUDA graphs held now, over all slots."""
-        graphs = getattr(self._runner, "graphs", None)
-        return 0 if graphs is None else int(graphs.count())
+        graphs = self._runner.graphs
+        return 0 if graphs is None else graphs.count()
 
     @property
     def graph_captures(self) -> int:
         """CUDA graphs captured since the session was made (re-captures included)."""
-        graphs = getattr(self._runner, "graphs", None)
-        return 0 if graphs is None else int(graphs.captures)
+        graphs = self._runner.graphs
+        return 0 if graphs is None else graphs.captures
 
     @property
     def graph_blocker(self) -> str | None:
@@ -229,7 +202,7 @@ class InferenceSession(Owner):
         allocator during each run, which a graph cannot replay, on any device.
         """
         exe = self._runner.exe
-        dds = sorted(getattr(self._runner, "alloc_registered", ())) or list(
+        dds = sorted(self._runner.alloc_registered) or list(
             getattr(exe, "data_dependent_outputs", ()))
         if dds:
             return (f"data-dependent output shape{'s' if len(dds) > 1 else ''} "
@@ -243,7 +216,7 @@ class InferenceSession(Owner):
 
     # -- requests -------------------------------------------------------------------------
 
-    def infer(self, inputs: Any) -> Mapping[str, Any]:
+    def infer(self, inputs: TensorInput | Mapping[str, TensorInput]) -> Mapping[str, Output]:
         """Run one request and wait for it.
 
         Args:
@@ -273,33 +246,26 @@ class InferenceSession(Owner):
             if self._swap_pending is not None:
                 apply_pending_swap(self)
             slot = self._slots[self._next]
-            if slot.busy:
-                self._reclaim(slot)
             runner = self._runner
+            if slot.busy:
+                runner.finish(slot)  # a request submitted earlier: wait so the slot is free
             key = runner.stage(slot, inputs)
-            if self._timing:
-                self._launch(slot, key, start, None)
-            else:
-                # _launch without the timing bookkeeping: this is the control-loop hot path.
-                slot.generation += 1
-                slot.error = None
-                self._next = self._after[slot.index]
-                try:
-                    runner.launch(slot, key, False, True)
-                    slot.busy = True
-                except EdgeRTError as err:
-                    self._fail(slot, err)
+            self._next = self._after[slot.index]
+            runner.request(slot, key, start, None)
             if slot.busy:
                 runner.finish(slot)
             if slot.error is not None:
                 raise slot.error
-            if self._outputs_mode is OutputMode.VIEW:
+            mode = self._outputs_mode
+            if mode is OutputMode.VIEW:
                 return slot.results
-            return self._outputs(slot)
+            if mode is OutputMode.COPY:
+                return {name: np.array(view, copy=True) for name, view in slot.results.items()}
+            return slot.results_device
         finally:
             use.release()
 
-    def submit(self, inputs: Any) -> Pending:
+    def submit(self, inputs: TensorInput | Mapping[str, TensorInput]) -> Pending:
         """Enqueue one request and return at once.
 
         Args:
@@ -331,59 +297,16 @@ class InferenceSession(Owner):
                     raise RequestTimeoutError(
                         f"all {self._n} slots hold requests in flight",
                         hint="collect results first, raise slots=, or use when_busy='wait'")
-                self._reclaim(slot)
-            key = self._runner.stage(slot, inputs)
-            self._launch(slot, key, start, self._pipelined)
-            return Pending(self, slot, slot.generation)
+                self._runner.finish(slot)  # wait so the slot is free
+            runner = self._runner
+            key = runner.stage(slot, inputs)
+            self._next = self._after[slot.index]
+            runner.request(slot, key, start, self._pipelined)
+            return Pending(self._requests, slot, slot.generation)
         finally:
             use.release()
 
-    def _launch(self, slot: Slot, key: Any, start: int, pipelined: bool | None) -> None:
-        """Enqueue; a failure is kept in the slot (``result()``/``infer`` raise it).
-
-        ``pipelined`` None means ``infer``: the request is waited for at once.
-        """
-        slot.generation += 1
-        slot.t_submit_ns = start
-        slot.error = None
-        if self._timing:
-            slot.t_latency_ns = slot.t_device_ns = None
-            slot.t_h2d_ns = slot.t_compute_ns = slot.t_d2h_ns = None
-        self._next = self._after[slot.index]
-        try:
-            if pipelined is None:
-                self._runner.launch(slot, key, False, True)
-            else:
-                self._runner.launch(slot, key, pipelined)
-        except EdgeRTError as err:
-            self._fail(slot, err)
-            return
-        slot.busy = True
-        if self._timing:
-            enqueue = _now() - start
-            slot.t_enqueue_ns = enqueue
-            self._stats.enqueue.record(enqueue)
-
-    def _fail(self, slot: Slot, err: EdgeRTError) -> None:
-        try:
-            self._runner.drain()  # partial work of the failed request must not linger
-        except Exception:
-            pass
-        if isinstance(err, InferenceError):
-            slot.error = err
-        else:
-            failure = InferenceError(f"the request could not be enqueued: {err.message}",
-                                     hint=err.hint)
-            failure.__cause__ = err
-            slot.error = failure
-        slot.keep = None
-        slot.busy = False
-
-    def _reclaim(self, slot: Slot) -> None:
-        """Wait for the request in ``slot`` so the slot can be reused."""
-        self._runner.finish(slot)
-
-    def _outputs(self, slot: Slot) -> Mapping[str, Any]:
+    def _outputs(self, slot: Slot) -> Mapping[str, Output]:
         mode = self._outputs_mode
         if mode is OutputMode.VIEW:
             return slot.results
@@ -396,56 +319,6 @@ class InferenceSession(Owner):
             "this InferenceSession is being used by another thread right now",
             hint="give each thread its own session (sessions may share one Engine), or "
                  "serialize calls with a lock")
-
-    # -- Pending's side -------------------------------------------------------------------
-
-    def _done(self, slot: Slot, generation: int) -> bool:
-        if slot.generation != generation or not slot.busy:
-            return True
-        return self._runner.query(slot)
-
-    def _peek_done(self, slot: Slot, generation: int) -> bool:
-        try:
-            return self._done(slot, generation)
-        except EdgeRTError:
-            return True
-
-    def _result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Any]:
-        use = self._use
-        if not use.acquire(False):
-            raise self._concurrent()
-        try:
-            self._check_open()
-            if slot.generation != generation:
-                raise InferenceError(
-                    f"this request's slot {slot.index} was reused by a later request; its "
-                    "outputs are gone",
-                    hint="call result() before submitting `slots` more requests, or raise "
-                         "slots=")
-            if slot.busy:
-                if timeout is not None:
-                    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or \
-                            timeout < 0:
-                        raise InvalidArgumentError(f"timeout must be seconds >= 0, not "
-                                                   f"{timeout!r}")
-                    if not self._runner.wait(slot, float(timeout)):
-                        raise RequestTimeoutError(
-                            f"the request did not finish within {timeout} s",
-                            hint="wait longer, or check that the device is not stalled")
-                self._runner.finish(slot)
-            if slot.error is not None:
-                raise slot.error
-            return self._outputs(slot)
-        finally:
-            use.release()
-
-    def _timings(self, slot: Slot, generation: int) -> RequestTimings | None:
-        if not self._timing or slot.generation != generation or slot.busy or \
-                slot.error is not None:
-            return None
-        return RequestTimings(enqueue_ns=slot.t_enqueue_ns, h2d_ns=slot.t_h2d_ns,
-                              compute_ns=slot.t_compute_ns, d2h_ns=slot.t_d2h_ns,
-                              device_ns=slot.t_device_ns, latency_ns=slot.t_latency_ns)
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -475,10 +348,12 @@ class InferenceSession(Owner):
             for _ in range(runs * self._n):
                 self.infer(arrays)
 
-    def swap(self, model: Any, *, handoff_s: float = 0.5, timeout_s: float | None = None,
+    def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
+             timeout_s: float | None = None,
              warmup_shapes: Sequence[Mapping[str, Sequence[int]]] | None = None,
-             warmup_runs: int = 2, stream: Any = None, priority: int | str | None = None,
-             pool: Any = None, device_pool: Any = None) -> SwapResult:
+             warmup_runs: int = 2, stream: Stream | int | SupportsCudaStream | None = None,
+             priority: int | str | None = None, pool: BufferPool | None = None,
+             device_pool: BufferPool | None = None) -> SwapResult:
         """Replace the model between two requests, without stalling the request that swaps.
 
         Call it from another thread than the one making requests. The new model is loaded,
@@ -510,7 +385,7 @@ class InferenceSession(Owner):
             EngineLoadError: The new model could not make its context; nothing changed.
             ResourceClosedError: The session is closed.
         """
-        return swap_model(self, model, handoff_s=handoff_s, timeout_s=timeout_s,
+        return swap_model(self, InferenceSession, model, handoff_s=handoff_s, timeout_s=timeout_s,
                           warmup_shapes=warmup_shapes, warmup_runs=warmup_runs, stream=stream,
                           priority=priority, pool=pool, device_pool=device_pool)
 
@@ -554,3 +429,55 @@ class InferenceSession(Owner):
         o = self._options
         return (f"<edgert.InferenceSession device={self.device} io={o.io} slots={o.slots} "
                 f"cuda_graph={o.cuda_graph} outputs={o.outputs}>")
+
+
+class _Requests:
+    """The session as its :class:`Pending` requests see it (a :class:`RequestSource`)."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: InferenceSession) -> None:
+        self._s = session
+
+    def done(self, slot: Slot, generation: int) -> bool:
+        if slot.generation != generation or not slot.busy:
+            return True
+        return self._s._runner.query(slot)
+
+    def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Output]:
+        s = self._s
+        use = s._use
+        if not use.acquire(False):
+            raise s._concurrent()
+        try:
+            s._check_open()
+            if slot.generation != generation:
+                raise InferenceError(
+                    f"this request's slot {slot.index} was reused by a later request; its "
+                    "outputs are gone",
+                    hint="call result() before submitting `slots` more requests, or raise "
+                         "slots=")
+            if slot.busy:
+                if timeout is not None:
+                    if not isinstance(timeout, (int, float)) or math.isnan(timeout) or \
+                            timeout < 0:
+                        raise InvalidArgumentError(f"timeout must be seconds >= 0, not "
+                                                   f"{timeout!r}")
+                    if not s._runner.wait(slot, float(timeout)):
+                        raise RequestTimeoutError(
+                            f"the request did not finish within {timeout} s",
+                            hint="wait longer, or check that the device is not stalled")
+                s._runner.finish(slot)
+            if slot.error is not None:
+                raise slot.error
+            return s._outputs(slot)
+        finally:
+            use.release()
+
+    def timings(self, slot: Slot, generation: int) -> RequestTimings | None:
+        if not self._s._timing or slot.generation != generation or slot.busy or \
+                slot.error is not None:
+            return None
+        return RequestTimings(enqueue_ns=slot.t_enqueue_ns, h2d_ns=slot.t_h2d_ns,
+                              compute_ns=slot.t_compute_ns, d2h_ns=slot.t_d2h_ns,
+                              device_ns=slot.t_device_ns, latency_ns=slot.t_latency_ns)

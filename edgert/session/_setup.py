@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +17,12 @@ from edgert.session._options import (
     TimingMode,
 )
 from edgert.session._pending import SessionStats
+from edgert.session._resources import Resources
 from edgert.session._runner import Runner
 from edgert.session._slot import Slot, TensorBuffer
 
 if TYPE_CHECKING:
-    from edgert.session._session import _Resources
+    from edgert.cuda import Stream
 
 __all__ = ["DeviceChoice", "build_runner", "initial_signature"]
 
@@ -42,7 +42,7 @@ class DeviceChoice:
     runner: Runner
     options: SessionOptions
     device: int | str
-    stream: Any
+    stream: Stream | None
     pipelined: bool
 
 
@@ -121,7 +121,7 @@ def auto_io(integrated: bool, can_map: bool, io_bytes: int | None) -> IoMode:
     return IoMode.ZERO_COPY if small else IoMode.COPY
 
 
-def _executable(model: Any, profile: int, stream_handle: int, res: _Resources) -> Executable:
+def _executable(model: Any, profile: int, stream_handle: int, res: Resources) -> Executable:
     create = getattr(model, "create_context", None)
     if callable(create):
         exe: Executable = create(profile=profile, stream_handle=stream_handle)
@@ -134,17 +134,18 @@ def _executable(model: Any, profile: int, stream_handle: int, res: _Resources) -
         hint="load one with edgert.Engine.load(path)")
 
 
-def _reads_host_memory(model: Any) -> bool:
-    """Whether ``model`` comes from a TensorRT module that runs on host memory (the fake).
+def _placement(model: Any) -> Placement:
+    """Where the model wants tensor memory, as its engine says.
 
-    Such a module declares ``EDGERT_REQUIRES_CUDA = False``; its contexts read and write the raw
-    host addresses they are given, so they must never be given device pointers.
+    An executable made by an engine carries the engine's placement; a borrowed one whose
+    engine runs on host memory (the fake TensorRT, whose contexts read and write the raw host
+    addresses they are given) must never be given device pointers either.
     """
-    engine = model if callable(getattr(model, "create_context", None)) else \
-        getattr(model, "engine", None)
-    name = getattr(engine, "runtime_module", None)
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    return module is not None and getattr(module, "EDGERT_REQUIRES_CUDA", True) is False
+    placement = Placement(getattr(model, "placement", Placement.DEVICE))
+    engine_placement = getattr(getattr(model, "engine", None), "placement", None)
+    if engine_placement is not None and Placement(engine_placement) is Placement.HOST:
+        return Placement.HOST
+    return placement
 
 
 def _device(device: int | str | None, placement: Placement) -> int | str:
@@ -174,7 +175,7 @@ def _slots(exe: Executable, n: int) -> list[Slot]:
             for i in range(n)]
 
 
-def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
+def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: Resources, *,
                  device: int | str | None, stream: Any, priority: Any, pool: Any,
                  device_pool: Any, partition: Any = None) -> DeviceChoice:
     """Resolve everything and return the runner; what it makes is registered in ``res``.
@@ -185,9 +186,7 @@ def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: 
     """
     from edgert.memory import BufferPool
 
-    placement = Placement(getattr(model, "placement", Placement.DEVICE))
-    if _reads_host_memory(model):
-        placement = Placement.HOST
+    placement = _placement(model)
     if partition is not None and device is None:
         device = partition.device
     where = _device(device, placement)
@@ -204,7 +203,7 @@ def build_runner(model: Any, options: SessionOptions, stats: SessionStats, res: 
                        partition=partition)
 
 
-def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources, *,
+def _build_host(model: Any, options: SessionOptions, stats: SessionStats, res: Resources, *,
                 stream: Any, priority: Any, pool: Any, pool_cls: Any) -> DeviceChoice:
     from edgert.session._host_runner import HostRunner
 
@@ -245,7 +244,7 @@ def _new_stream(partition: Any, device: int, priority: Any) -> Any:
     return Stream(device=device, priority=priority)
 
 
-def _stream(stream: Any, priority: Any, device: int, res: _Resources,
+def _stream(stream: Any, priority: Any, device: int, res: Resources,
             partition: Any = None) -> Any:
     from edgert.cuda import Stream, as_stream_handle
 
@@ -269,10 +268,10 @@ def _stream(stream: Any, priority: Any, device: int, res: _Resources,
     return adopted
 
 
-def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: _Resources,
+def _build_cuda(model: Any, options: SessionOptions, stats: SessionStats, res: Resources,
                 device: int, *, stream: Any, priority: Any, pool: Any, device_pool: Any,
                 pool_cls: Any, partition: Any = None) -> DeviceChoice:
-    from edgert.cuda import Event, Stream, device_properties
+    from edgert.cuda import Event, device_properties
     from edgert.session._cuda_runner import CudaRunner
     from edgert.session._graphs import GraphCache
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgert.errors import (
     ConcurrentUseError,
@@ -24,17 +25,60 @@ from edgert.errors import (
     InvalidArgumentError,
     RequestTimeoutError,
 )
+from edgert.session._options import SessionOptions
+from edgert.session._pending import SessionStats
+from edgert.session._resources import Resources
+from edgert.session._runner import Runner
+from edgert.session._setup import initial_signature
+from edgert.session._slot import Slot
 
 if TYPE_CHECKING:
-    from edgert.session._session import InferenceSession
+    from edgert.cuda import GpuPartition, Stream
 
-__all__ = ["SwapResult", "apply_pending_swap", "swap_model"]
+__all__ = ["SwapResult", "SwapTarget", "apply_pending_swap", "swap_model"]
 
 _CLAIM = threading.Lock()  # makes "no swap pending? then this one is" one step
 
 # What a session holds for its model; swapped as a whole between the session and the side one.
 _STATE = ("_choice", "_options", "_runner", "_slots", "_n", "_next", "_after", "_outputs_mode",
           "_timing", "_raise_when_busy", "_pipelined")
+
+
+class SwapTarget(Protocol):
+    """What a hot swap reads and exchanges of a session (the session and its side session).
+
+    The per-model attributes named in ``_STATE`` are exchanged as well; a test checks that
+    they are all of the session's attributes other than the session-wide ones.
+    """
+
+    _runner: Runner
+    _options: SessionOptions
+    _slots: list[Slot]
+    _resources: Resources
+    _stats: SessionStats
+    _swap_pending: Any
+    _use: threading.Lock
+    _partition: GpuPartition | None
+
+    @property
+    def stream(self) -> Stream | None: ...
+
+    @property
+    def device(self) -> int | str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def _check_open(self) -> None: ...
+
+    def warmup(self, shapes: Sequence[Mapping[str, Sequence[int]]] | None = None, *,
+               runs: int = 2) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: Makes the side session: ``make(model, options, device=..., **kwargs)``.
+SideFactory = Callable[..., SwapTarget]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,7 +102,7 @@ class SwapResult:
 class _Handoff:
     """A prepared side session waiting to be taken; ``lock`` makes take/cancel exclusive."""
 
-    def __init__(self, side: InferenceSession) -> None:
+    def __init__(self, side: SwapTarget) -> None:
         self.side = side
         self.lock = threading.Lock()
         self.state = "pending"
@@ -71,7 +115,7 @@ def _signature(specs: Any) -> list[tuple[str, str]]:
     return [(s.name, str(s.dtype)) for s in specs]
 
 
-def _check_compatible(session: InferenceSession, specs: Any, what: str) -> None:
+def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
     runner = session._runner
     old_in, old_out = _signature(runner.in_specs), _signature(runner.out_specs)
     new_in = _signature(t for t in specs if t.is_input)
@@ -84,7 +128,7 @@ def _check_compatible(session: InferenceSession, specs: Any, what: str) -> None:
                  "session for a model with a different interface")
 
 
-def apply_pending_swap(session: InferenceSession) -> None:
+def apply_pending_swap(session: SwapTarget) -> None:
     """Take a prepared swap (called by the session with its use lock held)."""
     handoff: _Handoff | None = session._swap_pending
     if handoff is None:
@@ -95,8 +139,7 @@ def apply_pending_swap(session: InferenceSession) -> None:
         handoff.state = "applying"
     session._swap_pending = None
     side = handoff.side
-    for slot in session._slots:
-        slot.generation += 1  # results of requests submitted before the swap are not collectable
+    session._runner.disown()  # results of requests submitted before the swap are not collectable
     res, side_res = session._resources, side._resources
     res.runner, side_res.runner = side_res.runner, res.runner
     res.slots, side_res.slots = side_res.slots, res.slots
@@ -111,11 +154,8 @@ def apply_pending_swap(session: InferenceSession) -> None:
     handoff.done.set()
 
 
-def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
-             warmup_shapes: Any, warmup_runs: int) -> InferenceSession:
-    from edgert.session._session import InferenceSession
-    from edgert.session._setup import initial_signature
-
+def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[str, Any], *,
+             warmup_shapes: Any, warmup_runs: int) -> SwapTarget:
     if model is session._runner.exe:
         raise InvalidArgumentError("the session already runs this executable",
                                    hint="swap in another Engine or Executable")
@@ -127,13 +167,10 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
         # The new model runs where the old one did: on the session's SM partition (a control
         # model must not lose its reserved SMs to a swap) and at its stream's priority.
         kwargs["partition"] = session._partition
-        if kwargs.get("priority") is None and session.stream is not None:
-            kwargs["priority"] = session.stream.priority
-    side = InferenceSession(
-        model, device=session.device, io=o.io, slots=o.slots, cuda_graph=o.cuda_graph,
-        sync=o.sync, outputs=o.outputs, when_busy=o.when_busy, timing=o.timing, cast=o.cast,
-        contiguous=o.contiguous, profile=o.profile, max_graphs=o.max_graphs,
-        stats_capacity=o.stats_capacity, **kwargs)
+        stream = session.stream
+        if kwargs.get("priority") is None and stream is not None:
+            kwargs["priority"] = stream.priority
+    side = make(model, o, device=session.device, **kwargs)
     try:
         _check_compatible(session, (*side._runner.in_specs, *side._runner.out_specs),
                           repr(model))
@@ -154,10 +191,10 @@ def _prepare(session: InferenceSession, model: Any, kwargs: dict[str, Any],
     return side
 
 
-def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
+def swap_model(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: float,
                timeout_s: float | None, warmup_shapes: Any, warmup_runs: int,
                **kwargs: Any) -> SwapResult:
-    """What :meth:`InferenceSession.swap` does (see there)."""
+    """What :meth:`InferenceSession.swap` does (see there); ``make`` makes the side session."""
     session._check_open()
     if session._swap_pending is not None:
         raise ConcurrentUseError("another swap of this session is in progress",
@@ -166,7 +203,8 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
         if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
             raise InvalidArgumentError(f"{name} must be seconds >= 0, got {value!r}")
     start = time.monotonic()
-    side = _prepare(session, model, kwargs, warmup_shapes, warmup_runs)
+    side = _prepare(session, make, model, kwargs, warmup_shapes=warmup_shapes,
+                    warmup_runs=warmup_runs)
     ready = time.monotonic()
     handoff = _Handoff(side)
     # Check and claim in one step: two swaps may both have passed the check above while
@@ -216,7 +254,7 @@ def swap_model(session: InferenceSession, model: Any, *, handoff_s: float,
                       applied_by=applied_by, old_freed=old_freed)
 
 
-def _free_old(session: InferenceSession, handoff: _Handoff, wait_s: float) -> bool:
+def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
     """Close the side session (which now holds the old model) once no old view can be live."""
     side = handoff.side
     n = len(session._slots)
