@@ -247,7 +247,8 @@ def test_swap_moves_every_per_model_attribute_of_the_session(tmp_path: Path) -> 
     from edgert.session._swap import _STATE
 
     session_wide = {"_use", "_swap_pending", "_resources", "_stats", "_requests", "_finalizer",
-                    "_partition", "_owner_closed"}
+                    "_partition",
+                    "_owner_closed"}
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         assert set(vars(session)) - session_wide == set(_STATE)
 

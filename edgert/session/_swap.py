@@ -61,10 +61,10 @@ class SwapTarget(Protocol):
     _partition: GpuPartition | None
 
     @property
-    def device(self) -> int | str: ...
+    def stream(self) -> Stream | None: ...
 
     @property
-    def stream(self) -> Stream | None: ...
+    def device(self) -> int | str: ...
 
     @property
     def closed(self) -> bool: ...
@@ -167,8 +167,9 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
         # The new model runs where the old one did: on the session's SM partition (a control
         # model must not lose its reserved SMs to a swap) and at its stream's priority.
         kwargs["partition"] = session._partition
-        if kwargs.get("priority") is None and session.stream is not None:
-            kwargs["priority"] = session.stream.priority
+        stream = session.stream
+        if kwargs.get("priority") is None and stream is not None:
+            kwargs["priority"] = stream.priority
     side = make(model, o, device=session.device, **kwargs)
     try:
         _check_compatible(session, (*side._runner.in_specs, *side._runner.out_specs),
