@@ -118,7 +118,7 @@ nitpick_ignore_regex = [
                r"Callable|Mapping|Sequence|Iterable|Iterator|Any|Self|Path|ModuleType|"
                r"TracebackType|BaseException|Exception|memoryview|bytearray|complex|range|"
                r"slice|Hashable|Generator|Literal|TypeVar|ParamSpec|Protocol|StrEnum|Enum|"
-               r"IntEnum|Logger|Popen|CompletedProcess|Namespace|"
+               r"IntEnum|Logger|Popen|CompletedProcess|Namespace|module|"
                r"ArgumentParser|ndarray|dtype|generic|DTypeLike|ArrayLike|NDArray|"
                r"PathLike|StrPath|BufferProtocol|ReadableBuffer)"),
 ]
@@ -271,24 +271,34 @@ def _skip_tuple_fields(app: Any, what: str, name: str, obj: Any, skip: bool,
     return None
 
 
-def _top_level_names(app: Any, env: Any, node: Any, contnode: Any) -> Any:
-    """Resolve ``edgert.Name`` (a top-level re-export) to where ``Name`` is documented.
+def _resolve_public_paths(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """Resolve two kinds of reference to public edgert names that Sphinx alone leaves unresolved.
 
-    ``edgert.BufferPool`` is a real public path (``edgert.__all__``), documented on the page of
-    the module that defines it (``edgert.memory.BufferPool``); anything else stays unresolved.
+    * ``edgert.Name`` (a top-level re-export, ``edgert.__all__``) resolves to where ``Name`` is
+      documented: ``edgert.BufferPool`` to ``edgert.memory.BufferPool``.
+    * A type alias named in a signature (``stream: StreamLike``) is referenced as a class but
+      documented as data (``edgert.cuda.StreamLike``); Sphinx before 8.2 does not look there.
+
+    Anything else stays unresolved, and the strict build fails on it.
     """
-    target = node.get("reftarget", "")
-    if node.get("refdomain") != "py" or not target.startswith("edgert."):
+    if node.get("refdomain") != "py":
         return None
-    first, _, rest = target.removeprefix("edgert.").partition(".")
-    home = edgert._LAZY.get(first)  # the module each top-level name is imported from
-    if home is None:
-        return None
-    node = node.deepcopy()
-    node["reftarget"] = ".".join(filter(None, (home, first, rest)))
     domain = env.get_domain("py")
-    return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
-                               node["reftarget"], node, contnode)
+    target = node.get("reftarget", "")
+    if target.startswith("edgert."):
+        first, _, rest = target.removeprefix("edgert.").partition(".")
+        home = edgert._LAZY.get(first)  # the module each top-level name is imported from
+        if home is not None:
+            moved = node.deepcopy()
+            moved["reftarget"] = ".".join(filter(None, (home, first, rest)))
+            found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                                        moved["reftarget"], moved, contnode)
+            if found is not None:
+                return found
+    if node.get("reftype") == "class":
+        return domain.resolve_xref(env, node["refdoc"], app.builder, "data", target, node,
+                                   contnode)
+    return None
 
 
 def _missing_docstrings() -> Iterator[str]:
@@ -371,7 +381,7 @@ def setup(app: Any) -> None:
     app.connect("autodoc-process-signature", _signature)
     app.connect("source-read", _add_reexported_constants)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
-    app.connect("missing-reference", _top_level_names)
+    app.connect("missing-reference", _resolve_public_paths)
     app.connect("autodoc-process-docstring", _constant_docstring, priority=400)
     app.connect("builder-inited", _check_docstrings)
 
