@@ -1,7 +1,8 @@
 """Sphinx configuration: the guides (MyST Markdown) and the API reference (autodoc).
 
 Build the site with ``tools/build_docs.sh`` (``sphinx-build -W``: every warning — a broken link,
-an unresolved reference to an edgert name, a malformed docstring — fails the build).
+an unresolved reference to an edgert name, a malformed docstring, a public name without a
+docstring — fails the build). docs/_ext/edgert_apidoc.py holds edgert's additions to autodoc.
 """
 
 from __future__ import annotations
