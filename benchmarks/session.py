@@ -353,7 +353,7 @@ def _profile(sessions: dict[str, Any], x: np.ndarray, hand: HandWritten) -> dict
             t0 = _now()
             key = runner.stage(slot, d)
             t1 = _now()
-            s._launch(slot, key, t0, None)
+            runner.request(slot, key, t0, None)
             t2 = _now()
             runner.finish(slot)
             t3 = _now()
