@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgert.stats import LatencyStats
 
 _now = time.perf_counter_ns
-TARGET_FLOOR = 1.25
+TARGET_HAND_GRAPH = 1.05
 TARGET_HAND = 1.10
 TARGET_TORCH = 2.0
 TARGET_RECIPE = 1.2  # issue 15: defaults within 1.2x of the latency recipe, p50 and p99
@@ -615,8 +615,14 @@ def _checks(lats: dict[int, dict[str, Any]]) -> list[tuple[str, float, str, bool
                 out.append((f"b{batch} defaults / torch cuda graph p50", v, "<= 1.0 (info)",
                              v <= 1.0))
     lat = lats[1]
+    # DESIGN.md: the recipe within 1.05x of a hand-written cuda.bindings graph launch of the
+    # same kernels (copy into mapped memory, one launch, synchronize). The empty-graph floor is
+    # what no Python loop can beat; its ratio is shown for information.
+    v = lat["edgert recipe"]["p50_us"] / lat["hand graph zc"]["p50_us"]
+    out.append(("b1 edgert recipe / hand graph zc p50", v, f"<= {TARGET_HAND_GRAPH}",
+                v <= TARGET_HAND_GRAPH))
     v = lat["edgert zc graph"]["p50_us"] / lat["floor"]["p50_us"]
-    out.append(("b1 edgert zc graph / floor p50", v, f"<= {TARGET_FLOOR}", v <= TARGET_FLOOR))
+    out.append(("b1 edgert zc graph / empty graph p50", v, "(info)", True))
     v = lat["edgert copy"]["p50_us"] / lat["hand copy"]["p50_us"]
     out.append(("b1 edgert copy / hand copy p50", v, f"<= {TARGET_HAND}", v <= TARGET_HAND))
     if "torch eager" in lat:
