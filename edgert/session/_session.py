@@ -260,7 +260,7 @@ class InferenceSession(Owner):
             if mode is OutputMode.VIEW:
                 return slot.results
             if mode is OutputMode.COPY:
-                return {name: np.array(view, copy=True) for name, view in slot.results.items()}
+                return {name: view.copy() for name, view in slot.results.items()}
             return slot.results_device
         finally:
             use.release()
@@ -312,7 +312,7 @@ class InferenceSession(Owner):
             return slot.results
         if mode is OutputMode.DEVICE:
             return slot.results_device
-        return {name: np.array(view, copy=True) for name, view in slot.results.items()}
+        return {name: view.copy() for name, view in slot.results.items()}
 
     def _concurrent(self) -> ConcurrentUseError:
         return ConcurrentUseError(
