@@ -19,6 +19,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -43,29 +44,48 @@ FUZZ = settings(
 )
 
 
-def outcome(fn: Callable[[], T], limit_s: float = LIMIT_S) -> T | EdgeRTError:
-    """``fn()``'s result, or the EdgeRTError it raised (checked to carry a message).
+def watched(fn: Callable[[], T], limit_s: float = LIMIT_S,
+            fifo: Path | None = None) -> tuple[bool, T | BaseException]:
+    """Run ``fn`` on a watched thread: (True, result) or (False, the exception it raised).
 
-    Any other exception propagates and fails the property; a call that does not return within
-    ``limit_s`` fails the test with the stack it is blocked in.
+    A call still running after ``limit_s`` fails the test with the stack it is blocked in; if
+    it is stuck opening ``fifo``, the FIFO's other end is opened first so the thread can end.
     """
     box: list[tuple[bool, Any]] = []
 
     def run() -> None:
         try:
             box.append((True, fn()))
-        except BaseException as err:  # re-raised on the test's thread below
+        except BaseException as err:  # handed back to the test's thread
             box.append((False, err))
 
-    worker = threading.Thread(target=run, name="fuzz-example", daemon=True)
+    worker = threading.Thread(target=run, name="watched-call", daemon=True)
     worker.start()
     worker.join(limit_s)
     if worker.is_alive():
         frame = sys._current_frames().get(worker.ident or -1)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)"
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck open return
+            worker.join(limit_s)
         pytest.fail(f"hang: the call did not return within {limit_s} s; it is blocked in\n"
                     f"{stack}")
-    ok, value = box[0]
+    return box[0]  # type: ignore[no-any-return]
+
+
+def finishes(fn: Callable[[], T], fifo: Path | None = None,
+             limit_s: float = LIMIT_S) -> T | BaseException:
+    """``fn()``'s result or the exception it raised, whatever its type; a hang fails the test."""
+    return watched(fn, limit_s, fifo)[1]
+
+
+def outcome(fn: Callable[[], T], limit_s: float = LIMIT_S) -> T | EdgeRTError:
+    """``fn()``'s result, or the EdgeRTError it raised (checked to carry a message).
+
+    Any other exception propagates and fails the property; a call that does not return within
+    ``limit_s`` fails the test with the stack it is blocked in.
+    """
+    ok, value = watched(fn, limit_s)
     if ok:
         return value  # type: ignore[no-any-return]
     if not isinstance(value, EdgeRTError):

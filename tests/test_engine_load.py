@@ -9,12 +9,12 @@ import json
 import os
 import re
 import struct
-import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _fuzz import finishes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -278,33 +278,12 @@ def test_damaged_onnx_only_raises_edgert_errors(
 
 # -- hostile files (issue 12): special files, caps, keys, NUL bytes, one read -----------------
 
-def _finishes(fn: Any, fifo: Path | None = None, timeout_s: float = 10.0) -> Any:
-    """``fn()``'s result or exception; a call still blocked after ``timeout_s`` fails the test
-    (and the FIFO's other end is opened so that the stuck thread ends)."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as err:  # handed to the test
-            box.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        if fifo is not None:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(timeout_s)
-        pytest.fail(f"blocked for more than {timeout_s} s")
-    return box[0]
-
 
 def test_fifo_model_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "model.plan"
     os.mkfifo(fifo)
     for call in (lambda: Engine.load(fifo), lambda: read_model_header(fifo)):
-        err = _finishes(call, fifo)
+        err = finishes(call, fifo)
         assert type(err) is EngineLoadError, repr(err)
         assert "FIFO" in str(err)
         assert "not a regular file" in str(err)
@@ -316,7 +295,7 @@ def test_fifo_model_is_refused_not_waited_on(tmp_path: Path) -> None:
 def test_endless_device_model_is_refused_before_reading(tmp_path: Path, device: str) -> None:
     link = tmp_path / "model.onnx"
     link.symlink_to(device)
-    err = _finishes(lambda: Engine.load(link))
+    err = finishes(lambda: Engine.load(link))
     assert type(err) is EngineLoadError, repr(err)
     assert "character device" in str(err)
 
@@ -338,12 +317,12 @@ def test_sidecar_that_is_a_fifo_or_a_device_is_an_integrity_error(tmp_path: Path
     path = _plan_file(tmp_path)
     sidecar = path.with_name(path.name + ".sig")
     os.mkfifo(sidecar)
-    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY), sidecar)
+    err = finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY), sidecar)
     assert type(err) is IntegrityError, repr(err)
     assert "not a regular file" in str(err)
     sidecar.unlink()
     sidecar.symlink_to("/dev/zero")
-    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY))
+    err = finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=KEY))
     assert type(err) is IntegrityError, repr(err)
 
 
@@ -372,7 +351,7 @@ def test_key_file(tmp_path: Path) -> None:
         Engine.load(path, trt_module=ft, hmac_key=key_file)
     key_fifo = tmp_path / "key.fifo"
     os.mkfifo(key_fifo)
-    err = _finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=key_fifo), key_fifo)
+    err = finishes(lambda: Engine.load(path, trt_module=ft, hmac_key=key_fifo), key_fifo)
     assert type(err) is InvalidArgumentError, repr(err)
     with pytest.raises(InvalidArgumentError, match="cannot read key file"):
         Engine.load(path, trt_module=ft, hmac_key=tmp_path / "missing.key")

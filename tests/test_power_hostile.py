@@ -7,11 +7,11 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _fuzz import finishes
 
 from edgert.errors import InvalidArgumentError, PermissionDeniedError
 from edgert.platform import parse_cpu_list, read_jetson, read_system
@@ -28,25 +28,6 @@ from edgert.realtime._pmqos import DmaLatencyHold
 from edgert.testing.jetson import build_jetson_tree
 
 HUGE = "9" * 400
-
-
-def _finishes(fn: Callable[[], Any], fifo: Path, timeout_s: float = 10.0) -> Any:
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as err:  # handed to the test
-            box.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck open return
-        thread.join(timeout_s)
-        pytest.fail(f"blocked for more than {timeout_s} s")
-    return box[0]
 
 
 # -- numbers ------------------------------------------------------------------------------------
@@ -159,7 +140,7 @@ def test_cpu_lists_with_huge_ranges_are_not_expanded() -> None:
 def test_nvpmodel_conf_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "nvpmodel.conf"
     os.mkfifo(fifo)
-    err = _finishes(lambda: NvpModel(tmp_path, conf=fifo).modes, fifo)
+    err = finishes(lambda: NvpModel(tmp_path, conf=fifo).modes, fifo)
     assert type(err) is InvalidArgumentError, repr(err)
     assert "not a regular file" in str(err)
 
@@ -187,12 +168,12 @@ def test_sysfs_and_platform_readers_on_fifos_and_devices(tmp_path: Path) -> None
             path.unlink(missing_ok=True)
             os.mkfifo(path)
         zones = ThermalZones(tree.root)
-        assert _finishes(lambda: zones.read()["tj"], temp) is None
+        assert finishes(lambda: zones.read()["tj"], temp) is None
         assert zones.zone("tj").error == "not-regular"
         assert PowerRails(tree.root).read()["VDD_IN"].voltage_mv is None
-        info = _finishes(lambda: read_jetson(tree.root), tree.path("proc/cmdline"))
+        info = finishes(lambda: read_jetson(tree.root), tree.path("proc/cmdline"))
         assert info.model is None
-        system = _finishes(lambda: read_system(tree.root), tree.path("proc/cmdline"))
+        system = finishes(lambda: read_system(tree.root), tree.path("proc/cmdline"))
         assert system.cmdline is None
 
 

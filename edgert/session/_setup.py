@@ -67,48 +67,43 @@ def _pow2(n: int) -> int:
     return 1 << max(9, (max(n, 1) - 1).bit_length())
 
 
-def _budget(exe: Executable, profile: int, slots: int) -> int:
-    """A pool budget from the largest shapes the profile allows (with room to round up)."""
-    per_slot = 0
+def _max_tensor_bytes(exe: Executable, profile: int) -> list[int] | None:
+    """Bytes of every tensor at the profile's largest input shapes; None where unknown.
+
+    Sets each dynamic input to its profile's max shape, then reads the outputs' shapes.
+    """
+    sizes: list[int] = []
     for spec in exe.tensors:
         if not spec.is_input:
             continue
         if spec.is_dynamic and profile >= len(spec.profiles):
-            return _DEFAULT_BUDGET
+            return None
         shape = spec.max_shape(profile)
-        per_slot += _pow2(spec.nbytes(shape))
+        sizes.append(spec.nbytes(shape))
         if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
-            return _DEFAULT_BUDGET
+            return None
     for spec in exe.tensors:
         if spec.is_input:
             continue
         shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
         if len(shape) != len(spec.shape) or any(d < 0 for d in shape):
-            return _DEFAULT_BUDGET
-        per_slot += _pow2(spec.nbytes(shape))
-    return max(8 * _MIB, 2 * slots * per_slot)
+            return None
+        sizes.append(spec.nbytes(shape))
+    return sizes
+
+
+def _budget(exe: Executable, profile: int, slots: int) -> int:
+    """A pool budget from the largest shapes the profile allows (with room to round up)."""
+    sizes = _max_tensor_bytes(exe, profile)
+    if sizes is None:
+        return _DEFAULT_BUDGET
+    return max(8 * _MIB, 2 * slots * sum(_pow2(n) for n in sizes))
 
 
 def max_io_bytes(exe: Executable, profile: int) -> int | None:
     """Bytes a request's inputs and outputs take at the profile's largest shapes, if known."""
-    total = 0
-    for spec in exe.tensors:
-        if not spec.is_input:
-            continue
-        if spec.is_dynamic and profile >= len(spec.profiles):
-            return None
-        shape = spec.max_shape(profile)
-        total += spec.nbytes(shape)
-        if spec.is_dynamic and not exe.set_input_shape(spec.name, shape):
-            return None
-    for spec in exe.tensors:
-        if spec.is_input:
-            continue
-        out = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
-        if len(out) != len(spec.shape) or any(d < 0 for d in out):
-            return None
-        total += spec.nbytes(out)
-    return total
+    sizes = _max_tensor_bytes(exe, profile)
+    return None if sizes is None else sum(sizes)
 
 
 def auto_io(integrated: bool, can_map: bool, io_bytes: int | None) -> IoMode:
