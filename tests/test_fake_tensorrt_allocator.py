@@ -8,29 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _trt_helpers import Collect
+from _trt_helpers import bind as _bind
+from _trt_helpers import runtime as _runtime
 
 from edgert.testing import fake_tensorrt as ft
-
-
-class Collect(ft.ILogger):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[tuple[int, str]] = []
-
-    def log(self, severity: Any, msg: str) -> None:
-        self.messages.append((int(severity), msg))
-
-    def errors(self) -> list[str]:
-        return [m for s, m in self.messages if s <= int(ft.ILogger.Severity.ERROR)]
-
-
-def _runtime(module: Any = ft) -> tuple[Any, Collect]:
-    logger = Collect()
-    return module.Runtime(logger), logger
-
-
-def _bind(ctx: Any, name: str, array: np.ndarray) -> None:
-    assert ctx.set_tensor_address(name, array.ctypes.data)
 
 
 class Recording(ft.IOutputAllocator):
