@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _gpu_gate import gate as _gate
 
 from edgert import cuda
 from edgert.errors import InputError
@@ -75,21 +76,6 @@ class _CaiOnly:
     def __init__(self, inner: Any) -> None:
         self.__cuda_array_interface__ = inner.__cuda_array_interface__
         self.inner = inner
-
-
-def _gate(stream: cuda.Stream, flag: HostBuffer) -> None:
-    """Make ``stream`` wait until the host writes 1 into ``flag`` (cuStreamWaitValue32)."""
-    from edgert.cuda._api import driver
-
-    drv = driver()
-    flag.view(np.uint32)[0] = 0
-    geq = int(drv.CUstreamWaitValue_flags.CU_STREAM_WAIT_VALUE_GEQ)
-    try:
-        err = drv.cuStreamWaitValue32(stream.handle, flag.device_ptr, 1, geq)[0]
-    except Exception as exc:  # an old driver or bindings without stream memory operations
-        pytest.skip(f"cuStreamWaitValue32 is not usable here ({exc!r})")
-    if int(err) != 0:
-        pytest.skip(f"cuStreamWaitValue32 is not available here ({err})")
 
 
 def test_dlpack_export_orders_the_consumer_stream_after_the_producer(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from _gpu_gate import gate as _gate
 
 from edgert import cuda
 from edgert.errors import InvalidArgumentError, NotSupportedError, PoolExhausted
@@ -132,21 +133,6 @@ def test_stream_ordered_device_allocation(stream: cuda.Stream) -> None:
     with cuda.Stream() as other:
         late = DeviceBuffer(4096, stream=other)
     late.close()  # its stream is gone: freed with cudaFree instead of on the stream
-
-
-def _gate(stream: cuda.Stream, flag: HostBuffer) -> None:
-    """Make ``stream`` wait until the host writes 1 into ``flag`` (cuStreamWaitValue32)."""
-    from edgert.cuda._api import driver
-
-    drv = driver()
-    flag.view(np.uint32)[0] = 0
-    geq = int(drv.CUstreamWaitValue_flags.CU_STREAM_WAIT_VALUE_GEQ)
-    try:
-        err = drv.cuStreamWaitValue32(stream.handle, flag.device_ptr, 1, geq)[0]
-    except Exception as exc:  # an old driver or bindings without stream memory operations
-        pytest.skip(f"cuStreamWaitValue32 is not usable here ({exc!r})")
-    if int(err) != 0:
-        pytest.skip(f"cuStreamWaitValue32 is not available here ({err})")
 
 
 def test_stream_ordered_release_with_real_events(stream: cuda.Stream) -> None:
