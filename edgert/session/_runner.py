@@ -680,18 +680,12 @@ class Runner:
         """
         grown = False
         if self.wants_host(tb) and (tb.host is None or tb.host.nbytes < nbytes):
-            if tb.host is not None:
-                tb.host.release()
-                tb.host = None
-            pool = self.host_pool
-            tb.host = pool.acquire(pool.capacity_for(nbytes))
+            old, tb.host = tb.host, None  # never keep a released lease if the pool refuses
+            tb.host = _regrow(old, self.host_pool, nbytes)
             grown = True
         if self.wants_device(tb) and (tb.device is None or tb.device.nbytes < nbytes):
-            if tb.device is not None:
-                tb.device.release()
-                tb.device = None
-            pool = self.device_pool
-            tb.device = pool.acquire(pool.capacity_for(nbytes))
+            old, tb.device = tb.device, None
+            tb.device = _regrow(old, self.device_pool, nbytes)
             grown = True
         if grown or not tb.bind_ptr:
             tb.host_ptr = tb.host.ptr if tb.host is not None else 0
@@ -812,3 +806,14 @@ class Runner:
                                          f"tensor {name!r}{executable_errors(exe)}")
                 bound[name] = addr
         self.bound_token = binds
+
+
+def _regrow(lease: Any, pool: Any, nbytes: int) -> Any:
+    """Give ``lease`` (if any) back and take one of at least ``nbytes`` from ``pool``.
+
+    Raises:
+        PoolExhausted: The pool cannot serve it (the old lease is already given back).
+    """
+    if lease is not None:
+        lease.release()
+    return pool.acquire(pool.capacity_for(nbytes))
