@@ -37,6 +37,7 @@ class NonzeroExecutable:
         self.fail_alloc = fail_alloc
         self.skip_notify = skip_notify
         self.sizes: list[int] = []
+        self.ptrs: list[int] = []
         if allocator:
             self.set_output_allocator = self._set_output_allocator
 
@@ -68,6 +69,7 @@ class NonzeroExecutable:
             ptr = alloc.reallocate_output("idx", 0, 1 << 62, 64)
             return ptr != 0
         self.sizes.append(size)
+        self.ptrs.append(ptr)
         ctypes.memmove(ptr, out.ctypes.data, out.nbytes)
         if not self.skip_notify:
             alloc.notify_shape("idx", out.shape)
@@ -88,6 +90,27 @@ def test_data_dependent_output_has_its_real_shape(slots: int) -> None:
             got = s.infer({"x": x})["idx"]
             np.testing.assert_array_equal(got, np.flatnonzero(x))
             assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_allocated_output_memory_stays_put_across_slots(slots: int) -> None:
+    # On the host the executable writes allocated outputs into one work buffer whatever the
+    # slot: memory moving from slot to slot makes ONNX Runtime rebind on every request.
+    exe = NonzeroExecutable()
+    with InferenceSession(exe, slots=slots) as s:
+        pending = []
+        for i in range(2 * slots):
+            x = np.zeros(16, np.float32)
+            x[i] = 1
+            pending.append((i, s.submit({"x": x})))
+            if len(pending) == slots:
+                for j, p in pending:
+                    np.testing.assert_array_equal(p.result()["idx"], [j])
+                pending.clear()
+        for i in range(3):
+            np.testing.assert_array_equal(s.infer({"x": np.ones(16 - i, np.float32)})["idx"],
+                                          np.arange(16 - i))
+        assert len(set(exe.ptrs)) == 1
 
 
 def test_allocated_output_memory_only_grows() -> None:
@@ -126,9 +149,10 @@ def test_executable_without_allocator_is_refused_with_the_way_out() -> None:
     assert "OutputAllocator" in (info.value.hint or "")
 
 
-def test_allocator_failure_is_an_inference_error_and_session_stays_usable() -> None:
+@pytest.mark.parametrize("slots", [1, 2])
+def test_allocator_failure_is_an_inference_error_and_session_stays_usable(slots: int) -> None:
     exe = NonzeroExecutable(fail_alloc=True)
-    with InferenceSession(exe, slots=1) as s:
+    with InferenceSession(exe, slots=slots) as s:
         with pytest.raises(InferenceError):
             s.infer({"x": np.ones(4, np.float32)})
         exe.fail_alloc = False
@@ -136,10 +160,15 @@ def test_allocator_failure_is_an_inference_error_and_session_stays_usable() -> N
                                       np.arange(4))
 
 
-def test_missing_shape_notification_is_an_error_not_stale_data() -> None:
+@pytest.mark.parametrize("slots", [1, 2])
+def test_missing_shape_notification_is_an_error_not_stale_data(slots: int) -> None:
     exe = NonzeroExecutable(skip_notify=True)
-    with InferenceSession(exe, slots=1) as s, pytest.raises(InferenceError, match="shape"):
+    with InferenceSession(exe, slots=slots) as s:
+        exe.skip_notify = False
         s.infer({"x": np.ones(4, np.float32)})
+        exe.skip_notify = True  # a shape left over from the last request must not be used
+        with pytest.raises(InferenceError, match="shape"):
+            s.infer({"x": np.ones(4, np.float32)})
 
 
 def test_allocator_callbacks_never_raise() -> None:

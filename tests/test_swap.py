@@ -58,11 +58,22 @@ def test_swap_replaces_the_model_and_frees_the_old_one(tmp_path: Path) -> None:
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
         result = session.swap(b, handoff_s=0.0)  # idle session: applied by swap() itself
         assert result.applied_by == "swap"
-        assert not result.old_freed  # no request since: old views may be live until close()
+        assert result.old_freed  # owned outputs: nothing of the old model is in the caller's hands
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
         assert session.stats.latency.count > 0  # one history of timings across models
         result = session.swap(a, handoff_s=0.0)
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+def test_with_views_the_old_model_lives_until_every_slot_moved_on(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs="view", slots=2) as session:
+        old = session.infer(OBS)["actions"]
+        result = session.swap(b, handoff_s=0.0)
+        assert result.applied_by == "swap"
+        assert not result.old_freed  # `old` views the old model's memory: kept until close()
+        np.testing.assert_allclose(old, _expected(0.0), atol=1e-5)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
 
 
 def test_requests_submitted_before_a_swap_finish_but_are_not_collectable(tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ class Runner:
     """
 
     on_device = False
+    #: Whether ``infer`` may ask :meth:`infer_owned` first (the host runner with owned outputs).
+    fast_copy = False
 
     def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
                  stats: SessionStats, host_pool: Any, device_pool: Any, copies: bool) -> None:
@@ -126,6 +128,9 @@ class Runner:
         self.graphs: GraphCache | None = None
         self.warned: set[str] = set()
         self.host_timing = options.timing is not TimingMode.OFF
+        #: ``timing="stages"``: enqueue times (and, where the device has them, stage times)
+        #: go into the session's stats too; ``"host"`` records latency only (issue 15).
+        self.record_stages = options.timing is TimingMode.STAGES
 
     # -- a request's state: only the runner writes it --------------------------------------
 
@@ -156,7 +161,8 @@ class Runner:
         if timed:
             enqueue = _now() - start
             slot.t_enqueue_ns = enqueue
-            self.stats.enqueue.record(enqueue)
+            if self.record_stages:
+                self.stats.enqueue.record(enqueue)
 
     def fail(self, slot: Slot, err: EdgeRTError) -> None:
         """End the slot's request with ``err`` (wrapped in an InferenceError) before it ran."""
@@ -194,7 +200,7 @@ class Runner:
                 arr = inputs.get(tb.name)
                 if (type(arr) is _ndarray and arr.dtype is tb.dtype and arr.shape == tb.shape
                         and tb.small and (not refuse or arr.flags.c_contiguous)):
-                    _copyto(tb.view, arr)  # type: ignore[arg-type]
+                    tb.view[...] = arr  # type: ignore[index]
                 else:
                     return self._stage_slow(slot, inputs)
             return slot.sig
@@ -590,7 +596,7 @@ class Runner:
                                  hint="raise the pool's budget (pool=BufferPool.for_host("
                                       "max_bytes=...)) for outputs this large") from err
         for tb in slot.allocs:
-            shape = tb.notified
+            shape, tb.notified = tb.notified, None  # the next run must report its own shape
             if shape is None:
                 raise InferenceError(
                     f"the executable ran but did not report the shape of output "
@@ -694,6 +700,10 @@ class Runner:
         return tb.bind_ptr
 
     # -- what each device does -------------------------------------------------------------
+
+    def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
+        """Run a request a shorter way and return owned outputs, or None (the general way)."""
+        return None
 
     def launch(self, slot: Slot, key: Hashable, pipelined: bool,
                wait_now: bool = False) -> None:

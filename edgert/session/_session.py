@@ -140,7 +140,7 @@ class InferenceSession(Owner):
         self._n = len(self._slots)
         self._next = 0
         self._after = [(i + 1) % self._n for i in range(self._n)]
-        self._outputs_mode = self._options.outputs
+        self._outputs_mode = OutputMode(self._options.outputs)
         self._timing = self._options.timing is not TimingMode.OFF
         self._raise_when_busy = self._options.when_busy is BusyMode.RAISE
         self._pipelined = choice.pipelined
@@ -245,8 +245,12 @@ class InferenceSession(Owner):
                 self._check_open()
             if self._swap_pending is not None:
                 apply_pending_swap(self)
-            slot = self._slots[self._next]
             runner = self._runner
+            if runner.fast_copy:
+                owned = runner.infer_owned(inputs, start)
+                if owned is not None:
+                    return owned
+            slot = self._slots[self._next]
             if slot.busy:
                 runner.finish(slot)  # a request submitted earlier: wait so the slot is free
             key = runner.stage(slot, inputs)

@@ -25,7 +25,7 @@ from edgert.errors import (
     InvalidArgumentError,
     RequestTimeoutError,
 )
-from edgert.session._options import SessionOptions
+from edgert.session._options import OutputMode, SessionOptions
 from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
@@ -54,6 +54,7 @@ class SwapTarget(Protocol):
     _runner: Runner
     _options: SessionOptions
     _slots: list[Slot]
+    _outputs_mode: OutputMode
     _resources: Resources
     _stats: SessionStats
     _swap_pending: Any
@@ -255,9 +256,14 @@ def swap_model(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s:
 
 
 def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
-    """Close the side session (which now holds the old model) once no old view can be live."""
+    """Close the side session (which now holds the old model) once no old view can be live.
+
+    Owned outputs (``outputs="copy"``) never hand out the old model's memory, and requests
+    submitted before the swap were disowned: it is freed at once. Views live until every slot
+    has run a request on the new model.
+    """
     side = handoff.side
-    n = len(session._slots)
+    n = 0 if session._outputs_mode is OutputMode.COPY else len(session._slots)
     deadline = time.monotonic() + wait_s
     while True:
         if session.closed or sum(s.generation for s in session._slots) - handoff.generations >= n:
