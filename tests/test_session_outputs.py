@@ -153,8 +153,9 @@ def test_executable_without_allocator_is_refused_with_the_way_out() -> None:
 def test_allocator_failure_is_an_inference_error_and_session_stays_usable(slots: int) -> None:
     exe = NonzeroExecutable(fail_alloc=True)
     with InferenceSession(exe, slots=slots) as s:
-        with pytest.raises(InferenceError):
+        with pytest.raises(InferenceError) as info:
             s.infer({"x": np.ones(4, np.float32)})
+        assert "max_bytes" in str(info.value)  # the pool could not serve it: says so
         exe.fail_alloc = False
         np.testing.assert_array_equal(s.infer({"x": np.ones(4, np.float32)})["idx"],
                                       np.arange(4))
@@ -177,5 +178,6 @@ def test_allocator_callbacks_never_raise() -> None:
         alloc: Any = exe.allocators["idx"]
         assert alloc.reallocate_output("nope", 0, 8, 64) == 0
         alloc.notify_shape("nope", (1,))
-        with pytest.raises(InferenceError, match="nope"):
+        with pytest.raises(InferenceError, match="nope") as info:
             s.infer({"x": np.ones(2, np.float32)})
+        assert "contract" in (info.value.hint or "")  # not a pool budget problem

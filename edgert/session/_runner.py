@@ -592,9 +592,10 @@ class Runner:
         alloc = self.allocator
         err = None if alloc is None else alloc.take_error()
         if err is not None:
-            raise InferenceError(f"the output allocator failed: {err}",
-                                 hint="raise the pool's budget (pool=BufferPool.for_host("
-                                      "max_bytes=...)) for outputs this large") from err
+            hint = ("raise the pool's budget (pool=BufferPool.for_host(max_bytes=...)) for "
+                    "outputs this large") if isinstance(err, MemoryError) else \
+                "the executable broke the OutputAllocator contract; see the chained exception"
+            raise InferenceError(f"the output allocator failed: {err}", hint=hint) from err
         for tb in slot.allocs:
             shape, tb.notified = tb.notified, None  # the next run must report its own shape
             if shape is None:
