@@ -5,25 +5,26 @@ of the previous request's shape, it is one ``np.copyto`` per input into the slot
 Anything else goes through :meth:`Runner._stage_slow`, which checks everything before anything is
 enqueued (so a rejected request leaves the session usable), reshapes the executable and the
 slot's buffers when the shapes changed, and binds caller memory where no copy is needed.
+The output side (run-time output shapes, strings, packed and echoed outputs) is
+:class:`~edgert.session._run_outputs.OutputPlan`, a base class of :class:`Runner`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Hashable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgert._executable import Executable, TensorSpec
-from edgert.errors import EdgeRTError, InferenceError, InputError, NotSupportedError
+from edgert.errors import EdgeRTError, InferenceError, InputError
 from edgert.session._options import ContiguityMode, OutputMode, SessionOptions, TimingMode
 from edgert.session._outalloc import SessionOutputAllocator, packed_nbytes
-from edgert.session._packed import pack_into, packed_error, packed_shape, unpack
+from edgert.session._packed import pack_into, packed_error, packed_shape
 from edgert.session._pending import SessionStats
+from edgert.session._run_outputs import OutputPlan, executable_errors, view_args
 from edgert.session._slot import Signature, Slot, TensorBuffer
 from edgert.session._validate import (
     ExternalArray,
@@ -40,21 +41,11 @@ _now = time.perf_counter_ns
 
 __all__ = ["Runner", "executable_errors"]
 
-_log = logging.getLogger("edgert.session")
-
 _ndarray = np.ndarray
 _copyto = np.copyto
 # Inputs up to this size are always staged: one memcpy on the host is cheaper than asking CUDA
 # whether the caller's memory is already pinned.
 STAGE_LIMIT_BYTES = 64 * 1024
-
-
-def _view_args(spec: TensorSpec, shape: tuple[int, ...], nbytes: int) -> tuple[
-        np.dtype[Any], tuple[int, ...]]:
-    """The dtype and shape of a host view: packed sub-byte tensors are viewed as their bytes."""
-    if spec.element_bits == 8 * spec.dtype.itemsize:
-        return spec.dtype, shape
-    return np.dtype(np.uint8), (nbytes,)
 
 
 def absent(tb: TensorBuffer) -> None:
@@ -69,14 +60,7 @@ def absent(tb: TensorBuffer) -> None:
 _NONE = object()  # a sentinel that no array element can be
 
 
-def executable_errors(exe: Executable) -> str:
-    """The executable's own error lines (TensorRT, ONNX Runtime), formatted for a message."""
-    fetch = getattr(exe, "last_errors", None)
-    lines: tuple[str, ...] = tuple(fetch()) if callable(fetch) else ()
-    return (": " + "; ".join(lines)) if lines else ""
-
-
-class Runner:
+class Runner(OutputPlan):
     """Request mechanics shared by the GPU and host device paths.
 
     Args:
@@ -352,14 +336,6 @@ class Runner:
             return spec.shape  # its packed bytes
         raise packed_error(spec, arr)
 
-    def unpack_outputs(self, slot: Slot) -> None:
-        """Hand out packed sub-byte outputs unpacked (ml_dtypes arrays), where ml_dtypes exists."""
-        results = dict(slot.results)
-        for tb in slot.packed:
-            if tb.view is not None and tb.shape is not None:
-                results[tb.name] = unpack(tb.spec, tb.view, tb.shape)
-        slot.results = MappingProxyType(results)
-
     def _owned_ranges(self) -> list[tuple[int, int]]:
         """``(start, end)`` of every host and device buffer the session's slots (and work set)
         hold: staging, landing, mapped and device memory."""
@@ -461,49 +437,6 @@ class Runner:
                                  hint="check the shape against the engine's profile")
         self.ctx_sig = sig
 
-    def _output_shapes(self, sig: Signature) -> list[
-            tuple[int, ...] | None]:
-        """Each output's shape for ``sig``; None for one the executable writes through the
-        session's output allocator (registered here the first time it is needed)."""
-        shapes: list[tuple[int, ...] | None] = []
-        exe = self.exe
-        for i, spec in enumerate(self.out_specs):
-            j = self.echo_of.get(i)
-            if j is not None:
-                shapes.append(sig[j])
-                continue
-            if spec.dtype.kind == "O":
-                shapes.append(())  # strings: the executable hands out a new array per run
-                continue
-            shape = tuple(int(d) for d in exe.get_tensor_shape(spec.name))
-            if (spec.unknown_rank or len(shape) == len(spec.shape)) and \
-                    all(d >= 0 for d in shape):
-                shapes.append(shape)
-                continue
-            self._register_allocator(spec.name, shape)
-            shapes.append(None)
-        return shapes
-
-    def _register_allocator(self, name: str, shape: tuple[int, ...]) -> None:
-        if name in self.alloc_registered:
-            return
-        register = getattr(self.exe, "set_output_allocator", None)
-        if not callable(register):
-            raise NotSupportedError(
-                f"output {name!r} has shape {shape} after the input shapes were set (its size "
-                f"is known only once the model has run), and this executable offers no "
-                f"set_output_allocator{executable_errors(self.exe)}",
-                hint="give the executable set_output_allocator (see edgert.OutputAllocator), "
-                     "or fix the output's shape in the model")
-        if self.allocator is None:
-            self.allocator = SessionOutputAllocator(self)
-        if not register(name, self.allocator):
-            raise NotSupportedError(
-                f"the executable refused an output allocator for {name!r}"
-                f"{executable_errors(self.exe)}",
-                hint="its output shape must then follow from the input shapes")
-        self.alloc_registered.add(name)
-
     def reshape(self, slot: Slot, sig: Signature) -> None:
         """Shape the executable and ``slot``'s buffers for ``sig`` (checked already).
 
@@ -527,178 +460,6 @@ class Runner:
         slot.sig = sig
         slot.keep = None
         slot.rebuild(copies=self.copies)
-
-    def _fit_outputs(self, slot: Slot, sig: Signature) -> bool:
-        grown = False
-        for i, (tb, shape) in enumerate(zip(slot.outputs, self._output_shapes(sig),
-                                            strict=True)):
-            j = self.echo_of.get(i)
-            tb.echo = None if j is None else slot.inputs[j]
-            if shape is None:
-                tb.allocated = True
-                tb.view = tb.dview = None
-                tb.shape = tb.notified = None
-                tb.nbytes = 0
-                tb.small = False
-                continue
-            tb.allocated = False
-            grown |= self._fit(tb, shape)
-        return grown
-
-    def refit_outputs(self, slot: Slot) -> bool:
-        """After a run showed that an output's shape differs from the one the executable had
-        reported (a wrong declaration), reshape the outputs of ``slot`` and forget the shapes of
-        every other slot. True if any output of ``slot`` changed how it is written.
-
-        Raises:
-            NotSupportedError: As for :meth:`reshape`.
-            PoolExhausted: The pool cannot hold the larger buffers.
-        """
-        sig = slot.sig
-        if sig is None:
-            return False
-        before = [tb.allocated for tb in slot.outputs]
-        shapes_before = [tb.shape for tb in slot.outputs]
-        if self._fit_outputs(slot, sig):
-            self.buffers_moved(slot)
-        if before == [tb.allocated for tb in slot.outputs] and \
-                shapes_before == [tb.shape for tb in slot.outputs]:
-            return False
-        external, binds = slot.external, dict(slot.binds)
-        h2d, keep = slot.h2d, slot.keep
-        slot.rebuild(copies=self.copies)
-        if external:  # keep the caller memory the inputs are bound to
-            slot.binds = tuple((n, binds.get(n, a)) if n in self.in_set else (n, a)
-                               for n, a in slot.binds)
-            slot.h2d, slot.keep, slot.external = h2d, keep, True
-        self.bound_token = None
-        for other in self.slots:
-            if other is not slot:
-                other.sig = None
-                for tb in other.inputs:
-                    tb.shape = None  # the next request takes the checked path and reshapes
-        return True
-
-    def settle(self, slot: Slot) -> None:
-        """Give allocated outputs their real shapes and copy outputs that echo an input.
-
-        Called once the slot's request has run (on a device: has completed).
-
-        Raises:
-            InferenceError: An output allocator callback failed, or the executable did not
-                report an output's shape or wrote more than it asked for.
-        """
-        changed = False
-        alloc = self.allocator
-        err = None if alloc is None else alloc.take_error()
-        if err is not None:
-            hint = ("raise the pool's budget (pool=BufferPool.for_host(max_bytes=...)) for "
-                    "outputs this large") if isinstance(err, MemoryError) else \
-                "the executable broke the OutputAllocator contract; see the chained exception"
-            raise InferenceError(f"the output allocator failed: {err}", hint=hint) from err
-        for tb in slot.allocs:
-            shape, tb.notified = tb.notified, None  # the next run must report its own shape
-            if shape is None:
-                raise InferenceError(
-                    f"the executable ran but did not report the shape of output "
-                    f"{tb.name!r}{executable_errors(self.exe)}")
-            spec = tb.spec
-            nbytes = packed_nbytes(spec.element_bits, shape)
-            if nbytes > tb.alloc_nbytes and nbytes:
-                raise InferenceError(
-                    f"output {tb.name!r} has shape {shape} ({nbytes} bytes), more than the "
-                    f"{tb.alloc_nbytes} bytes the executable asked the session for")
-            if shape != tb.shape or tb.view is None or tb.nbytes != nbytes:
-                self._warn_declared(spec, shape)
-                tb.shape = shape
-                tb.nbytes = nbytes
-                self.view_allocated(tb)
-                changed = True
-        if changed:
-            slot.results = MappingProxyType({tb.name: tb.view for tb in slot.outputs})
-            slot.results_device = MappingProxyType({tb.name: tb.dview for tb in slot.outputs})
-
-    def pass_objects(self, slot: Slot) -> None:
-        """Give the executable the slot's string inputs (they never live in raw memory).
-
-        Raises:
-            InferenceError: The executable cannot take them.
-        """
-        put = getattr(self.exe, "set_tensor_value", None)
-        for tb in slot.objects:
-            if tb.spec.is_input and tb.view is not None and (
-                    not callable(put) or not put(tb.name, tb.view)):
-                raise InferenceError(f"the executable refused string input {tb.name!r}"
-                                         f"{executable_errors(self.exe)}")
-
-    def take_objects(self, slot: Slot) -> None:
-        """Hand out the string outputs the executable produced.
-
-        Raises:
-            InferenceError: The executable produced none.
-        """
-        get = getattr(self.exe, "get_tensor_value", None)
-        results = dict(slot.results)
-        for tb in slot.objects:
-            if not tb.spec.is_input:
-                value = get(tb.name) if callable(get) else None
-                if value is None:
-                    raise InferenceError(f"the executable produced no value for string output "
-                                         f"{tb.name!r}{executable_errors(self.exe)}")
-                tb.view = value
-                tb.shape = tuple(value.shape)
-                results[tb.name] = value
-        slot.results = MappingProxyType(results)
-
-    def run_errors(self) -> str:
-        """The executable's error lines and a failed allocator callback, for a message."""
-        text = executable_errors(self.exe)
-        alloc = self.allocator
-        err = None if alloc is None else alloc.take_error()
-        if err is not None:
-            text += f"{'; ' if text else ': '}the output allocator failed: {err}"
-        return text
-
-    def _warn_declared(self, spec: TensorSpec, shape: tuple[int, ...]) -> None:
-        if spec.name in self.warned or spec.unknown_rank:
-            return
-        if len(shape) == len(spec.shape) and all(
-                d < 0 or d == a for d, a in zip(spec.shape, shape, strict=True)):
-            return
-        self.warned.add(spec.name)
-        _log.warning("output %r has shape %s, which its declared shape %s does not allow; "
-                     "edgert returns the real shape (the model's declaration is wrong)",
-                     spec.name, shape, spec.shape)
-
-    def view_allocated(self, tb: TensorBuffer) -> None:
-        """Make the host view (and device view) of an allocated output with its real shape."""
-        assert tb.shape is not None
-        spec = tb.spec
-        if tb.host is not None:
-            tb.view = tb.host.view(*_view_args(spec, tb.shape, tb.nbytes))
-        else:
-            tb.view = None
-
-    def grow_allocated(self, tb: TensorBuffer, nbytes: int) -> int:
-        """Memory of at least ``nbytes`` for an allocated output; returns the bound address.
-
-        Raises:
-            PoolExhausted: The pool cannot serve it.
-        """
-        grown = False
-        if self.wants_host(tb) and (tb.host is None or tb.host.nbytes < nbytes):
-            old, tb.host = tb.host, None  # never keep a released lease if the pool refuses
-            tb.host = _regrow(old, self.host_pool, nbytes)
-            grown = True
-        if self.wants_device(tb) and (tb.device is None or tb.device.nbytes < nbytes):
-            old, tb.device = tb.device, None
-            tb.device = _regrow(old, self.device_pool, nbytes)
-            grown = True
-        if grown or not tb.bind_ptr:
-            tb.host_ptr = tb.host.ptr if tb.host is not None else 0
-            tb.view = tb.dview = None
-            self.place_pointers(tb)
-        return tb.bind_ptr
 
     # -- what each device does -------------------------------------------------------------
 
@@ -778,7 +539,7 @@ class Runner:
         tb.small = nbytes <= STAGE_LIMIT_BYTES and not tb.packed
         if tb.host is not None:
             tb.host_ptr = tb.host.ptr
-            tb.view = tb.host.view(*_view_args(spec, shape, nbytes))
+            tb.view = tb.host.view(*view_args(spec, shape, nbytes))
         self.place(tb)
         return grown
 
@@ -818,13 +579,3 @@ class Runner:
                 bound[name] = addr
         self.bound_token = binds
 
-
-def _regrow(lease: Any, pool: Any, nbytes: int) -> Any:
-    """Give ``lease`` (if any) back and take one of at least ``nbytes`` from ``pool``.
-
-    Raises:
-        PoolExhausted: The pool cannot serve it (the old lease is already given back).
-    """
-    if lease is not None:
-        lease.release()
-    return pool.acquire(pool.capacity_for(nbytes))
