@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
+from edgert import Placement, TensorSpec
 from edgert.engine import Engine
 from edgert.errors import (
     InferenceError,
@@ -360,3 +362,84 @@ def test_pool_exhaustion_is_reported_and_the_session_recovers(engine: Engine) ->
             s.infer(_obs(MAX_BATCH))
         np.testing.assert_allclose(s.infer(small)["actions"], policy_reference(small),
                                    rtol=RTOL, atol=ATOL)
+
+
+class _Counter:
+    """x: float32[-1, 4] -> y = 2 x + (runs so far); ``fail_next`` runs fail (return False)."""
+
+    def __init__(self, *, optional: bool = False) -> None:
+        self.tensors = (
+            TensorSpec(name="x", mode="input", dtype=np.float32, shape=(-1, 4),
+                       location="host", optional=optional),
+            TensorSpec(name="y", mode="output", dtype=np.float32, shape=(-1, 4),
+                       location="host"),
+        )
+        self.placement = Placement.HOST
+        self.graph_capturable = False
+        self.shape: tuple[int, ...] = (1, 4)
+        self.addr: dict[str, int] = {}
+        self.calls = 0
+        self.fail_next = 0
+        self.errors: list[str] = []
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        self.shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.shape
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        self.addr[name] = address
+        return True
+
+    def last_errors(self) -> list[str]:
+        errors, self.errors = self.errors, []
+        return errors
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            self.errors.append(f"failure on run {self.calls}")
+            return False
+        n = int(np.prod(self.shape))
+        x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["x"]))
+        y = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["y"]))
+        y[...] = 2 * x + self.calls
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_failed_run_is_reported_once_not_run_again(slots: int) -> None:
+    exe = _Counter()
+    x = np.ones((1, 4), np.float32)
+    with InferenceSession(exe, slots=slots) as s:
+        s.infer({"x": x})
+        s.infer({"x": x})  # the short way is armed now
+        exe.fail_next = 1
+        runs = exe.calls
+        with pytest.raises(InferenceError, match="failure on run"):
+            s.infer({"x": x})
+        assert exe.calls == runs + 1  # one run, its error raised: never retried silently
+        np.testing.assert_array_equal(s.infer({"x": x})["y"], 2 * x + exe.calls)
+
+
+def test_a_bare_array_is_refused_when_the_only_input_is_optional() -> None:
+    exe = _Counter(optional=True)
+    x = np.ones((1, 4), np.float32)
+    with InferenceSession(exe, slots=2) as s:
+        s.infer({"x": x})
+        s.infer({"x": x})
+        with pytest.raises(InputError, match="mapping"):
+            s.infer(x)
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_warmup_prepares_every_slot(engine: Engine, slots: int) -> None:
+    with InferenceSession(engine, slots=slots) as s:
+        s.warmup([{"obs": (64, OBS_DIM)}])
+        assert [slot.inputs[0].shape for slot in s._slots] == [(64, OBS_DIM)] * slots

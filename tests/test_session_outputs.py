@@ -181,3 +181,33 @@ def test_allocator_callbacks_never_raise() -> None:
         with pytest.raises(InferenceError, match="nope") as info:
             s.infer({"x": np.ones(2, np.float32)})
         assert "contract" in (info.value.hint or "")  # not a pool budget problem
+
+
+class _NotifyThenFail(NonzeroExecutable):
+    """Reports a shape for ``idx`` and then fails the run (a later layer failed)."""
+
+    failing = False
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        if self.failing:
+            alloc = self.allocators["idx"]
+            alloc.reallocate_output("idx", 0, 8 * 16, 64)
+            alloc.notify_shape("idx", (7,))
+            return False
+        return super().execute_async_v3(stream_handle)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_shape_reported_by_a_failed_run_is_never_used(slots: int) -> None:
+    exe = _NotifyThenFail()
+    with InferenceSession(exe, slots=slots) as s:
+        x = np.zeros(16, np.float32)
+        x[3] = 1
+        np.testing.assert_array_equal(s.infer({"x": x})["idx"], [3])
+        exe.failing = True
+        with pytest.raises(InferenceError):
+            s.infer({"x": x})
+        exe.failing = False
+        exe.skip_notify = True  # this run reports no shape: an error, not the failed run's (7,)
+        with pytest.raises(InferenceError, match="did not report the shape"):
+            s.infer({"x": x})

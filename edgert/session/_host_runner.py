@@ -50,6 +50,7 @@ class HostRunner(Runner):
     #: it uses (None: the work set))``, or None until a plain request has run.
     armed: tuple[tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], object, object,
                  Slot | None] | None = None
+    bare = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -187,6 +188,8 @@ class HostRunner(Runner):
             return  # absent optional inputs, packed data, caller memory bound in place
         self.armed = (ins, tuple((tb.name, tb.view) for tb in outs), token, self.ctx_sig,
                       None if work else slot)
+        # a bare array is the one required input's, as the general way reads it
+        self.bare = len(ins) == 1 and self.required == (ins[0].name,)
 
     def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
         """Run ``inputs`` the short way and return owned outputs, or None: take the general way.
@@ -211,7 +214,7 @@ class HostRunner(Runner):
                         arr.shape != tb.shape or (refuse and not arr.flags.c_contiguous):
                     return None  # buffers written so far are staging: the general way restages
                 tb.view[...] = arr  # type: ignore[index]
-        elif type(inputs) is _ndarray and len(ins) == 1:  # a bare array, one-input model
+        elif type(inputs) is _ndarray and self.bare:  # a bare array, one-input model
             tb = ins[0]
             if inputs.dtype is not tb.dtype or inputs.shape != tb.shape or \
                     (refuse and not inputs.flags.c_contiguous):
@@ -229,9 +232,11 @@ class HostRunner(Runner):
             raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
                                  hint="see the chained exception") from err
         if not ok:
-            executable_errors(self.exe)  # the general way runs it again and reports
             self.armed = None
-            return None
+            if self._output_moved(outs):
+                return None  # a wrong declaration: the general way re-plans and runs again
+            raise InferenceError(f"the executable failed{self.run_errors()}",
+                                 hint="see the runtime's message; the session stays usable")
         result = {}
         for name, view in outs:
             result[name] = view.copy()
@@ -239,10 +244,26 @@ class HostRunner(Runner):
             self.stats.latency.record(_now() - start)
         return result
 
+    def _output_moved(self, outs: tuple[tuple[str, Any], ...]) -> bool:
+        """Whether, after a failed run, the executable reports an output shape other than the
+        one its buffer was made for (the run proved a declaration wrong)."""
+        exe = self.exe
+        for name, view in outs:
+            if tuple(int(d) for d in exe.get_tensor_shape(name)) != view.shape:
+                return True
+        return False
+
+    def disarm(self) -> None:
+        """Make the next ``infer`` take the general way (``warmup`` goes through every slot)."""
+        self.armed = None
+
     def _before(self, slot: Slot) -> None:
         if slot.allocs:
             assert self.allocator is not None
-            self.allocator.slot = slot if self.work_in is None else self.work_slot
+            target = slot if self.work_in is None else self.work_slot
+            for tb in target.outputs:
+                tb.notified = None  # a failed earlier run may have left its shape here
+            self.allocator.slot = target
         if slot.objects:
             self.pass_objects(slot)
 

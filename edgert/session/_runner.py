@@ -467,6 +467,9 @@ class Runner(OutputPlan):
         """Run a request a shorter way and return owned outputs, or None (the general way)."""
         return None
 
+    def disarm(self) -> None:
+        """Make the next ``infer`` take the general way."""
+
     def launch(self, slot: Slot, key: Hashable, pipelined: bool,
                wait_now: bool = False) -> None:
         """Enqueue (or, on the host, run) the request staged in ``slot``.

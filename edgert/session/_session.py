@@ -350,6 +350,7 @@ class InferenceSession(Owner):
             arrays = {name: _zeros(specs[name], tuple(shape))
                       for name, shape in shape_set.items() if name in specs and shape is not None}
             for _ in range(runs * self._n):
+                self._runner.disarm()  # every slot, not the short way of infer
                 self.infer(arrays)
 
     def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
