@@ -17,6 +17,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,11 +59,38 @@ def test_swap_replaces_the_model_and_frees_the_old_one(tmp_path: Path) -> None:
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
         result = session.swap(b, handoff_s=0.0)  # idle session: applied by swap() itself
         assert result.applied_by == "swap"
-        assert result.old_freed  # owned outputs: nothing of the old model is in the caller's hands
+        assert not result.old_freed  # no request since: freed once every slot has moved on
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
         assert session.stats.latency.count > 0  # one history of timings across models
         result = session.swap(a, handoff_s=0.0)
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("outputs", ["copy", "view"])
+def test_the_old_model_is_freed_once_requests_moved_on(tmp_path: Path, outputs: str) -> None:
+    # infer's short way on the host uses no slot: its requests must count too, or the old
+    # model would stay until close().
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs=outputs, slots=2) as session:
+        for _ in range(3):
+            session.infer(OBS)
+        done = threading.Event()
+        result: list[Any] = []
+
+        def requests() -> None:
+            while not done.is_set():
+                session.infer(OBS)
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=requests)
+        thread.start()
+        try:
+            result.append(session.swap(b))
+        finally:
+            done.set()
+            thread.join()
+        assert result[0].applied_by == "request"
+        assert result[0].old_freed
 
 
 def test_with_views_the_old_model_lives_until_every_slot_moved_on(tmp_path: Path) -> None:

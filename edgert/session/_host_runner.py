@@ -237,6 +237,7 @@ class HostRunner(Runner):
                 return None  # a wrong declaration: the general way re-plans and runs again
             raise InferenceError(f"the executable failed{self.run_errors()}",
                                  hint="see the runtime's message; the session stays usable")
+        self.shortcuts += 1
         result = {}
         for name, view in outs:
             result[name] = view.copy()

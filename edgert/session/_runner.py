@@ -76,6 +76,8 @@ class Runner(OutputPlan):
     on_device = False
     #: Whether ``infer`` may ask :meth:`infer_owned` first (the host runner with owned outputs).
     fast_copy = False
+    #: Requests :meth:`infer_owned` ran (they use no slot, so no slot generation counts them).
+    shortcuts = 0
 
     def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
                  stats: SessionStats, host_pool: Any, device_pool: Any, copies: bool) -> None:

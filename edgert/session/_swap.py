@@ -25,7 +25,7 @@ from edgert.errors import (
     InvalidArgumentError,
     RequestTimeoutError,
 )
-from edgert.session._options import OutputMode, SessionOptions
+from edgert.session._options import SessionOptions
 from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
@@ -54,7 +54,6 @@ class SwapTarget(Protocol):
     _runner: Runner
     _options: SessionOptions
     _slots: list[Slot]
-    _outputs_mode: OutputMode
     _resources: Resources
     _stats: SessionStats
     _swap_pending: Any
@@ -129,6 +128,12 @@ def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
                  "session for a model with a different interface")
 
 
+def _requests(session: SwapTarget) -> int:
+    """Requests run so far by the session's current model (slot generations and ``infer``'s
+    short way, which uses no slot)."""
+    return sum(s.generation for s in session._slots) + session._runner.shortcuts
+
+
 def apply_pending_swap(session: SwapTarget) -> None:
     """Take a prepared swap (called by the session with its use lock held)."""
     handoff: _Handoff | None = session._swap_pending
@@ -150,7 +155,7 @@ def apply_pending_swap(session: SwapTarget) -> None:
         setattr(session, name, getattr(side, name))
         setattr(side, name, mine)
     session._runner.stats = session._stats  # one history of timings across models
-    handoff.generations = sum(s.generation for s in session._slots)
+    handoff.generations = _requests(session)
     handoff.state = "applied"
     handoff.done.set()
 
@@ -258,15 +263,15 @@ def swap_model(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s:
 def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
     """Close the side session (which now holds the old model) once no old view can be live.
 
-    Owned outputs (``outputs="copy"``) never hand out the old model's memory, and requests
-    submitted before the swap were disowned: it is freed at once. Views live until every slot
-    has run a request on the new model.
+    That is once as many requests as there are slots ran on the new model, which also keeps
+    the close (it competes for the interpreter) away from the request that took the swap: freed
+    at once, a 500 Hz loop missed periods (benchmarks/lifecycle.py).
     """
     side = handoff.side
-    n = 0 if session._outputs_mode is OutputMode.COPY else len(session._slots)
+    n = len(session._slots)
     deadline = time.monotonic() + wait_s
     while True:
-        if session.closed or sum(s.generation for s in session._slots) - handoff.generations >= n:
+        if session.closed or _requests(session) - handoff.generations >= n:
             side.close()
             return True
         if time.monotonic() >= deadline:
