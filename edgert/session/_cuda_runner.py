@@ -257,9 +257,7 @@ class CudaRunner(Runner):
         session's own buffers into the slot's input buffers."""
         if slot.allocs:
             assert self.allocator is not None
-            for tb in slot.allocs:
-                tb.notified = None  # a failed earlier run may have left its shape here
-            self.allocator.slot = slot
+            self.allocator.start(slot)
         s = self.s
         for dst, src, n in slot.d2d:
             err = self.memcpy(dst, src, n, self.kind_any, s)[0]

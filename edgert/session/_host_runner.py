@@ -224,19 +224,11 @@ class HostRunner(Runner):
             return None
         if slot is not None:
             slot.generation += 1  # an earlier request's Pending no longer reads this slot
-        try:
-            ok = self.exe.execute_async_v3(0)
-        except EdgeRTError:
-            raise
-        except Exception as err:  # a runtime's own exception types
-            raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
-                                 hint="see the chained exception") from err
-        if not ok:
+        if not self._execute():
             self.armed = None
             if self._output_moved(outs):
                 return None  # a wrong declaration: the general way re-plans and runs again
-            raise InferenceError(f"the executable failed{self.run_errors()}",
-                                 hint="see the runtime's message; the session stays usable")
+            raise self._run_failed()
         self.shortcuts += 1
         result = {}
         for name, view in outs:
@@ -261,10 +253,7 @@ class HostRunner(Runner):
     def _before(self, slot: Slot) -> None:
         if slot.allocs:
             assert self.allocator is not None
-            target = slot if self.work_in is None else self.work_slot
-            for tb in target.outputs:
-                tb.notified = None  # a failed earlier run may have left its shape here
-            self.allocator.slot = target
+            self.allocator.start(slot if self.work_in is None else self.work_slot)
         if slot.objects:
             self.pass_objects(slot)
 
@@ -300,8 +289,11 @@ class HostRunner(Runner):
             if ok:
                 executable_errors(self.exe)  # drop the lines of the runs that found the shapes
                 return
-        raise InferenceError(f"the executable failed{self.run_errors()}",
-                             hint="see the runtime's message; the session stays usable")
+        raise self._run_failed()
+
+    def _run_failed(self) -> InferenceError:
+        return InferenceError(f"the executable failed{self.run_errors()}",
+                              hint="see the runtime's message; the session stays usable")
 
     def _execute(self) -> bool:
         exe = self.exe
@@ -335,7 +327,6 @@ class HostRunner(Runner):
             w = work_out[i]
             tb.notified = w.notified
             tb.alloc_nbytes = w.alloc_nbytes
-            w.notified = None
             if tb.notified is None or not w.host_ptr:
                 continue  # settle() says what the executable failed to do
             nbytes = packed_nbytes(tb.spec.element_bits, tb.notified)

@@ -54,6 +54,13 @@ class SessionOutputAllocator:
         # to the next slot still lands with the request that asked for the memory.
         self.last: dict[str, TensorBuffer] = {}
 
+    def start(self, slot: Slot) -> None:
+        """Serve ``slot``'s request next; a shape only this run reports counts (a failed earlier
+        run may have reported one for these buffers)."""
+        for tb in slot.outputs:
+            tb.notified = None
+        self.slot = slot
+
     def _buffer(self, tensor_name: str) -> TensorBuffer | None:
         slot = self.slot
         i = self.index.get(tensor_name)

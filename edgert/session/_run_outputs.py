@@ -190,7 +190,7 @@ class OutputPlan:
                 "the executable broke the OutputAllocator contract; see the chained exception"
             raise InferenceError(f"the output allocator failed: {err}", hint=hint) from err
         for tb in slot.allocs:
-            shape, tb.notified = tb.notified, None  # the next run must report its own shape
+            shape = tb.notified
             if shape is None:
                 raise InferenceError(
                     f"the executable ran but did not report the shape of output "
