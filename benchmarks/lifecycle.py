@@ -50,12 +50,8 @@ OBS = np.random.default_rng(0).standard_normal((1, models.OBS_DIM)).astype(np.fl
 
 
 def _variant(directory: Path, offset: float) -> Path:
-    data = models.bundled_model_path().read_bytes()
-    if offset:
-        bias = models.load_policy_weights()["fc3.bias"]
-        data = data.replace(bias.tobytes(), (bias + np.float32(offset)).tobytes())
     path = directory / f"policy{offset:g}.onnx"
-    path.write_bytes(data)
+    path.write_bytes(models.policy_variant_bytes(offset))
     return path
 
 
@@ -82,6 +78,18 @@ def _timed(fn: Any) -> float:
     return elapsed / 1e6
 
 
+def _interleaved_medians(fns: dict[str, Any], reps: int) -> dict[str, float]:
+    """Median load time (ms) of each function, after 3 warm-up rounds, run round-robin."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(3):
+        for fn in fns.values():
+            _timed(fn)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            runs[name].append(_timed(fn))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
 def cache_vs_direct(directory: Path, trt: ModuleType | None, reps: int) -> dict[str, Any]:
     # The installed model, unchanged for longer than the digest memo's stability window, as on
     # a robot starting with the model it shipped with.
@@ -95,7 +103,6 @@ def cache_vs_direct(directory: Path, trt: ModuleType | None, reps: int) -> dict[
     plan, key = built.plan_path, built.key
     tag_key = f"edgert-cache:{key}".encode()
     kw: dict[str, Any] = {"trt_module": trt} if trt is not None else {}
-    runs: dict[str, list[float]] = {"hit": [], "direct": [], "direct_hmac": []}
 
     def hit() -> Engine:
         result = cache.load(onnx, options)
@@ -104,13 +111,7 @@ def cache_vs_direct(directory: Path, trt: ModuleType | None, reps: int) -> dict[
 
     fns = {"hit": hit, "direct": lambda: Engine.load(plan, **kw),
            "direct_hmac": lambda: Engine.load(plan, hmac_key=tag_key, **kw)}
-    for _ in range(3):
-        for fn in fns.values():
-            _timed(fn)
-    for _ in range(reps):
-        for name, fn in fns.items():
-            runs[name].append(_timed(fn))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = _interleaved_medians(fns, reps)
     return {"build_s": built.build_s, "plan_bytes": plan.stat().st_size,
             "onnx_bytes": onnx.stat().st_size, "median_ms": med,
             "hit_vs_direct": med["hit"] / med["direct"],
@@ -124,15 +125,8 @@ def fallback_vs_direct(directory: Path, reps: int) -> dict[str, Any]:
 
     lean = fake_tensorrt.make_module(flavour="lean")  # no builder: the fallback path
     cache = EngineCache(directory / "fb", trt_module=lean)
-    runs: dict[str, list[float]] = {"fallback": [], "direct": []}
     fns = {"fallback": lambda: cache.load(onnx).engine, "direct": lambda: Engine.load(onnx)}
-    for _ in range(3):
-        for fn in fns.values():
-            _timed(fn)
-    for _ in range(reps):
-        for name, fn in fns.items():
-            runs[name].append(_timed(fn))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+    med = _interleaved_medians(fns, reps)
     return {"median_ms": med, "fallback_vs_direct": med["fallback"] / med["direct"]}
 
 

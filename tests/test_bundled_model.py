@@ -88,3 +88,16 @@ def test_every_backend_matches_the_reference(source: str) -> None:
         assert x.set_tensor_address(models.OUTPUT_NAME, out.ctypes.data)
         assert x.execute_async_v3(0)
     np.testing.assert_allclose(out, models.policy_reference(obs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_policy_variant_is_the_policy_plus_its_bias_offset() -> None:
+    from edgert.session import InferenceSession
+
+    obs = np.random.default_rng(3).standard_normal((2, models.OBS_DIM)).astype(np.float32)
+    assert models.policy_variant_bytes(0.0) == models.bundled_model_path().read_bytes()
+    data = models.policy_variant_bytes(0.5)
+    assert data != models.bundled_model_path().read_bytes()
+    with Engine.load(data) as engine, InferenceSession(engine) as session:
+        np.testing.assert_allclose(session.infer(obs)["actions"],
+                                   models.policy_reference(obs) + np.float32(0.5),
+                                   rtol=1e-5, atol=1e-5)

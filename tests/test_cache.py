@@ -30,12 +30,8 @@ OBS = np.random.default_rng(7).standard_normal((4, models.OBS_DIM)).astype(np.fl
 
 def _model(tmp_path: Path, bias_offset: float = 0.0, name: str = "policy.onnx") -> Path:
     """The bundled policy, optionally with fc3.bias shifted (a different, valid model)."""
-    data = models.bundled_model_path().read_bytes()
-    if bias_offset:
-        bias = models.load_policy_weights()["fc3.bias"]
-        data = data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
     path = tmp_path / name
-    path.write_bytes(data)
+    path.write_bytes(models.policy_variant_bytes(bias_offset))
     return path
 
 

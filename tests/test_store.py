@@ -35,10 +35,7 @@ FAST = {"latency_runs": 20, "warmup_runs": 2, "samples": 4}
 
 
 def _model(tmp_path: Path, name: str, bias_offset: float = 0.0, *, sign: bool = True) -> Path:
-    data = models.bundled_model_path().read_bytes()
-    if bias_offset:
-        bias = models.load_policy_weights()["fc3.bias"]
-        data = data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
+    data = models.policy_variant_bytes(bias_offset)
     path = tmp_path / name
     path.write_bytes(data)
     if sign:

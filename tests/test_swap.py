@@ -40,12 +40,8 @@ PERIOD_NS = 2_000_000  # 500 Hz
 
 
 def _variant(tmp_path: Path, offset: float) -> Path:
-    data = models.bundled_model_path().read_bytes()
-    if offset:
-        bias = models.load_policy_weights()["fc3.bias"]
-        data = data.replace(bias.tobytes(), (bias + np.float32(offset)).tobytes())
     path = tmp_path / f"policy{offset}.onnx"
-    path.write_bytes(data)
+    path.write_bytes(models.policy_variant_bytes(offset))
     return path
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "bundled_weights_path",
     "load_policy_weights",
     "policy_reference",
+    "policy_variant_bytes",
 ]
 
 #: Observation size (the input's last dimension).
@@ -99,3 +100,21 @@ def policy_reference(obs: npt.ArrayLike) -> npt.NDArray[np.float32]:
     h = np.maximum(h @ w["fc2.weight"] + w["fc2.bias"], np.float32(0))
     out: npt.NDArray[np.float32] = h @ w["fc3.weight"] + w["fc3.bias"]
     return out
+
+
+def policy_variant_bytes(bias_offset: float) -> bytes:
+    """The bundled ONNX policy with ``bias_offset`` added to its last bias: a different valid
+    model with the same interface, whose actions are ``policy_reference(obs) + bias_offset``
+    (for hot-swap, store and cache tests).
+
+    Raises:
+        InvalidArgumentError: The bias is not found exactly once in the model's bytes.
+    """
+    data = bundled_model_path().read_bytes()
+    if not bias_offset:
+        return data
+    bias = _weights()["fc3.bias"]
+    if data.count(bias.tobytes()) != 1:
+        raise InvalidArgumentError("the bundled model's fc3.bias is not stored once, as raw "
+                                   "float32, in its ONNX bytes; cannot make a variant")
+    return data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
