@@ -318,3 +318,38 @@ def test_int2_packs_four_per_byte() -> None:
         np.testing.assert_array_equal(out["z"], x)
         packed = np.array([0b00_11_10 | 0b01 << 6, 0b10_01], np.uint8)  # -2 -1 0 1 | 1 -2
         np.testing.assert_array_equal(s.infer({"x": packed})["y"], x.astype(np.float32))
+
+
+def _reflect_pad_model() -> bytes:
+    """x: float[1, n] -> reflect-padded by 2 on each side: fails for n <= 2 (a dimension that
+    cannot be 1, as in real audio and image models)."""
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
+    return _model([helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")],
+                  [_vi("x", TensorProto.FLOAT, [1, "n"])], [_vi("y", TensorProto.FLOAT, None)],
+                  init=[pads])
+
+
+def test_warmup_that_fails_names_the_shapes_it_ran_and_the_way_out() -> None:
+    from edgert.errors import InferenceError
+
+    with Engine.load(_reflect_pad_model()) as engine, InferenceSession(engine) as s:
+        with pytest.raises(InferenceError, match=r"warm-up with input shapes \{'x': \(1, 1\)\}") \
+                as info:
+            s.warmup()
+        assert "session.warmup([{'x': (1, 1)}])" in (info.value.hint or "")
+        assert "1 for every dynamic dimension" in (info.value.hint or "")
+        s.warmup([{"x": (1, 16)}])  # the real size works, and the session stays usable
+        x = np.arange(16, dtype=np.float32)[None]
+        np.testing.assert_array_equal(s.infer({"x": x})["y"], _reference(_reflect_pad_model(),
+                                                                          {"x": x})[0])
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_warmup_runs_are_not_counted_as_requests(slots: int) -> None:
+    with Engine.load(_reflect_pad_model()) as engine, \
+            InferenceSession(engine, slots=slots, timing="stages") as s:
+        s.warmup([{"x": (1, 8)}], runs=3)
+        assert all(st.count == 0 for st in s.stats.all().values())
+        for _ in range(4):
+            s.infer({"x": np.ones((1, 8), np.float32)})
+        assert s.stats.latency.count == 4

@@ -22,6 +22,7 @@ from edgert._owner import Owner
 from edgert.errors import (
     ConcurrentUseError,
     InferenceError,
+    InputError,
     InvalidArgumentError,
     RequestTimeoutError,
 )
@@ -331,27 +332,44 @@ class InferenceSession(Owner):
         """Run zero-filled requests so buffers, shapes and graphs are ready before real work.
 
         Each shape set runs ``runs`` times on every slot: the first run of a shape is the
-        warm-up a graph capture needs, the next captures it.
+        warm-up a graph capture needs, the next captures it. Warm-up runs are not recorded in
+        :attr:`stats` (which counts the requests you make).
 
         Args:
             shapes: Input shapes to prepare, one mapping per signature; default the profile's
-                opt shapes.
+                opt shapes (where the model has no profile, 1 for every dynamic dimension).
             runs: Runs per shape set and slot.
 
         Raises:
             InputError: A shape is outside the profile.
-            InferenceError: A run failed.
+            InferenceError: A run failed (the message names the shapes it ran).
         """
+        runner = self._runner
+        default = shapes is None
         sets = list(shapes) if shapes is not None else [
-            dict(zip(self._runner.in_names, initial_signature(self._runner.in_specs,
-                                                              self._options.profile), strict=True))]
-        specs = {s.name: s for s in self._runner.in_specs}
-        for shape_set in sets:
-            arrays = {name: _zeros(specs[name], tuple(shape))
-                      for name, shape in shape_set.items() if name in specs and shape is not None}
-            for _ in range(runs * self._n):
-                self._runner.disarm()  # every slot, not the short way of infer
-                self.infer(arrays)
+            dict(zip(runner.in_names, initial_signature(runner.in_specs, self._options.profile),
+                     strict=True))]
+        specs = {s.name: s for s in runner.in_specs}
+        kept, runner.stats = runner.stats, SessionStats(1)  # warm-up runs are not requests
+        try:
+            for shape_set in sets:
+                arrays = {name: _zeros(specs[name], tuple(shape)) for name, shape in
+                          shape_set.items() if name in specs and shape is not None}
+                try:
+                    for _ in range(runs * self._n):
+                        runner.disarm()  # every slot, not the short way of infer
+                        self.infer(arrays)
+                except (InputError, InferenceError) as err:
+                    ran = {k: tuple(v.shape) for k, v in arrays.items()}
+                    cls = InputError if isinstance(err, InputError) else InferenceError
+                    raise cls(
+                        f"warm-up with input shapes {ran} failed: {err.message}",
+                        hint="pass the shapes the robot will use, e.g. session.warmup([{"
+                             + ", ".join(f"{k!r}: {v}" for k, v in ran.items()) + "}])"
+                             + (" with the real sizes: a model without a profile gets 1 for "
+                                "every dynamic dimension" if default else "")) from err
+        finally:
+            runner.stats = kept
 
     def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
              timeout_s: float | None = None,
