@@ -19,7 +19,7 @@ from edgert.bench._run import input_arrays, realtime_outcome, unsized_dims
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import find_warnings
 from edgert.engine import Engine
-from edgert.errors import InvalidArgumentError, NotSupportedError
+from edgert.errors import InferenceError, InvalidArgumentError, NotSupportedError
 from edgert.models import bundled_model_path
 from edgert.realtime import PolicyReport, SettingOutcome
 from edgert.stats import LatencyStats, LatencySummary
@@ -454,6 +454,59 @@ def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path)
     # The bundled model's only dynamic dimension is its batch, sized by its profile: no note.
     with Engine.load(bundled_model_path()) as engine:
         assert unsized_dims(engine.tensors) == []
+
+
+def _reflect_pad_model(tmp_path: Path) -> Path:
+    """x: float[1, n], reflect-padded by 2: cannot run at n = 1 (like many audio models)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "pad.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_shapes_size_the_inputs_a_model_leaves_unsized(tmp_path: Path) -> None:
+    path = _reflect_pad_model(tmp_path)
+    common: dict[str, Any] = {"rate_hz": 0, "duration_s": 0.05, "warmup_s": 0, "rt": False,
+                              "environment": False, "root": tmp_path}
+    with pytest.raises(InferenceError, match=r"does not run at the input shapes x:1x1") as info:
+        bench.run(path, **common)
+    assert "--shapes x:1x1" in (info.value.hint or "")
+    for shapes in ("x:1x480", {"x": (1, 480)}):
+        report = bench.run(path, shapes=shapes, **common)
+        assert dict(report.backend.inputs)["x"] == (1, 480)
+        assert not any("no size to these input dimensions" in n for n in report.notes)
+        assert report.requests > 0
+
+
+@pytest.mark.parametrize(("shapes", "message"), [
+    ("x:1xa", "bad shape"),
+    ("x", "cannot read input shape"),
+    ("x:1x4,x:1x8", "appears twice"),
+    ({"x": "1x4"}, "sequence of sizes"),
+    ({"x": (1, -1)}, "sequence of sizes"),
+])
+def test_bad_shapes_are_refused_before_anything_runs(shapes: Any, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        bench.BenchOptions(shapes=shapes)
+
+
+def test_shapes_must_name_inputs_and_fit_their_declaration() -> None:
+    with Engine.load(bundled_model_path()) as engine:
+        with pytest.raises(InvalidArgumentError, match="'image'.*does not take") as info:
+            input_arrays(engine.tensors, 1, {"image": (1, 3)})
+        assert "obs" in (info.value.hint or "")
+        with pytest.raises(InvalidArgumentError, match="does not fit input 'obs'"):
+            input_arrays(engine.tensors, 1, {"obs": (4, 47)})
+        assert input_arrays(engine.tensors, 1, {"obs": (4, 48)})["obs"].shape == (4, 48)
 
 
 def test_a_loop_that_falls_behind_still_ends_at_the_phase_duration() -> None:

@@ -107,6 +107,16 @@ def test_cli_end_to_end_bundled_json_and_plot(tmp_path: Path) -> None:
     assert len(png) > 20_000  # two drawn panels, not an empty canvas
 
 
+def test_shapes_flag_sets_the_input_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "--no-rt", "--rate", "0", "--shapes", "obs:5x48", "--no-environment",
+               "--json", "-", *SHORT])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(captured.out)
+    check_schema(data, BENCH_SCHEMA)
+    assert data["backend"]["inputs"]["obs"] == [5, 48]
+
+
 def test_no_rt_json_to_stdout_and_back_to_back(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--no-rt", "--rate", "0", "--slots", "2", "--batch", "8",
                "--no-environment", "--json", "-", *SHORT])
@@ -173,6 +183,8 @@ def assert_cli_error(err: str, message: str) -> None:
     (["/no/such/model.onnx"], 1, "no/such/model.onnx"),
     (["--graph", "--device", "host"], 1, "--graph needs a CUDA device"),
     (["--runtime", "lean"], 2, "runs on ONNX Runtime, not TensorRT"),
+    (["--shapes", "obs:1xq"], 2, "bad shape '1xq'"),
+    (["--shapes", "image:1x3"], 2, "--shapes names 'image', which the model does not take"),
 ])
 def test_errors_have_clear_messages_and_exit_codes(
         argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -29,6 +29,28 @@ def _number(value: Any, what: str, *, minimum: float, maximum: float, inclusive:
         raise InvalidArgumentError(f"{what} must be {bound} {minimum:g} and <= {maximum:g}, "
                                    f"not {value!r}")
     return v
+
+
+def _shapes(value: Any) -> dict[str, tuple[int, ...]] | None:
+    """``shapes`` as ``{name: shape}`` (a trtexec-style string is parsed)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from edgert.store._options import parse_input_shapes
+
+        return parse_input_shapes(value)
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError(f"shapes must be a mapping of input name to shape, or a "
+                                   f"string like 'images:1x3x320x320', not {value!r}")
+    out: dict[str, tuple[int, ...]] = {}
+    for name, shape in value.items():
+        if not isinstance(name, str) or isinstance(shape, (str, bytes)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                for d in (shape if isinstance(shape, Sequence) else [-1])):
+            raise InvalidArgumentError(f"shapes[{name!r}] must be a sequence of sizes >= 0, "
+                                       f"not {shape!r}")
+        out[name] = tuple(shape)
+    return out
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
@@ -66,6 +88,9 @@ class BenchOptions:
         cuda_graph: Session graph mode (``auto``, ``on``, ``off``, or a bool).
         slots: Requests in flight at once (1: each request is waited for in its period).
         batch: Batch size of every request (the model's first dimension when it is dynamic).
+        shapes: Input shapes to run, like trtexec's ``--shapes``: ``{name: shape}`` or
+            ``"images:1x3x320x320,state:2x1x128"``. They replace the profile's opt shape (or 1
+            per dynamic dimension, for a model without a profile) of the inputs they name.
         sync: ``adaptive`` (default), ``blocking`` or ``spin`` waits for the device.
         runtime: How a model path is loaded (see :meth:`edgert.engine.Engine.load`).
         device: CUDA ordinal, ``"host"``, or None (the session decides).
@@ -88,6 +113,7 @@ class BenchOptions:
     cuda_graph: GraphMode | GraphName | bool = GraphMode.AUTO
     slots: int = 1
     batch: int = 1
+    shapes: Mapping[str, Sequence[int]] | str | None = None
     sync: SyncMode | SyncName = SyncMode.ADAPTIVE
     runtime: str = "auto"
     device: int | str | None = None
@@ -111,6 +137,7 @@ class BenchOptions:
         _int(self.priority, "priority", 1, 99)
         _int(self.slots, "slots", 1, 64)
         _int(self.batch, "batch", 1, 1 << 20)
+        s(self, "shapes", _shapes(self.shapes))
         if self.cpus is not None:
             cpus = frozenset(self.cpus)
             if not cpus or any(isinstance(c, bool) or not isinstance(c, int) or c < 0
@@ -162,7 +189,10 @@ class BenchOptions:
             "rt": self.rt, "priority": self.priority,
             "cpus": sorted(self.cpus) if self.cpus is not None else None,
             "io": str(self.io), "cuda_graph": str(self.cuda_graph), "slots": self.slots,
-            "batch": self.batch, "sync": str(self.sync), "runtime": self.runtime,
+            "batch": self.batch,
+            "shapes": {k: list(v) for k, v in self.shapes.items()} if isinstance(
+                self.shapes, Mapping) else None,
+            "sync": str(self.sync), "runtime": self.runtime,
             "device": self.device, "root": str(self.root),
             "sample_interval_s": self.sample_interval_s, "environment": self.environment,
         }
@@ -181,6 +211,7 @@ class BenchOverrides(TypedDict, total=False):
     cuda_graph: GraphMode | GraphName | bool
     slots: int
     batch: int
+    shapes: Mapping[str, Sequence[int]] | str | None
     sync: SyncMode | SyncName
     runtime: str
     device: int | str | None

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from edgert.bench._report import (
 )
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import RtBudget, find_warnings, read_rt_budget
-from edgert.errors import InvalidArgumentError, RealtimeError
+from edgert.errors import InferenceError, InputError, InvalidArgumentError, RealtimeError
 from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy, SettingOutcome
 from edgert.session import InferenceSession
 
@@ -178,23 +178,44 @@ def _wait(done: threading.Event) -> None:
         pass
 
 
-def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
-    """Deterministic inputs: the profile's opt shape, with ``batch`` as a dynamic first dim.
+def input_arrays(specs: Any, batch: int,
+                 shapes: Mapping[str, Sequence[int]] | None = None) -> dict[
+                     str, np.ndarray[Any, Any]]:
+    """Deterministic inputs: ``shapes`` where given, else the profile's opt shape, with
+    ``batch`` as a dynamic first dim.
 
     Raises:
-        InvalidArgumentError: The model's batch dimension is static and differs, or ``batch``
-            is outside the input's profile.
+        InvalidArgumentError: The model's batch dimension is static and differs, ``batch``
+            is outside the input's profile, or ``shapes`` names no input of the model or gives
+            one a shape its declaration does not allow.
     """
     rng = np.random.default_rng(0)
     out: dict[str, np.ndarray[Any, Any]] = {}
+    given = dict(shapes or {})
+    names = [spec.name for spec in specs if spec.is_input]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise InvalidArgumentError(f"shapes names {', '.join(map(repr, unknown))}, which the "
+                                   f"model does not take as input",
+                                   hint=f"its inputs are {', '.join(names)}")
     for spec in specs:
         if not spec.is_input:
             continue
-        if spec.is_dynamic and spec.profiles:
+        if spec.name in given:
+            shape = list(given[spec.name])
+            if not spec.unknown_rank and (len(shape) != len(spec.shape) or any(
+                    d >= 0 and d != s for d, s in zip(spec.shape, shape, strict=True))):
+                raise InvalidArgumentError(
+                    f"shape {tuple(shape)} does not fit input {spec.name!r}, declared "
+                    f"{list(spec.shape)} (-1: any size)",
+                    hint="keep the rank and every fixed dimension")
+        elif spec.is_dynamic and spec.profiles:
             shape = list(spec.profiles[0].opt)
         else:
             shape = [1 if d < 0 else d for d in spec.shape]
-        if spec.shape and spec.shape[0] < 0:
+        if spec.name in given:
+            pass  # the batch is in the shape given
+        elif spec.shape and spec.shape[0] < 0:
             shape[0] = batch
             prof = spec.profiles[0] if spec.profiles else None
             if prof is not None and not prof.min[0] <= batch <= prof.max[0]:
@@ -214,7 +235,7 @@ def input_arrays(specs: Any, batch: int) -> dict[str, np.ndarray[Any, Any]]:
     return out
 
 
-def unsized_dims(specs: Any) -> list[str]:
+def unsized_dims(specs: Any, shapes: Mapping[str, Any] | None = None) -> list[str]:
     """The inputs' dynamic dimensions past the batch that no profile sizes: each runs as 1
     (an input of unknown rank runs as a scalar).
 
@@ -223,7 +244,7 @@ def unsized_dims(specs: Any) -> list[str]:
     """
     out = []
     for spec in specs:
-        if not spec.is_input or spec.profiles:
+        if not spec.is_input or spec.profiles or spec.name in (shapes or {}):
             continue
         if spec.unknown_rank:  # no shape at all: it runs as a 0-d array
             out.append(f"input {spec.name} (no shape)")
@@ -346,17 +367,26 @@ class _Job:
                                    cuda_graph=o.cuda_graph, sync=o.sync, timing="stages",
                                    stats_capacity=o.capacity())
         stack.callback(session.close)
-        inputs = input_arrays(session.executable.tensors, o.batch)
-        unsized = unsized_dims(session.executable.tensors)
+        shapes = o.shapes if isinstance(o.shapes, Mapping) else None
+        inputs = input_arrays(session.executable.tensors, o.batch, shapes)
+        unsized = unsized_dims(session.executable.tensors, shapes)
         if unsized:
             note = ("the model gives no size to these input dimensions, so they ran as 1 (an "
                     "input without a shape as a scalar) and the figures are for that size: "
-                    + "; ".join(unsized) + ". To measure the size the robot uses, declare it in "
+                    + "; ".join(unsized) + ". To measure the size the robot uses, pass it with "
+                    "--shapes NAME:1x3x320x320,... (BenchOptions(shapes=...)), declare it in "
                     "the model's edgert.profiles metadata (its opt shape is what runs; "
                     "docs/engines.md) or export the model with fixed sizes")
             self.notes.append(note)
             self._say(f"edgert bench: {note}")
-        session.warmup([{k: v.shape for k, v in inputs.items()}])
+        try:
+            session.warmup([{k: v.shape for k, v in inputs.items()}])
+        except (InputError, InferenceError) as err:
+            ran = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items())
+            raise InferenceError(
+                f"the model does not run at the input shapes {ran}: {err.message}",
+                hint=f"pass the sizes the robot uses: --shapes {ran} with the real sizes "
+                     "(BenchOptions(shapes=...))") from err
         info = _describe(backend.info, session, o, inputs)
         runner = self.runner = PhaseRunner(session, inputs, slots=o.slots,
                                            period_ns=o.period_ns, capacity=o.capacity())

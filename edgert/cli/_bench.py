@@ -30,7 +30,8 @@ _RUN_HINT = "`edgert doctor` shows what this machine has and allows"
 FLAGS = FlagNames(
     {"rate_hz": "--rate", "duration_s": "--duration", "warmup_s": "--warmup", "rt": "--rt",
      "priority": "--priority", "cpus": "--cpus", "io": "--io", "cuda_graph": "--graph",
-     "slots": "--slots", "batch": "--batch", "sync": "--sync", "runtime": "--runtime",
+     "slots": "--slots", "batch": "--batch", "shapes": "--shapes", "sync": "--sync",
+     "runtime": "--runtime",
      "device": "--device", "root": "--root", "environment": "--no-environment"},
     {"rt": {"True": "--rt", "False": "--no-rt"},
      "cuda_graph": {"on": "--graph", "True": "--graph", "off": "--no-graph",
@@ -103,6 +104,9 @@ def register(sub: Any) -> None:
                    help="requests in flight at once (default 1)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="batch size of each request (default 1)")
+    p.add_argument("--shapes", metavar="SPEC",
+                   help="input shapes to run, like trtexec: images:1x3x320x320,state:2x1x128 "
+                        "(default: the profile's opt shape, or 1 per dynamic dimension)")
     p.add_argument("--sync", choices=("adaptive", "blocking", "spin"), default="adaptive",
                    help="how the host waits for the GPU: spin for about the expected time, "
                         "then sleep (adaptive, the default), always sleep, or always spin")
@@ -212,7 +216,8 @@ def _run(args: argparse.Namespace) -> int:
         options = BenchOptions(
             rate_hz=args.rate, duration_s=args.duration, warmup_s=args.warmup, rt=args.rt,
             priority=args.priority, cpus=args.cpus, io=args.io, cuda_graph=graph,
-            slots=args.slots, batch=args.batch, sync=args.sync, runtime=args.runtime,
+            slots=args.slots, batch=args.batch, shapes=args.shapes, sync=args.sync,
+            runtime=args.runtime,
             device=args.device, root=args.root, environment=args.environment)
     except InvalidArgumentError as err:
         print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)

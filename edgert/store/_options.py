@@ -43,6 +43,31 @@ def _shape(text: str, where: str) -> tuple[int, ...]:
     return dims
 
 
+def parse_input_shapes(spec: str) -> dict[str, tuple[int, ...]]:
+    """Parse trtexec's ``--shapes``: ``images:1x3x320x320,state:2x1x128`` (one shape per input,
+    entries joined by commas or spaces).
+
+    Raises:
+        InvalidArgumentError: The spec is malformed or names an input twice.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidArgumentError(f"empty shape spec {spec!r}",
+                                   hint="write e.g. images:1x3x320x320,state:2x1x128")
+    out: dict[str, tuple[int, ...]] = {}
+    for entry in re.split(r"[,;\s]+", spec.strip()):
+        if not entry:
+            continue
+        name, colon, dims = entry.rpartition(":")
+        if not colon or not name or not dims:
+            raise InvalidArgumentError(
+                f"cannot read input shape {entry!r}",
+                hint="write NAME:SHAPE with shapes like 1x3x320x320, e.g. images:1x3x320x320")
+        if name in out:
+            raise InvalidArgumentError(f"input {name!r} appears twice in {spec!r}")
+        out[name] = _shape(dims, entry)
+    return out
+
+
 def parse_shapes(spec: str) -> dict[str, ProfileShape]:
     """Parse a compact profile spec (see the module documentation).
 
