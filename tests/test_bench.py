@@ -501,7 +501,7 @@ def test_bad_shapes_are_refused_before_anything_runs(shapes: Any, message: str) 
 
 def test_shapes_must_name_inputs_and_fit_their_declaration() -> None:
     with Engine.load(bundled_model_path()) as engine:
-        with pytest.raises(InvalidArgumentError, match="'image'.*does not take") as info:
+        with pytest.raises(InvalidArgumentError, match=r"'image'.*does not take") as info:
             input_arrays(engine.tensors, 1, {"image": (1, 3)})
         assert "obs" in (info.value.hint or "")
         with pytest.raises(InvalidArgumentError, match="does not fit input 'obs'"):
