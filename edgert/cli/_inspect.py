@@ -208,14 +208,17 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         f"runtime    {rt['module']} {rt['version']} ({rt['flavour']}), tensors on the "
         f"{report['placement']}",
-        f"profiles   {report['num_profiles']}"
+        (f"profiles   {report['num_profiles']}" if report["num_profiles"] or
+         report["format"] == "tensorrt-plan" else
+         "profiles   none (dynamic dimensions take any size a request gives)")
         + (f"; device memory per context {memory:,} bytes" if memory is not None else ""),
         "tensors",
     ]
     learned = False
     for t in report["tensors"]:
         size = (f"{t['max_bytes']:,} bytes at {_fmt_shape(t['max_shape'])}"
-                if t["max_bytes"] is not None else "size known after a run")
+                if t["max_bytes"] is not None else "size set by each request"
+                if t["mode"] == "input" else "size known after a run")
         optional = "  optional (has a default)" if t.get("optional") else ""
         lines.append(f"  {t['mode']:<6} {t['name']:<12} {t['dtype']} ({t['trt_dtype']})  "
                      f"{_fmt_shape(t.get('dims', t['shape']))}  {t['location']}  {size}"
@@ -227,9 +230,10 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"         session: {t['session']}")
             learned |= t["session"] == LEARNED
     if learned:
-        lines.append("note       outputs whose dimensions the model does not name after an "
-                     "input's are sized by running: give them the input's dimension names "
-                     "(or fixed sizes) in the model to keep them pooled from the first run")
+        lines.append("note       outputs whose sizes the model does not declare as fixed "
+                     "numbers or as an input's dimension names (formulas, fresh names, none) "
+                     "are sized by running: declare them so in the model to keep them pooled "
+                     "from the first run")
     return "\n".join(lines)
 
 
