@@ -499,6 +499,27 @@ def test_bad_shapes_are_refused_before_anything_runs(shapes: Any, message: str) 
         bench.BenchOptions(shapes=shapes)
 
 
+def test_a_batch_given_in_shapes_is_the_batch_reported(tmp_path: Path) -> None:
+    common: dict[str, Any] = {"rate_hz": 0, "duration_s": 0.05, "warmup_s": 0, "rt": False,
+                              "environment": False, "root": tmp_path, "device": "host"}
+    report = bench.run(bundled_model_path(), shapes="obs:8x48", **common)
+    assert dict(report.backend.inputs)["obs"] == (8, 48)
+    assert report.backend.batch == 8  # samples/s counts 8 per request
+    with pytest.raises(InvalidArgumentError, match="disagree on its first dimension"):
+        bench.run(bundled_model_path(), shapes="obs:8x48", batch=4, **common)
+    report = bench.run(bundled_model_path(), shapes="obs:4x48", batch=4, **common)
+    assert report.backend.batch == 4
+
+
+def test_shape_options_are_immutable_and_hashable() -> None:
+    opts = bench.BenchOptions(shapes={"obs": (np.int64(4), 48)})
+    assert opts.shape_map == {"obs": (4, 48)}
+    assert hash(opts) == hash(bench.BenchOptions(shapes="obs:4x48"))
+    assert opts == bench.BenchOptions(shapes="obs:4x48")
+    assert opts.to_dict()["shapes"] == {"obs": [4, 48]}
+    assert bench.BenchOptions().to_dict()["shapes"] is None
+
+
 def test_shapes_must_name_inputs_and_fit_their_declaration() -> None:
     with Engine.load(bundled_model_path()) as engine:
         with pytest.raises(InvalidArgumentError, match=r"'image'.*does not take") as info:
@@ -507,6 +528,8 @@ def test_shapes_must_name_inputs_and_fit_their_declaration() -> None:
         with pytest.raises(InvalidArgumentError, match="does not fit input 'obs'"):
             input_arrays(engine.tensors, 1, {"obs": (4, 47)})
         assert input_arrays(engine.tensors, 1, {"obs": (4, 48)})["obs"].shape == (4, 48)
+        with pytest.raises(InvalidArgumentError, match="outside the profile of input 'obs'"):
+            input_arrays(engine.tensors, 1, {"obs": (300, 48)})  # its profile stops at 256
 
 
 def test_a_loop_that_falls_behind_still_ends_at_the_phase_duration() -> None:

@@ -185,6 +185,8 @@ def assert_cli_error(err: str, message: str) -> None:
     (["--runtime", "lean"], 2, "runs on ONNX Runtime, not TensorRT"),
     (["--shapes", "obs:1xq"], 2, "bad shape '1xq'"),
     (["--shapes", "image:1x3"], 2, "--shapes names 'image', which the model does not take"),
+    (["--shapes", "obs:300x48"], 2, "outside the profile of input 'obs'"),
+    (["--shapes", "obs:8x48", "--batch", "4"], 2, "disagree on its first dimension"),
 ])
 def test_errors_have_clear_messages_and_exit_codes(
         argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:

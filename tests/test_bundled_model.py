@@ -101,3 +101,4 @@ def test_a_policy_variant_is_the_policy_plus_its_bias_offset() -> None:
         np.testing.assert_allclose(session.infer(obs)["actions"],
                                    models.policy_reference(obs) + np.float32(0.5),
                                    rtol=1e-5, atol=1e-5)
+

@@ -443,3 +443,12 @@ def test_warmup_prepares_every_slot(engine: Engine, slots: int) -> None:
     with InferenceSession(engine, slots=slots) as s:
         s.warmup([{"obs": (64, OBS_DIM)}])
         assert [slot.inputs[0].shape for slot in s._slots] == [(64, OBS_DIM)] * slots
+
+
+def test_a_request_submitted_before_warmup_keeps_its_timings(engine: Engine) -> None:
+    with InferenceSession(engine, slots=2) as s:
+        p = s.submit(_obs(1))
+        s.warmup()
+        assert s.stats.latency.count == 1  # the submitted request; no warm-up run
+        with pytest.raises(InferenceError, match="reused"):
+            p.result()  # warm-up ran in its slot

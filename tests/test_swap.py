@@ -55,7 +55,7 @@ def test_swap_replaces_the_model_and_frees_the_old_one(tmp_path: Path) -> None:
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
         result = session.swap(b, handoff_s=0.0)  # idle session: applied by swap() itself
         assert result.applied_by == "swap"
-        assert not result.old_freed  # no request since: freed once every slot has moved on
+        assert result.old_freed  # owned outputs: nothing of the old model is in the caller's hands
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
         assert session.stats.latency.count > 0  # one history of timings across models
         result = session.swap(a, handoff_s=0.0)
@@ -384,3 +384,36 @@ def test_a_swap_keeps_the_new_model_on_the_sessions_partition_and_priority(
             assert asked["priority"] == "lowest"
         finally:
             session._choice = choice
+
+
+@pytest.mark.parametrize(("outputs", "freed"), [("copy", True), ("view", False)])
+def test_idle_swaps_never_pile_old_models_up(tmp_path: Path, outputs: str, freed: bool) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, outputs=outputs, slots=2) as session:
+        for i in range(4):
+            result = session.swap((b, a)[i % 2], handoff_s=0.0)
+            assert result.applied_by == "swap"
+            # owned outputs: freed at once; views may still be read: kept until close()
+            assert result.old_freed is freed
+            np.testing.assert_allclose(np.asarray(session.infer(OBS)["actions"]),
+                                       _expected((1.0, 0.0)[i % 2]), atol=1e-5)
+
+
+def test_warmup_takes_a_pending_swap_first_and_records_nothing(tmp_path: Path) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a, slots=2, timing="stages") as session:
+        pending = session.submit(OBS)  # disowned by the swap, as documented
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(session.swap(b, handoff_s=5.0)))
+        thread.start()
+        deadline = time.monotonic() + 5.0
+        while session._swap_pending is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        session.warmup(runs=2)  # takes the swap, then warms the new model
+        thread.join()
+        assert done[0].applied_by == "request"
+        with pytest.raises(InferenceError):
+            pending.result()  # submitted before the swap: not collectable, as documented
+        assert session.stats.latency.count == 0  # no warm-up run recorded
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
+        assert session.stats.latency.count == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +32,42 @@ def _number(value: Any, what: str, *, minimum: float, maximum: float, inclusive:
     return v
 
 
-def _shapes(value: Any) -> dict[str, tuple[int, ...]] | None:
-    """``shapes`` as ``{name: shape}`` (a trtexec-style string is parsed)."""
+ShapePairs = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _size(d: Any) -> int:
+    if isinstance(d, bool):
+        raise TypeError
+    n = operator.index(d)  # ints and numpy integers
+    if n < 0:
+        raise ValueError
+    return n
+
+
+def _shapes(value: Any) -> ShapePairs | None:
+    """``shapes`` as ``((name, shape), ...)``, immutable (a trtexec-style string is parsed)."""
     if value is None:
         return None
     if isinstance(value, str):
         from edgert.store._options import parse_input_shapes
 
-        return parse_input_shapes(value)
-    if not isinstance(value, Mapping):
+        return tuple(parse_input_shapes(value).items())
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(name, shape) for name, shape in items]
+    except (TypeError, ValueError):
         raise InvalidArgumentError(f"shapes must be a mapping of input name to shape, or a "
-                                   f"string like 'images:1x3x320x320', not {value!r}")
+                                   f"string like 'images:1x3x320x320', not {value!r}") from None
     out: dict[str, tuple[int, ...]] = {}
-    for name, shape in value.items():
-        if not isinstance(name, str) or isinstance(shape, (str, bytes)) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                for d in (shape if isinstance(shape, Sequence) else [-1])):
+    for name, shape in pairs:
+        try:
+            if not isinstance(name, str) or isinstance(shape, (str, bytes)):
+                raise TypeError
+            out[name] = tuple(_size(d) for d in shape)
+        except (TypeError, ValueError):
             raise InvalidArgumentError(f"shapes[{name!r}] must be a sequence of sizes >= 0, "
-                                       f"not {shape!r}")
-        out[name] = tuple(shape)
-    return out
+                                       f"not {shape!r}") from None
+    return tuple(out.items())
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
@@ -113,7 +130,7 @@ class BenchOptions:
     cuda_graph: GraphMode | GraphName | bool = GraphMode.AUTO
     slots: int = 1
     batch: int = 1
-    shapes: Mapping[str, Sequence[int]] | str | None = None
+    shapes: Mapping[str, Sequence[int]] | str | ShapePairs | None = None
     sync: SyncMode | SyncName = SyncMode.ADAPTIVE
     runtime: str = "auto"
     device: int | str | None = None
@@ -182,6 +199,11 @@ class BenchOptions:
         expected = int(self.rate_hz * self.duration_s * 1.1) + 64
         return max(_MIN_CAPACITY, min(_MAX_CAPACITY, 1 << (expected - 1).bit_length()))
 
+    @property
+    def shape_map(self) -> dict[str, tuple[int, ...]]:
+        """``shapes`` as ``{name: shape}`` (empty when none were given)."""
+        return dict(self.shapes) if isinstance(self.shapes, tuple) else {}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return {
@@ -190,8 +212,7 @@ class BenchOptions:
             "cpus": sorted(self.cpus) if self.cpus is not None else None,
             "io": str(self.io), "cuda_graph": str(self.cuda_graph), "slots": self.slots,
             "batch": self.batch,
-            "shapes": {k: list(v) for k, v in self.shapes.items()} if isinstance(
-                self.shapes, Mapping) else None,
+            "shapes": {k: list(v) for k, v in self.shape_map.items()} or None,
             "sync": str(self.sync), "runtime": self.runtime,
             "device": self.device, "root": str(self.root),
             "sample_interval_s": self.sample_interval_s, "environment": self.environment,
@@ -211,7 +232,7 @@ class BenchOverrides(TypedDict, total=False):
     cuda_graph: GraphMode | GraphName | bool
     slots: int
     batch: int
-    shapes: Mapping[str, Sequence[int]] | str | None
+    shapes: Mapping[str, Sequence[int]] | str | ShapePairs | None
     sync: SyncMode | SyncName
     runtime: str
     device: int | str | None

@@ -38,7 +38,13 @@ from edgert.bench._report import (
 )
 from edgert.bench._sampler import Sampler, SensorSample
 from edgert.bench._warnings import RtBudget, find_warnings, read_rt_budget
-from edgert.errors import InferenceError, InputError, InvalidArgumentError, RealtimeError
+from edgert.errors import (
+    EdgeRTError,
+    InferenceError,
+    InputError,
+    InvalidArgumentError,
+    RealtimeError,
+)
 from edgert.realtime import LoopReport, PolicyReport, RealtimePolicy, SettingOutcome
 from edgert.session import InferenceSession
 
@@ -209,6 +215,18 @@ def input_arrays(specs: Any, batch: int,
                     f"shape {tuple(shape)} does not fit input {spec.name!r}, declared "
                     f"{list(spec.shape)} (-1: any size)",
                     hint="keep the rank and every fixed dimension")
+            prof = spec.profiles[0] if spec.profiles else None
+            if prof is not None and not all(lo <= d <= hi for lo, d, hi in zip(
+                    prof.min, shape, prof.max, strict=True)):
+                raise InvalidArgumentError(
+                    f"shape {tuple(shape)} is outside the profile of input {spec.name!r} "
+                    f"(min {list(prof.min)}, max {list(prof.max)})",
+                    hint="pick sizes within the profile (edgert inspect MODEL lists it)")
+            if batch != 1 and spec.shape and spec.shape[0] < 0 and shape[0] != batch:
+                raise InvalidArgumentError(
+                    f"batch {batch} and the shape {tuple(shape)} given for input "
+                    f"{spec.name!r} disagree on its first dimension",
+                    hint="give the batch in one place: in the shape, or as the batch")
         elif spec.is_dynamic and spec.profiles:
             shape = list(spec.profiles[0].opt)
         else:
@@ -367,14 +385,14 @@ class _Job:
                                    cuda_graph=o.cuda_graph, sync=o.sync, timing="stages",
                                    stats_capacity=o.capacity())
         stack.callback(session.close)
-        shapes = o.shapes if isinstance(o.shapes, Mapping) else None
+        shapes = o.shape_map
         inputs = input_arrays(session.executable.tensors, o.batch, shapes)
         unsized = unsized_dims(session.executable.tensors, shapes)
         if unsized:
             note = ("the model gives no size to these input dimensions, so they ran as 1 (an "
                     "input without a shape as a scalar) and the figures are for that size: "
                     + "; ".join(unsized) + ". To measure the size the robot uses, pass it with "
-                    "--shapes NAME:1x3x320x320,... (BenchOptions(shapes=...)), declare it in "
+                    "--shapes NAME:1x3x320x320,... (edgert.bench.run's shapes), declare it in "
                     "the model's edgert.profiles metadata (its opt shape is what runs; "
                     "docs/engines.md) or export the model with fixed sizes")
             self.notes.append(note)
@@ -383,10 +401,13 @@ class _Job:
             session.warmup([{k: v.shape for k, v in inputs.items()}])
         except (InputError, InferenceError) as err:
             ran = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items())
-            raise InferenceError(
-                f"the model does not run at the input shapes {ran}: {err.message}",
-                hint=f"pass the sizes the robot uses: --shapes {ran} with the real sizes "
-                     "(BenchOptions(shapes=...))") from err
+            cause = err.__cause__ if isinstance(err.__cause__, EdgeRTError) else err
+            cls = InputError if isinstance(err, InputError) else InferenceError
+            raise cls(
+                f"the model does not run at the input shapes {ran}: {cause.message}",
+                hint=(f"pass the sizes the robot uses: --shapes {ran} with the real sizes "
+                      "(edgert.bench.run's shapes)") if unsized else
+                "check those sizes against the model (edgert inspect MODEL)") from err
         info = _describe(backend.info, session, o, inputs)
         runner = self.runner = PhaseRunner(session, inputs, slots=o.slots,
                                            period_ns=o.period_ns, capacity=o.capacity())
@@ -471,7 +492,11 @@ def _describe(info: BackendInfo, session: InferenceSession, options: BenchOption
     else:
         where, name = "host", "host CPU"
     o = session.options
+    # The batch that ran: a shape given for an input with a dynamic first dimension sets it.
+    batch = next((int(inputs[t.name].shape[0]) for t in session.executable.tensors
+                  if t.is_input and t.name in options.shape_map and t.shape and t.shape[0] < 0
+                  and inputs[t.name].ndim), options.batch)
     return dataclasses.replace(
         info, device=where, device_name=name, io=str(o.io), cuda_graph=str(o.cuda_graph),
-        slots=o.slots, sync=str(o.sync), batch=options.batch,
+        slots=o.slots, sync=str(o.sync), batch=batch,
         inputs=tuple((k, tuple(int(d) for d in v.shape)) for k, v in inputs.items()))

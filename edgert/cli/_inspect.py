@@ -210,7 +210,10 @@ def render(report: dict[str, Any]) -> str:
         f"{report['placement']}",
         (f"profiles   {report['num_profiles']}" if report["num_profiles"] or
          report["format"] == "tensorrt-plan" else
-         "profiles   none (dynamic dimensions take any size a request gives)")
+         "profiles   none (dynamic dimensions take any size a request gives)" if any(
+             t["mode"] == "input" and (-1 in t["shape"] or t.get("unknown_rank"))
+             for t in report["tensors"]) else
+         "profiles   none (every input has a fixed shape)")
         + (f"; device memory per context {memory:,} bytes" if memory is not None else ""),
         "tensors",
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edgert.errors import InvalidArgumentError
+from edgert.errors import EdgeRTError, InvalidArgumentError
 
 __all__ = [
     "ACTION_DIM",
@@ -108,13 +108,15 @@ def policy_variant_bytes(bias_offset: float) -> bytes:
     (for hot-swap, store and cache tests).
 
     Raises:
-        InvalidArgumentError: The bias is not found exactly once in the model's bytes.
+        EdgeRTError: The bias is not stored once, as raw float32, in the model's bytes (the
+            shipped file is generated, so this would be a packaging bug).
     """
     data = bundled_model_path().read_bytes()
     if not bias_offset:
         return data
     bias = _weights()["fc3.bias"]
-    if data.count(bias.tobytes()) != 1:
-        raise InvalidArgumentError("the bundled model's fc3.bias is not stored once, as raw "
-                                   "float32, in its ONNX bytes; cannot make a variant")
-    return data.replace(bias.tobytes(), (bias + np.float32(bias_offset)).tobytes())
+    shifted = bias + np.float32(bias_offset)
+    if data.count(bias.tobytes()) != 1:  # the shipped file is generated: this would be a bug
+        raise EdgeRTError("the bundled model's fc3.bias is not stored once, as raw float32, "
+                          "in its ONNX bytes; cannot make a variant")
+    return data.replace(bias.tobytes(), shifted.tobytes())

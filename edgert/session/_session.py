@@ -246,29 +246,33 @@ class InferenceSession(Owner):
                 self._check_open()
             if self._swap_pending is not None:
                 apply_pending_swap(self)
-            runner = self._runner
-            if runner.fast_copy:
-                owned = runner.infer_owned(inputs, start)
-                if owned is not None:
-                    return owned
-            slot = self._slots[self._next]
-            if slot.busy:
-                runner.finish(slot)  # a request submitted earlier: wait so the slot is free
-            key = runner.stage(slot, inputs)
-            self._next = self._after[slot.index]
-            runner.request(slot, key, start, None)
-            if slot.busy:
-                runner.finish(slot)
-            if slot.error is not None:
-                raise slot.error
-            mode = self._outputs_mode
-            if mode is OutputMode.VIEW:
-                return slot.results
-            if mode is OutputMode.COPY:
-                return {name: view.copy() for name, view in slot.results.items()}
-            return slot.results_device
+            return self._infer(inputs, start)
         finally:
             use.release()
+
+    def _infer(self, inputs: Any, start: int) -> Mapping[str, Output]:
+        """``infer`` once the use lock is held and a pending swap taken."""
+        runner = self._runner
+        if runner.fast_copy:
+            owned = runner.infer_owned(inputs, start)
+            if owned is not None:
+                return owned
+        slot = self._slots[self._next]
+        if slot.busy:
+            runner.finish(slot)  # a request submitted earlier: wait so the slot is free
+        key = runner.stage(slot, inputs)
+        self._next = self._after[slot.index]
+        runner.request(slot, key, start, None)
+        if slot.busy:
+            runner.finish(slot)
+        if slot.error is not None:
+            raise slot.error
+        mode = self._outputs_mode
+        if mode is OutputMode.VIEW:
+            return slot.results
+        if mode is OutputMode.COPY:
+            return {name: view.copy() for name, view in slot.results.items()}
+        return slot.results_device
 
     def submit(self, inputs: TensorInput | Mapping[str, TensorInput]) -> Pending:
         """Enqueue one request and return at once.
@@ -344,32 +348,46 @@ class InferenceSession(Owner):
             InputError: A shape is outside the profile.
             InferenceError: A run failed (the message names the shapes it ran).
         """
-        runner = self._runner
-        default = shapes is None
-        sets = list(shapes) if shapes is not None else [
-            dict(zip(runner.in_names, initial_signature(runner.in_specs, self._options.profile),
-                     strict=True))]
-        specs = {s.name: s for s in runner.in_specs}
-        kept, runner.stats = runner.stats, SessionStats(1)  # warm-up runs are not requests
+        use = self._use
+        if not use.acquire(False):
+            raise self._concurrent()
         try:
-            for shape_set in sets:
-                arrays = {name: _zeros(specs[name], tuple(shape)) for name, shape in
-                          shape_set.items() if name in specs and shape is not None}
-                try:
-                    for _ in range(runs * self._n):
-                        runner.disarm()  # every slot, not the short way of infer
-                        self.infer(arrays)
-                except (InputError, InferenceError) as err:
-                    ran = {k: tuple(v.shape) for k, v in arrays.items()}
-                    cls = InputError if isinstance(err, InputError) else InferenceError
-                    raise cls(
-                        f"warm-up with input shapes {ran} failed: {err.message}",
-                        hint="pass the shapes the robot will use, e.g. session.warmup([{"
-                             + ", ".join(f"{k!r}: {v}" for k, v in ran.items()) + "}])"
-                             + (" with the real sizes: a model without a profile gets 1 for "
-                                "every dynamic dimension" if default else "")) from err
+            self._check_open()
+            if self._swap_pending is not None:
+                apply_pending_swap(self)  # warm the model that will serve, never swap midway
+            runner = self._runner
+            for slot in self._slots:
+                if slot.busy:
+                    runner.finish(slot)  # a request submitted earlier: its timings are real
+            unprofiled = any(s.is_dynamic and not s.profiles for s in runner.in_specs)
+            sets = list(shapes) if shapes is not None else [
+                dict(zip(runner.in_names, initial_signature(runner.in_specs,
+                                                            self._options.profile),
+                         strict=True))]
+            specs = {s.name: s for s in runner.in_specs}
+            kept, runner.stats = runner.stats, SessionStats(1)  # warm-up runs are not requests
+            try:
+                for shape_set in sets:
+                    arrays = {name: _zeros(specs[name], tuple(shape)) for name, shape in
+                              shape_set.items() if name in specs and shape is not None}
+                    try:
+                        for _ in range(runs * self._n):
+                            runner.disarm()  # every slot, not the short way of infer
+                            self._infer(arrays, _now())
+                    except (InputError, InferenceError) as err:
+                        ran = {k: tuple(v.shape) for k, v in arrays.items()}
+                        cls = InputError if isinstance(err, InputError) else InferenceError
+                        raise cls(
+                            f"warm-up with input shapes {ran} failed: {err.message}",
+                            hint="pass the shapes the robot will use, e.g. session.warmup([{"
+                                 + ", ".join(f"{k!r}: {v}" for k, v in ran.items()) + "}])"
+                                 + (" with the real sizes: without a profile a dynamic "
+                                    "dimension gets 1" if shapes is None and unprofiled
+                                    else "")) from err
+            finally:
+                runner.stats = kept
         finally:
-            runner.stats = kept
+            use.release()
 
     def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
              timeout_s: float | None = None,

@@ -25,7 +25,7 @@ from edgert.errors import (
     InvalidArgumentError,
     RequestTimeoutError,
 )
-from edgert.session._options import SessionOptions
+from edgert.session._options import OutputMode, SessionOptions
 from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
@@ -54,6 +54,7 @@ class SwapTarget(Protocol):
     _runner: Runner
     _options: SessionOptions
     _slots: list[Slot]
+    _outputs_mode: OutputMode
     _resources: Resources
     _stats: SessionStats
     _swap_pending: Any
@@ -264,8 +265,9 @@ def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
     """Close the side session (which now holds the old model) once no old view can be live.
 
     That is once as many requests as there are slots ran on the new model, which also keeps
-    the close (it competes for the interpreter) away from the request that took the swap: freed
-    at once, a 500 Hz loop missed periods (benchmarks/lifecycle.py).
+    the close (it competes for the interpreter) away from the request that took the swap. With
+    owned outputs nothing of the old model is in the caller's hands: past ``wait_s`` it is
+    freed anyway, never kept until ``close()`` (idle swaps would pile old models up).
     """
     side = handoff.side
     n = len(session._slots)
@@ -277,6 +279,9 @@ def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
         if time.monotonic() >= deadline:
             break
         time.sleep(0.001)
+    if session._outputs_mode is OutputMode.COPY:
+        side.close()
+        return True
     # Idle session: the last views of the old model may still be read; free it at close().
     session._resources.closers.append(side.close)
     return False
