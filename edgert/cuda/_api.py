@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 from edgert.errors import CudaError, NotSupportedError
 
-__all__ = ["bindings_version", "check", "driver", "event_query_fn", "nvrtc", "raise_cuda",
-           "runtime"]
+__all__ = ["bindings_version", "check", "cuda_error", "driver", "event_query_fn", "nvrtc",
+           "raise_cuda", "runtime"]
 
 _lock = threading.Lock()
 _modules: dict[str, ModuleType] = {}
@@ -181,15 +181,20 @@ def _describe(status: Any) -> str:
     return ""
 
 
+def cuda_error(status: Any, *, call: str | None = None, hint: str | None = None) -> CudaError:
+    """The :class:`CudaError` for a failed status (not raised)."""
+    name = _status_name(status)
+    return CudaError(int(status), name, _describe(status), call=call,
+                     hint=hint or _HINTS.get(name, _DEFAULT_HINT))
+
+
 def raise_cuda(status: Any, *, call: str | None = None, hint: str | None = None) -> NoReturn:
     """Raise :class:`CudaError` for a failed status.
 
     Raises:
         CudaError: Always.
     """
-    name = _status_name(status)
-    raise CudaError(int(status), name, _describe(status), call=call,
-                    hint=hint or _HINTS.get(name, _DEFAULT_HINT))
+    raise cuda_error(status, call=call, hint=hint)
 
 
 def check(result: Any, *, call: str | None = None, hint: str | None = None) -> Any:

@@ -18,13 +18,13 @@ from typing import Any
 
 from edgert._executable import Executable
 from edgert.cuda import CudaGraph, Event, GraphCapture, Stream
-from edgert.cuda._api import event_query_fn, raise_cuda, runtime
+from edgert.cuda._api import cuda_error, event_query_fn, raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
 from edgert.session._graphs import GraphCache
-from edgert.session._options import GraphMode, SessionOptions, SyncMode, TimingMode
+from edgert.session._options import GraphMode, OutputMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner
+from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, copy_plain
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
@@ -56,6 +56,12 @@ class CudaRunner(Runner):
     """Runs requests on a CUDA device (see the module documentation)."""
 
     on_device = True
+    #: The short way of ``infer`` (owned outputs; see :meth:`infer_owned`): ``(slot, its input
+    #: buffers, (name, output view) pairs, the graph to launch, the event that ends it)``, set
+    #: by a plain ``infer`` that replayed a graph, or None.
+    armed: tuple[Slot, tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], Any, Any] | \
+        None = None
+    bare = False
 
     def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
                  stats: SessionStats, host_pool: Any, device_pool: Any, copies: bool,
@@ -96,6 +102,9 @@ class CudaRunner(Runner):
         self._sleeper: tuple[Stream, Any] | None = None  # side stream + blocking-sync event
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
+        # timing="stages" reads each request's events: the general way.
+        self.fast_copy = (options.outputs is OutputMode.COPY and not self.stages and
+                          graphs is not None)
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -139,6 +148,7 @@ class CudaRunner(Runner):
     def buffers_moved(self, slot: Slot) -> None:
         """Captured graphs name the old addresses: drop the slot's graphs."""
         super().buffers_moved(slot)
+        self.armed = None
         if self.graphs is not None:
             self.graphs.drop_slot(slot.index)
 
@@ -199,6 +209,8 @@ class CudaRunner(Runner):
             CudaError: A CUDA call failed.
         """
         graphs = self.graphs
+        armed = self.armed
+        self.armed = None
         # An output written through the allocator may move or change size on any run: such
         # requests are never captured (TensorRT forbids it as well).
         if graphs is not None and not slot.allocs and not (
@@ -208,6 +220,11 @@ class CudaRunner(Runner):
                 entry = self._capture(slot, key)
             if entry is not None:
                 self._replay(slot, entry)
+                if wait_now and self.fast_copy and not slot.special and not slot.external:
+                    if armed is not None and armed[0] is slot and armed[3] is entry.exec:
+                        self.armed = armed  # the same request again: nothing to rebuild
+                    else:
+                        self._arm(slot, entry)
                 return
         if wait_now and self.stream_wait_ok:
             self._enqueue_untimed(slot)
@@ -218,6 +235,60 @@ class CudaRunner(Runner):
             self._enqueue(slot, False)
         if graphs is not None:
             graphs.ran_plainly(slot.sig)
+
+    def _arm(self, slot: Slot, entry: Any) -> None:
+        """Let ``infer`` replay ``entry`` the short way while the slot stays as it is now."""
+        ins = tuple(slot.inputs)
+        if any(tb.shape is None or not tb.small or tb.view is None for tb in ins) or \
+                any(tb.unbound or tb.view is None for tb in slot.outputs):
+            return  # absent optional inputs, large or packed inputs, run-time-shaped outputs
+        self.armed = (slot, ins, tuple((tb.name, tb.view) for tb in slot.outputs), entry.exec,
+                      slot.ev_end)
+        # a bare array is the one required input's, as the general way reads it
+        self.bare = len(ins) == 1 and self.required == (ins[0].name,)
+
+    def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
+        """Run ``inputs`` the short way and return owned outputs, or None: take the general way.
+
+        Once a plain ``infer`` replayed a captured graph (one that wrote no output through the
+        allocator and bound no caller memory), a request of plain numpy arrays of the same
+        shapes and dtypes is copied into that slot's staging buffers, the graph launched and
+        waited for, and the outputs copied out, past staging, keys and the slot's bookkeeping.
+        The general way re-arms (or disarms) it on every request it runs.
+
+        Raises:
+            InferenceError: The launch or the request failed on the device.
+        """
+        armed = self.armed
+        if armed is None:
+            return None
+        slot, ins, outs, graph_exec, ev = armed
+        if slot.busy or not copy_plain(ins, inputs, self.bare, self.refuse):
+            return None  # a submitted request still owns the slot, or not a plain request
+        slot.generation += 1  # an earlier request's Pending no longer reads this slot
+        s = self.s
+        err = self.graph_launch(graph_exec, s)[0]
+        if not err and not self.graph_events:
+            err = self.rec(ev, s)[0]
+        if err:
+            self.armed = None
+            self.fail(slot, cuda_error(err, call="cudaGraphLaunch"))
+            assert slot.error is not None
+            raise slot.error
+        err = self._adaptive_wait(ev) if self.adaptive else self.ev_sync(ev)[0]
+        if err:
+            self.armed = None
+            raise _device_failure(err)
+        result = {}
+        for name, view in outs:
+            result[name] = view.copy()
+        if self.host_timing:
+            self.stats.latency.record(_now() - start)
+        return result
+
+    def disarm(self) -> None:
+        """Make the next ``infer`` take the general way (``warmup`` goes through every slot)."""
+        self.armed = None
 
     def _replay(self, slot: Slot, entry: Any) -> None:
         s = self.s
@@ -426,13 +497,7 @@ class CudaRunner(Runner):
         slot.busy = False
         slot.keep = None
         if err:
-            try:
-                raise_cuda(err, call="cudaEventSynchronize")
-            except CudaError as cause:
-                failure = InferenceError(f"the request failed on the device: {cause.message}",
-                                         hint=cause.hint)
-                failure.__cause__ = cause
-                slot.error = failure
+            slot.error = _device_failure(err)
             return
         if slot.special:
             try:
@@ -484,7 +549,12 @@ class CudaRunner(Runner):
         expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
         self.expect_ns = expect
         budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
-        self.spin_budget_ns = min(max(budget, ADAPTIVE_SPIN_MIN_NS), ADAPTIVE_SPIN_MAX_NS)
+        # comparisons, not min()/max(): this runs once per request
+        if budget > ADAPTIVE_SPIN_MAX_NS:
+            budget = ADAPTIVE_SPIN_MAX_NS
+        elif budget < ADAPTIVE_SPIN_MIN_NS:
+            budget = ADAPTIVE_SPIN_MIN_NS
+        self.spin_budget_ns = budget
         return err
 
     def _sleep_on(self, ev: Any) -> Any:
@@ -537,6 +607,7 @@ class CudaRunner(Runner):
 
     def close(self) -> None:
         """Destroy the event used to wait for foreign streams and the adaptive sleeper."""
+        self.armed = None
         if self._foreign_event is not None:
             self._foreign_event.close()
             self._foreign_event = None
@@ -550,6 +621,15 @@ class CudaRunner(Runner):
         for s in (self.h2d_s, self.s, self.d2h_s):
             if s is not None:
                 self.stream_sync(s)
+
+
+def _device_failure(err: Any) -> InferenceError:
+    """The error of a request that failed on the device, from the CUDA error of its wait."""
+    cause = cuda_error(err, call="cudaEventSynchronize")
+    failure = InferenceError(f"the request failed on the device: {cause.message}",
+                             hint=cause.hint)
+    failure.__cause__ = cause
+    return failure
 
 
 class _Captured:

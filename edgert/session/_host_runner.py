@@ -17,16 +17,19 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-import numpy as np
-
 from edgert.errors import EdgeRTError, InferenceError
 from edgert.session._options import OutputMode
 from edgert.session._outalloc import packed_nbytes
-from edgert.session._runner import STAGE_LIMIT_BYTES, Runner, absent, executable_errors
+from edgert.session._runner import (
+    STAGE_LIMIT_BYTES,
+    Runner,
+    absent,
+    copy_plain,
+    executable_errors,
+)
 from edgert.session._slot import Slot, TensorBuffer
 from edgert.session._validate import ExternalArray
 
-_ndarray = np.ndarray
 _memmove = ctypes.memmove
 
 __all__ = ["HostRunner"]
@@ -204,23 +207,7 @@ class HostRunner(Runner):
         if self.bound_token is not token or self.ctx_sig is not sig or \
                 (slot is not None and slot.busy):
             return None
-        refuse = self.refuse
-        if type(inputs) is dict:
-            if len(inputs) != len(ins):
-                return None
-            for tb in ins:
-                arr = inputs.get(tb.name)
-                if type(arr) is not _ndarray or arr.dtype is not tb.dtype or \
-                        arr.shape != tb.shape or (refuse and not arr.flags.c_contiguous):
-                    return None  # buffers written so far are staging: the general way restages
-                tb.view[...] = arr  # type: ignore[index]
-        elif type(inputs) is _ndarray and self.bare:  # a bare array, one-input model
-            tb = ins[0]
-            if inputs.dtype is not tb.dtype or inputs.shape != tb.shape or \
-                    (refuse and not inputs.flags.c_contiguous):
-                return None
-            tb.view[...] = inputs  # type: ignore[index]
-        else:
+        if not copy_plain(ins, inputs, self.bare, self.refuse):
             return None
         if slot is not None:
             slot.generation += 1  # an earlier request's Pending no longer reads this slot
@@ -229,7 +216,8 @@ class HostRunner(Runner):
             if self._output_moved(outs):
                 return None  # a wrong declaration: the general way re-plans and runs again
             raise self._run_failed()
-        self.shortcuts += 1
+        if slot is None:
+            self.shortcuts += 1  # no slot counts it (a swap frees the old model by this count)
         result = {}
         for name, view in outs:
             result[name] = view.copy()

@@ -48,6 +48,34 @@ _copyto = np.copyto
 STAGE_LIMIT_BYTES = 64 * 1024
 
 
+def copy_plain(ins: tuple[TensorBuffer, ...], inputs: Any, bare: bool, refuse: bool) -> bool:
+    """Copy a plain request into the buffers of ``infer``'s short way; False: not plain.
+
+    Plain: a dict of exactly these tensors (or, with ``bare``, one array for the one required
+    input), each a numpy array of the buffer's dtype and shape (C-contiguous where ``refuse``).
+    After False the buffers may hold part of the request: they are staging, and the general
+    way stages again.
+    """
+    if type(inputs) is dict:
+        if len(inputs) != len(ins):
+            return False
+        for tb in ins:
+            arr = inputs.get(tb.name)
+            if type(arr) is not _ndarray or arr.dtype is not tb.dtype or \
+                    arr.shape != tb.shape or (refuse and not arr.flags.c_contiguous):
+                return False
+            tb.view[...] = arr  # type: ignore[index]
+        return True
+    if type(inputs) is _ndarray and bare:
+        tb = ins[0]
+        if inputs.dtype is not tb.dtype or inputs.shape != tb.shape or \
+                (refuse and not inputs.flags.c_contiguous):
+            return False
+        tb.view[...] = inputs  # type: ignore[index]
+        return True
+    return False
+
+
 def absent(tb: TensorBuffer) -> None:
     """Mark an optional input left out of a request: bound to address 0 (the model's default)."""
     tb.shape = None
