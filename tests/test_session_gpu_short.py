@@ -84,6 +84,22 @@ def test_short_way_results_are_right_owned_and_counted(exe: Any, io: str, slots:
         assert s.stats.device.count == 0  # timing="host": latency only
 
 
+def test_short_way_without_event_nodes_in_graphs(exe: Any) -> None:
+    # Drivers that refuse event-record nodes in graphs: the end event is recorded after the
+    # launch, on the short way too.
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(8)
+    with InferenceSession(exe) as s:
+        s._runner.graph_events = False
+        general = _CountStages(s)
+        for _ in range(10):
+            _check(s, _obs(rng, 2))
+        assert s._runner.armed is not None
+        assert general.calls <= 3
+        assert s.stats.latency.count == 10
+
+
 def test_short_way_gives_way_to_every_other_request(exe: Any) -> None:
     from edgert.session import InferenceSession
 

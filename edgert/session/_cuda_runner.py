@@ -498,6 +498,7 @@ class CudaRunner(Runner):
         slot.keep = None
         if err:
             slot.error = _device_failure(err)
+            self.armed = None  # the next request takes the general way, which reports afresh
             return
         if slot.special:
             try:
