@@ -18,6 +18,7 @@ from edgert.engine._onnx_executable import OnnxExecutable
 from edgert.engine._source import (
     EngineFormat,
     ModelHeader,
+    ModelSource,
     Source,
     read_source,
     sniff,
@@ -121,11 +122,25 @@ class Engine(Owner):
                 there is none.
         """
         o = check_or_create_options(LoadOptions, options, overrides, what="Engine.load")
-        runtime, trt_module, plugins = o.runtime, o.trt_module, o.plugins
         temp_path = check_temp_dir(o.temp_dir)
         src = read_source(source, max_bytes=o.max_bytes)
         integrity = check_integrity(src.data, path=src.path, sha256=o.sha256,
                                     hmac_key=o.hmac_key, signature=o.signature)
+        return cls._from_checked(src, o, integrity, temp_path)
+
+    @classmethod
+    def _load_verified(cls, src: ModelSource, integrity: IntegrityStatus,
+                       **overrides: Unpack[LoadOverrides]) -> Engine:
+        """Load bytes whose integrity the caller proved already (the engine cache's memo of
+        an HMAC check made earlier this boot: :mod:`edgert.store._verified`)."""
+        o = check_or_create_options(LoadOptions, None, overrides, what="Engine.load")
+        return cls._from_checked(src, o, integrity, check_temp_dir(o.temp_dir))
+
+    @classmethod
+    def _from_checked(cls, src: ModelSource, o: LoadOptions, integrity: IntegrityStatus,
+                      temp_path: Path | None) -> Engine:
+        """The engine of ``src``, read and checked (``integrity`` says how) by the caller."""
+        runtime, trt_module, plugins = o.runtime, o.trt_module, o.plugins
         header = sniff(src.data, src.label)
         if header.format is EngineFormat.ONNX:
             if runtime not in ("auto", "onnxruntime") or trt_module is not None:

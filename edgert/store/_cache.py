@@ -17,7 +17,10 @@ load what the first wrote. Loading a valid entry needs no write access, so a cac
 first boot keeps working on a read-only root.
 
 The ONNX model's SHA-256 is remembered between starts while the file provably did not change
-(:mod:`edgert.store._digest`), so a hit costs a ``stat`` instead of hashing the model.
+(:mod:`edgert.store._digest`), so a hit costs a ``stat`` instead of hashing the model; the plan
+is checked against its sidecar at its first load of each boot, and later loads of that boot use
+a signed memo of that check while the plan and sidecar provably did not change
+(:mod:`edgert.store._verified`).
 
 Without a key of your own the sidecar is keyed by the cache key: it detects corruption, not
 tampering. Pass ``hmac_key=`` (a secret) to make entries tamper-evident; version-compatible plans,
@@ -40,20 +43,28 @@ from types import ModuleType
 from typing import Any
 
 from edgert._compat import StrEnum
-from edgert.engine import Engine, EngineFlavour, OnnxRuntimeOptions
+from edgert.engine import Engine, EngineFlavour, IntegrityStatus, OnnxRuntimeOptions
 from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
+    EdgeRTError,
     EngineLoadError,
     IntegrityError,
     InvalidArgumentError,
     NotSupportedError,
 )
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
-from edgert.store._digest import file_sha256
-from edgert.store._files import FileLock, atomic_write, remove_stale_temps, unwritable
+from edgert.store._digest import file_identity, file_sha256
+from edgert.store._files import (
+    FileLock,
+    atomic_write,
+    read_small,
+    remove_stale_temps,
+    unwritable,
+)
 from edgert.store._options import BuildOptions
+from edgert.store._verified import plan_stats, remember_verified, verified_identity
 
 __all__ = ["CacheResult", "CacheStatus", "DeviceIdentity", "EngineCache", "default_cache_dir"]
 
@@ -306,12 +317,28 @@ class EngineCache:
     def _try_load(self, plan_path: Path, key: str,
                   load: dict[str, Any]) -> tuple[Engine | None, str | None]:
         """The entry's engine, or None and why not (None when there is no entry at all)."""
-        if not plan_path.exists():
-            return None, None
+        tag_key = self._tag_key(key)
+        vouched = verified_identity(plan_path, tag_key)
         try:
-            return Engine.load(plan_path, hmac_key=self._tag_key(key), **load), None
+            if vouched is not None:
+                # Checked in full earlier this boot (edgert.store._verified): the bytes are
+                # those if the plan still has the identity it had then, after they were read.
+                try:
+                    src = read_source(plan_path)
+                    same = file_identity(os.stat(plan_path)) == vouched
+                except (EdgeRTError, OSError):
+                    same = False
+                if same:
+                    return Engine._load_verified(src, IntegrityStatus.HMAC, **load), None
+            before = plan_stats(plan_path)
+            if before is None and not plan_path.exists():
+                return None, None
+            checked_at = time.time_ns()
+            engine = Engine.load(plan_path, hmac_key=tag_key, **load)
         except (IntegrityError, EngineLoadError) as err:  # corrupt, truncated, stale: rebuild
             return None, f"the cached entry did not load ({type(err).__name__}: {err.message})"
+        remember_verified(plan_path, tag_key, before, checked_at)
+        return engine, None
 
     def _digest(self, onnx: Source) -> tuple[Path | None, bytes | None, str]:
         """(path, bytes if they were read, SHA-256) of the ONNX model."""
@@ -340,7 +367,7 @@ class EngineCache:
         locations: list[str] | None = None
         if data is None:
             try:
-                loaded = json.loads(memo.read_text(encoding="utf-8"))
+                loaded = json.loads(read_small(memo))
                 if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
                     locations = loaded
             except (OSError, ValueError):

@@ -17,15 +17,16 @@ import os
 import time
 from pathlib import Path
 
-from edgert.store._files import atomic_write
+from edgert.store._files import atomic_write, read_small
 
-__all__ = ["STABLE_S", "file_sha256"]
+__all__ = ["STABLE_S", "file_identity", "file_sha256"]
 
 #: How long a file must have been unchanged before it was hashed for its digest to be reused.
 STABLE_S = 2.0
 
 
-def _identity(st: os.stat_result) -> list[int]:
+def file_identity(st: os.stat_result) -> list[int]:
+    """Device, inode, size, modification and change times (ns): what a write always moves."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -41,8 +42,8 @@ def file_sha256(path: Path, memo_dir: Path | None) -> tuple[str, bytes | None]:
         name = hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32] + ".json"
         memo = memo_dir / name
         try:
-            doc = json.loads(memo.read_text(encoding="ascii"))
-            if doc["identity"] == _identity(st) and \
+            doc = json.loads(read_small(memo))
+            if doc["identity"] == file_identity(st) and \
                     doc["hashed_at_ns"] - st.st_ctime_ns >= STABLE_S * 1e9:
                 return str(doc["sha256"]), None
         except (OSError, ValueError, KeyError, TypeError):
@@ -51,10 +52,10 @@ def file_sha256(path: Path, memo_dir: Path | None) -> tuple[str, bytes | None]:
     with open(path, "rb") as f:
         data = f.read()
     digest = hashlib.sha256(data).hexdigest()
-    if memo is not None and _identity(os.stat(path)) == _identity(st):
+    if memo is not None and file_identity(os.stat(path)) == file_identity(st):
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(memo, json.dumps({"path": str(path), "identity": _identity(st),
+            atomic_write(memo, json.dumps({"path": str(path), "identity": file_identity(st),
                                            "hashed_at_ns": hashed_at,
                                            "sha256": digest}).encode())
         except Exception:  # a read-only cache still works, it just hashes every time
