@@ -259,3 +259,26 @@ def test_warmup_and_close_disarm(exe: Any) -> None:
     assert out.shape == (1, ACTION_DIM)
     s.close()
     assert s._runner.armed is None
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_reshape_that_fails_midway_disarms_the_short_way(exe: Any, bare: bool) -> None:
+    # The input grows, then the output cannot (found by review): the armed graph names the
+    # released buffers, so the retry must fail again and small requests stay right.
+    from edgert.errors import PoolExhausted
+    from edgert.memory import BufferPool
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(9)
+    with BufferPool.for_host(max_bytes=9216, mapped=True) as pool, \
+            InferenceSession(exe, slots=1, io="zero_copy", pool=pool) as s:
+        for _ in range(3):
+            _check(s, _obs(rng, 1), bare=bare)
+        assert s._runner.armed is not None
+        big = _obs(rng, 40)
+        for _ in range(2):
+            with pytest.raises(PoolExhausted):
+                s.infer(big if bare else {"obs": big})
+        for _ in range(3):
+            _check(s, _obs(rng, 1), bare=bare)
+

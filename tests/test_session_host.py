@@ -350,18 +350,29 @@ def test_a_borrowed_executable_is_not_closed(engine: Engine) -> None:
     exe.close()
 
 
-def test_pool_exhaustion_is_reported_and_the_session_recovers(engine: Engine) -> None:
+@pytest.mark.parametrize("bare", [False, True])
+@pytest.mark.parametrize(("budget", "batch"), [(8192, MAX_BATCH), (9216, 40)])
+def test_pool_exhaustion_is_reported_and_the_session_recovers(engine: Engine, budget: int,
+                                                              batch: int, bare: bool) -> None:
+    # (9216, 40): the input grows, then the output cannot: a reshape that failed midway. The
+    # retry must fail the same way (not replay what the half-made buffers hold), and the
+    # session must keep working at the sizes it can serve.
     from edgert.errors import PoolExhausted
     from edgert.memory import BufferPool
 
-    with BufferPool.for_host(max_bytes=8192, device="host") as pool, \
+    with BufferPool.for_host(max_bytes=budget, device="host") as pool, \
             InferenceSession(engine, slots=1, pool=pool) as s:
         small = _obs(1)
-        s.infer(small)
-        with pytest.raises(PoolExhausted):
-            s.infer(_obs(MAX_BATCH))
-        np.testing.assert_allclose(s.infer(small)["actions"], policy_reference(small),
-                                   rtol=RTOL, atol=ATOL)
+        for _ in range(3):
+            s.infer(small)
+        big = _obs(batch)
+        for _ in range(2):
+            with pytest.raises(PoolExhausted):
+                s.infer(big if bare else {"obs": big})
+        for i in range(3):
+            x = _obs(1, i)
+            np.testing.assert_allclose(s.infer(x if bare else {"obs": x})["actions"],
+                                       policy_reference(x), rtol=RTOL, atol=ATOL)
 
 
 class _Counter:

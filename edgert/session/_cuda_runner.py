@@ -57,10 +57,10 @@ class CudaRunner(Runner):
 
     on_device = True
     #: The short way of ``infer`` (owned outputs; see :meth:`infer_owned`): ``(slot, its input
-    #: buffers, (name, output view) pairs, the graph to launch, the event that ends it)``, set
-    #: by a plain ``infer`` that replayed a graph, or None.
-    armed: tuple[Slot, tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], Any, Any] | \
-        None = None
+    #: buffers, (name, output view) pairs, the graph to launch, the event that ends it, the
+    #: slot's signature then)``, set by a plain ``infer`` that replayed a graph, or None.
+    armed: tuple[Slot, tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], Any, Any,
+                 object] | None = None
     bare = False
 
     def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
@@ -243,7 +243,7 @@ class CudaRunner(Runner):
                 any(tb.unbound or tb.view is None for tb in slot.outputs):
             return  # absent optional inputs, large or packed inputs, run-time-shaped outputs
         self.armed = (slot, ins, tuple((tb.name, tb.view) for tb in slot.outputs), entry.exec,
-                      slot.ev_end)
+                      slot.ev_end, slot.sig)
         # a bare array is the one required input's, as the general way reads it
         self.bare = len(ins) == 1 and self.required == (ins[0].name,)
 
@@ -262,9 +262,12 @@ class CudaRunner(Runner):
         armed = self.armed
         if armed is None:
             return None
-        slot, ins, outs, graph_exec, ev = armed
-        if slot.busy or not copy_plain(ins, inputs, self.bare, self.refuse):
-            return None  # a submitted request still owns the slot, or not a plain request
+        slot, ins, outs, graph_exec, ev, sig = armed
+        # A reshape begins by clearing the slot's signature: one that failed midway leaves
+        # buffers the graph does not name.
+        if slot.busy or slot.sig is not sig or \
+                not copy_plain(ins, inputs, self.bare, self.refuse):
+            return None  # a submitted request owns the slot, it changed, or not plain
         slot.generation += 1  # an earlier request's Pending no longer reads this slot
         s = self.s
         err = self.graph_launch(graph_exec, s)[0]

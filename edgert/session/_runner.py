@@ -479,12 +479,21 @@ class Runner(OutputPlan):
         slot.sig = None
         self.apply_shapes(sig)
         grown = False
-        for tb, shape in zip(slot.inputs, sig, strict=True):
-            if shape is None:
-                absent(tb)
-            else:
-                grown |= self._fit(tb, shape)
-        grown |= self._fit_outputs(slot, sig)
+        try:
+            for tb, shape in zip(slot.inputs, sig, strict=True):
+                if shape is None:
+                    absent(tb)
+                else:
+                    grown |= self._fit(tb, shape)
+            grown |= self._fit_outputs(slot, sig)
+        except BaseException:
+            # Half reshaped (a pool ran out midway): leases may have been released and shapes
+            # changed. No request may trust these buffers -- each input's shape is forgotten, so
+            # staging reshapes again -- and nothing that names their old addresses survives.
+            for tb in slot.inputs:
+                tb.shape = None
+            self.buffers_moved(slot)
+            raise
         if grown:
             self.buffers_moved(slot)
         slot.sig = sig
