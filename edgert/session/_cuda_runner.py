@@ -282,12 +282,7 @@ class CudaRunner(Runner):
         if err:
             self.armed = None
             raise _device_failure(err)
-        result = {}
-        for name, view in outs:
-            result[name] = view.copy()
-        if self.host_timing:
-            self.stats.latency.record(_now() - start)
-        return result
+        return self.owned_result(outs, start)
 
     def disarm(self) -> None:
         """Make the next ``infer`` take the general way (``warmup`` goes through every slot)."""

@@ -218,12 +218,7 @@ class HostRunner(Runner):
             raise self._run_failed()
         if slot is None:
             self.shortcuts += 1  # no slot counts it (a swap frees the old model by this count)
-        result = {}
-        for name, view in outs:
-            result[name] = view.copy()
-        if self.host_timing:
-            self.stats.latency.record(_now() - start)
-        return result
+        return self.owned_result(outs, start)
 
     def _output_moved(self, outs: tuple[tuple[str, Any], ...]) -> bool:
         """Whether, after a failed run, the executable reports an output shape other than the

@@ -509,6 +509,15 @@ class Runner(OutputPlan):
     def disarm(self) -> None:
         """Make the next ``infer`` take the general way."""
 
+    def owned_result(self, outs: tuple[tuple[str, Any], ...], start: int) -> dict[str, Any]:
+        """The end of a short way: a copy of each output view, and the request's latency."""
+        result = {}
+        for name, view in outs:
+            result[name] = view.copy()
+        if self.host_timing:
+            self.stats.latency.record(_now() - start)
+        return result
+
     def launch(self, slot: Slot, key: Hashable, pipelined: bool,
                wait_now: bool = False) -> None:
         """Enqueue (or, on the host, run) the request staged in ``slot``.
