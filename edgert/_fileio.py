@@ -38,6 +38,7 @@ __all__ = [
     "check_path",
     "parse_index",
     "parse_int",
+    "read_fd",
     "read_file",
 ]
 
@@ -125,33 +126,44 @@ def read_file(path: str | os.PathLike[str], *, max_bytes: int,
         check_path(path)
         raise
     try:
-        size = _check_fd(fd, path, max_bytes)
-        # One read of size + 1 returns a whole regular file and proves it ended; the + 1 also
-        # catches a file that grows while we read it.
-        want = size + 1 if size not in _PSEUDO_SIZES else _CHUNK
-        chunk = read(fd, min(want, max_bytes + 1))
-        if len(chunk) == size and size not in _PSEUDO_SIZES:
-            # Asked for size + 1, got size: a regular file's read is short only at its end, so
-            # this is all of it, and it did not grow (one syscall fewer on every small file).
-            return chunk
-        if size == _SYSFS_SIZE and len(chunk) < _SYSFS_SIZE:
-            # A sysfs attribute: the kernel hands it out whole in the first read.
-            return chunk
-        chunks: list[bytes] = []
-        total = 0
-        while chunk:
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                raise _too_large(os.fspath(path), f"more than {max_bytes:,}", max_bytes)
-            if size not in _PSEUDO_SIZES and total > size:
-                raise FileRefusedError(
-                    errno.EBUSY, f"the file grew beyond its {size:,} bytes while it was read "
-                    "(it is being written)", os.fspath(path), reason="changed")
-            chunk = read(fd, min(_CHUNK, max_bytes + 1 - total))
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return read_fd(fd, path, max_bytes=max_bytes, read=read)
     finally:
         os.close(fd)
+
+
+def read_fd(fd: int, path: str | os.PathLike[str], *, max_bytes: int,
+            read: Callable[[int, int], bytes] = os.read) -> bytes:
+    """All bytes of the open regular file ``fd`` (named ``path`` in errors), as
+    :func:`read_file` reads them; the caller opened it and closes it.
+
+    Raises:
+        FileRefusedError, IsADirectoryError, OSError: As :func:`read_file`.
+    """
+    size = _check_fd(fd, path, max_bytes)
+    # One read of size + 1 returns a whole regular file and proves it ended; the + 1 also
+    # catches a file that grows while we read it.
+    want = size + 1 if size not in _PSEUDO_SIZES else _CHUNK
+    chunk = read(fd, min(want, max_bytes + 1))
+    if len(chunk) == size and size not in _PSEUDO_SIZES:
+        # Asked for size + 1, got size: a regular file's read is short only at its end, so
+        # this is all of it, and it did not grow (one syscall fewer on every small file).
+        return chunk
+    if size == _SYSFS_SIZE and len(chunk) < _SYSFS_SIZE:
+        # A sysfs attribute: the kernel hands it out whole in the first read.
+        return chunk
+    chunks: list[bytes] = []
+    total = 0
+    while chunk:
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(os.fspath(path), f"more than {max_bytes:,}", max_bytes)
+        if size not in _PSEUDO_SIZES and total > size:
+            raise FileRefusedError(
+                errno.EBUSY, f"the file grew beyond its {size:,} bytes while it was read "
+                "(it is being written)", os.fspath(path), reason="changed")
+        chunk = read(fd, min(_CHUNK, max_bytes + 1 - total))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _check_fd(fd: int, path: str | os.PathLike[str], max_bytes: int) -> int:

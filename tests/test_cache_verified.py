@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,13 @@ def test_a_plan_changed_after_its_memo_is_checked_again_and_rebuilt(
     assert plan.read_bytes() == data
 
 
-@pytest.mark.parametrize("memo", ["other_boot", "bad_mac", "garbage", "empty", "other_key"])
+@pytest.mark.parametrize("memo", ["other_boot", "bad_mac", "garbage", "empty", "deep_json",
+                                  "symlink", "fifo"])
 def test_a_memo_that_does_not_vouch_leads_back_to_the_full_check(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memo: str) -> None:
     cache, onnx, plan = _entry(tmp_path)
-    _load(cache, onnx).engine.close()
+    result = _load(cache, onnx)
+    result.engine.close()
     path = Path(f"{plan}{_verified.SUFFIX}")
     raw = path.read_bytes()
     if memo == "other_boot":
@@ -146,21 +149,60 @@ def test_a_memo_that_does_not_vouch_leads_back_to_the_full_check(
         path.write_bytes(b"\x00" * 100)
     elif memo == "empty":
         path.write_bytes(b"")
-    else:  # the right memo, but signed with the public per-key tag, for a cache with a secret
-        cache = EngineCache(tmp_path / "c", trt_module=ft, hmac_key=b"robot-secret")
-        rebuilt = _load(cache, onnx)  # the old sidecar does not verify under the secret
-        assert rebuilt.status is CacheStatus.REBUILT
-        rebuilt.engine.close()
-        time.sleep(STABLE_S + 0.02)
-        _load(cache, onnx).engine.close()  # checked in full under the secret: memo signed
-        _, _, body = path.read_bytes().partition(b"\n")
-        public = hmac.new(f"edgert-cache:{rebuilt.key}".encode(), body, hashlib.sha256)
-        path.write_bytes(public.hexdigest().encode() + b"\n" + body)
+    elif memo == "deep_json":  # correctly signed with the public tag key, nested past the
+        body = b"[" * 2000 + b"]" * 2000  # parser's recursion limit (found by review)
+        tag = hmac.new(f"edgert-cache:{result.key}".encode(), body, hashlib.sha256)
+        path.write_bytes(tag.hexdigest().encode() + b"\n" + body)
+    elif memo == "symlink":  # a valid memo, but reached through a symlink
+        real = tmp_path / "memo-elsewhere"
+        real.write_bytes(raw)
+        path.unlink()
+        path.symlink_to(real)
+    else:  # a FIFO: opening it must neither block nor be read
+        path.unlink()
+        os.mkfifo(path)
     full = _FullChecks(monkeypatch)
     hit = _load(cache, onnx)
     assert hit.status is CacheStatus.HIT
     assert full.count == 1
     _right(hit)
+
+
+@pytest.mark.parametrize("plan_is", ["symlink", "hard_linked"])
+def test_only_a_plain_single_link_plan_file_is_memoized(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan_is: str) -> None:
+    # A symlink could point elsewhere between the check and the read, a second link lets the
+    # file be written by another name: both are checked in full on every load (found by review).
+    cache, onnx, plan = _entry(tmp_path)
+    if plan_is == "symlink":
+        real = tmp_path / "plan-elsewhere"
+        plan.replace(real)
+        plan.symlink_to(real)
+    else:
+        os.link(plan, tmp_path / "second-name.plan")
+    time.sleep(STABLE_S + 0.02)  # the new link moved the plan's change time
+    full = _FullChecks(monkeypatch)
+    for _ in range(2):
+        hit = _load(cache, onnx)
+        assert hit.status is CacheStatus.HIT
+        _right(hit)
+    assert full.count == 2
+    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+
+
+def test_a_cache_with_a_secret_key_checks_every_load_in_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process that may write the cache can change a plan without moving its change time
+    # (a writable shared mapping made earlier, a FUSE file system): the tamper-evident mode
+    # must never trust file identity (found by review).
+    cache, onnx, plan = _entry(tmp_path, hmac_key=b"robot-secret")
+    full = _FullChecks(monkeypatch)
+    for _ in range(3):
+        hit = _load(cache, onnx)
+        assert hit.status is CacheStatus.HIT
+        _right(hit)
+    assert full.count == 3
+    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
 
 
 def test_a_cache_whose_memo_cannot_be_written_checks_in_full_every_time(

@@ -48,14 +48,13 @@ from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
-    EdgeRTError,
     EngineLoadError,
     IntegrityError,
     InvalidArgumentError,
     NotSupportedError,
 )
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
-from edgert.store._digest import file_identity, file_sha256
+from edgert.store._digest import file_sha256
 from edgert.store._files import (
     FileLock,
     atomic_write,
@@ -64,7 +63,12 @@ from edgert.store._files import (
     unwritable,
 )
 from edgert.store._options import BuildOptions
-from edgert.store._verified import plan_stats, remember_verified, verified_identity
+from edgert.store._verified import (
+    read_plan,
+    remember_verified,
+    sig_identity,
+    verified_identity,
+)
 
 __all__ = ["CacheResult", "CacheStatus", "DeviceIdentity", "EngineCache", "default_cache_dir"]
 
@@ -318,27 +322,25 @@ class EngineCache:
                   load: dict[str, Any]) -> tuple[Engine | None, str | None]:
         """The entry's engine, or None and why not (None when there is no entry at all)."""
         tag_key = self._tag_key(key)
-        vouched = verified_identity(plan_path, tag_key)
         try:
-            if vouched is not None:
-                # Checked in full earlier this boot (edgert.store._verified): the bytes are
-                # those if the plan still has the identity it had then, after they were read.
-                try:
-                    src = read_source(plan_path)
-                    same = file_identity(os.stat(plan_path)) == vouched
-                except (EdgeRTError, OSError):
-                    same = False
-                if same:
-                    return Engine._load_verified(src, IntegrityStatus.HMAC, **load), None
-            before = plan_stats(plan_path)
-            if before is None and not plan_path.exists():
+            if self._secret is None:  # memos guard against corruption, not an attacker
+                checked_at = time.time_ns()
+                read = read_plan(plan_path)
+                if read is not None:
+                    data, plan_id = read
+                    src = ModelSource(data=data, path=plan_path)
+                    if plan_id == verified_identity(plan_path, tag_key):
+                        # checked in full earlier this boot (edgert.store._verified)
+                        return Engine._load_verified(src, IntegrityStatus.HMAC, **load), None
+                    sig_id = sig_identity(plan_path)
+                    engine = Engine.load(src, hmac_key=tag_key, **load)
+                    remember_verified(plan_path, tag_key, plan_id, sig_id, checked_at)
+                    return engine, None
+            if not plan_path.exists():
                 return None, None
-            checked_at = time.time_ns()
-            engine = Engine.load(plan_path, hmac_key=tag_key, **load)
+            return Engine.load(plan_path, hmac_key=tag_key, **load), None
         except (IntegrityError, EngineLoadError) as err:  # corrupt, truncated, stale: rebuild
             return None, f"the cached entry did not load ({type(err).__name__}: {err.message})"
-        remember_verified(plan_path, tag_key, before, checked_at)
-        return engine, None
 
     def _digest(self, onnx: Source) -> tuple[Path | None, bytes | None, str]:
         """(path, bytes if they were read, SHA-256) of the ONNX model."""
@@ -370,7 +372,7 @@ class EngineCache:
                 loaded = json.loads(read_small(memo))
                 if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
                     locations = loaded
-            except (OSError, ValueError):
+            except Exception:  # whatever the memo holds (RecursionError too): parse the model
                 pass
         if locations is None:
             model = data if data is not None else read_source(path).data

@@ -46,7 +46,7 @@ def file_sha256(path: Path, memo_dir: Path | None) -> tuple[str, bytes | None]:
             if doc["identity"] == file_identity(st) and \
                     doc["hashed_at_ns"] - st.st_ctime_ns >= STABLE_S * 1e9:
                 return str(doc["sha256"]), None
-        except (OSError, ValueError, KeyError, TypeError):
+        except Exception:  # whatever the memo holds (RecursionError too): hash again
             pass
     hashed_at = time.time_ns()
     with open(path, "rb") as f:

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -37,14 +38,19 @@ def unwritable(directory: Path, err: OSError) -> EdgeRTError:
 
 
 def read_small(path: str | os.PathLike[str], max_bytes: int = 1 << 20) -> bytes:
-    """A small file (a memo) whole, with fewer syscalls and allocations than
-    ``Path.read_text``: it runs on every cache hit.
+    """A small regular file (a memo) whole, with fewer syscalls and allocations than
+    ``Path.read_text``: it runs on every cache hit. A symlink in the last component is not
+    followed and nothing but a regular file is read (opening a device can have effects).
 
     Raises:
-        OSError: It cannot be opened or read, or it holds more than ``max_bytes``.
+        OSError: It cannot be opened or read, is not a regular file, or holds more than
+            ``max_bytes``.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY |
+                 getattr(os, "O_NOFOLLOW", 0))
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         data = os.read(fd, 4096)
         if len(data) < 4096:
             return data

@@ -2,20 +2,26 @@
 
 Checking an entry's HMAC sidecar reads and hashes the whole plan on every load: 0.3 ms for a
 0.4 MB plan, tens of ms for a large one, as much as deserializing a small plan. After a full
-check succeeds the cache writes ``<plan>.verified``: the identity of the plan and of its sidecar
-(device, inode, size, modification and change times in ns), the boot it happened in
-(``/proc/sys/kernel/random/boot_id``) and when, under an HMAC-SHA256 with the entry's tag key --
-the cache's secret when it has one, so whoever cannot sign entries cannot forge a memo either.
-A later load in the same boot whose plan and sidecar still have that identity, checked again
-after the plan's bytes were read, uses those bytes without hashing them.
+check succeeds the cache writes ``<plan>.verified``: the identity of the plan file that was read
+and checked (device, inode, size, modification and change times in ns, from ``fstat`` of the one
+descriptor it was read through, equal before and after the read) and of its sidecar, the boot it
+happened in (``/proc/sys/kernel/random/boot_id``) and when, under an HMAC-SHA256 with the entry's
+tag key. A later load in the same boot reads the plan through one descriptor the same way and
+uses its bytes without hashing them if that identity is the memo's.
+
+What it guards against is corruption, not an attacker: a process that may write the cache can
+change a plan without moving its change time (through a writable shared mapping made earlier,
+or from a FUSE or network file system that reports what it likes). So a cache with a secret
+``hmac_key`` -- the tamper-evident mode -- never uses memos and checks every load in full.
 
 The rules are the ONNX digests' (:mod:`edgert.store._digest`): a file changed less than
 :data:`~edgert.store._digest.STABLE_S` before the check is not memoized (timestamps coarser
-than a nanosecond), and any write through the kernel moves a file's change time, which no
-process can set back. What a memo cannot see is storage that corrupts bytes behind the file
-system's back; the first load of every boot hashes the plan again and catches that. No boot id
-(not Linux), a memo of another boot, an unreadable or unsigned memo: the full check, as before.
-Memos are written without fsync: losing one after a power cut costs one more full check.
+than a nanosecond), and an ordinary write moves a file's change time, which no process can set
+back. Only a regular file with one link, opened without following a symlink, is memoized or
+vouched for. Storage that corrupts bytes behind the file system's back is caught by the first
+load of the next boot, which checks in full. No boot id (not Linux), a memo of another boot, an
+unreadable, unsigned or malformed memo: the full check, as before. Memos are written without
+fsync: losing one after a power cut costs one more full check.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from pathlib import Path
 
+from edgert._fileio import MAX_MODEL_BYTES, read_fd
 from edgert.store._digest import STABLE_S, file_identity
 from edgert.store._files import atomic_write, read_small
 
-__all__ = ["SUFFIX", "boot_id", "plan_stats", "remember_verified", "verified_identity"]
+__all__ = ["SUFFIX", "boot_id", "read_plan", "remember_verified", "sig_identity",
+           "verified_identity"]
 
 #: Suffix of the memo next to a plan (``model-KEY.plan.verified``).
 SUFFIX = ".verified"
 _SIG_SUFFIX = ".sig"
 _MAX_MEMO_BYTES = 4096
+_OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY |
+               getattr(os, "O_NOFOLLOW", 0))
 _NOT_READ = "?"
 _boot: str | None = _NOT_READ
 
@@ -63,11 +74,36 @@ def _mac(tag_key: bytes, body: bytes) -> str:
     return hmac.new(tag_key, body, hashlib.sha256).hexdigest()
 
 
+def read_plan(plan: Path) -> tuple[bytes, list[int]] | None:
+    """The plan's bytes and the identity of the file they came from, or None.
+
+    One descriptor, opened without following a symlink in the last component: the file must be
+    regular with one link, and ``fstat`` before and after the read must agree. None also for a
+    file that is missing, unreadable or too large (the full check then reports it).
+    """
+    try:
+        fd = os.open(plan, _OPEN_FLAGS)
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        data = read_fd(fd, plan, max_bytes=MAX_MODEL_BYTES)
+        after = os.fstat(fd)
+    except (OSError, MemoryError):
+        return None
+    finally:
+        os.close(fd)
+    identity = file_identity(st)
+    return (data, identity) if file_identity(after) == identity else None
+
+
 def verified_identity(plan: Path, tag_key: bytes) -> list[int] | None:
     """The plan identity that a valid memo of this boot vouches for, or None.
 
-    None: no boot id, no memo, a memo of another boot or with a wrong MAC, or a sidecar that
-    changed since. The caller compares the plan's identity *after* reading its bytes.
+    None: no boot id, no memo, a memo of another boot, with a wrong MAC or malformed, or a
+    sidecar that changed since.
     """
     boot = boot_id()
     if boot is None:
@@ -78,36 +114,35 @@ def verified_identity(plan: Path, tag_key: bytes) -> list[int] | None:
         if not hmac.compare_digest(_mac(tag_key, body).encode(), mac):
             return None
         doc = json.loads(body)
-        if doc["boot"] != boot or doc["sig"] != file_identity(os.stat(_sig_path(plan))):
+        if doc["boot"] != boot or doc["sig"] != sig_identity(plan):
             return None
         identity = doc["plan"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except Exception:  # whatever the memo holds, it only ever means "check in full"
         return None
     return identity if isinstance(identity, list) else None
 
 
-def plan_stats(plan: Path) -> tuple[list[int], list[int]] | None:
-    """The identities of the plan and its sidecar now, or None if either cannot be seen."""
+def sig_identity(plan: Path) -> list[int] | None:
+    """The identity of the plan's sidecar now, or None if it cannot be seen."""
     try:
-        return file_identity(os.stat(plan)), file_identity(os.stat(_sig_path(plan)))
-    except OSError:
+        return file_identity(os.stat(_sig_path(plan)))
+    except (OSError, ValueError):
         return None
 
 
-def remember_verified(plan: Path, tag_key: bytes, before: tuple[list[int], list[int]] | None,
+def remember_verified(plan: Path, tag_key: bytes, plan_id: list[int], sig_id: list[int] | None,
                       checked_at_ns: int) -> bool:
     """Write the memo of a full check that began at ``checked_at_ns`` and succeeded.
 
-    ``before``: :func:`plan_stats` taken before the check read the files. Nothing is written
-    (False) unless both files are unchanged since then and were already unchanged for
-    ``STABLE_S`` when the check began, or when the memo cannot be written (read-only cache).
+    ``plan_id``: from :func:`read_plan`, the bytes that were checked; ``sig_id``: the sidecar's
+    :func:`sig_identity` before the check read it. Nothing is written (False) unless the sidecar
+    is unchanged since, both files were already unchanged for ``STABLE_S`` when the check
+    began, and the memo can be written (not on a read-only cache).
     """
     boot = boot_id()
-    if boot is None or before is None or plan_stats(plan) != before:
+    if boot is None or sig_id is None or sig_identity(plan) != sig_id:
         return False
-    plan_id, sig_id = before
-    newest_change_ns = max(plan_id[4], sig_id[4])
-    if checked_at_ns - newest_change_ns < STABLE_S * 1e9:
+    if checked_at_ns - max(plan_id[4], sig_id[4]) < STABLE_S * 1e9:
         return False
     body = json.dumps({"boot": boot, "plan": plan_id, "sig": sig_id,
                        "checked_at_ns": checked_at_ns, "name": plan.name},
