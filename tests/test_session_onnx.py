@@ -112,6 +112,66 @@ def test_data_dependent_output(slots: int) -> None:
             np.testing.assert_array_equal(s.infer({"x": x})["y"], _reference(data, {"x": x})[0])
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+def test_short_way_with_outputs_sized_by_running(slots: int) -> None:
+    # After the first request, infer takes the short way with outputs written through the
+    # allocator too: sizes that change from request to request (none, all, growing past the
+    # first block) must come out right, and every kept result must stay as it was.
+    data = _model([helper.make_node("NonZero", ["x"], ["y"]),
+                   helper.make_node("Relu", ["x"], ["r"])],
+                  [_vi("x", TensorProto.FLOAT, [512])],
+                  [_vi("y", TensorProto.INT64, [1, "k"]), _vi("r", TensorProto.FLOAT, [512])])
+    rng = np.random.default_rng(4)
+    with Engine.load(data) as engine, InferenceSession(engine, slots=slots) as s:
+        runner = s._runner
+        general = 0
+        stage = runner.stage
+
+        def counted(slot: Any, inputs: Any) -> Any:
+            nonlocal general
+            general += 1
+            return stage(slot, inputs)
+
+        runner.stage = counted
+        kept = []
+        for p in (0.1, 0.5, 0.0, 1.0, 0.3, 1.0, 0.0, 0.7) * 3:
+            x = np.where(rng.random(512) < p, rng.standard_normal(512), 0).astype(np.float32)
+            out = s.infer({"x": x})
+            kept.append((x, out))
+        assert general == 1  # the first request; every later one took the short way
+        assert runner.armed is not None
+        for x, out in kept:
+            y, r = _reference(data, {"x": x})
+            np.testing.assert_array_equal(out["y"], y)
+            np.testing.assert_array_equal(out["r"], r)
+            assert out["y"].flags.owndata
+        assert s.stats.latency.count == len(kept)
+
+
+def test_short_way_output_past_the_pool_fails_then_recovers() -> None:
+    from edgert.errors import InferenceError
+    from edgert.memory import BufferPool
+
+    data = _model([helper.make_node("NonZero", ["x"], ["y"])],
+                  [_vi("x", TensorProto.FLOAT, [4096])], [_vi("y", TensorProto.INT64, [1, "k"])])
+    sparse = np.zeros(4096, np.float32)
+    sparse[::64] = 1.0
+    dense = np.ones(4096, np.float32)  # 32 KiB of indices: more than the pool holds
+    with Engine.load(data) as engine, \
+            BufferPool.for_host(max_bytes=24 * 1024, device="host") as pool, \
+            InferenceSession(engine, slots=1, pool=pool) as s:
+        for _ in range(3):
+            np.testing.assert_array_equal(s.infer({"x": sparse})["y"],
+                                          _reference(data, {"x": sparse})[0])
+        assert s._runner.armed is not None
+        for _ in range(2):
+            with pytest.raises(InferenceError, match="output allocator"):
+                s.infer({"x": dense})
+        for _ in range(3):
+            np.testing.assert_array_equal(s.infer({"x": sparse})["y"],
+                                          _reference(data, {"x": sparse})[0])
+
+
 def test_wrong_declared_output_shape_follows_the_real_one(
         caplog: pytest.LogCaptureFixture) -> None:
     # ORT cannot check a Reshape to a shape fed at run time: the declaration is wrong, ORT warns

@@ -50,9 +50,10 @@ class HostRunner(Runner):
     work_in_copy: tuple[int, ...] = ()
     #: The short way of ``infer`` (see the module documentation): ``(input buffers, (name,
     #: output view) pairs, the bindings and the shapes it is valid for, the slot whose buffers
-    #: it uses (None: the work set))``, or None until a plain request has run.
+    #: it uses (None: the work set), the outputs written through the allocator (None: none))``,
+    #: or None until a plain request has run.
     armed: tuple[tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], object, object,
-                 Slot | None] | None = None
+                 Slot | None, _Allocated | None] | None = None
     bare = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -171,6 +172,9 @@ class HostRunner(Runner):
                 outs[i].view[...] = work_out[i].view  # type: ignore[index]
         if special:
             self._after(slot)
+            if self.fast_copy and not slot.external and not (
+                    slot.echoes or slot.packed or slot.objects):
+                self._arm(slot, work)  # outputs written through the allocator, nothing else
         elif self.fast_copy and not slot.external:
             self._arm(slot, work)
 
@@ -186,11 +190,19 @@ class HostRunner(Runner):
         outs = self.work_out if work else slot.outputs
         if self.bound_token is not token or any(
                 tb.shape is None or tb.packed or tb.view is None or
-                (self.zero_copy and not tb.small) for tb in ins) or \
-                any(tb.unbound or tb.view is None for tb in outs):
+                (self.zero_copy and not tb.small) for tb in ins):
             return  # absent optional inputs, packed data, caller memory bound in place
-        self.armed = (ins, tuple((tb.name, tb.view) for tb in outs), token, self.ctx_sig,
-                      None if work else slot)
+        allocated = None
+        if slot.allocs:  # and nothing else special (the caller checked)
+            if self.allocator is None:
+                return
+            allocated = _Allocated(self.work_slot if work else slot,
+                                   tuple(i for i, tb in enumerate(slot.outputs) if tb.allocated),
+                                   outs)
+        elif any(tb.unbound or tb.view is None for tb in outs):
+            return
+        self.armed = (ins, tuple((tb.name, None if tb.allocated else tb.view) for tb in outs),
+                      token, self.ctx_sig, None if work else slot, allocated)
         # a bare array is the one required input's, as the general way reads it
         self.bare = len(ins) == 1 and self.required == (ins[0].name,)
 
@@ -203,7 +215,7 @@ class HostRunner(Runner):
         armed = self.armed
         if armed is None:
             return None
-        ins, outs, token, sig, slot = armed
+        ins, outs, token, sig, slot, allocated = armed
         if self.bound_token is not token or self.ctx_sig is not sig or \
                 (slot is not None and slot.busy):
             return None
@@ -211,21 +223,65 @@ class HostRunner(Runner):
             return None
         if slot is not None:
             slot.generation += 1  # an earlier request's Pending no longer reads this slot
+        if allocated is not None:
+            assert self.allocator is not None
+            self.allocator.start(allocated.target)
         if not self._execute():
             self.armed = None
             if self._output_moved(outs):
                 return None  # a wrong declaration: the general way re-plans and runs again
             raise self._run_failed()
+        if allocated is not None:
+            return self._owned_allocated(outs, allocated, slot, start)
         if slot is None:
             self.shortcuts += 1  # no slot counts it (a swap frees the old model by this count)
         return self.owned_result(outs, start)
+
+    def _owned_allocated(self, outs: tuple[tuple[str, Any], ...], allocated: _Allocated,
+                         slot: Slot | None, start: int) -> dict[str, Any] | None:
+        """The owned outputs of a short-way run that wrote some through the allocator; None
+        (after disarming) if the allocator failed or an output was not reported as it must be:
+        the general way then runs the request again and says what went wrong."""
+        alloc = self.allocator
+        assert alloc is not None
+        alloc.slot = None  # no request is running
+        if alloc.error is not None:
+            alloc.take_error()  # the general way's run meets it again, and reports it
+            self.armed = None
+            return None
+        result: dict[str, Any] = {}
+        views = allocated.views
+        for i, (name, view) in enumerate(outs):
+            if i not in views:
+                result[name] = view.copy()
+                continue
+            tb = allocated.buffers[i]
+            shape = tb.notified
+            lease = tb.host
+            if shape is None or lease is None:
+                self.armed = None
+                return None
+            cached = views[i]
+            if cached is None or cached[0] is not lease or cached[1] != shape:
+                nbytes = packed_nbytes(tb.spec.element_bits, shape)
+                if nbytes > tb.alloc_nbytes:
+                    self.armed = None
+                    return None
+                cached = views[i] = (lease, shape, lease.view(tb.spec.dtype, shape))
+            result[name] = cached[2].copy()
+        if slot is None:
+            self.shortcuts += 1
+        if self.host_timing:
+            self.stats.latency.record(_now() - start)
+        return result
 
     def _output_moved(self, outs: tuple[tuple[str, Any], ...]) -> bool:
         """Whether, after a failed run, the executable reports an output shape other than the
         one its buffer was made for (the run proved a declaration wrong)."""
         exe = self.exe
         for name, view in outs:
-            if tuple(int(d) for d in exe.get_tensor_shape(name)) != view.shape:
+            if view is not None and \
+                    tuple(int(d) for d in exe.get_tensor_shape(name)) != view.shape:
                 return True
         return False
 
@@ -341,3 +397,19 @@ class HostRunner(Runner):
 
     def drain(self) -> None:
         """Nothing runs asynchronously on the host."""
+
+
+class _Allocated:
+    """What the short way needs for outputs written through the allocator: the slot to point
+    the allocator at, the buffers it writes, and per output the view last made over them
+    (``(lease, shape, view)``, remade when either changes; never the slot's own views, which
+    the general way keeps in step with its results)."""
+
+    __slots__ = ("buffers", "target", "views")
+
+    def __init__(self, target: Slot, indices: tuple[int, ...],
+                 buffers: list[TensorBuffer]) -> None:
+        self.target = target
+        self.buffers = buffers
+        self.views: dict[int, tuple[Any, tuple[int, ...], Any] | None] = dict.fromkeys(indices)
+
