@@ -173,6 +173,26 @@ def test_a_secret_key_makes_entries_tamper_evident(tmp_path: Path) -> None:
     assert other.status is CacheStatus.REBUILT
 
 
+def test_a_signed_plan_of_another_entry_copied_over_is_rebuilt(tmp_path: Path) -> None:
+    # With a secret, the sidecar's key is derived per entry: another model's plan and its
+    # valid sidecar, copied over this entry, must not pass (found by a new user's trial).
+    a, b = _model(tmp_path), _model(tmp_path, bias_offset=5.0, name="other.onnx")
+    cache = _cache(tmp_path / "c", hmac_key=b"fleet secret")
+    first = cache.load(a, BuildOptions(profiles=SHAPES))
+    first.engine.close()
+    other = cache.load(b, BuildOptions(profiles=SHAPES))
+    other.engine.close()
+    assert first.plan_path is not None
+    assert other.plan_path is not None
+    for suffix in ("", ".sig"):
+        Path(f"{first.plan_path}{suffix}").write_bytes(
+            Path(f"{other.plan_path}{suffix}").read_bytes())
+    again = cache.load(a, BuildOptions(profiles=SHAPES))
+    with again.engine as engine:
+        assert again.status is CacheStatus.REBUILT
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
 def test_version_compatible_builds_need_allow_host_code(tmp_path: Path) -> None:
     onnx = _model(tmp_path)
     options = BuildOptions(profiles=SHAPES, version_compatible=True)

@@ -215,7 +215,17 @@ class EngineCache:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def _tag_key(self, key: str) -> bytes:
-        return self._secret if self._secret is not None else f"edgert-cache:{key}".encode()
+        """The HMAC key of the entry for ``key``'s sidecar.
+
+        With a secret it is derived from the secret *and* the cache key, so a signed plan of
+        one entry copied over another (another model, options, TensorRT or GPU) fails the other
+        entry's check: a tag over the plan's bytes alone would pass it (found by a new user's
+        trial). Without a secret it is public: corruption checks only.
+        """
+        label = f"edgert-cache:{key}".encode()
+        if self._secret is None:
+            return label
+        return hmac.new(self._secret, label, hashlib.sha256).digest()
 
     # -- loading -------------------------------------------------------------------------
 
