@@ -262,6 +262,37 @@ def test_read_only_cache_with_a_valid_entry_still_loads(tmp_path: Path) -> None:
         root.chmod(0o755)
 
 
+def test_a_corrupt_entry_in_a_read_only_cache_says_it_is_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A damaged factory image must not be reported as a mount problem only (found by a new
+    # user's trial). Root ignores file modes, so the read-only file system is simulated.
+    import errno
+
+    from edgert.store import _cache as cache_module
+    from edgert.store._files import unwritable
+
+    onnx = _model(tmp_path)
+    root = tmp_path / "c"
+    built = _cache(root).load(onnx, BuildOptions(profiles=SHAPES))
+    built.engine.close()
+    assert built.plan_path is not None
+    data = built.plan_path.read_bytes()
+    built.plan_path.write_bytes(data[:-1000] + bytes([data[-1000] ^ 1]) + data[-999:])
+
+    def read_only(self: object) -> None:
+        raise unwritable(root, OSError(errno.EROFS, "Read-only file system"))
+
+    monkeypatch.setattr(cache_module.FileLock, "acquire", read_only)
+    with pytest.raises(PermissionDeniedError) as info:
+        _cache(root).load(onnx, BuildOptions(profiles=SHAPES))
+    text = str(info.value)
+    assert "did not load" in text
+    assert "IntegrityError" in text
+    assert "cannot be rebuilt" in text
+    assert "read-only" in text
+    assert "restore the cache" in info.value.hint
+
+
 def test_read_only_errors_are_permission_errors(tmp_path: Path) -> None:
     import errno
 

@@ -48,10 +48,12 @@ from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
+    EdgeRTError,
     EngineLoadError,
     IntegrityError,
     InvalidArgumentError,
     NotSupportedError,
+    RequestTimeoutError,
 )
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
 from edgert.store._digest import file_sha256
@@ -281,11 +283,17 @@ class EngineCache:
         if engine is not None:
             return CacheResult(engine=engine, status=CacheStatus.HIT, key=key,
                                plan_path=plan_path, reason=None, build_s=0.0)
+        lock = FileLock(plan_path.with_suffix(".lock"), timeout_s=self.lock_timeout_s)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except RequestTimeoutError:
+            raise
+        except EdgeRTError as err:  # the lock file cannot be made (read-only cache)
+            raise self._cannot_build(err, problem) from err
         except OSError as err:
-            raise unwritable(self.root, err) from err
-        with FileLock(plan_path.with_suffix(".lock"), timeout_s=self.lock_timeout_s):
+            raise self._cannot_build(unwritable(self.root, err), problem) from err
+        try:
             # Whoever held the lock before us may have built it.
             engine, again = self._try_load(plan_path, key, load)
             if engine is not None:
@@ -317,6 +325,8 @@ class EngineCache:
                         source=str(path) if path is not None else None)
             atomic_write(plan_path.with_suffix(".json"),
                          (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        finally:
+            lock.release()
         engine, problem_after = self._try_load(plan_path, key, load)
         if engine is None:
             raise EngineLoadError(
@@ -327,6 +337,18 @@ class EngineCache:
         return CacheResult(engine=engine,
                            status=CacheStatus.REBUILT if problem else CacheStatus.BUILT,
                            key=key, plan_path=plan_path, reason=problem, build_s=build_s)
+
+    @staticmethod
+    def _cannot_build(err: EdgeRTError, problem: str | None) -> EdgeRTError:
+        """``err`` (the cache cannot be written), saying first why the entry had to be built:
+        a corrupt entry in a read-only cache is not a mount problem."""
+        if problem is None:
+            return err
+        err.message = f"{problem}, and it cannot be rebuilt: {err.message}"
+        err.hint = ("restore the cache from the image it came from (its plan or sidecar was "
+                    "damaged), or " + (err.hint or "make the cache writable"))
+        err.args = (f"{err.message}\nHint: {err.hint}",)
+        return err
 
     def _try_load(self, plan_path: Path, key: str,
                   load: dict[str, Any]) -> tuple[Engine | None, str | None]:
