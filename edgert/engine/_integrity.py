@@ -35,6 +35,9 @@ class IntegrityStatus(StrEnum):
     SHA256 = "sha256-verified"
     HMAC = "hmac-verified"
     SHA256_AND_HMAC = "sha256-and-hmac-verified"
+    #: An engine cache hit whose plan file passed its HMAC check earlier in this boot and, by
+    #: its identity, did not change since (the bytes were not hashed again: docs/lifecycle.md).
+    HMAC_THIS_BOOT = "hmac-verified-this-boot"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

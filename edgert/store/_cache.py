@@ -363,7 +363,8 @@ class EngineCache:
                     src = ModelSource(data=data, path=plan_path)
                     if plan_id == verified_identity(plan_path, tag_key):
                         # checked in full earlier this boot (edgert.store._verified)
-                        return Engine._load_verified(src, IntegrityStatus.HMAC, **load), None
+                        return Engine._load_verified(src, IntegrityStatus.HMAC_THIS_BOOT,
+                                                     **load), None
                     sig_id = sig_identity(plan_path)
                     engine = Engine.load(src, hmac_key=tag_key, **load)
                     remember_verified(plan_path, tag_key, plan_id, sig_id, checked_at)
