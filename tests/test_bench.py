@@ -487,6 +487,33 @@ def test_shapes_size_the_inputs_a_model_leaves_unsized(tmp_path: Path) -> None:
         assert report.requests > 0
 
 
+def test_a_model_that_needs_real_integer_values_is_told_apart(tmp_path: Path) -> None:
+    # Silero VAD's sample rate (found by a new user's trial): the hint names the scalar input
+    # that ran as zero and leaves it out of the --shapes it suggests (NAME: is not valid).
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+         helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["p", "srf"], ["y"])], "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "pad_sr.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(InferenceError, match=r"input shapes x:1x1:") as info:
+        bench.run(path, rate_hz=0, duration_s=0.05, warmup_s=0, rt=False, environment=False,
+                  root=tmp_path)
+    hint = info.value.hint or ""
+    assert "--shapes x:1x1 " in hint
+    assert "sr:" not in hint
+    assert "(sr) are zeros" in hint
+
+
 @pytest.mark.parametrize(("shapes", "message"), [
     ("x:1xa", "bad shape"),
     ("x", "cannot read input shape"),

@@ -167,3 +167,26 @@ def test_inspect_errors_name_flags_and_say_what_to_do(tmp_path: Path,
         assert says in err, err
         assert "runtime='" not in err, err
         assert "signature=HEX" not in err, err
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> None:
+    # `edgert store list --json | head` printed "[Errno 32] Broken pipe" with a hint about
+    # options (found by a new user's trial).
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import edgert.cli._store as store\n"
+        "from edgert.cli import main\n"
+        "store._list = lambda *a: print('{\"versions\": [' + '0, ' * 200000 + '0]}')\n"
+        f"sys.exit(main(['store', '--root', {str(tmp_path)!r}, 'list', '--json']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.read(10)
+    proc.stdout.close()  # like `head` exiting
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Broken pipe" not in err
+    assert err == b""

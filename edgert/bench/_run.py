@@ -400,14 +400,22 @@ class _Job:
         try:
             session.warmup([{k: v.shape for k, v in inputs.items()}])
         except (InputError, InferenceError) as err:
-            ran = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items())
+            # 0-d inputs have no size to pass (a spec NAME: is not valid); leave them out
+            ran = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items()
+                           if v.ndim)
+            ints = sorted(k for k, v in inputs.items() if v.dtype.kind in "iub")
             cause = err.__cause__ if isinstance(err.__cause__, EdgeRTError) else err
             cls = InputError if isinstance(err, InputError) else InferenceError
+            values = (f"; integer and boolean inputs ({', '.join(ints)}) are zeros, and a model "
+                      "that needs real values in them (a sample rate, an index) cannot run on "
+                      "made-up data: benchmark it with your own inputs "
+                      "(edgert.pytest_plugin's edgert_benchmark, or a loop over "
+                      "InferenceSession.infer)") if ints else ""
             raise cls(
                 f"the model does not run at the input shapes {ran}: {cause.message}",
                 hint=(f"pass the sizes the robot uses: --shapes {ran} with the real sizes "
-                      "(edgert.bench.run's shapes)") if unsized else
-                "check those sizes against the model (edgert inspect MODEL)") from err
+                      f"(edgert.bench.run's shapes){values}") if unsized else
+                f"check those sizes against the model (edgert inspect MODEL){values}") from err
         info = _describe(backend.info, session, o, inputs)
         runner = self.runner = PhaseRunner(session, inputs, slots=o.slots,
                                            period_ns=o.period_ns, capacity=o.capacity())

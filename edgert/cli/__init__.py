@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,4 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("edgert: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader went away (`edgert ... | head`): stop quietly. Point stdout at /dev/null
+        # so the interpreter's final flush does not raise again (Python docs, "Note on SIGPIPE").
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0

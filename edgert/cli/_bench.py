@@ -247,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
                 Path(args.json).write_text(report.to_json() + "\n")
         if args.plot:
             report.plot(args.plot)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): main stops quietly
     except OSError as err:
         print_error(_COMMAND, f"cannot write {err.filename}: {err.strerror}",
                     hint="check that the path is writable; the report above is complete")

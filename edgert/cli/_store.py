@@ -145,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         print_error("edgert store", err, hint="the active version did not change",
                     flags=_FLAGS)
         return _EXIT_REFUSED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): not an error of the store
     except (EdgeRTError, OSError, _Usage) as err:
         print_error("edgert store", err, hint=_HINT, flags=_FLAGS)
         return _EXIT_ERROR
