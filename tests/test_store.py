@@ -96,8 +96,9 @@ def test_unsigned_or_tampered_models_are_refused(tmp_path: Path) -> None:
     data = bytearray(installed.read_bytes())
     data[-300] ^= 1
     installed.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError, match="changed since it was installed") as info:
         store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert "pinned" not in str(info.value)  # the digest is the store's record, not the user's
     assert store.active is None
 
 
@@ -351,3 +352,60 @@ def test_cli_errors_name_the_flags_and_end_with_a_hint(tmp_path: Path,
         lines = capsys.readouterr().err.rstrip().splitlines()
         assert lines[0] == first
         assert lines[-1].startswith(hint)
+
+
+def _reflect_pad(tmp_path: Path) -> Path:
+    """x: float[1, n], reflect-padded by 2: cannot run at n = 1 (like many audio models)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "pad.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_candidate_that_cannot_run_on_the_samples_is_refused_with_the_way_out(
+        tmp_path: Path) -> None:
+    # A third-party model run on made-up inputs was an unexplained error and left no trace in
+    # the history (found by a new user's trial with Silero VAD).
+    from edgert.cli import main
+
+    store = ModelStore(tmp_path / "store")
+    store.install(_reflect_pad(tmp_path), "pad")
+    with pytest.raises(HealthCheckError, match="does not run on the random sample inputs") \
+            as info:
+        store.activate("pad", policy=HealthPolicy(**FAST))
+    assert "x 1x1" in str(info.value)
+    assert "HealthPolicy(inputs=" in str(info.value)
+    assert store.active is None
+    assert store.history()[-1].event == "refuse"
+    sample = {"x": np.arange(16, dtype=np.float32).reshape(1, 16)}
+    np.savez(tmp_path / "x.npz", **sample)
+    root = str(tmp_path / "store")
+    assert main(["store", "--root", root, "activate", "pad", "--samples", "1"]) == 2
+    assert main(["store", "--root", root, "activate", "pad",
+                 "--inputs", str(tmp_path / "x.npz")]) == 0
+    assert store.active is not None
+    assert store.active.version == "pad"
+    assert main(["store", "--root", root, "activate", "pad",
+                 "--inputs", str(tmp_path / "missing.npz")]) == 1
+
+
+def test_a_refusal_on_the_command_line_names_the_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.cli import main
+
+    store = ModelStore(tmp_path / "store")
+    store.install(_reflect_pad(tmp_path), "pad")
+    assert main(["store", "--root", str(tmp_path / "store"), "activate", "pad"]) == 2
+    err = capsys.readouterr().err
+    assert "Hint: the active version did not change" in err
+    assert "--inputs FILE.npz" in err
+    assert "HealthPolicy" not in err.split("Hint:")[1]

@@ -66,6 +66,9 @@ def register(sub: Any) -> None:
     act.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance")
     act.add_argument("--p99-budget-ms", type=float, help="largest acceptable p99 latency")
     act.add_argument("--samples", type=int, default=8, help="random sample inputs")
+    act.add_argument("--inputs", action="append", default=[], metavar="FILE.npz",
+                     help="a sample input the robot sees, as a .npz of one array per input "
+                          "name (np.savez); repeat for more samples (replaces --samples)")
     act.add_argument("--reference", choices=("auto", "onnx", "current", "none"),
                      default="auto", help="what outputs are compared with")
     rb = actions.add_parser("rollback", help="return to the previously active version")
@@ -120,6 +123,27 @@ def _list(store: Any, as_json: bool) -> None:
         print(f"   {e['event']:<8} {e['version']}{prev} {e['detail']}")
 
 
+def _samples(paths: list[str]) -> list[dict[str, Any]]:
+    """The sample inputs of ``--inputs``: one ``.npz`` (name -> array) per sample.
+
+    Raises:
+        _Usage: A file cannot be read as such.
+    """
+    import numpy as np
+
+    samples = []
+    for path in paths:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                sample = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError) as err:
+            raise _Usage(f"--inputs {path}: cannot read it as a .npz of arrays ({err})") from err
+        if not sample:
+            raise _Usage(f"--inputs {path} holds no arrays")
+        samples.append(sample)
+    return samples
+
+
 def _run(args: argparse.Namespace) -> int:
     from edgert.errors import EdgeRTError
     from edgert.store import HealthCheckError, HealthPolicy
@@ -133,7 +157,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"installed {m.version} ({m.format}, sha256 {m.sha256})")
         elif args.action == "activate":
             policy = HealthPolicy(atol=args.atol, rtol=args.rtol, samples=args.samples,
-                                  p99_budget_ms=args.p99_budget_ms, reference=args.reference)
+                                  p99_budget_ms=args.p99_budget_ms, reference=args.reference,
+                                  inputs=_samples(args.inputs) or None)
             report = store.activate(args.version, policy=policy)
             print(f"activated {args.version}: {report.summary()}")
         elif args.action == "rollback":
@@ -142,8 +167,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             _list(store, args.json)
     except HealthCheckError as err:
-        print_error("edgert store", err, hint="the active version did not change",
-                    flags=_FLAGS)
+        print_error("edgert store", err.message,
+                    hint="the active version did not change; if the model is right, state what "
+                         "it must meet: --atol, --rtol, --p99-budget-ms, or sample inputs the "
+                         "robot sees with --inputs FILE.npz", flags=_FLAGS)
         return _EXIT_REFUSED
     except BrokenPipeError:
         raise  # the reader went away (`| head`): not an error of the store

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgert.engine import Engine
-from edgert.errors import InvalidArgumentError
+from edgert.errors import EdgeRTError, InferenceError, InputError, InvalidArgumentError
 
 __all__ = ["HealthPolicy", "HealthReport", "check_health", "sample_inputs"]
 
@@ -211,28 +211,47 @@ def _interface_mismatch(candidate: Engine, reference: Engine) -> str | None:
             "that feeds the reference could not run it")
 
 
+def _cannot_run(who: str, err: EdgeRTError, inputs: Sequence[Inputs], *, given: bool) -> str:
+    shapes = ", ".join(f"{k} {'x'.join(map(str, np.shape(v))) or 'scalar'}"
+                       for k, v in inputs[0].items())
+    if given:
+        return f"{who} does not run on the given sample inputs ({shapes}): {err.message}"
+    return (f"{who} does not run on the random sample inputs ({shapes}; floats from a normal "
+            f"distribution, integers 0-7, at each input's opt shape): {err.message}; give it "
+            "inputs the robot sees (HealthPolicy(inputs=[...]); edgert store activate "
+            "--inputs FILE.npz)")
+
+
 def check_health(candidate: Engine, reference: Engine | None, policy: HealthPolicy, *,
                  reference_label: str | None = None) -> HealthReport:
-    """Run the gate (see the module documentation); never raises for a failing candidate.
-
-    Raises:
-        InputError: A sample input does not fit the candidate.
-        InferenceError: The candidate (or the reference) failed to run.
-    """
+    """Run the gate (see the module documentation); never raises for a failing candidate: a
+    candidate (or reference) that cannot run on the sample inputs fails it, saying so."""
     inputs: Sequence[Inputs] = policy.inputs if policy.inputs is not None else \
         sample_inputs(candidate, policy.samples, policy.seed)
     reasons: list[str] = []
     error = name = fraction = None
     mismatch = _interface_mismatch(candidate, reference) if reference is not None else None
-    if mismatch is not None:
-        # The reference cannot run the candidate's samples, and a robot feeding the active
-        # version's inputs could not run the candidate: a refusal, not an input error.
-        reasons.append(mismatch)
-    elif reference is not None:
-        got = _run(candidate, inputs)
-        want = _run(reference, inputs)
-        error, name, fraction = _compare(got, want, policy, reasons)
-    p50, p99 = _latency_ms(candidate, inputs[0], policy)
+    who = "the candidate"
+    try:
+        if mismatch is not None:
+            # The reference cannot run the candidate's samples, and a robot feeding the active
+            # version's inputs could not run the candidate: a refusal, not an input error.
+            reasons.append(mismatch)
+        elif reference is not None:
+            got = _run(candidate, inputs)
+            who = f"the reference ({reference_label})"
+            want = _run(reference, inputs)
+            error, name, fraction = _compare(got, want, policy, reasons)
+        who = "the candidate"
+        p50, p99 = _latency_ms(candidate, inputs[0], policy)
+    except (InputError, InferenceError) as err:
+        # Not activatable as it stands: a refusal with the way out, recorded in the history
+        # (a third-party model run on made-up inputs was an unexplained error: a new user's
+        # trial, Silero VAD at a 1x1 input and a zero sample rate).
+        reasons.append(_cannot_run(who, err, inputs, given=policy.inputs is not None))
+        return HealthReport(passed=False, reasons=tuple(reasons),
+                            reference=reference_label if reference is not None else None,
+                            samples=len(inputs), p99_budget_ms=policy.p99_budget_ms)
     budget = policy.p99_budget_ms
     if budget is not None and p99 > budget:
         reasons.append(f"p99 latency {p99:.3f} ms exceeds the budget of {budget} ms "

@@ -35,7 +35,7 @@ from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOption
 from edgert.engine._integrity import check_integrity
 from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
-from edgert.errors import InvalidArgumentError
+from edgert.errors import IntegrityError, InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, fsync_dir, unwritable
@@ -253,8 +253,17 @@ class ModelStore:
         # replace the model can also null its signature field. A keyed store demands the tag.
         path = self._versions_dir / manifest.version / name
         src = read_source(path)
-        check_integrity(src.data, path=path, sha256=sha256,
-                        hmac_key=self._key if signed else None, signature=None)
+        try:
+            check_integrity(src.data, path=path, sha256=sha256,
+                            hmac_key=self._key if signed else None, signature=None)
+        except IntegrityError as err:
+            # The digest is the store's own record, not one the user pinned (a new user's
+            # trial): say what happened to the stored copy and what to do.
+            raise IntegrityError(
+                f"stored version {manifest.version!r} changed since it was installed: "
+                f"{err.message}",
+                hint="versions are immutable: install the model again under a new version "
+                     "label (or roll back), and find what wrote into the store") from err
         return path, bytes(src.data)
 
     def load(self, version: str | None = None) -> Engine:
