@@ -11,12 +11,9 @@ from typing import Any
 
 import pytest
 
-from edgert.session import _cuda_runner
-from edgert.session._cuda_runner import (
-    ADAPTIVE_SPIN_MAX_NS,
-    ADAPTIVE_SPIN_MIN_NS,
-    CudaRunner,
-)
+from edgert.session import _adaptive
+from edgert.session._adaptive import ADAPTIVE_SPIN_MAX_NS, ADAPTIVE_SPIN_MIN_NS
+from edgert.session._cuda_runner import CudaRunner
 
 NOT_READY = 600
 
@@ -53,7 +50,7 @@ class _Device:
 @pytest.fixture
 def device(monkeypatch: pytest.MonkeyPatch) -> _Device:
     dev = _Device()
-    monkeypatch.setattr(_cuda_runner, "_now", dev.clock)
+    monkeypatch.setattr(_adaptive, "_now", dev.clock)
     return dev
 
 

@@ -21,6 +21,7 @@ from edgert.cuda import CudaGraph, Event, GraphCapture, Stream
 from edgert.cuda._api import cuda_error, event_query_fn, raise_cuda, runtime
 from edgert.cuda._memapi import pointer_info
 from edgert.errors import CudaError, EdgeRTError, InferenceError
+from edgert.session._adaptive import ADAPTIVE_SPIN_MIN_NS, AdaptiveSync
 from edgert.session._graphs import GraphCache
 from edgert.session._options import GraphMode, OutputMode, SessionOptions, SyncMode, TimingMode
 from edgert.session._pending import SessionStats
@@ -37,22 +38,9 @@ _NOT_READY = 600  # cudaErrorNotReady
 # batch 256 (60 KiB copied) 42.7k requests/s pipelined vs 26k from graphs; batch 1 (240 B)
 # 60k from graphs vs 45k pipelined, where the host's enqueue cost dominates.
 PIPELINE_MIN_BYTES = 16 * 1024
-# sync="adaptive": spin for SPIN_FACTOR x the learned completion time (time from the end of
-# the enqueue to the request's completion, an exponential average over about 8 requests) plus
-# SPIN_MARGIN_NS, within [ADAPTIVE_SPIN_MIN_NS, ADAPTIVE_SPIN_MAX_NS]; then sleep on a
-# blocking-sync event recorded behind the request's (plain) end event on a side stream. A
-# blocking wake-up costs 15-40 us (H200, issue 15), so past the cap a request loses at most a
-# few percent by sleeping, and a stalled device never pins the core. The margin is about one
-# wake-up (the ski-rental rule: spin past the expected time for as long as giving up would
-# cost): with 10 us, the requests of the slowest percent at batch 64 slept and paid a wake-up,
-# which put the defaults' p99 at 1.21x the spinning recipe on the H200.
-ADAPTIVE_SPIN_MIN_NS = 20_000
-ADAPTIVE_SPIN_MAX_NS = 2_000_000
-_SPIN_FACTOR_NUM, _SPIN_FACTOR_DEN = 3, 2
-_SPIN_MARGIN_NS = 25_000
 
 
-class CudaRunner(Runner):
+class CudaRunner(Runner, AdaptiveSync):
     """Runs requests on a CUDA device (see the module documentation)."""
 
     on_device = True
@@ -513,69 +501,6 @@ class CudaRunner(Runner):
             self.stats.latency.record(latency)
         if slot.timed:
             self._read_events(slot)
-
-    def _adaptive_wait(self, ev: Any) -> Any:
-        """Spin on ``ev`` for the learned completion time, then sleep on it (blocking-sync).
-
-        Returns the CUDA error of the wait (0/cudaSuccess when the request completed).
-        """
-        t0 = _now()
-        budget = self.spin_budget_ns
-        fast = self.fast_query
-        if fast is not None:
-            handle = int(ev)
-            while True:
-                res = fast(handle)
-                if res == 0:
-                    err: Any = 0
-                    break
-                if res != _NOT_READY:
-                    err = self.ev_query(ev)[0]  # the failure in the runtime's words
-                    break
-                if _now() - t0 > budget:
-                    err = self._sleep_on(ev)
-                    break
-        else:
-            query = self.ev_query
-            while True:
-                err = query(ev)[0]
-                if not err or int(err) != _NOT_READY:
-                    break
-                if _now() - t0 > budget:
-                    err = self._sleep_on(ev)
-                    break
-        waited = _now() - t0
-        expect = self.expect_ns + ((waited - self.expect_ns) >> 3)
-        self.expect_ns = expect
-        budget = expect * _SPIN_FACTOR_NUM // _SPIN_FACTOR_DEN + _SPIN_MARGIN_NS
-        # comparisons, not min()/max(): this runs once per request
-        if budget > ADAPTIVE_SPIN_MAX_NS:
-            budget = ADAPTIVE_SPIN_MAX_NS
-        elif budget < ADAPTIVE_SPIN_MIN_NS:
-            budget = ADAPTIVE_SPIN_MIN_NS
-        self.spin_budget_ns = budget
-        return err
-
-    def _sleep_on(self, ev: Any) -> Any:
-        """Sleep until ``ev`` completes: a blocking-sync event recorded behind it, waited on.
-
-        The side stream only waits for ``ev`` and records; made on first use, so sessions whose
-        requests always finish within their spin never make it.
-        """
-        self.slept += 1
-        sleeper = self._sleeper
-        if sleeper is None:
-            side = Stream(device=self.stream.device)
-            sleeper = self._sleeper = (side, Event(blocking_sync=True, device=side.device))
-        side, blocking = sleeper
-        err = self.stream_wait(side.raw, ev, 0)[0]
-        if not err:
-            err = self.rec(blocking.raw, side.raw)[0]
-        if not err:
-            err = self.ev_sync(blocking.raw)[0]
-        if err:  # the sleep could not be set up: wait on the request's own event
-            err = self.ev_sync(ev)[0]
-        return err
 
     def _read_events(self, slot: Slot) -> None:
         elapsed = self.elapsed
