@@ -148,6 +148,32 @@ def test_short_way_with_outputs_sized_by_running(slots: int) -> None:
         assert s.stats.latency.count == len(kept)
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+@pytest.mark.parametrize("between", ["submit", "mapping"])
+def test_short_way_after_the_general_way_grew_an_output(slots: int, between: str) -> None:
+    # The pool hands the same lease object out again on a new, larger block: the short way's
+    # view over the old block returned an earlier request's output (found by review).
+    from types import MappingProxyType
+
+    data = _model([helper.make_node("NonZero", ["x"], ["y"])],
+                  [_vi("x", TensorProto.FLOAT, [256])], [_vi("y", TensorProto.INT64, [1, "k"])])
+
+    def x_of(*idx: int) -> np.ndarray:
+        x = np.zeros(256, np.float32)
+        x[list(idx)] = 1
+        return x
+
+    with Engine.load(data) as engine, InferenceSession(engine, slots=slots) as s:
+        s.infer({"x": x_of(0, 1)})  # the general way: arms the short way
+        np.testing.assert_array_equal(s.infer({"x": x_of(5, 6)})["y"], [[5, 6]])  # short way
+        big = x_of(*range(100))  # the general way, growing the output's memory
+        got = s.submit({"x": big}).result()["y"] if between == "submit" else \
+            s.infer(MappingProxyType({"x": big}))["y"]
+        np.testing.assert_array_equal(got, [list(range(100))])
+        for idx in ((9, 10), (3,), (7, 8, 9)):
+            np.testing.assert_array_equal(s.infer({"x": x_of(*idx)})["y"], [list(idx)])
+
+
 def test_short_way_output_past_the_pool_fails_then_recovers() -> None:
     from edgert.errors import InferenceError
     from edgert.memory import BufferPool

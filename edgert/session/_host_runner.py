@@ -184,6 +184,8 @@ class HostRunner(Runner):
         armed = self.armed
         if armed is not None and armed[2] is token and armed[3] is self.ctx_sig and \
                 armed[4] is (None if work else slot):
+            if armed[5] is not None:  # a general run may have moved allocated outputs: let the
+                armed[5].forget()      # views go, and with them any block they hold
             return
         self.armed = None
         ins = tuple(self.work_in) if self.work_in is not None else tuple(slot.inputs)
@@ -262,12 +264,18 @@ class HostRunner(Runner):
                 self.armed = None
                 return None
             cached = views[i]
-            if cached is None or cached[0] is not lease or cached[1] != shape:
+            # The pool hands lease objects out again: the generation tells this acquisition
+            # from an earlier one of the same object (a view over the old block held an
+            # earlier request's output: found by review).
+            generation = lease.generation
+            if cached is None or cached[0] is not lease or cached[3] != generation or \
+                    cached[1] != shape:
                 nbytes = packed_nbytes(tb.spec.element_bits, shape)
-                if nbytes > tb.alloc_nbytes:
-                    self.armed = None
-                    return None
-                cached = views[i] = (lease, shape, lease.view(tb.spec.dtype, shape))
+                cached = views[i] = (lease, shape, lease.view(tb.spec.dtype, shape),
+                                     generation, nbytes)
+            if cached[4] > tb.alloc_nbytes:  # wrote more than it asked for: the general way
+                self.armed = None             # runs it again and says so
+                return None
             result[name] = cached[2].copy()
         if slot is None:
             self.shortcuts += 1
@@ -402,8 +410,9 @@ class HostRunner(Runner):
 class _Allocated:
     """What the short way needs for outputs written through the allocator: the slot to point
     the allocator at, the buffers it writes, and per output the view last made over them
-    (``(lease, shape, view)``, remade when either changes; never the slot's own views, which
-    the general way keeps in step with its results)."""
+    (``(lease, shape, view, the lease's generation, bytes)``, remade when any changes and
+    dropped whenever the general way runs; never the slot's own views, which the general way
+    keeps in step with its results)."""
 
     __slots__ = ("buffers", "target", "views")
 
@@ -411,5 +420,11 @@ class _Allocated:
                  buffers: list[TensorBuffer]) -> None:
         self.target = target
         self.buffers = buffers
-        self.views: dict[int, tuple[Any, tuple[int, ...], Any] | None] = dict.fromkeys(indices)
+        self.views: dict[int, tuple[Any, tuple[int, ...], Any, int, int] | None] = \
+            dict.fromkeys(indices)
+
+    def forget(self) -> None:
+        """Drop every view (the general way ran: the memory under them may have moved)."""
+        for i in self.views:
+            self.views[i] = None
 
