@@ -457,20 +457,10 @@ def test_dynamic_dimensions_no_profile_sizes_are_named_in_a_note(tmp_path: Path)
 
 
 def _reflect_pad_model(tmp_path: Path) -> Path:
-    """x: float[1, n], reflect-padded by 2: cannot run at n = 1 (like many audio models)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    pytest.importorskip("onnx")
+    from _models import reflect_pad_model
 
-    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
-    graph = helper.make_graph(
-        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "pad.onnx"
-    onnx.save(model, str(path))
-    return path
+    return reflect_pad_model(tmp_path)
 
 
 def test_shapes_size_the_inputs_a_model_leaves_unsized(tmp_path: Path) -> None:

@@ -58,6 +58,18 @@ def _right(result: Any) -> None:
                                    models.policy_reference(OBS), atol=1e-5)
 
 
+def _always_checked_in_full(cache: EngineCache, onnx: Path, plan: Path,
+                            monkeypatch: pytest.MonkeyPatch, loads: int = 2) -> None:
+    """Every one of ``loads`` hits hashes the plan, and no memo is ever written."""
+    full = _FullChecks(monkeypatch)
+    for _ in range(loads):
+        hit = _load(cache, onnx)
+        assert hit.status is CacheStatus.HIT
+        _right(hit)
+    assert full.count == loads
+    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+
+
 class _FullChecks:
     """Counts the loads that hashed the plan (Engine.load with the entry's HMAC key)."""
 
@@ -181,13 +193,7 @@ def test_only_a_plain_single_link_plan_file_is_memoized(
     else:
         os.link(plan, tmp_path / "second-name.plan")
     time.sleep(STABLE_S + 0.02)  # the new link moved the plan's change time
-    full = _FullChecks(monkeypatch)
-    for _ in range(2):
-        hit = _load(cache, onnx)
-        assert hit.status is CacheStatus.HIT
-        _right(hit)
-    assert full.count == 2
-    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+    _always_checked_in_full(cache, onnx, plan, monkeypatch)
 
 
 def test_a_cache_with_a_secret_key_checks_every_load_in_full(
@@ -196,13 +202,7 @@ def test_a_cache_with_a_secret_key_checks_every_load_in_full(
     # (a writable shared mapping made earlier, a FUSE file system): the tamper-evident mode
     # must never trust file identity (found by review).
     cache, onnx, plan = _entry(tmp_path, hmac_key=b"robot-secret")
-    full = _FullChecks(monkeypatch)
-    for _ in range(3):
-        hit = _load(cache, onnx)
-        assert hit.status is CacheStatus.HIT
-        _right(hit)
-    assert full.count == 3
-    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+    _always_checked_in_full(cache, onnx, plan, monkeypatch, loads=3)
 
 
 def test_a_cache_whose_memo_cannot_be_written_checks_in_full_every_time(
@@ -213,21 +213,11 @@ def test_a_cache_whose_memo_cannot_be_written_checks_in_full_every_time(
         raise PermissionError(30, "Read-only file system")
 
     monkeypatch.setattr(_verified, "atomic_write", refuse)
-    full = _FullChecks(monkeypatch)
-    for _ in range(2):
-        hit = _load(cache, onnx)
-        assert hit.status is CacheStatus.HIT
-        _right(hit)
-    assert full.count == 2
-    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+    _always_checked_in_full(cache, onnx, plan, monkeypatch)
 
 
 def test_without_a_boot_id_nothing_is_memoized(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_verified, "_boot", None)
     cache, onnx, plan = _entry(tmp_path)
-    full = _FullChecks(monkeypatch)
-    for _ in range(2):
-        _load(cache, onnx).engine.close()
-    assert full.count == 2
-    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+    _always_checked_in_full(cache, onnx, plan, monkeypatch)

@@ -355,20 +355,10 @@ def test_cli_errors_name_the_flags_and_end_with_a_hint(tmp_path: Path,
 
 
 def _reflect_pad(tmp_path: Path) -> Path:
-    """x: float[1, n], reflect-padded by 2: cannot run at n = 1 (like many audio models)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
+    pytest.importorskip("onnx")
+    from _models import reflect_pad_model
 
-    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
-    graph = helper.make_graph(
-        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [pads])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "pad.onnx"
-    onnx.save(model, str(path))
-    return path
+    return reflect_pad_model(tmp_path)
 
 
 def test_a_candidate_that_cannot_run_on_the_samples_is_refused_with_the_way_out(
