@@ -293,6 +293,43 @@ def test_a_corrupt_entry_in_a_read_only_cache_says_it_is_corrupt(
     assert "restore the cache" in info.value.hint
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+def test_an_entry_signed_before_per_entry_keys_is_told_apart_from_damage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: bool) -> None:
+    # An upgrade turns every keyed entry's sidecar stale; saying "damaged" (and, read-only,
+    # "restore the image") would send the operator the wrong way (found by review).
+    import errno
+    import hashlib
+    import hmac
+
+    from edgert.store import _cache as cache_module
+    from edgert.store._files import unwritable
+
+    onnx = _model(tmp_path)
+    root = tmp_path / "c"
+    built = _cache(root, hmac_key=b"fleet secret").load(onnx, BuildOptions(profiles=SHAPES))
+    built.engine.close()
+    assert built.plan_path is not None
+    old_tag = hmac.new(b"fleet secret", built.plan_path.read_bytes(), hashlib.sha256)
+    Path(f"{built.plan_path}.sig").write_text(old_tag.hexdigest() + "\n")
+    if read_only:
+        def refuse(self: object) -> None:
+            raise unwritable(root, OSError(errno.EROFS, "Read-only file system"))
+
+        monkeypatch.setattr(cache_module.FileLock, "acquire", refuse)
+        with pytest.raises(PermissionDeniedError) as info:
+            _cache(root, hmac_key=b"fleet secret").load(onnx, BuildOptions(profiles=SHAPES))
+        assert "before per-entry sidecar keys" in str(info.value)
+        assert "rebuild this cache" in info.value.hint
+        assert "damaged" not in info.value.hint
+        return
+    again = _cache(root, hmac_key=b"fleet secret").load(onnx, BuildOptions(profiles=SHAPES))
+    with again.engine as engine:
+        assert again.status is CacheStatus.REBUILT
+        assert "before per-entry sidecar keys" in (again.reason or "")
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
 def test_read_only_errors_are_permission_errors(tmp_path: Path) -> None:
     import errno
 

@@ -399,3 +399,40 @@ def test_a_refusal_on_the_command_line_names_the_flags(
     assert "Hint: the active version did not change" in err
     assert "--inputs FILE.npz" in err
     assert "HealthPolicy" not in err.split("Hint:")[1]
+
+
+def test_a_store_opened_with_another_key_says_so_not_that_the_file_changed(
+        tmp_path: Path) -> None:
+    # Every IntegrityError read "changed since it was installed" (found by review).
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "v1.onnx"), "1.0")
+    store.activate("1.0", policy=HealthPolicy(**FAST))
+    other = ModelStore(tmp_path / "store", hmac_key=b"another key")
+    with pytest.raises(IntegrityError, match="unchanged but its signature does not verify") \
+            as info:
+        other.load("1.0").close()
+    assert "changed since" not in str(info.value)
+    assert "the key it was installed with" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("content", ["npy", "garbage", "empty_npz"])
+def test_unreadable_inputs_are_usage_errors_not_tracebacks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str) -> None:
+    from edgert.cli import main
+
+    store = ModelStore(tmp_path / "store")
+    store.install(_model(tmp_path, "v1.onnx", sign=False), "1.0")
+    path = tmp_path / "sample.npz"
+    if content == "npy":
+        path = tmp_path / "sample.npy"
+        np.save(path, OBS)
+    elif content == "garbage":
+        path.write_bytes(b"PK\x03\x04garbage")
+    else:
+        np.savez(path)
+    assert main(["store", "--root", str(tmp_path / "store"), "activate", "1.0",
+                 "--inputs", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgert store: --inputs")
+    assert "Hint:" in err
+    assert "Traceback" not in err

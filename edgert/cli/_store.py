@@ -134,10 +134,19 @@ def _samples(paths: list[str]) -> list[dict[str, Any]]:
     samples = []
     for path in paths:
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as err:  # OSError, ValueError, zipfile.BadZipFile, EOFError, ...
+            raise _Usage(f"--inputs {path}: cannot read it as a .npz of arrays "
+                         f"({type(err).__name__}: {err})") from err
+        if not hasattr(loaded, "files"):  # a .npy: one array without a name
+            raise _Usage(f"--inputs {path} holds one unnamed array: save one array per input "
+                         "name with np.savez(PATH, name=array, ...)")
+        try:
+            with loaded as npz:
                 sample = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError) as err:
-            raise _Usage(f"--inputs {path}: cannot read it as a .npz of arrays ({err})") from err
+        except Exception as err:  # a damaged member
+            raise _Usage(f"--inputs {path}: cannot read its arrays "
+                         f"({type(err).__name__}: {err})") from err
         if not sample:
             raise _Usage(f"--inputs {path} holds no arrays")
         samples.append(sample)

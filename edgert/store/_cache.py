@@ -43,7 +43,9 @@ from types import ModuleType
 from typing import Any
 
 from edgert._compat import StrEnum
+from edgert._fileio import MAX_MODEL_BYTES
 from edgert.engine import Engine, EngineFlavour, IntegrityStatus, OnnxRuntimeOptions
+from edgert.engine._integrity import SIDECAR_SUFFIX
 from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
@@ -73,6 +75,10 @@ from edgert.store._verified import (
 )
 
 __all__ = ["CacheResult", "CacheStatus", "DeviceIdentity", "EngineCache", "default_cache_dir"]
+
+#: Why an entry signed before per-entry sidecar keys is rebuilt (not a damaged one).
+_LEGACY = ("the cached entry was signed by an edgert before per-entry sidecar keys (it is not "
+           "damaged, but its signature no longer binds it to this entry)")
 
 _log = logging.getLogger("edgert.store")
 _KEY_FORMAT = 1
@@ -345,8 +351,13 @@ class EngineCache:
         if problem is None:
             return err
         err.message = f"{problem}, and it cannot be rebuilt: {err.message}"
-        err.hint = ("restore the cache from the image it came from (its plan or sidecar was "
-                    "damaged), or " + (err.hint or "make the cache writable"))
+        if problem == _LEGACY:
+            err.hint = ("rebuild this cache with this edgert (Engine.from_onnx on a writable "
+                        "copy with the same hmac_key) and ship that, or " +
+                        (err.hint or "make the cache writable"))
+        else:
+            err.hint = ("restore the cache from the image it came from (its plan or sidecar "
+                        "was damaged), or " + (err.hint or "make the cache writable"))
         err.args = (f"{err.message}\nHint: {err.hint}",)
         return err
 
@@ -373,7 +384,22 @@ class EngineCache:
                 return None, None
             return Engine.load(plan_path, hmac_key=tag_key, **load), None
         except (IntegrityError, EngineLoadError) as err:  # corrupt, truncated, stale: rebuild
+            if isinstance(err, IntegrityError) and self._legacy_signed(plan_path):
+                return None, _LEGACY
             return None, f"the cached entry did not load ({type(err).__name__}: {err.message})"
+
+    def _legacy_signed(self, plan_path: Path) -> bool:
+        """Whether the entry's sidecar is the secret's tag over the plan alone: signed by an
+        edgert before per-entry keys, not damaged (told apart only, never loaded)."""
+        if self._secret is None:
+            return False
+        try:
+            plan = read_small(plan_path, MAX_MODEL_BYTES)
+            text = read_small(f"{plan_path}{SIDECAR_SUFFIX}", 4096).decode("ascii").split()
+        except (OSError, UnicodeDecodeError):
+            return False
+        legacy = hmac.new(self._secret, plan, hashlib.sha256).hexdigest()
+        return bool(text) and hmac.compare_digest(text[0].lower(), legacy)
 
     def _digest(self, onnx: Source) -> tuple[Path | None, bytes | None, str]:
         """(path, bytes if they were read, SHA-256) of the ONNX model."""

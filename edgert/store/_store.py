@@ -253,17 +253,27 @@ class ModelStore:
         # replace the model can also null its signature field. A keyed store demands the tag.
         path = self._versions_dir / manifest.version / name
         src = read_source(path)
+        # The digest is the store's own record, not one the user pinned (a new user's trial):
+        # say what happened and what to do -- a changed file, or a key that does not verify.
         try:
-            check_integrity(src.data, path=path, sha256=sha256,
-                            hmac_key=self._key if signed else None, signature=None)
+            check_integrity(src.data, path=path, sha256=sha256, hmac_key=None, signature=None)
         except IntegrityError as err:
-            # The digest is the store's own record, not one the user pinned (a new user's
-            # trial): say what happened to the stored copy and what to do.
             raise IntegrityError(
                 f"stored version {manifest.version!r} changed since it was installed: "
                 f"{err.message}",
                 hint="versions are immutable: install the model again under a new version "
                      "label (or roll back), and find what wrote into the store") from err
+        if signed:
+            try:
+                check_integrity(src.data, path=path, sha256=None, hmac_key=self._key,
+                                signature=None)
+            except IntegrityError as err:
+                raise IntegrityError(
+                    f"stored version {manifest.version!r} is unchanged but its signature does "
+                    f"not verify with this store's key: {err.message}",
+                    hint="open the store with the key it was installed with "
+                         "(hmac_key=, --hmac-key-file); if that is the key, its .sig was "
+                         "changed: install the signed model again under a new label") from err
         return path, bytes(src.data)
 
     def load(self, version: str | None = None) -> Engine:
