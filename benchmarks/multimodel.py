@@ -128,23 +128,10 @@ def _row(name: str, reserve: int | None, priority: str | None, *, rounds: int, p
 
 
 def _timed(session: Any, x: np.ndarray, count: int) -> Any:
-    """What edgert.bench.control_latency does, keeping the recorder so rounds can be merged."""
-    from edgert.bench._multimodel import sleep_until
-    from edgert.stats import LatencyStats
+    """edgert.bench.control_latency, keeping the recorder so rounds can be merged."""
+    from edgert.bench._multimodel import paced_latency
 
-    stats = LatencyStats(count)
-    period = int(1e9 / RATE_HZ)
-    now = time.perf_counter_ns
-    for _ in range(100):
-        session.infer(x)
-    deadline = now()
-    for _ in range(count):
-        deadline += period
-        sleep_until(deadline)
-        t0 = now()
-        session.infer(x)
-        stats.record(now() - t0)
-    return stats
+    return paced_latency(session, x, rate_hz=RATE_HZ, count=count, warmup=100)
 
 
 def _cell(r: dict[str, Any]) -> str:

@@ -21,7 +21,8 @@ from edgert.bench._load_kernels import LoadKind
 from edgert.errors import InvalidArgumentError
 from edgert.stats import LatencyStats
 
-__all__ = ["LoadReport", "ModelPlacement", "control_latency", "run_under_load", "sleep_until"]
+__all__ = ["LoadReport", "ModelPlacement", "control_latency", "paced_latency", "run_under_load",
+           "sleep_until"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -153,6 +154,18 @@ def control_latency(session: Any, inputs: Any, *, rate_hz: float, count: int,
         InvalidArgumentError: A non-positive rate or count.
         InferenceError: A request failed.
     """
+    return paced_latency(session, inputs, rate_hz=rate_hz, count=count,
+                         warmup=warmup).summary()
+
+
+def paced_latency(session: Any, inputs: Any, *, rate_hz: float, count: int,
+                  warmup: int = 200) -> LatencyStats:
+    """What :func:`control_latency` measures, as the recorder itself (rounds can be merged).
+
+    Raises:
+        InvalidArgumentError: A non-positive rate or count.
+        InferenceError: A request failed.
+    """
     if rate_hz <= 0 or count <= 0:
         raise InvalidArgumentError(f"rate_hz and count must be positive, not {rate_hz}, {count}")
     now = time.perf_counter_ns
@@ -167,7 +180,7 @@ def control_latency(session: Any, inputs: Any, *, rate_hz: float, count: int,
         t0 = now()
         session.infer(inputs)
         stats.record(now() - t0)
-    return stats.summary()
+    return stats
 
 
 def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
