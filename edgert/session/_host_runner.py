@@ -172,10 +172,9 @@ class HostRunner(Runner):
                 outs[i].view[...] = work_out[i].view  # type: ignore[index]
         if special:
             self._after(slot)
-            if self.fast_copy and not slot.external and not (
-                    slot.echoes or slot.packed or slot.objects):
-                self._arm(slot, work)  # outputs written through the allocator, nothing else
-        elif self.fast_copy and not slot.external:
+        # Outputs written through the allocator may take the short way; nothing else special.
+        if self.fast_copy and not slot.external and not (
+                slot.echoes or slot.packed or slot.objects):
             self._arm(slot, work)
 
     def _arm(self, slot: Slot, work: bool) -> None:

@@ -13,15 +13,15 @@ import errno
 import fcntl
 import os
 import secrets
-import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
+from edgert._fileio import read_fd
 from edgert.errors import EdgeRTError, PermissionDeniedError, RequestTimeoutError
 
-__all__ = ["FileLock", "atomic_write", "fsync_dir", "read_small", "remove_stale_temps",
-           "unwritable"]
+__all__ = ["NOFOLLOW_FLAGS", "FileLock", "atomic_write", "fsync_dir", "read_small",
+           "remove_stale_temps", "unwritable"]
 
 _TMP_MARK = ".tmp-"
 
@@ -37,32 +37,23 @@ def unwritable(directory: Path, err: OSError) -> EdgeRTError:
     return EdgeRTError(f"cannot write to {directory}: {err.strerror or err}", hint=hint)
 
 
+#: Opening flags for files the cache reads but never follows a symlink to (memos, plans).
+NOFOLLOW_FLAGS = (os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY |
+                  getattr(os, "O_NOFOLLOW", 0))
+
+
 def read_small(path: str | os.PathLike[str], max_bytes: int = 1 << 20) -> bytes:
-    """A small regular file (a memo) whole, with fewer syscalls and allocations than
-    ``Path.read_text``: it runs on every cache hit. A symlink in the last component is not
-    followed and nothing but a regular file is read (opening a device can have effects).
+    """A small regular file (a memo) whole, as :func:`edgert._fileio.read_fd` reads it (one
+    ``fstat`` and one read), without following a symlink in the last component: nothing but a
+    regular file is read (opening a device can have effects).
 
     Raises:
         OSError: It cannot be opened or read, is not a regular file, or holds more than
             ``max_bytes``.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY |
-                 getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, NOFOLLOW_FLAGS)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        data = os.read(fd, 4096)
-        if len(data) < 4096:
-            return data
-        chunks = [data]
-        total = len(data)
-        while data:
-            data = os.read(fd, 65536)
-            chunks.append(data)
-            total += len(data)
-            if total > max_bytes:
-                raise OSError(errno.EFBIG, f"more than {max_bytes} bytes", os.fspath(path))
-        return b"".join(chunks)
+        return read_fd(fd, path, max_bytes=max_bytes)
     finally:
         os.close(fd)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from edgert._fileio import MAX_MODEL_BYTES, read_fd
 from edgert.store._digest import STABLE_S, file_identity
-from edgert.store._files import atomic_write, read_small
+from edgert.store._files import NOFOLLOW_FLAGS, atomic_write, read_small
 
 __all__ = ["SUFFIX", "boot_id", "read_plan", "remember_verified", "sig_identity",
            "verified_identity"]
@@ -44,8 +44,6 @@ __all__ = ["SUFFIX", "boot_id", "read_plan", "remember_verified", "sig_identity"
 SUFFIX = ".verified"
 _SIG_SUFFIX = ".sig"
 _MAX_MEMO_BYTES = 4096
-_OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY |
-               getattr(os, "O_NOFOLLOW", 0))
 _NOT_READ = "?"
 _boot: str | None = _NOT_READ
 
@@ -82,7 +80,7 @@ def read_plan(plan: Path) -> tuple[bytes, list[int]] | None:
     file that is missing, unreadable or too large (the full check then reports it).
     """
     try:
-        fd = os.open(plan, _OPEN_FLAGS)
+        fd = os.open(plan, NOFOLLOW_FLAGS)
     except (OSError, ValueError):
         return None
     try:
