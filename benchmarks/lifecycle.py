@@ -5,13 +5,14 @@ Usage::
     python benchmarks/lifecycle.py [--quick] [--json PATH]
 
 1. Cache hit vs direct load (target <= 1.05x). Interleaved, median of N loads each:
-   ``EngineCache.load(model.onnx)`` on a valid entry (stat the ONNX, derive the key, check the
-   signed memo of this boot's first full check, deserialize), the same hit as the first of a
-   boot (the plan read and HMAC-checked in full), against ``Engine.load(plan)`` of the same plan
-   without and with its HMAC check. With full TensorRT and a GPU the real builder and runtime
-   are used; here without them the fake TensorRT (its plans carry the ONNX model and run it on
-   ONNX Runtime), and the ONNX Runtime fallback (``Engine.from_onnx`` where nothing builds)
-   against ``Engine.load(model.onnx)``.
+   ``EngineCache.load(model.onnx)`` on a valid entry in a process that loaded it before (stat
+   the ONNX and the sidecar, what the process remembers, deserialize), the same hit in a new
+   process (the signed memo files of this boot's first full check), the same hit as the first
+   of a boot (the plan read and HMAC-checked in full), against ``Engine.load(plan)`` of the
+   same plan without and with its HMAC check. With full TensorRT and a GPU the real builder
+   and runtime are used; here without them the fake TensorRT (its plans carry the ONNX model
+   and run it on ONNX Runtime), and the ONNX Runtime fallback (``Engine.from_onnx`` where
+   nothing builds) against ``Engine.load(model.onnx)``.
 2. Swap latency: from ``session.swap(new)`` to the first request of a 500 Hz loop answered by
    the new model (split into prepare -- load, context, warm-up -- and handoff).
 3. Deadline misses at 500 Hz while swapping every 50 ms: the loop at SCHED_FIFO 80 (when
@@ -43,7 +44,7 @@ from edgert.errors import PermissionDeniedError
 from edgert.realtime import PeriodicLoop, RealtimePolicy
 from edgert.session import InferenceSession
 from edgert.store import BuildOptions, EngineCache
-from edgert.store._cache import CacheStatus
+from edgert.store._cache import CacheStatus, forget_process_memos
 from edgert.store._digest import STABLE_S
 from edgert.store._verified import SUFFIX as VERIFIED_SUFFIX
 
@@ -123,15 +124,22 @@ def cache_vs_direct(directory: Path, trt: ModuleType | None, reps: int) -> dict[
         assert result.status is CacheStatus.HIT
         return result.engine
 
-    def forget() -> None:
+    def new_process() -> None:
+        forget_process_memos()  # what a process keeps in memory: a new one starts without it
+
+    def new_boot() -> None:
+        forget_process_memos()
         memo.unlink(missing_ok=True)  # as after a reboot: the next hit checks in full
 
-    fns = {"hit": hit, "hit_first_of_boot": hit, "direct": lambda: Engine.load(plan, **kw),
+    fns = {"hit": hit, "hit_new_process": hit, "hit_first_of_boot": hit,
+           "direct": lambda: Engine.load(plan, **kw),
            "direct_hmac": lambda: Engine.load(plan, hmac_key=tag_key, **kw)}
-    med = _interleaved_medians(fns, reps, {"hit": None, "hit_first_of_boot": forget})
+    med = _interleaved_medians(fns, reps, {"hit_new_process": new_process,
+                                           "hit_first_of_boot": new_boot})
     return {"build_s": built.build_s, "plan_bytes": plan.stat().st_size,
             "onnx_bytes": onnx.stat().st_size, "median_ms": med,
             "hit_vs_direct": med["hit"] / med["direct"],
+            "new_process_vs_direct": med["hit_new_process"] / med["direct"],
             "first_of_boot_vs_direct": med["hit_first_of_boot"] / med["direct"],
             "first_of_boot_vs_direct_hmac": med["hit_first_of_boot"] / med["direct_hmac"]}
 
@@ -220,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         m = cache["median_ms"]
         print(f"Engine cache hit vs direct load ({label}; plan {cache['plan_bytes']:,} bytes, "
               f"ONNX {cache['onnx_bytes']:,} bytes; first build {cache['build_s']:.2f} s)")
-        print(f"  cache hit (stat ONNX, key, memo, load)  {m['hit']:8.3f} ms")
-        print(f"  cache hit, first of a boot (HMAC)       {m['hit_first_of_boot']:8.3f} ms")
-        print(f"  Engine.load(plan)                       {m['direct']:8.3f} ms   "
-              f"hit/direct {cache['hit_vs_direct']:.3f}x (target <= 1.05x); first of a boot "
+        print(f"  cache hit, loaded before in this process   {m['hit']:8.3f} ms")
+        print(f"  cache hit, new process (memo files)        {m['hit_new_process']:8.3f} ms")
+        print(f"  cache hit, first of a boot (HMAC)          {m['hit_first_of_boot']:8.3f} ms")
+        print(f"  Engine.load(plan)                          {m['direct']:8.3f} ms   "
+              f"hit/direct {cache['hit_vs_direct']:.3f}x, new process "
+              f"{cache['new_process_vs_direct']:.3f}x (target <= 1.05x); first of a boot "
               f"{cache['first_of_boot_vs_direct']:.3f}x")
-        print(f"  Engine.load(plan, hmac_key=...)         {m['direct_hmac']:8.3f} ms   "
+        print(f"  Engine.load(plan, hmac_key=...)            {m['direct_hmac']:8.3f} ms   "
               f"first of a boot/direct+HMAC {cache['first_of_boot_vs_direct_hmac']:.3f}x")
         fb = fallback_vs_direct(directory, reps)
         report["onnxruntime_fallback"] = fb
@@ -259,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 e.close()
     report["targets"] = {
         "cache_hit_le_1.05x_direct": cache["hit_vs_direct"] <= 1.05,
+        "new_process_cache_hit_le_1.05x_direct": cache["new_process_vs_direct"] <= 1.05,
         "zero_missed_during_swaps": report["swap_500hz"]["swapper FIFO 70"][
             "missed_during_swaps"] == 0,
     }

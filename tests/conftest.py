@@ -46,3 +46,15 @@ def requires_gpu() -> None:
         import edgert.cuda
 
         pytest.skip(f"needs a CUDA device: {edgert.cuda.unavailable_reason()}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache_process_memos() -> None:
+    """Each test starts as a new process would: nothing remembered of earlier tests' cache
+    entries (edgert.store keeps digests and checks in memory while files provably did not
+    change)."""
+    import sys
+
+    cache = sys.modules.get("edgert.store._cache")
+    if cache is not None:
+        cache.forget_process_memos()

@@ -462,6 +462,61 @@ def test_the_onnx_digest_is_remembered_only_while_the_file_provably_did_not_chan
                                    atol=1e-4)
 
 
+@pytest.mark.parametrize("forgery", ["plain", "sealed_with_the_public_key"])
+def test_with_a_secret_a_forged_digest_memo_cannot_point_a_model_at_another_entry(
+        tmp_path: Path, forgery: str) -> None:
+    # A process that may write the cache (but does not know the secret) wrote a memo saying
+    # model A's file has model B's digest: A's path then loaded B's entry, whose plan and
+    # sidecar are validly signed -- the wrong model (0.5 off), without an error.
+    import hashlib
+    import json
+    import time
+
+    from edgert.store import _cache as cache_module
+    from edgert.store import _digest
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()  # two versions, same file name (the entries' names then agree)
+    a, b = _model(tmp_path / "v1", name="model.onnx"), \
+        _model(tmp_path / "v2", bias_offset=0.5, name="model.onnx")
+    cache = _cache(tmp_path / "c", hmac_key=b"robot-secret")
+    for onnx in (a, b):
+        cache.load(onnx, BuildOptions(profiles=SHAPES)).engine.close()
+    st = a.stat()
+    body = json.dumps({"path": str(a), "identity": _digest.file_identity(st),
+                       "hashed_at_ns": st.st_ctime_ns + 10**10,
+                       "sha256": hashlib.sha256(b.read_bytes()).hexdigest()}).encode()
+    memo = tmp_path / "c" / ".digests" / (
+        hashlib.sha256(os.fsencode(os.path.abspath(a))).hexdigest()[:32] + ".json")
+    assert memo.exists()
+    memo.write_bytes(body if forgery == "plain" else _digest.seal(_digest.memo_key(None), body))
+    cache_module.forget_process_memos()  # a new process reads the memo file
+    time.sleep(0.01)
+    with cache.load(a, BuildOptions(profiles=SHAPES)).engine as engine:
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
+def test_digest_memos_are_signed_and_reused_with_a_secret_too(tmp_path: Path) -> None:
+    from edgert.store import _digest
+
+    onnx = _model(tmp_path)
+    st = onnx.stat()
+    key = _digest.memo_key(b"robot-secret")
+    memo_dir = tmp_path / "memo"
+    real = _digest.time.time_ns
+    try:  # hashed long after the file's last change, so the memo may be trusted
+        _digest.time.time_ns = lambda: real() + 10 * 10**9  # type: ignore[assignment]
+        digest, data = _digest.file_sha256(onnx, memo_dir, key)
+    finally:
+        _digest.time.time_ns = real  # type: ignore[assignment]
+    assert data is not None
+    _digest.forget_process_memos()
+    assert _digest.file_sha256(onnx, memo_dir, key) == (digest, None)  # the signed memo
+    _digest.forget_process_memos()
+    assert _digest.file_sha256(onnx, memo_dir, _digest.memo_key(b"other"))[1] is not None
+    assert onnx.stat().st_ctime_ns == st.st_ctime_ns
+
+
 def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgert.errors import EngineLoadError
@@ -469,7 +524,7 @@ def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(
 
     onnx = _model(tmp_path)
     # the remembered digest says one thing, the bytes read for the build another
-    monkeypatch.setattr(cache_module, "file_sha256", lambda path, memo: ("ab" * 32, None))
+    monkeypatch.setattr(cache_module, "file_sha256", lambda *_args: ("ab" * 32, None))
     with pytest.raises(EngineLoadError, match="changed while it was being loaded"):
         _cache(tmp_path / "c").load(onnx, BuildOptions(profiles=SHAPES))
     assert not list((tmp_path / "c").glob("*.plan"))

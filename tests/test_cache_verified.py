@@ -33,6 +33,7 @@ STABLE_S = 0.05  # far above any file system's timestamp granularity, short enou
 @pytest.fixture(autouse=True)
 def _short_stability_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_verified, "STABLE_S", STABLE_S)
+    _cache.forget_process_memos()
 
 
 def _entry(tmp_path: Path, **kwargs: Any) -> tuple[EngineCache, Path, Path]:
@@ -70,6 +71,23 @@ def _always_checked_in_full(cache: EngineCache, onnx: Path, plan: Path,
     assert not Path(f"{plan}{_verified.SUFFIX}").exists()
 
 
+def _checked_once_per_process(cache: EngineCache, onnx: Path, plan: Path,
+                              monkeypatch: pytest.MonkeyPatch, processes: int = 2) -> None:
+    """The first hit of each process hashes the plan, later ones of that process do not, and
+    no memo file is written (nothing outlives the process)."""
+    full = _FullChecks(monkeypatch)
+    for process in range(processes):
+        _cache.forget_process_memos()  # as a new process starts
+        for i in range(3):
+            hit = _load(cache, onnx)
+            assert hit.status is CacheStatus.HIT
+            assert hit.engine.integrity is (IntegrityStatus.HMAC if i == 0 else
+                                            IntegrityStatus.HMAC_THIS_BOOT)
+            _right(hit)
+        assert full.count == process + 1
+    assert not Path(f"{plan}{_verified.SUFFIX}").exists()
+
+
 class _FullChecks:
     """Counts the loads that hashed the plan (Engine.load with the entry's HMAC key)."""
 
@@ -100,7 +118,12 @@ def test_hits_after_the_first_full_check_of_a_boot_skip_hashing(
         assert hit.status is CacheStatus.HIT
         assert hit.engine.integrity is IntegrityStatus.HMAC_THIS_BOOT  # not hashed this time
         _right(hit)
-    assert full.count == 1  # the memo vouched for the plan's bytes
+    assert full.count == 1  # the process remembered the check: no memo file read
+    _cache.forget_process_memos()  # a new process, same boot: the memo file vouches
+    hit = _load(cache, onnx)
+    assert hit.engine.integrity is IntegrityStatus.HMAC_THIS_BOOT
+    _right(hit)
+    assert full.count == 1
 
 
 def test_a_just_written_entry_is_not_memoized(tmp_path: Path) -> None:
@@ -173,6 +196,7 @@ def test_a_memo_that_does_not_vouch_leads_back_to_the_full_check(
     else:  # a FIFO: opening it must neither block nor be read
         path.unlink()
         os.mkfifo(path)
+    _cache.forget_process_memos()  # a new process: only the memo file could vouch
     full = _FullChecks(monkeypatch)
     hit = _load(cache, onnx)
     assert hit.status is CacheStatus.HIT
@@ -205,7 +229,7 @@ def test_a_cache_with_a_secret_key_checks_every_load_in_full(
     _always_checked_in_full(cache, onnx, plan, monkeypatch, loads=3)
 
 
-def test_a_cache_whose_memo_cannot_be_written_checks_in_full_every_time(
+def test_a_cache_whose_memo_cannot_be_written_checks_in_full_once_per_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache, onnx, plan = _entry(tmp_path)
 
@@ -213,11 +237,11 @@ def test_a_cache_whose_memo_cannot_be_written_checks_in_full_every_time(
         raise PermissionError(30, "Read-only file system")
 
     monkeypatch.setattr(_verified, "atomic_write", refuse)
-    _always_checked_in_full(cache, onnx, plan, monkeypatch)
+    _checked_once_per_process(cache, onnx, plan, monkeypatch)
 
 
-def test_without_a_boot_id_nothing_is_memoized(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_boot_id_no_memo_file_is_written(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_verified, "_boot", None)
     cache, onnx, plan = _entry(tmp_path)
-    _always_checked_in_full(cache, onnx, plan, monkeypatch)
+    _checked_once_per_process(cache, onnx, plan, monkeypatch)

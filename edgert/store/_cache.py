@@ -57,8 +57,9 @@ from edgert.errors import (
     NotSupportedError,
     RequestTimeoutError,
 )
+from edgert.store import _digest, _verified
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
-from edgert.store._digest import file_sha256
+from edgert.store._digest import file_sha256, memo_key, seal, unseal
 from edgert.store._files import (
     FileLock,
     atomic_write,
@@ -74,13 +75,18 @@ from edgert.store._verified import (
     verified_identity,
 )
 
-__all__ = ["CacheResult", "CacheStatus", "DeviceIdentity", "EngineCache", "default_cache_dir"]
+__all__ = ["CacheResult", "CacheStatus", "DeviceIdentity", "EngineCache", "default_cache_dir",
+           "forget_process_memos"]
 
 #: Why an entry signed before per-entry sidecar keys is rebuilt (not a damaged one).
 _LEGACY = ("the cached entry was signed by an edgert before per-entry sidecar keys (it is not "
            "damaged, but its signature no longer binds it to this entry)")
 
 _log = logging.getLogger("edgert.store")
+#: External-data files each model names, by (memo key, model SHA-256): content-addressed.
+_EXTERNAL: dict[tuple[bytes, str], list[str]] = {}
+#: Cache keys by what they are derived from (see EngineCache._key).
+_KEYS: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 _KEY_FORMAT = 1
 _ENV = "EDGERT_CACHE_DIR"
 
@@ -121,6 +127,15 @@ class CacheResult:
     plan_path: Path | None
     reason: str | None
     build_s: float
+
+
+def forget_process_memos() -> None:
+    """Forget what this process remembered of model digests, checked plans and keys: the next
+    loads behave as a new process's would (benchmarks and tests)."""
+    _digest.forget_process_memos()
+    _verified.forget_process_memos()
+    _EXTERNAL.clear()
+    _KEYS.clear()
 
 
 def default_cache_dir() -> Path:
@@ -174,6 +189,7 @@ class EngineCache:
         self._trt_module = trt_module
         self.device = device
         self._secret = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+        self._memo_key = memo_key(self._secret)
         self._identity = device_identity
         self.fallback = fallback
         self.lock_timeout_s = lock_timeout_s
@@ -221,6 +237,20 @@ class EngineCache:
     def key_of(fields: dict[str, Any]) -> str:
         """The key: SHA-256 of the fields' canonical JSON."""
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def _key(self, digest: str, options: BuildOptions, trt: ModuleType,
+             external: dict[str, str]) -> tuple[dict[str, Any], str]:
+        """:meth:`key_fields` and :meth:`key_of`, remembered in this process by their inputs."""
+        identity = self._identity or _device_identity(trt, self.device)
+        inputs = (digest, options, tuple(sorted(external.items())),
+                  str(getattr(trt, "__version__", "unknown")), flavour_of(trt), identity)
+        known = _KEYS.get(inputs)
+        if known is None:
+            fields = self.key_fields(digest, options, trt, external_data=external)
+            if len(_KEYS) >= 1024:
+                _KEYS.clear()
+            known = _KEYS[inputs] = (fields, self.key_of(fields))
+        return dict(known[0]), known[1]
 
     def _tag_key(self, key: str) -> bytes:
         """The HMAC key of the entry for ``key``'s sidecar.
@@ -279,8 +309,7 @@ class EngineCache:
             return self._fallback(onnx, why or "", onnx_options)
         path, data, digest = self._digest(onnx)
         external = self._external_digests(path, data, digest)
-        fields = self.key_fields(digest, options, trt, external_data=external)
-        key = self.key_of(fields)
+        fields, key = self._key(digest, options, trt, external)
         stem = (path.stem if path is not None else "model")[:64]
         plan_path = self.root / f"{stem}-{key[:32]}.plan"
         load = {"trt_module": trt, "device": self.device, "allow_host_code": allow_host_code,
@@ -411,7 +440,7 @@ class EngineCache:
             return None, given, hashlib.sha256(given).hexdigest()
         path = Path(os.fspath(onnx))
         try:
-            digest, read = file_sha256(path, self.root / ".digests")
+            digest, read = file_sha256(path, self.root / ".digests", self._memo_key)
         except OSError:
             read_source(path)  # raises the library's error for a missing/unreadable file
             raise
@@ -425,10 +454,10 @@ class EngineCache:
             # that names some fails to build rather than being keyed without its weights.
             return {}
         memo = self.root / ".digests" / f"external-{digest}.json"  # content-addressed
-        locations: list[str] | None = None
-        if data is None:
+        locations = _EXTERNAL.get((self._memo_key, digest))
+        if locations is None and data is None:
             try:
-                loaded = json.loads(read_small(memo))
+                loaded = unseal(self._memo_key, read_small(memo))
                 if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
                     locations = loaded
             except Exception:  # whatever the memo holds (RecursionError too): parse the model
@@ -441,13 +470,18 @@ class EngineCache:
                 locations = []  # not protobuf: the build refuses it with the parser's message
             try:
                 memo.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(memo, json.dumps(locations).encode())
+                atomic_write(memo, seal(self._memo_key, json.dumps(locations).encode()),
+                             durable=False)
             except Exception:  # a read-only cache still works, it just parses every time
                 pass
+        if len(_EXTERNAL) >= 1024:
+            _EXTERNAL.clear()
+        _EXTERNAL[(self._memo_key, digest)] = locations
         out: dict[str, str] = {}
         for location in locations:
             try:
-                out[location] = file_sha256(path.parent / location, self.root / ".digests")[0]
+                out[location] = file_sha256(path.parent / location, self.root / ".digests",
+                                            self._memo_key)[0]
             except OSError as err:
                 out[location] = f"unreadable: {err.strerror or err}"  # the build will say so
         return out

@@ -22,23 +22,24 @@ vouched for. Storage that corrupts bytes behind the file system's back is caught
 load of the next boot, which checks in full. No boot id (not Linux), a memo of another boot, an
 unreadable, unsigned or malformed memo: the full check, as before. Memos are written without
 fsync: losing one after a power cut costs one more full check.
+
+The process keeps what it vouched for in memory too (same rules; a read-only cache included),
+so loading an entry again -- a hot swap back, a rollback -- reads no memo.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import stat
 from pathlib import Path
 
 from edgert._fileio import MAX_MODEL_BYTES, read_fd
-from edgert.store._digest import STABLE_S, file_identity
+from edgert.store._digest import STABLE_S, file_identity, seal, unseal
 from edgert.store._files import NOFOLLOW_FLAGS, atomic_write, read_small
 
-__all__ = ["SUFFIX", "boot_id", "read_plan", "remember_verified", "sig_identity",
-           "verified_identity"]
+__all__ = ["SUFFIX", "boot_id", "forget_process_memos", "read_plan", "remember_verified",
+           "sig_identity", "verified_identity"]
 
 #: Suffix of the memo next to a plan (``model-KEY.plan.verified``).
 SUFFIX = ".verified"
@@ -46,6 +47,20 @@ _SIG_SUFFIX = ".sig"
 _MAX_MEMO_BYTES = 4096
 _NOT_READ = "?"
 _boot: str | None = _NOT_READ
+_MAX_VOUCHED = 256
+#: This process's checks: (tag key, plan path) -> (plan identity, sidecar identity).
+_VOUCHED: dict[tuple[bytes, str], tuple[list[int], list[int]]] = {}
+
+
+def forget_process_memos() -> None:
+    """Forget the checks this process remembered (as a new process would start)."""
+    _VOUCHED.clear()
+
+
+def _vouch(plan: Path, tag_key: bytes, plan_id: list[int], sig_id: list[int]) -> None:
+    if len(_VOUCHED) >= _MAX_VOUCHED:
+        _VOUCHED.clear()
+    _VOUCHED[(tag_key, os.path.abspath(plan))] = (plan_id, sig_id)
 
 
 def boot_id() -> str | None:
@@ -66,10 +81,6 @@ def _memo_path(plan: Path) -> str:
 
 def _sig_path(plan: Path) -> str:
     return os.fspath(plan) + _SIG_SUFFIX
-
-
-def _mac(tag_key: bytes, body: bytes) -> str:
-    return hmac.new(tag_key, body, hashlib.sha256).hexdigest()
 
 
 def read_plan(plan: Path) -> tuple[bytes, list[int]] | None:
@@ -103,21 +114,24 @@ def verified_identity(plan: Path, tag_key: bytes) -> list[int] | None:
     None: no boot id, no memo, a memo of another boot, with a wrong MAC or malformed, or a
     sidecar that changed since.
     """
+    vouched = _VOUCHED.get((tag_key, os.path.abspath(plan)))
+    if vouched is not None and vouched[1] == sig_identity(plan):
+        return vouched[0]
     boot = boot_id()
     if boot is None:
         return None
     try:
-        raw = read_small(_memo_path(plan), _MAX_MEMO_BYTES)
-        mac, _, body = raw.partition(b"\n")
-        if not hmac.compare_digest(_mac(tag_key, body).encode(), mac):
-            return None
-        doc = json.loads(body)
-        if doc["boot"] != boot or doc["sig"] != sig_identity(plan):
+        doc = unseal(tag_key, read_small(_memo_path(plan), _MAX_MEMO_BYTES))
+        sig = sig_identity(plan)
+        if doc["boot"] != boot or sig is None or doc["sig"] != sig:
             return None
         identity = doc["plan"]
     except Exception:  # whatever the memo holds, it only ever means "check in full"
         return None
-    return identity if isinstance(identity, list) else None
+    if not isinstance(identity, list):
+        return None
+    _vouch(plan, tag_key, identity, sig)
+    return identity
 
 
 def sig_identity(plan: Path) -> list[int] | None:
@@ -130,24 +144,27 @@ def sig_identity(plan: Path) -> list[int] | None:
 
 def remember_verified(plan: Path, tag_key: bytes, plan_id: list[int], sig_id: list[int] | None,
                       checked_at_ns: int) -> bool:
-    """Write the memo of a full check that began at ``checked_at_ns`` and succeeded.
+    """Remember a full check that began at ``checked_at_ns`` and succeeded: in this process,
+    and in the memo file beside the plan (True when that was written).
 
     ``plan_id``: from :func:`read_plan`, the bytes that were checked; ``sig_id``: the sidecar's
-    :func:`sig_identity` before the check read it. Nothing is written (False) unless the sidecar
-    is unchanged since, both files were already unchanged for ``STABLE_S`` when the check
-    began, and the memo can be written (not on a read-only cache).
+    :func:`sig_identity` before the check read it. Nothing is remembered unless the sidecar is
+    unchanged since and both files were already unchanged for ``STABLE_S`` when the check
+    began; no memo file is written without a boot id or on a read-only cache.
     """
-    boot = boot_id()
-    if boot is None or sig_id is None or sig_identity(plan) != sig_id:
+    if sig_id is None or sig_identity(plan) != sig_id:
         return False
     if checked_at_ns - max(plan_id[4], sig_id[4]) < STABLE_S * 1e9:
+        return False
+    _vouch(plan, tag_key, plan_id, sig_id)
+    boot = boot_id()
+    if boot is None:
         return False
     body = json.dumps({"boot": boot, "plan": plan_id, "sig": sig_id,
                        "checked_at_ns": checked_at_ns, "name": plan.name},
                       sort_keys=True).encode()
     try:
-        atomic_write(Path(_memo_path(plan)), _mac(tag_key, body).encode() + b"\n" + body,
-                     durable=False)
+        atomic_write(Path(_memo_path(plan)), seal(tag_key, body), durable=False)
     except Exception:  # a read-only cache still works: it checks in full every time
         return False
     return True
