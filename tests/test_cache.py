@@ -17,7 +17,12 @@ import pytest
 
 from edgert import models
 from edgert.engine import Engine, EngineFlavour, EngineFormat
-from edgert.errors import InvalidArgumentError, NotSupportedError, PermissionDeniedError
+from edgert.errors import (
+    EngineLoadError,
+    InvalidArgumentError,
+    NotSupportedError,
+    PermissionDeniedError,
+)
 from edgert.session import InferenceSession
 from edgert.store import BuildOptions
 from edgert.store._cache import CacheStatus, DeviceIdentity, EngineCache
@@ -515,6 +520,123 @@ def test_digest_memos_are_signed_and_reused_with_a_secret_too(tmp_path: Path) ->
     _digest.forget_process_memos()
     assert _digest.file_sha256(onnx, memo_dir, _digest.memo_key(b"other"))[1] is not None
     assert onnx.stat().st_ctime_ns == st.st_ctime_ns
+
+
+def _two_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """v1/model.onnx and v2/model.onnx (0.5 off): same file name, so their entries' names
+    differ only by key."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    return (_model(tmp_path / "v1", name="model.onnx"),
+            _model(tmp_path / "v2", bias_offset=0.5, name="model.onnx"))
+
+
+def test_a_secret_cache_never_trusts_a_digest_another_cache_of_the_process_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a secret, memos guard against corruption only: a forged one in that cache may
+    # mislead it. What the process remembers from it must not reach a cache with a secret.
+    import hashlib
+    import json
+
+    from edgert.store import _digest
+
+    monkeypatch.setattr(_digest, "STABLE_S", 0.0)
+    a, b = _two_versions(tmp_path)
+    keyed = _cache(tmp_path / "keyed", hmac_key=b"robot-secret")
+    for onnx in (a, b):
+        keyed.load(onnx, BuildOptions(profiles=SHAPES)).engine.close()
+    public = _cache(tmp_path / "public")
+    st = a.stat()
+    where = os.path.abspath(a)
+    forged = json.dumps({"kind": "digest", "path": where, "identity": _digest.file_identity(st),
+                         "hashed_at_ns": st.st_ctime_ns + 10**10,
+                         "sha256": hashlib.sha256(b.read_bytes()).hexdigest()}).encode()
+    memo = tmp_path / "public" / ".digests" / (
+        hashlib.sha256(os.fsencode(where)).hexdigest()[:32] + ".json")
+    memo.parent.mkdir(parents=True)
+    memo.write_bytes(_digest.seal(_digest.memo_key(None), forged))
+    with pytest.raises(EngineLoadError):  # misled (and caught by the build's own check)
+        public.load(a, BuildOptions(profiles=SHAPES)).engine.close()
+    with keyed.load(a, BuildOptions(profiles=SHAPES)).engine as engine:
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+
+
+def _external_model(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    onnx = pytest.importorskip("onnx")
+    directory.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(directory)  # the fake parser (ONNX Runtime on bytes) finds weights here
+    model = directory / "model.onnx"
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    return model
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "another_models_memo"])
+def test_an_external_data_memo_holds_only_for_its_own_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forgery: str) -> None:
+    # Found by review: the external-data memo is named by the model's digest, outside what its
+    # MAC covers. Another model's validly signed memo (saying "no external data") copied over
+    # it keyed the model without its weights: retrained weights then hit the old plan.
+    import json
+
+    from edgert.store import _cache as cache_module
+    from edgert.store import _digest
+
+    monkeypatch.setattr(_digest, "STABLE_S", 0.0)
+    model = _external_model(tmp_path / "ext", monkeypatch)
+    plain = _model(tmp_path)
+    cache = _cache(tmp_path / "c", hmac_key=b"robot-secret")
+    for onnx in (model, plain):
+        cache.load(onnx).engine.close()
+    memos = tmp_path / "c" / ".digests"
+    path, _, digest = cache._digest(model)
+    mine = memos / f"external-{digest}.json"
+    if forgery == "unsigned":
+        mine.write_bytes(json.dumps([]).encode())
+    else:
+        theirs = [m for m in memos.glob("external-*.json") if m != mine]
+        assert len(theirs) == 1
+        mine.write_bytes(theirs[0].read_bytes())
+    cache_module.forget_process_memos()
+    assert list(cache._external_digests(path, None, digest)) == ["model.onnx.data"]
+
+
+def test_memos_spare_a_new_process_the_model_parse_and_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgert.store import _cache as cache_module
+    from edgert.store import _digest
+
+    monkeypatch.setattr(_digest, "STABLE_S", 0.0)
+    model = _external_model(tmp_path / "ext", monkeypatch)
+    for secret in (None, b"robot-secret"):
+        cache = _cache(tmp_path / f"c{secret is None}", hmac_key=secret)
+        first = cache.load(model)
+        first.engine.close()
+        cache_module.forget_process_memos()  # a new process
+
+        def parse(_model: bytes) -> list[str]:
+            raise AssertionError("the model was parsed again")
+
+        with monkeypatch.context() as m:
+            m.setattr(cache_module, "external_locations", parse)
+            m.setattr(cache_module, "read_source", parse)
+            again = cache.load(model)
+        again.engine.close()
+        assert again.status is CacheStatus.HIT
+        assert again.key == first.key
+
+
+def test_a_device_identity_given_as_lists_still_keys_entries(tmp_path: Path) -> None:
+    # Found by review: the in-process key memo hashed DeviceIdentity, whose compute capability
+    # read from a JSON or YAML config is a list: load() raised TypeError.
+    onnx = _model(tmp_path)
+    cache = _cache(tmp_path / "c", device_identity=DeviceIdentity(
+        name="Orin", compute_capability=[8, 7]))  # type: ignore[arg-type]
+    for status in (CacheStatus.BUILT, CacheStatus.HIT):
+        result = cache.load(onnx, BuildOptions(profiles=SHAPES))
+        result.engine.close()
+        assert result.status is status
 
 
 def test_a_model_that_changes_while_loading_is_not_built_under_the_old_key(

@@ -193,6 +193,7 @@ class EngineCache:
         self._identity = device_identity
         self.fallback = fallback
         self.lock_timeout_s = lock_timeout_s
+        self._plans: dict[tuple[str, str], Path] = {}  # (stem, key) -> plan path
 
     # -- what can build here ------------------------------------------------------------
 
@@ -242,9 +243,14 @@ class EngineCache:
              external: dict[str, str]) -> tuple[dict[str, Any], str]:
         """:meth:`key_fields` and :meth:`key_of`, remembered in this process by their inputs."""
         identity = self._identity or _device_identity(trt, self.device)
-        inputs = (digest, options, tuple(sorted(external.items())),
-                  str(getattr(trt, "__version__", "unknown")), flavour_of(trt), identity)
-        known = _KEYS.get(inputs)
+        inputs = (type(self), digest, options, tuple(sorted(external.items())),
+                  str(getattr(trt, "__version__", "unknown")), flavour_of(trt), identity.name,
+                  tuple(identity.compute_capability))
+        try:
+            known = _KEYS.get(inputs)
+        except TypeError:  # something unhashable in the options: derive it every time
+            fields = self.key_fields(digest, options, trt, external_data=external)
+            return fields, self.key_of(fields)
         if known is None:
             fields = self.key_fields(digest, options, trt, external_data=external)
             if len(_KEYS) >= 1024:
@@ -311,7 +317,11 @@ class EngineCache:
         external = self._external_digests(path, data, digest)
         fields, key = self._key(digest, options, trt, external)
         stem = (path.stem if path is not None else "model")[:64]
-        plan_path = self.root / f"{stem}-{key[:32]}.plan"
+        plan_path = self._plans.get((stem, key))
+        if plan_path is None:
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            plan_path = self._plans[(stem, key)] = self.root / f"{stem}-{key[:32]}.plan"
         load = {"trt_module": trt, "device": self.device, "allow_host_code": allow_host_code,
                 "temp_dir": temp_dir}
         engine, problem = self._try_load(plan_path, key, load)
@@ -457,8 +467,10 @@ class EngineCache:
         locations = _EXTERNAL.get((self._memo_key, digest))
         if locations is None and data is None:
             try:
-                loaded = unseal(self._memo_key, read_small(memo))
-                if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
+                doc = unseal(self._memo_key, read_small(memo))
+                loaded = doc["locations"]  # of this model: a memo copied over another's fails
+                if doc["kind"] == "external" and doc["onnx_sha256"] == digest and \
+                        isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
                     locations = loaded
             except Exception:  # whatever the memo holds (RecursionError too): parse the model
                 pass
@@ -470,8 +482,9 @@ class EngineCache:
                 locations = []  # not protobuf: the build refuses it with the parser's message
             try:
                 memo.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(memo, seal(self._memo_key, json.dumps(locations).encode()),
-                             durable=False)
+                doc_bytes = json.dumps({"kind": "external", "onnx_sha256": digest,
+                                        "locations": locations}).encode()
+                atomic_write(memo, seal(self._memo_key, doc_bytes), durable=False)
             except Exception:  # a read-only cache still works, it just parses every time
                 pass
         if len(_EXTERNAL) >= 1024:

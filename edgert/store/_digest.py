@@ -48,7 +48,8 @@ def memo_key(secret: bytes | None) -> bytes:
 
 
 def seal(key: bytes, body: bytes) -> bytes:
-    """``body`` under its HMAC-SHA256 (hex, first line)."""
+    """``body`` under its HMAC-SHA256 (hex, first line). The MAC does not cover the file's
+    name: a body must say what it is about (kind, path, digest) and readers check that."""
     return hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b"\n" + body
 
 
@@ -95,7 +96,8 @@ def file_sha256(path: Path, memo_dir: Path | None,
     """
     st = os.stat(path)
     memo = None
-    seen = (key, os.path.abspath(path))
+    name = os.fspath(path)
+    seen = (key, name if name.startswith("/") else os.path.abspath(name))
     if memo_dir is not None:
         hit = _SEEN.get(seen)
         if hit is not None and _trusted(hit[0], hit[1], st):
@@ -104,7 +106,9 @@ def file_sha256(path: Path, memo_dir: Path | None,
         try:
             doc = unseal(key, read_small(memo))
             digest = doc["sha256"]
-            if isinstance(digest, str) and _trusted(doc["identity"], doc["hashed_at_ns"], st):
+            # the memo names its file inside what is signed: one copied over another's fails
+            if doc["kind"] == "digest" and doc["path"] == seen[1] and isinstance(digest, str) \
+                    and _trusted(doc["identity"], doc["hashed_at_ns"], st):
                 _remember(seen, file_identity(st), doc["hashed_at_ns"], digest)
                 return digest, None
         except Exception:  # whatever the memo holds (RecursionError too): hash again
@@ -117,8 +121,9 @@ def file_sha256(path: Path, memo_dir: Path | None,
         _remember(seen, file_identity(st), hashed_at, digest)
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            doc_bytes = json.dumps({"path": str(path), "identity": file_identity(st),
-                                    "hashed_at_ns": hashed_at, "sha256": digest}).encode()
+            doc_bytes = json.dumps({"kind": "digest", "path": seen[1],
+                                    "identity": file_identity(st), "hashed_at_ns": hashed_at,
+                                    "sha256": digest}).encode()
             atomic_write(memo, seal(key, doc_bytes), durable=False)
         except Exception:  # a read-only cache still works, it just hashes every time
             pass
