@@ -679,6 +679,75 @@ def test_new_external_weights_beside_an_unchanged_onnx_file_force_a_rebuild(
     assert retrained.key != first.key
 
 
+def test_external_weights_are_found_beside_the_model_and_built_into_the_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new user's trial: from any other working directory the fake could not build a model
+    # with external weights at all (it ignored the path TensorRT's parser gets), so what the
+    # cache does with retrained weights could not be tried. As TensorRT's, its plans now hold
+    # the weights: the entry runs after the weights file is gone, and new weights rebuild it.
+    onnx = pytest.importorskip("onnx")
+    model = tmp_path / "models" / "ext.onnx"
+    model.parent.mkdir()
+    onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cache = _cache(tmp_path / "cache")
+    weights = model.parent / "ext.onnx.data"
+    original = weights.read_bytes()
+    with cache.load(model, BuildOptions(profiles=SHAPES)).engine as engine:
+        np.testing.assert_allclose(_actions(engine), models.policy_reference(OBS), atol=1e-5)
+    retrained = bytearray(original)
+    retrained[-4:] = (np.frombuffer(original[-4:], np.float32) + 0.25).tobytes()  # fc3.bias[-1]
+    weights.write_bytes(bytes(retrained))
+    result = cache.load(model, BuildOptions(profiles=SHAPES))
+    assert result.status is CacheStatus.BUILT
+    weights.unlink()  # the plan holds its weights
+    with result.engine as engine:
+        expected = models.policy_reference(OBS)
+        expected[:, -1] += 0.25
+        np.testing.assert_allclose(_actions(engine), expected, atol=1e-5)
+
+
+def test_a_build_error_names_the_model_file(tmp_path: Path) -> None:
+    # A new user's trial: the parser's refusal named "<bytes>", not the file they passed.
+    onnx_pkg = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from edgert.store import BuildError
+
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOperator", ["x"], ["y"], domain="edgert.test")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx = tmp_path / "broken.onnx"
+    onnx_pkg.save_model(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("edgert.test", 1)]), str(onnx))
+    with pytest.raises(BuildError, match=r"broken\.onnx") as info:
+        _cache(tmp_path / "cache").load(onnx)
+    assert "<bytes>" not in str(info.value)
+
+
+def test_a_directory_where_the_plan_goes_is_named_not_called_read_only(tmp_path: Path) -> None:
+    # A new user's trial: the error blamed a read-only cache and suggested moving the cache.
+    from edgert.errors import EdgeRTError
+
+    onnx = _model(tmp_path)
+    cache = _cache(tmp_path / "cache")
+    built = cache.load(onnx, BuildOptions(profiles=SHAPES))
+    built.engine.close()
+    assert built.plan_path is not None
+    built.plan_path.unlink()
+    built.plan_path.mkdir()
+    with pytest.raises(EdgeRTError, match="not a file is there") as info:
+        cache.load(onnx, BuildOptions(profiles=SHAPES))
+    assert not isinstance(info.value, PermissionDeniedError)
+    assert info.value.hint is not None
+    assert "move" in info.value.hint
+
+
 def test_every_build_option_but_the_timing_cache_is_in_the_key() -> None:
     # A BuildOptions field that changes the plan but not the key would load a plan built with
     # other options. A new field must be added here (and to key_fields) to pass.

@@ -199,9 +199,10 @@ class EngineBuilder(Owner):
         if calibrator is not None and not options.int8:
             raise InvalidArgumentError("a calibrator needs int8=True")
         src = read_source(onnx)
-        header = sniff(src.data, src.label)
+        label = str(model_path) if src.path is None and model_path is not None else src.label
+        header = sniff(src.data, label)
         if header.format is not EngineFormat.ONNX:
-            raise InvalidArgumentError(f"{src.label} is not an ONNX model",
+            raise InvalidArgumentError(f"{label} is not an ONNX model",
                                        hint="the builder takes .onnx files")
         trt, builder = self._trt, self._state["builder"]
         self._bridge.drain()
@@ -214,20 +215,21 @@ class EngineBuilder(Owner):
         if not ok:
             errors = tuple(str(e.desc() if hasattr(e, "desc") else e)
                            for e in (parser.get_error(i) for i in range(parser.num_errors)))
-            raise BuildError(f"TensorRT's ONNX parser rejected {src.label}",
+            raise BuildError(f"TensorRT's ONNX parser rejected {label}",
                              log_lines=errors + self._bridge.drain(),
-                             hint="check the model with `polygraphy inspect model` or "
-                                  "onnx.checker; unsupported operators need a plugin")
+                             hint="the parser's messages above say why; check the model with "
+                                  "`polygraphy inspect model` or onnx.checker (unsupported "
+                                  "operators need a plugin)")
         config = builder.create_builder_config()
         self._configure(config, options, calibrator)
-        self._add_profiles(builder, network, config, options, label=src.label, data=src.data)
+        self._add_profiles(builder, network, config, options, label=label, data=src.data)
         cache = self._load_timing_cache(config, options)
         if progress is not None and hasattr(trt, "IProgressMonitor") and hasattr(
                 config, "progress_monitor"):
             config.progress_monitor = _make_monitor(trt, progress)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise BuildError(f"TensorRT could not build a plan from {src.label}",
+            raise BuildError(f"TensorRT could not build a plan from {label}",
                              log_lines=self._bridge.drain(),
                              hint="read TensorRT's messages above; a larger workspace_bytes or "
                                   "fewer precision flags often help")

@@ -194,6 +194,7 @@ class EngineCache:
         self.fallback = fallback
         self.lock_timeout_s = lock_timeout_s
         self._plans: dict[tuple[str, str], Path] = {}  # (stem, key) -> plan path
+        self._digests = self.root / ".digests"  # memos of model digests
 
     # -- what can build here ------------------------------------------------------------
 
@@ -450,7 +451,7 @@ class EngineCache:
             return None, given, hashlib.sha256(given).hexdigest()
         path = Path(os.fspath(onnx))
         try:
-            digest, read = file_sha256(path, self.root / ".digests", self._memo_key)
+            digest, read = file_sha256(path, self._digests, self._memo_key)
         except OSError:
             read_source(path)  # raises the library's error for a missing/unreadable file
             raise
@@ -463,41 +464,46 @@ class EngineCache:
             # Bytes alone: the builder has no directory to find external data in, so a model
             # that names some fails to build rather than being keyed without its weights.
             return {}
-        memo = self.root / ".digests" / f"external-{digest}.json"  # content-addressed
         locations = _EXTERNAL.get((self._memo_key, digest))
-        if locations is None and data is None:
+        if locations is None:
+            locations = self._external_locations(path, data, digest)
+            if len(_EXTERNAL) >= 1024:
+                _EXTERNAL.clear()
+            _EXTERNAL[(self._memo_key, digest)] = locations
+        out: dict[str, str] = {}
+        for location in locations:
+            try:
+                out[location] = file_sha256(path.parent / location, self._digests,
+                                            self._memo_key)[0]
+            except OSError as err:
+                out[location] = f"unreadable: {err.strerror or err}"  # the build will say so
+        return out
+
+    def _external_locations(self, path: Path, data: bytes | None, digest: str) -> list[str]:
+        """The external-data files the model names: from its memo, else parsed (and memoized)."""
+        memo = self._digests / f"external-{digest}.json"  # content-addressed
+        if data is None:
             try:
                 doc = unseal(self._memo_key, read_small(memo))
                 loaded = doc["locations"]  # of this model: a memo copied over another's fails
                 if doc["kind"] == "external" and doc["onnx_sha256"] == digest and \
                         isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
-                    locations = loaded
+                    return loaded
             except Exception:  # whatever the memo holds (RecursionError too): parse the model
                 pass
-        if locations is None:
-            model = data if data is not None else read_source(path).data
-            try:
-                locations = external_locations(model)
-            except ValueError:
-                locations = []  # not protobuf: the build refuses it with the parser's message
-            try:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                doc_bytes = json.dumps({"kind": "external", "onnx_sha256": digest,
-                                        "locations": locations}).encode()
-                atomic_write(memo, seal(self._memo_key, doc_bytes), durable=False)
-            except Exception:  # a read-only cache still works, it just parses every time
-                pass
-        if len(_EXTERNAL) >= 1024:
-            _EXTERNAL.clear()
-        _EXTERNAL[(self._memo_key, digest)] = locations
-        out: dict[str, str] = {}
-        for location in locations:
-            try:
-                out[location] = file_sha256(path.parent / location, self.root / ".digests",
-                                            self._memo_key)[0]
-            except OSError as err:
-                out[location] = f"unreadable: {err.strerror or err}"  # the build will say so
-        return out
+        model = data if data is not None else read_source(path).data
+        try:
+            locations = external_locations(model)
+        except ValueError:
+            locations = []  # not protobuf: the build refuses it with the parser's message
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            doc_bytes = json.dumps({"kind": "external", "onnx_sha256": digest,
+                                    "locations": locations}).encode()
+            atomic_write(memo, seal(self._memo_key, doc_bytes), durable=False)
+        except Exception:  # a read-only cache still works, it just parses every time
+            pass
+        return locations
 
     def _fallback(self, onnx: Source, why: str,
                   onnx_options: OnnxRuntimeOptions | None) -> CacheResult:

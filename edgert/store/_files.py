@@ -100,6 +100,12 @@ def atomic_write(path: Path, data: bytes | memoryview, *, mode: int = 0o644,
             tmp.unlink()
         except OSError:
             pass
+        if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR, errno.EEXIST):
+            # Something that is not a file is in the way (found by a new user's trial: the
+            # directory was called read-only).
+            raise EdgeRTError(f"cannot write {path}: something that is not a file is there "
+                              f"({err.strerror or err})",
+                              hint=f"move {path} away (edgert writes a file there)") from err
         raise unwritable(directory, err) from err
     except BaseException:
         try:

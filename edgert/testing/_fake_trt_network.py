@@ -9,6 +9,7 @@ Python API (see :mod:`edgert.testing._fake_trt_builder` for the sources).
 from __future__ import annotations
 
 import base64
+import os
 from enum import IntEnum
 from typing import Any
 
@@ -127,10 +128,17 @@ class OnnxParser:
         return self.parse(data)
 
     def parse(self, model: Any, path: str | None = None) -> bool:
-        """Parse an ONNX model from bytes."""
+        """Parse an ONNX model from bytes; ``path`` (the model's file) locates external weights,
+        which end up inside the plan as TensorRT's do."""
         import onnxruntime as ort
 
         data = bytes(memoryview(model))
+        try:
+            data = _inline_external_data(data, path)
+        except Exception as err:
+            self._errors.append(ParserError(f"ModelImporter.cpp: fake_tensorrt: cannot read the "
+                                            f"model's external weights: {err}"))
+            return False
         try:
             sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         except Exception as err:
@@ -169,6 +177,28 @@ class OnnxParser:
             net._outputs.append(ITensor(arg.name, _dims(arg.shape), dtype, tuple(follows)))
         net._model = data
         return True
+
+
+def _inline_external_data(data: bytes, path: str | None) -> bytes:
+    """``data`` with the weights it keeps in external files (found next to ``path``, else in the
+    working directory, as TensorRT's parser looks) moved inside it."""
+    from edgert.engine._onnx_external import external_locations
+
+    try:
+        if not external_locations(data):
+            return data
+    except ValueError:
+        return data  # not protobuf: ONNX Runtime says why
+    try:
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model
+    except ImportError:
+        raise RuntimeError("the fake needs the onnx package for external data "
+                           "(pip install 'edgert[onnx]')") from None
+    proto = onnx.load_model_from_string(data)
+    load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)) if path else ".")
+    inlined: bytes = proto.SerializeToString()
+    return inlined
 
 
 def _round(array: npt.NDArray[Any], precision: str) -> npt.NDArray[Any]:
