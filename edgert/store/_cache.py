@@ -449,7 +449,7 @@ class EngineCache:
         if isinstance(onnx, (bytes, bytearray, memoryview)):
             given = bytes(onnx)
             return None, given, hashlib.sha256(given).hexdigest()
-        path = Path(os.fspath(onnx))
+        path = onnx if isinstance(onnx, Path) else Path(os.fspath(onnx))
         try:
             digest, read = file_sha256(path, self._digests, self._memo_key)
         except OSError:
