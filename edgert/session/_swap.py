@@ -9,10 +9,18 @@ complete on the old model; their results can no longer be collected (``result()`
 the old model's memory is freed on the swapping thread once the new model has served ``slots``
 requests -- the point after which no view returned before the swap may still be read -- or at
 ``close()``.
+
+Python's cyclic garbage collector is the other way a swap can stall a control loop: the swap
+allocates, an allocation can start a full collection on the swapping thread, and a collection
+holds the interpreter for every thread (10.4 ms measured on the CI VM: the loop woke 9.5 ms
+late). Run the loop with ``RealtimePolicy(freeze_gc=True)``; a swap with the collector on says
+so once and counts the collections that ran during it (:attr:`SwapResult.gc_collections`).
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +33,7 @@ from edgert.errors import (
     InvalidArgumentError,
     RequestTimeoutError,
 )
+from edgert.realtime._gc import GcCounter
 from edgert.session._options import OutputMode, SessionOptions
 from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
@@ -92,12 +101,15 @@ class SwapResult:
         applied_by: ``"request"`` (a request took it) or ``"swap"`` (the session was idle).
         old_freed: Whether the old model's resources were freed before returning (else they
             are freed when the session closes).
+        gc_collections: Garbage collections (any thread) while the swap ran: each held the
+            interpreter, so the control loop too (0 with ``RealtimePolicy(freeze_gc=True)``).
     """
 
     prepare_s: float
     handoff_s: float
     applied_by: str
     old_freed: bool
+    gc_collections: int = 0
 
 
 class _Handoff:
@@ -198,10 +210,36 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
     return side
 
 
+_log = logging.getLogger("edgert.session")
+_gc_warned = False
+
+
 def swap_model(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: float,
                timeout_s: float | None, warmup_shapes: Any, warmup_runs: int,
                **kwargs: Any) -> SwapResult:
     """What :meth:`InferenceSession.swap` does (see there); ``make`` makes the side session."""
+    global _gc_warned
+    if gc.isenabled() and not _gc_warned:
+        _gc_warned = True
+        _log.warning("swap() with Python's garbage collector on: a collection started by the "
+                     "swap's allocations holds the interpreter for every thread (milliseconds; "
+                     "a control loop misses periods). Run the loop with "
+                     "RealtimePolicy(freeze_gc=True) (docs/lifecycle.md, the recipe)")
+    counter = GcCounter()
+    counter.install()
+    try:
+        result = _swap(session, make, model, handoff_s=handoff_s, timeout_s=timeout_s,
+                       warmup_shapes=warmup_shapes, warmup_runs=warmup_runs, **kwargs)
+    finally:
+        counter.remove()
+    return SwapResult(prepare_s=result.prepare_s, handoff_s=result.handoff_s,
+                      applied_by=result.applied_by, old_freed=result.old_freed,
+                      gc_collections=counter.collections)
+
+
+def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: float,
+          timeout_s: float | None, warmup_shapes: Any, warmup_runs: int,
+          **kwargs: Any) -> SwapResult:
     session._check_open()
     if session._swap_pending is not None:
         raise ConcurrentUseError("another swap of this session is in progress",
