@@ -564,7 +564,7 @@ def test_a_secret_cache_never_trusts_a_digest_another_cache_of_the_process_read(
 def _external_model(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     onnx = pytest.importorskip("onnx")
     directory.mkdir(parents=True, exist_ok=True)
-    monkeypatch.chdir(directory)  # the fake parser (ONNX Runtime on bytes) finds weights here
+    monkeypatch.chdir(directory)  # weights are found beside the model, wherever this is
     model = directory / "model.onnx"
     onnx.save_model(onnx.load(str(models.bundled_model_path())), str(model),
                     save_as_external_data=True, all_tensors_to_one_file=True,
@@ -625,6 +625,35 @@ def test_memos_spare_a_new_process_the_model_parse_and_hash(
         again.engine.close()
         assert again.status is CacheStatus.HIT
         assert again.key == first.key
+
+
+def test_a_model_with_external_weights_given_as_bytes_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: given as bytes, the model was keyed without its weights while the fake
+    # builder found them in the working directory: retrained weights then hit the old plan.
+    model = _external_model(tmp_path / "ext", monkeypatch)
+    with pytest.raises(InvalidArgumentError, match="external files") as info:
+        _cache(tmp_path / "cache").load(model.read_bytes(), BuildOptions(profiles=SHAPES))
+    assert info.value.hint is not None
+    assert "path" in info.value.hint
+    assert not list((tmp_path / "cache").glob("*.plan"))
+
+
+def test_the_fake_parser_finds_external_weights_beside_a_file_it_parses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _external_model(tmp_path / "ext", monkeypatch)
+    monkeypatch.chdir(tmp_path)  # not where the weights are
+    for how in ("parse_from_file", "bytes_with_path", "bytes_alone"):
+        builder = ft.Builder(ft.Logger())
+        parser = ft.OnnxParser(builder.create_network(0), ft.Logger())
+        if how == "parse_from_file":
+            ok = parser.parse_from_file(str(model))
+        elif how == "bytes_with_path":
+            ok = parser.parse(model.read_bytes(), str(model))
+        else:
+            ok = parser.parse(model.read_bytes())
+        assert ok is (how != "bytes_alone"), (how, [str(parser.get_error(i))
+                                                    for i in range(parser.num_errors)])
 
 
 def test_a_device_identity_given_as_lists_still_keys_entries(tmp_path: Path) -> None:

@@ -461,8 +461,22 @@ class EngineCache:
                           digest: str) -> dict[str, str]:
         """SHA-256 of each external-data file the model names (new weights, new key)."""
         if path is None:
-            # Bytes alone: the builder has no directory to find external data in, so a model
-            # that names some fails to build rather than being keyed without its weights.
+            # Bytes alone: there is no directory to find (and key) external weights in. Refused
+            # here: a builder that looked in the working directory would build them into a plan
+            # keyed without them, and retrained weights would then hit it (found by review).
+            locations = _EXTERNAL.get((self._memo_key, digest))
+            if locations is None:
+                try:
+                    locations = external_locations(data or b"")
+                except ValueError:
+                    locations = []  # not protobuf: the build refuses it with the parser's message
+            if locations:
+                raise InvalidArgumentError(
+                    f"this ONNX model keeps its weights in external files ({locations[0]}...), "
+                    "and it was given as bytes: the cache can neither find nor key them",
+                    hint="pass the model's path (its weights are found beside it), or save it "
+                         "with the weights inside (onnx.save_model(..., "
+                         "save_as_external_data=False))")
             return {}
         locations = _EXTERNAL.get((self._memo_key, digest))
         if locations is None:

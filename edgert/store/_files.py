@@ -100,7 +100,7 @@ def atomic_write(path: Path, data: bytes | memoryview, *, mode: int = 0o644,
             tmp.unlink()
         except OSError:
             pass
-        if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR, errno.EEXIST):
+        if err.errno == errno.EISDIR:
             # Something that is not a file is in the way (found by a new user's trial: the
             # directory was called read-only).
             raise EdgeRTError(f"cannot write {path}: something that is not a file is there "

@@ -125,7 +125,7 @@ class OnnxParser:
         except OSError as err:
             self._errors.append(ParserError(f"ModelImporter.cpp: Failed to open {model}: {err}"))
             return False
-        return self.parse(data)
+        return self.parse(data, model)  # weights are found beside the file
 
     def parse(self, model: Any, path: str | None = None) -> bool:
         """Parse an ONNX model from bytes; ``path`` (the model's file) locates external weights,
@@ -180,8 +180,9 @@ class OnnxParser:
 
 
 def _inline_external_data(data: bytes, path: str | None) -> bytes:
-    """``data`` with the weights it keeps in external files (found next to ``path``, else in the
-    working directory, as TensorRT's parser looks) moved inside it."""
+    """``data`` with the weights it keeps in external files (found next to ``path``) moved
+    inside it. Without a path there is nowhere to look: the fake refuses rather than guess the
+    working directory."""
     from edgert.engine._onnx_external import external_locations
 
     try:
@@ -189,6 +190,9 @@ def _inline_external_data(data: bytes, path: str | None) -> bytes:
             return data
     except ValueError:
         return data  # not protobuf: ONNX Runtime says why
+    if path is None:
+        raise RuntimeError("the model keeps weights in external files; parse it with the path of "
+                           "its file (parse(model, path)) so they can be found")
     try:
         import onnx
         from onnx.external_data_helper import load_external_data_for_model
@@ -196,7 +200,7 @@ def _inline_external_data(data: bytes, path: str | None) -> bytes:
         raise RuntimeError("the fake needs the onnx package for external data "
                            "(pip install 'edgert[onnx]')") from None
     proto = onnx.load_model_from_string(data)
-    load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)) if path else ".")
+    load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
     inlined: bytes = proto.SerializeToString()
     return inlined
 
