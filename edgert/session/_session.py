@@ -401,7 +401,9 @@ class InferenceSession(Owner):
         given its own context, buffers and stream, warmed and graph-captured on this thread;
         then the next request takes it at its start (docs/lifecycle.md, "Swapping a model in a
         running control loop"). If no request comes within ``handoff_s``, the session is idle
-        and the swap is applied here.
+        and the swap is applied here. Run the control loop with the garbage collector frozen
+        (``RealtimePolicy(freeze_gc=True)``): a collection started by the swap's allocations
+        holds the interpreter for every thread (a warning says so once).
 
         Args:
             model: An Engine or Executable with the same input/output names and dtypes.
@@ -417,7 +419,8 @@ class InferenceSession(Owner):
             device_pool: Device pool for them.
 
         Returns:
-            A :class:`~edgert.session.SwapResult` with the timings.
+            A :class:`~edgert.session.SwapResult` with the timings and the garbage
+            collections that ran meanwhile.
 
         Raises:
             InvalidArgumentError: Different input/output names or dtypes, or input shapes the
