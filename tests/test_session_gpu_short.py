@@ -283,3 +283,34 @@ def test_a_reshape_that_fails_midway_disarms_the_short_way(exe: Any, bare: bool)
         for _ in range(3):
             _check(s, _obs(rng, 1), bare=bare)
 
+
+
+def _refuse_batch_3(monkeypatch: pytest.MonkeyPatch, session: Any) -> None:
+    exe = session._runner.exe
+    real = exe.set_input_shape
+    monkeypatch.setattr(exe, "set_input_shape",
+                        lambda name, shape: False if shape[0] == 3 else real(name, shape))
+
+
+def test_a_refused_shape_neither_replays_a_stale_graph_nor_loses_the_short_way(
+        exe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review (host simulation): a reshape cleared the slot's signature before the
+    # executable refused the shape; requests of the old shape then ran without one (a graph
+    # captured under key None, replayed by the short way), and the short way restored an armed
+    # tuple of the old signature, which it then refused on every request.
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(11)
+    with InferenceSession(exe, slots=1) as s:
+        for _ in range(3):
+            _check(s, _obs(rng, 2))
+        with monkeypatch.context() as m:
+            _refuse_batch_3(m, s)
+            with pytest.raises(InputError, match="refused shape"):
+                s.infer({"obs": _obs(rng, 3)})
+        general = _CountStages(s)
+        for _ in range(10):
+            _check(s, _obs(rng, 2))
+        assert general.calls <= 2, general.calls
+        assert s._slots[0].sig is not None
+        assert None not in s._runner.graphs._graphs[0]

@@ -439,6 +439,58 @@ def test_a_failed_run_is_reported_once_not_run_again(slots: int) -> None:
         np.testing.assert_array_equal(s.infer({"x": x})["y"], 2 * x + exe.calls)
 
 
+class _RefusesBatch3(_Counter):
+    """A _Counter whose profile leaves out batch 3; records the context's shape at each run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran_with: list[tuple[int, ...]] = []
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        if shape[0] == 3:
+            self.errors.append("batch 3 is outside the profile")
+            return False
+        return super().set_input_shape(name, shape)
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        self.ran_with.append(self.shape)
+        return super().execute_async_v3(stream_handle)
+
+
+def test_a_refused_shape_leaves_no_slot_that_runs_with_another_slots_shapes() -> None:
+    # Found by review: a reshape cleared the slot's signature, then the executable refused the
+    # shape before the buffers were forgotten. The next request of the slot's old shape took
+    # the fast path with no signature, skipped setting shapes, and ran with the shapes the
+    # other slot had left in the context: here batch 4 over batch-2 buffers.
+    exe = _RefusesBatch3()
+    with InferenceSession(exe, slots=2) as s:
+        s.submit({"x": np.ones((2, 4), np.float32)}).result()  # slot 0: batch 2
+        s.submit({"x": np.ones((4, 4), np.float32)}).result()  # slot 1: the context at 4
+        with pytest.raises(InputError, match="outside the profile"):
+            s.submit({"x": np.ones((3, 4), np.float32)})  # slot 0 again: refused
+        exe.ran_with.clear()
+        x = np.full((2, 4), 5.0, np.float32)
+        out = s.submit({"x": x}).result()["y"]
+        assert exe.ran_with == [(2, 4)]
+        np.testing.assert_array_equal(out, 2 * x + exe.calls)
+
+
+def test_a_result_kept_across_a_failed_reshape_is_reported_reused(engine: Engine) -> None:
+    # Found by review: a reshape that failed (the pool ran out) released the slot's output
+    # leases, but only a request bumps the slot's generation: the earlier request's Pending
+    # then returned views of memory given back to the pool.
+    from edgert.errors import PoolExhausted
+    from edgert.memory import BufferPool
+
+    with BufferPool.for_host(max_bytes=9216, device="host") as pool, \
+            InferenceSession(engine, slots=1, pool=pool) as s:
+        pending = s.submit({"obs": _obs(1)})
+        with pytest.raises(PoolExhausted):
+            s.infer({"obs": _obs(40)})
+        with pytest.raises(InferenceError, match="reused"):
+            pending.result()
+
+
 def test_a_bare_array_is_refused_when_the_only_input_is_optional() -> None:
     exe = _Counter(optional=True)
     x = np.ones((1, 4), np.float32)

@@ -209,7 +209,8 @@ class CudaRunner(Runner, AdaptiveSync):
             if entry is not None:
                 self._replay(slot, entry)
                 if wait_now and self.fast_copy and not slot.special and not slot.external:
-                    if armed is not None and armed[0] is slot and armed[3] is entry.exec:
+                    if armed is not None and armed[0] is slot and armed[3] is entry.exec \
+                            and armed[5] is slot.sig:
                         self.armed = armed  # the same request again: nothing to rebuild
                     else:
                         self._arm(slot, entry)
@@ -295,8 +296,10 @@ class CudaRunner(Runner, AdaptiveSync):
 
     def _execute(self, slot: Slot) -> None:
         sig = slot.sig
+        if sig is None:  # never staged, or its reshape failed: nothing in it may run
+            raise InferenceError("internal error: a request reached a slot with no shapes",
+                                 hint="report this; the session stays usable")
         if self.ctx_sig is not sig and self.ctx_sig != sig:
-            assert sig is not None
             self.apply_shapes(sig)
         if self.bound_token is not slot.binds:
             self.bind(slot)

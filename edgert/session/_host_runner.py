@@ -141,8 +141,10 @@ class HostRunner(Runner):
             InferenceError: The executable failed (its own message is included).
         """
         sig = slot.sig
+        if sig is None:  # never staged, or its reshape failed: nothing in it may run
+            raise InferenceError("internal error: a request reached a slot with no shapes",
+                                 hint="report this; the session stays usable")
         if self.ctx_sig is not sig and self.ctx_sig != sig:
-            assert sig is not None
             self.apply_shapes(sig)
         work = self.work_in is not None
         if work:

@@ -208,7 +208,8 @@ class Runner(OutputPlan):
             InputError: The inputs were rejected (nothing was enqueued).
             PoolExhausted: Larger buffers were needed and the pool could not serve them.
         """
-        if type(inputs) is dict and len(inputs) == self.n_in and not slot.external:
+        if type(inputs) is dict and len(inputs) == self.n_in and not slot.external and \
+                slot.sig is not None:
             refuse = self.refuse
             for tb in slot.inputs:
                 arr = inputs.get(tb.name)
@@ -476,10 +477,14 @@ class Runner(OutputPlan):
                 cannot write it through an output allocator.
             PoolExhausted: The pool cannot hold the larger buffers.
         """
+        # Whatever happens next, the slot's buffers and views are about to change: a Pending of
+        # an earlier request on it must not read them (found by review: after a failed reshape
+        # one read a lease already given back to the pool).
+        slot.generation += 1
         slot.sig = None
-        self.apply_shapes(sig)
         grown = False
         try:
+            self.apply_shapes(sig)
             for tb, shape in zip(slot.inputs, sig, strict=True):
                 if shape is None:
                     absent(tb)
@@ -487,9 +492,11 @@ class Runner(OutputPlan):
                     grown |= self._fit(tb, shape)
             grown |= self._fit_outputs(slot, sig)
         except BaseException:
-            # Half reshaped (a pool ran out midway): leases may have been released and shapes
-            # changed. No request may trust these buffers -- each input's shape is forgotten, so
-            # staging reshapes again -- and nothing that names their old addresses survives.
+            # Refused by the executable, or half reshaped (a pool ran out midway): leases may
+            # have been released and shapes changed. No request may trust these buffers -- each
+            # input's shape is forgotten, so staging reshapes again (found by review: after a
+            # refused shape, a request of the old shape ran with another slot's shapes) -- and
+            # nothing that names their old addresses survives.
             for tb in slot.inputs:
                 tb.shape = None
             self.buffers_moved(slot)
