@@ -161,6 +161,11 @@ class DeviceBenchmark:
         field = _STAGES.get(stage)
         if field is None:
             raise InvalidArgumentError(f"stage must be one of {sorted(_STAGES)}, not {stage!r}")
+        for name, value, least in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InvalidArgumentError(f"{name} must be an int >= {least}, not {value!r}",
+                                           hint="e.g. edgert_benchmark(session, inputs, "
+                                                "rounds=200, warmup_rounds=20)")
         clock, times = self.clock, self.times_ns
 
         def target() -> Mapping[str, Any]:
@@ -246,13 +251,17 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
 
     The bundled model runs as CUDA kernels on a GPU and through ONNX Runtime without one; a
     ``.plan`` on TensorRT; an ``.onnx`` on ONNX Runtime. Marker option ``runtime=`` picks the
-    runtime for files (``fake`` for :mod:`edgert.testing.fake_tensorrt`).
+    runtime for files (``fake`` for :mod:`edgert.testing.fake_tensorrt`); ``warmup=`` the input
+    shapes to warm up with (a list of mappings, as :meth:`InferenceSession.warmup` takes; the
+    default is the opt shapes), or ``False`` to skip warming up.
     """
     from edgert.bench._backend import open_backend
+    from edgert.errors import EdgeRTError
     from edgert.session import InferenceSession
 
     _, kwargs = _model_marker(request)
     runtime = kwargs.pop("runtime", "auto")
+    warmup = kwargs.pop("warmup", True)
     # A benchmark fixture reads per-stage device times (edgert_benchmark(stage="compute")):
     # stage timing is opt-in for sessions, so the fixture opts in unless the marker says else.
     kwargs.setdefault("timing", "stages")
@@ -263,7 +272,17 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
         backend.close()
         raise
     try:
-        session.warmup()
+        if warmup is not False:
+            try:
+                session.warmup(None if warmup is True else warmup)
+            except EdgeRTError as err:
+                # Zero-filled opt shapes do not suit every model (an audio model refuses a
+                # 1-sample frame): say how to give the fixture its own (new user's trial).
+                err.hint = ("give the marker the shapes to warm up with, e.g. "
+                            "@pytest.mark.edgert_model(path, warmup=[{'input': (1, 512)}]), "
+                            "or warmup=False to skip it")
+                err.args = (f"{err.message}\nHint: {err.hint}",)
+                raise
         yield session
     finally:
         session.close()

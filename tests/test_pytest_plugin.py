@@ -60,6 +60,37 @@ def test_fixtures_options_and_markers(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=5)
 
 
+def test_the_marker_gives_the_session_fixture_its_warm_up_shapes(
+        pytester: pytest.Pytester) -> None:
+    # A new user's trial: a model that refuses zero-filled opt shapes (an audio model at a
+    # 1-sample frame) could not be used through the fixture at all, and the error's hint named
+    # session.warmup(...), which a fixture user cannot call.
+    pytester.makepyfile(
+        """
+        import pytest
+        from edgert.models import bundled_model_path
+
+        @pytest.mark.edgert_model(bundled_model_path(), warmup=[{"obs": (7, 48)}])
+        def test_shapes(edgert_session):
+            assert edgert_session._slots[0].inputs[0].shape == (7, 48)
+
+        @pytest.mark.edgert_model(bundled_model_path(), warmup=False)
+        def test_none(edgert_session):
+            from edgert import Engine, InferenceSession
+            with Engine.load(bundled_model_path()) as engine, \
+                    InferenceSession(engine) as new:  # never warmed up
+                want = [slot.generation for slot in new._slots]
+            assert [slot.generation for slot in edgert_session._slots] == want
+
+        @pytest.mark.edgert_model(bundled_model_path(), warmup=[{"obs": (2, 47)}])
+        def test_refused(edgert_session):
+            pass
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q")
+    result.assert_outcomes(passed=2, errors=1)
+    assert "warmup=False to skip it" in result.stdout.str()
+
+
 def test_model_option_and_marker_precedence(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -100,11 +131,15 @@ def test_benchmark_stats_are_device_times(pytester: pytest.Pytester) -> None:
         @pytest.mark.edgert_model("bundled", device="host")
         def test_stage_the_host_does_not_record(edgert_session, edgert_benchmark):
             edgert_benchmark(edgert_session, {"obs": OBS}, stage="h2d", rounds=3)
+
+        def test_no_rounds(edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, {"obs": OBS}, rounds=0)
         """)
     out = pytester.path / "bench.json"
     result = pytester.runpytest(*plugin_args(), "-q", f"--benchmark-json={out}")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*InvalidArgumentError*records no h2d time*"])
+    result.stdout.fnmatch_lines(["*InvalidArgumentError: rounds must be an int >= 1, not 0*"])
     data = json.loads(out.read_text())
     [bench] = data["benchmarks"]
     assert bench["options"]["timer"] == "edgert_device_clock"

@@ -57,6 +57,18 @@ def test_check_shape_against_profile() -> None:
         check_shape(_SPEC, (0, 48), 0)
 
 
+def test_a_rank_error_says_which_way_to_reshape() -> None:
+    # A new user's trial: a 0-d input given as (1,) was told "e.g. x[None]", which adds one.
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (48,), 0)
+    assert "x[None]" in str(info.value.hint)
+    scalar = TensorSpec(name="sr", mode="input", dtype=np.int64, shape=(), location="host")
+    with pytest.raises(InputError) as info:
+        check_shape(scalar, (1,), 0)
+    assert "x.reshape(())" in str(info.value.hint)
+    assert "x[None]" not in str(info.value.hint)
+
+
 def test_check_dtype_and_cast() -> None:
     assert check_dtype(_SPEC, np.dtype(np.float32), cast=False) is False
     with pytest.raises(InputError, match="float64") as info:
@@ -65,6 +77,37 @@ def test_check_dtype_and_cast() -> None:
     assert check_dtype(_SPEC, np.dtype(np.float64), cast=True) is True
     with pytest.raises(InputError, match="same_kind"):
         check_dtype(_SPEC, np.dtype(np.complex64), cast=True)
+    # cast=True is suggested only where it would convert (found by a new user's trial)
+    with pytest.raises(InputError) as info:
+        check_dtype(_SPEC, np.dtype(np.complex64), cast=False)
+    assert info.value.hint is not None
+    assert "not even with cast=True" in info.value.hint
+
+
+@pytest.mark.parametrize(("value", "source", "target"), [
+    (2**63 + 5, np.uint64, np.int64),  # wrapped to a negative number, found by a new user
+    (-(2**40), np.int64, np.int32),
+    (300, np.int16, np.int8),
+    (70000.0, np.float32, np.float16),  # became inf
+    (1e40, np.float64, np.float32),  # became inf, the model answered NaN
+])
+def test_cast_refuses_values_that_do_not_fit(value: float, source: Any, target: Any) -> None:
+    from edgert.session._validate import cast_input
+
+    spec = TensorSpec(name="x", mode="input", dtype=target, shape=(-1,), location="host")
+    fits = np.array([1, 2], dtype=source)
+    np.testing.assert_array_equal(cast_input(spec, fits), fits.astype(target))
+    with pytest.raises(InputError, match="does not fit") as info:
+        cast_input(spec, np.array([1, value], dtype=source))
+    assert str(value) in str(info.value) or repr(float(value)) in str(info.value)
+
+
+def test_cast_keeps_rounding_infinities_and_nans() -> None:
+    from edgert.session._validate import cast_input
+
+    spec = TensorSpec(name="x", mode="input", dtype=np.float32, shape=(-1,), location="host")
+    x = np.array([0.1, np.inf, -np.inf, np.nan], np.float64)
+    np.testing.assert_array_equal(cast_input(spec, x), x.astype(np.float32))
 
 
 def test_check_names() -> None:

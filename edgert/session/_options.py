@@ -165,7 +165,8 @@ class SessionOptions:
         outputs: See :class:`OutputMode`.
         when_busy: See :class:`BusyMode`.
         timing: See :class:`TimingMode`.
-        cast: Convert inputs of another dtype (``same_kind`` casting) instead of refusing them.
+        cast: Convert inputs of another dtype (``same_kind`` casting) instead of refusing them;
+            values that do not fit the model's dtype are refused, never wrapped.
         contiguous: See :class:`ContiguityMode`.
         profile: The optimization profile of contexts the session creates from an Engine.
         max_graphs: CUDA graphs kept per slot (one per input-shape signature and external

@@ -28,6 +28,7 @@ from edgert.session._run_outputs import OutputPlan, executable_errors, view_args
 from edgert.session._slot import Signature, Slot, TensorBuffer
 from edgert.session._validate import (
     ExternalArray,
+    cast_input,
     check_dtype,
     check_names,
     check_shape,
@@ -317,7 +318,7 @@ class Runner(OutputPlan):
             else:
                 assert arr is not None
                 if check_dtype(spec, arr.dtype, cast=self.cast):
-                    arr = arr.astype(spec.dtype, casting="same_kind")
+                    arr = cast_input(spec, arr)
                 if self.refuse and not arr.flags.c_contiguous:
                     raise InputError(f"input {spec.name!r} is not C-contiguous",
                                      hint="pass np.ascontiguousarray(x), or create the session "

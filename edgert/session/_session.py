@@ -96,7 +96,8 @@ class InferenceSession(Owner):
         when_busy: ``"wait"`` or ``"raise"`` when every slot is in flight (:class:`BusyMode`).
         timing: ``"host"`` (round-trip and enqueue latency), ``"stages"`` (CUDA events per
             stage as well) or ``"off"`` (:class:`TimingMode`).
-        cast: Convert inputs of another dtype (``same_kind``) instead of refusing them.
+        cast: Convert inputs of another dtype (``same_kind``) instead of refusing them;
+            values that do not fit are refused, never wrapped.
         contiguous: ``"copy"`` or ``"refuse"`` non-contiguous numpy inputs.
         profile: Optimization profile of the context made from an Engine.
         max_graphs: CUDA graphs kept per slot.

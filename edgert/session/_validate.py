@@ -25,6 +25,7 @@ from edgert.memory._dlpack import (
 
 __all__ = [
     "ExternalArray",
+    "cast_input",
     "check_dtype",
     "check_names",
     "check_shape",
@@ -91,13 +92,51 @@ def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
     """
     if dtype == spec.dtype:
         return False
-    if cast and np.can_cast(dtype, spec.dtype, casting="same_kind"):
+    castable = np.can_cast(dtype, spec.dtype, casting="same_kind")
+    if cast and castable:
         return True
-    hint = (f"convert it first (x.astype(np.{spec.dtype.name})), or create the session with "
-            "cast=True" if not cast else
-            f"{dtype} does not convert to {spec.dtype} safely (same_kind); convert it yourself")
+    if cast:
+        hint = (f"{dtype} does not convert to {spec.dtype} safely (same_kind); convert it "
+                "yourself")
+    elif castable:
+        hint = (f"convert it first (x.astype(np.{spec.dtype.name})), or create the session with "
+                "cast=True")
+    else:  # cast=True would refuse it too (found by a new user's trial)
+        hint = (f"convert it yourself (x.astype(np.{spec.dtype.name})) if its values fit: "
+                f"{dtype} does not convert to {spec.dtype} safely, not even with cast=True")
     raise InputError(f"input {spec.name!r} has dtype {dtype}, the model wants {spec.dtype}",
                      hint=hint)
+
+
+def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``arr`` converted to the tensor's dtype (``same_kind``), refusing values it changes
+    beyond rounding: integers that do not fit (uint64 2**63 + 5 became a negative int64 with
+    no error, found by a new user's trial) and finite floats that overflow to infinity.
+
+    Raises:
+        InputError: A value does not fit the tensor's dtype.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, with a clearer message
+        out = arr.astype(spec.dtype, casting="same_kind")
+    if np.can_cast(arr.dtype, spec.dtype, casting="safe") or not arr.size:
+        return out
+    target = spec.dtype
+    bad: object = None
+    if target.kind in "iu" and arr.dtype.kind in "iu":
+        info = np.iinfo(target.name)
+        low, high = int(arr.min()), int(arr.max())  # Python ints: exact for every width
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+    elif target.kind == "f":
+        overflow = np.isinf(out) & ~np.isinf(arr)
+        if overflow.any():
+            bad = arr[overflow].flat[0].item()
+    if bad is not None:
+        raise InputError(f"input {spec.name!r}: the value {bad!r} does not fit {target} "
+                         f"(cast=True converts {arr.dtype} only where values fit)",
+                         hint=f"scale or clip it to {target}'s range first, or feed the dtype "
+                              "the model wants")
+    return out
 
 
 def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
@@ -115,7 +154,11 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
         raise InputError(
             f"input {spec.name!r} has rank {len(shape)} (shape {shape}); the model wants rank "
             f"{len(spec.shape)} (shape {spec.shape}, -1 = dynamic)",
-            hint="add or drop the batch dimension, e.g. x[None] for a single sample")
+            hint=("add the batch dimension, e.g. x[None] for a single sample"
+                  if len(shape) + 1 == len(spec.shape) else
+                  "drop a dimension, e.g. x.reshape(()) for a scalar or x[0] for one sample"
+                  if len(shape) == len(spec.shape) + 1 else
+                  f"reshape it to rank {len(spec.shape)}"))
     for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if want >= 0 and got != want:
             raise InputError(
