@@ -27,6 +27,7 @@ runs it and ``--benchmark-skip`` skips it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -162,10 +163,15 @@ class DeviceBenchmark:
         if field is None:
             raise InvalidArgumentError(f"stage must be one of {sorted(_STAGES)}, not {stage!r}")
         for name, value, least in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            try:
+                count = operator.index(value)  # numpy integers too
+            except TypeError:
+                count = -1
+            if isinstance(value, bool) or count < least:
                 raise InvalidArgumentError(f"{name} must be an int >= {least}, not {value!r}",
                                            hint="e.g. edgert_benchmark(session, inputs, "
                                                 "rounds=200, warmup_rounds=20)")
+        rounds, warmup_rounds = operator.index(rounds), operator.index(warmup_rounds)
         clock, times = self.clock, self.times_ns
 
         def target() -> Mapping[str, Any]:
@@ -256,12 +262,19 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
     default is the opt shapes), or ``False`` to skip warming up.
     """
     from edgert.bench._backend import open_backend
-    from edgert.errors import EdgeRTError
+    from edgert.errors import EdgeRTError, InvalidArgumentError
     from edgert.session import InferenceSession
 
     _, kwargs = _model_marker(request)
     runtime = kwargs.pop("runtime", "auto")
     warmup = kwargs.pop("warmup", True)
+    if isinstance(warmup, Mapping):
+        warmup = [warmup]  # one set of shapes
+    elif warmup is not True and warmup is not False and not (
+            isinstance(warmup, (list, tuple)) and all(isinstance(w, Mapping) for w in warmup)):
+        raise InvalidArgumentError(
+            f"the edgert_model marker's warmup must be True, False, or shapes to warm up with, "
+            f"not {warmup!r}", hint="e.g. warmup=[{'input': (1, 512)}]")
     # A benchmark fixture reads per-stage device times (edgert_benchmark(stage="compute")):
     # stage timing is opt-in for sessions, so the fixture opts in unless the marker says else.
     kwargs.setdefault("timing", "stages")
@@ -276,12 +289,13 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
             try:
                 session.warmup(None if warmup is True else warmup)
             except EdgeRTError as err:
-                # Zero-filled opt shapes do not suit every model (an audio model refuses a
-                # 1-sample frame): say how to give the fixture its own (new user's trial).
-                err.hint = ("give the marker the shapes to warm up with, e.g. "
-                            "@pytest.mark.edgert_model(path, warmup=[{'input': (1, 512)}]), "
-                            "or warmup=False to skip it")
-                err.args = (f"{err.message}\nHint: {err.hint}",)
+                if warmup is True:
+                    # Zero-filled opt shapes do not suit every model (an audio model refuses a
+                    # 1-sample frame): say how to give the fixture its own (new user's trial).
+                    err.hint = ("give the marker the shapes to warm up with, e.g. "
+                                "@pytest.mark.edgert_model(path, warmup=[{'input': (1, 512)}]),"
+                                " or warmup=False to skip it")
+                    err.args = (f"{err.message}\nHint: {err.hint}",)
                 raise
         yield session
     finally:

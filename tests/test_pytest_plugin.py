@@ -82,13 +82,24 @@ def test_the_marker_gives_the_session_fixture_its_warm_up_shapes(
                 want = [slot.generation for slot in new._slots]
             assert [slot.generation for slot in edgert_session._slots] == want
 
+        @pytest.mark.edgert_model(bundled_model_path(), warmup={"obs": (5, 48)})
+        def test_one_mapping(edgert_session):
+            assert edgert_session._slots[0].inputs[0].shape == (5, 48)
+
         @pytest.mark.edgert_model(bundled_model_path(), warmup=[{"obs": (2, 47)}])
         def test_refused(edgert_session):
             pass
+
+        @pytest.mark.edgert_model(bundled_model_path(), warmup="yes")
+        def test_malformed(edgert_session):
+            pass
         """)
     result = pytester.runpytest(*plugin_args(), "-q")
-    result.assert_outcomes(passed=2, errors=1)
-    assert "warmup=False to skip it" in result.stdout.str()
+    result.assert_outcomes(passed=3, errors=2)
+    out = result.stdout.str()
+    assert "dimension 1 must be 48" in out  # shapes given: the session's own message and hint
+    assert "warmup=False to skip it" not in out
+    assert "the edgert_model marker's warmup must be True, False, or shapes" in out
 
 
 def test_model_option_and_marker_precedence(pytester: pytest.Pytester) -> None:
@@ -134,14 +145,19 @@ def test_benchmark_stats_are_device_times(pytester: pytest.Pytester) -> None:
 
         def test_no_rounds(edgert_session, edgert_benchmark):
             edgert_benchmark(edgert_session, {"obs": OBS}, rounds=0)
+
+        def test_numpy_rounds(edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, {"obs": OBS}, rounds=np.int64(3),
+                             warmup_rounds=np.int32(1))
+            assert len(edgert_benchmark.times_ns) == 3
         """)
     out = pytester.path / "bench.json"
     result = pytester.runpytest(*plugin_args(), "-q", f"--benchmark-json={out}")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["*InvalidArgumentError*records no h2d time*"])
     result.stdout.fnmatch_lines(["*InvalidArgumentError: rounds must be an int >= 1, not 0*"])
     data = json.loads(out.read_text())
-    [bench] = data["benchmarks"]
+    [bench] = [b for b in data["benchmarks"] if b["name"] == "test_compute"]
     assert bench["options"]["timer"] == "edgert_device_clock"
     assert bench["extra_info"]["edgert_device"] in ("host", "0")
     assert bench["stats"]["rounds"] == 40

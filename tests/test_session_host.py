@@ -475,6 +475,18 @@ def test_a_refused_shape_leaves_no_slot_that_runs_with_another_slots_shapes() ->
         np.testing.assert_array_equal(out, 2 * x + exe.calls)
 
 
+def test_a_refused_request_leaves_an_earlier_result_collectable() -> None:
+    # Review of the fix above: the refusal changed no buffer, so the earlier result stays valid.
+    exe = _RefusesBatch3()
+    with InferenceSession(exe, slots=1) as s:
+        x = np.full((2, 4), 5.0, np.float32)
+        pending = s.submit({"x": x})
+        want = 2 * x + exe.calls
+        with pytest.raises(InputError, match="outside the profile"):
+            s.submit({"x": np.ones((3, 4), np.float32)})
+        np.testing.assert_array_equal(pending.result()["y"], want)
+
+
 def test_a_result_kept_across_a_failed_reshape_is_reported_reused(engine: Engine) -> None:
     # Found by review: a reshape that failed (the pool ran out) released the slot's output
     # leases, but only a request bumps the slot's generation: the earlier request's Pending

@@ -460,3 +460,27 @@ def test_a_swap_with_the_collector_on_says_so_once_and_counts_its_collections(
             gc.disable()
         for e in engines:
             e.close()
+
+
+def test_a_request_that_reshapes_counts_once_toward_freeing_the_old_model(
+        tmp_path: Path) -> None:
+    # Found by review: a reshape also bumped the slot's generation, which the swap counted as a
+    # request, so one request at a new batch size freed the old model at once; with slots=2 a
+    # view from before the swap may still be read until the new model served two requests.
+    engines = [Engine.load(_variant(tmp_path, o)) for o in (0.0, 1.0)]
+    try:
+        with InferenceSession(engines[0], outputs="view", slots=2) as session:
+            session.infer(OBS)
+            results: list[Any] = []
+            thread = threading.Thread(target=lambda: results.append(
+                session.swap(engines[1], handoff_s=5.0)))
+            thread.start()
+            while session._swap_pending is None:
+                time.sleep(0.001)
+            session.infer(np.repeat(OBS, 3, axis=0))  # one request, at a new batch size
+            thread.join()
+            assert results[0].applied_by == "request"
+            assert not results[0].old_freed  # freed at close(): only one request was served
+    finally:
+        for e in engines:
+            e.close()

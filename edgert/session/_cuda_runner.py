@@ -258,6 +258,7 @@ class CudaRunner(Runner, AdaptiveSync):
                 not copy_plain(ins, inputs, self.bare, self.refuse):
             return None  # a submitted request owns the slot, it changed, or not plain
         slot.generation += 1  # an earlier request's Pending no longer reads this slot
+        slot.served += 1
         s = self.s
         err = self.graph_launch(graph_exec, s)[0]
         if not err and not self.graph_events:

@@ -226,6 +226,7 @@ class HostRunner(Runner):
             return None
         if slot is not None:
             slot.generation += 1  # an earlier request's Pending no longer reads this slot
+            slot.served += 1
         if allocated is not None:
             assert self.allocator is not None
             self.allocator.start(allocated.target)

@@ -158,6 +158,7 @@ class Runner(OutputPlan):
         is waited for at once.
         """
         slot.generation += 1
+        slot.served += 1
         slot.error = None
         timed = self.host_timing
         if timed:
@@ -478,14 +479,14 @@ class Runner(OutputPlan):
                 cannot write it through an output allocator.
             PoolExhausted: The pool cannot hold the larger buffers.
         """
-        # Whatever happens next, the slot's buffers and views are about to change: a Pending of
-        # an earlier request on it must not read them (found by review: after a failed reshape
-        # one read a lease already given back to the pool).
-        slot.generation += 1
         slot.sig = None
         grown = False
         try:
             self.apply_shapes(sig)
+            # The slot's buffers and views are about to change: a Pending of an earlier request
+            # on it must not read them (found by review: after a reshape that failed midway one
+            # read a lease already given back to the pool). A refused shape changed nothing.
+            slot.generation += 1
             for tb, shape in zip(slot.inputs, sig, strict=True):
                 if shape is None:
                     absent(tb)

@@ -108,7 +108,9 @@ class Slot:
         outputs: Output buffers, in output order.
         sig: Input shapes of the request the buffers are shaped for.
         busy: A request is in flight in this slot.
-        generation: Bumped by every request; a Pending compares it to its own.
+        generation: Bumped by every request and whenever the slot's buffers change; a Pending
+            compares it to its own.
+        served: Requests the slot ran (a swap frees the old model by this count).
         error: The failure of the current request, raised by ``result()``.
         events: Raw CUDA events ``(start, h2d, compute, end)``; any may be None.
         h2d: ``(device_ptr, host_ptr, nbytes)`` copies before compute.
@@ -155,6 +157,7 @@ class Slot:
         "packed",
         "results",
         "results_device",
+        "served",
         "sig",
         "special",
         "t_compute_ns",
@@ -176,6 +179,7 @@ class Slot:
         self.sig: Signature | None = None
         self.busy = False
         self.generation = 0
+        self.served = 0
         self.error: BaseException | None = None
         self.event_owners: list[Any] = []
         self.ev_start: Any = None

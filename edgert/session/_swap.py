@@ -142,9 +142,9 @@ def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
 
 
 def _requests(session: SwapTarget) -> int:
-    """Requests run so far by the session's current model (slot generations and ``infer``'s
-    short way, which uses no slot)."""
-    return sum(s.generation for s in session._slots) + session._runner.shortcuts
+    """Requests run so far by the session's current model (what its slots served and
+    ``infer``'s short way, which uses no slot)."""
+    return sum(s.served for s in session._slots) + session._runner.shortcuts
 
 
 def apply_pending_swap(session: SwapTarget) -> None:

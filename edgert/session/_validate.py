@@ -108,6 +108,10 @@ def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
                      hint=hint)
 
 
+#: Whether a dtype converts to another without loss (np.can_cast "safe"), remembered.
+_SAFE_CASTS: dict[tuple[np.dtype[Any], np.dtype[Any]], bool] = {}
+
+
 def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """``arr`` converted to the tensor's dtype (``same_kind``), refusing values it changes
     beyond rounding: integers that do not fit (uint64 2**63 + 5 became a negative int64 with
@@ -116,21 +120,29 @@ def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, A
     Raises:
         InputError: A value does not fit the tensor's dtype.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # checked below, with a clearer message
-        out = arr.astype(spec.dtype, casting="same_kind")
-    if np.can_cast(arr.dtype, spec.dtype, casting="safe") or not arr.size:
-        return out
     target = spec.dtype
+    pair = (arr.dtype, target)
+    safe = _SAFE_CASTS.get(pair)
+    if safe is None:
+        safe = _SAFE_CASTS[pair] = bool(np.can_cast(arr.dtype, target, casting="safe"))
+    if safe or not arr.size:
+        return arr.astype(target)
     bad: object = None
-    if target.kind in "iu" and arr.dtype.kind in "iu":
-        info = np.iinfo(target.name)
-        low, high = int(arr.min()), int(arr.max())  # Python ints: exact for every width
-        if low < info.min or high > info.max:
-            bad = low if low < info.min else high
-    elif target.kind == "f":
+    if target.kind in "fc":  # floats and complex: finite values must stay finite
+        with np.errstate(over="ignore", invalid="ignore"):  # checked here, said more clearly
+            out = arr.astype(target, casting="same_kind")
+        if np.isfinite(out).all():
+            return out
         overflow = np.isinf(out) & ~np.isinf(arr)
         if overflow.any():
             bad = arr[overflow].flat[0].item()
+    else:
+        out = arr.astype(target, casting="same_kind")
+        if target.kind in "iu" and arr.dtype.kind in "iu":
+            info = np.iinfo(target.name)
+            low, high = int(arr.min()), int(arr.max())  # Python ints: exact for every width
+            if low < info.min or high > info.max:
+                bad = low if low < info.min else high
     if bad is not None:
         raise InputError(f"input {spec.name!r}: the value {bad!r} does not fit {target} "
                          f"(cast=True converts {arr.dtype} only where values fit)",
