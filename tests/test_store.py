@@ -436,3 +436,110 @@ def test_unreadable_inputs_are_usage_errors_not_tracebacks(
     assert err.startswith("edgert store: --inputs")
     assert "Hint:" in err
     assert "Traceback" not in err
+
+
+def _three_versions(tmp_path: Path) -> ModelStore:
+    """v1, v2, v3 (actions shifted by 0, 5, 10) installed; v1 then v2 activated."""
+    store = ModelStore(tmp_path / "store")
+    for name, offset in (("v1", 0.0), ("v2", 5.0), ("v3", 10.0)):
+        store.install(_model(tmp_path, f"{name}.onnx", offset, sign=False), name)
+    for name in ("v1", "v2"):
+        store.activate(name, policy=HealthPolicy(reference="none", **FAST))
+    return store
+
+
+def _offset(store: ModelStore) -> float:
+    return round(float((_actions(store) - models.policy_reference(OBS)).mean()), 3)
+
+
+def test_rollback_follows_the_active_link_when_the_history_disagrees(tmp_path: Path) -> None:
+    # A hostile-files trial: a power cut between moving the link and writing the history line
+    # (the line of v3's activation lost) made rollback return to v1 instead of v2; a recorded
+    # activation that was never carried out made it "roll back" to the version already active.
+    store = _three_versions(tmp_path)
+    store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+    history = store.root / "history.jsonl"
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[:-1]))  # v3's activation line lost
+    assert store.rollback().version == "v2"
+    assert _offset(store) == 5.0
+    store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+    store.rollback()  # to v2
+    with open(history, "a") as f:  # an activation of v3 that never happened
+        f.write(json.dumps({"event": "activate", "version": "v3", "previous": "v2"}) + "\n")
+    assert store.rollback().version == "v1"
+    assert _offset(store) == 0.0
+
+
+def test_a_stray_directory_does_not_make_a_successful_activation_fail(tmp_path: Path) -> None:
+    # A hostile-files trial: an empty versions/v4 (and names that cannot be versions) made
+    # activate raise after the link had moved: the operator was told it failed, v3 ran.
+    store = _three_versions(tmp_path)
+    (store.root / "versions" / "v4").mkdir()
+    (store.root / "versions" / "weird..").mkdir()
+    (store.root / "versions" / "ünïcode").mkdir()
+    store.keep = 2  # the prune after activation reads every version
+    report = store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+    assert report.passed
+    assert store.active is not None
+    assert store.active.version == "v3"
+    assert (store.root / "versions" / "v4").is_dir()  # unreadable: never deleted
+    assert {m.version for m in store.versions(strict=False)} >= {"v2", "v3"}
+    with pytest.raises(StoreError, match="v4"):
+        store.versions()
+
+
+@pytest.mark.parametrize("damage", ["fifo", "dev_zero", "directory", "bad_utf8", "deep_json",
+                                    "wrong_types", "a_list"])
+def test_damaged_store_files_are_store_errors_never_hangs_or_tracebacks(
+        tmp_path: Path, damage: str) -> None:
+    import os
+
+    store = _three_versions(tmp_path)
+    manifest = store.root / "versions" / "v2" / "manifest.json"
+    history = store.root / "history.jsonl"
+    for path in (manifest, history):
+        saved = path.read_bytes()
+        path.unlink()
+        if damage == "fifo":
+            os.mkfifo(path)
+        elif damage == "dev_zero":
+            path.symlink_to("/dev/zero")
+        elif damage == "directory":
+            path.mkdir()
+        elif damage == "bad_utf8":
+            path.write_bytes(b"\xff\xfe" + saved)
+        elif damage == "deep_json":
+            path.write_bytes(b"[" * 100_000)
+        elif damage == "wrong_types":
+            doc = json.loads(saved if path is manifest else saved.splitlines()[-1])
+            key = "installed_at_unix_s" if path is manifest else "version"
+            doc[key] = "yesterday" if path is manifest else 12
+            path.write_text(json.dumps(doc) + "\n")
+        else:
+            path.write_text("[1, 2]\n")
+        # whatever it holds: an edgert error, or (history) the damaged lines skipped
+        for call in (store.history, lambda: store.active, store.versions, store.load):
+            try:
+                result = call()
+            except StoreError:
+                continue
+            if call is store.load:
+                result.close()
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+        path.write_bytes(saved)
+
+
+def test_a_model_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    from edgert.errors import EdgeRTError
+    from edgert.store import EngineCache
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(EdgeRTError):
+        EngineCache(tmp_path / "cache", trt_module=ft).load(fifo)

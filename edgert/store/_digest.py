@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgert._fileio import MAX_MODEL_BYTES, read_file
 from edgert.store._files import atomic_write, read_small
 
 __all__ = ["STABLE_S", "file_identity", "file_sha256", "forget_process_memos", "memo_key",
@@ -114,8 +115,9 @@ def file_sha256(path: Path, memo_dir: Path | None,
         except Exception:  # whatever the memo holds (RecursionError too): hash again
             pass
     hashed_at = time.time_ns()
-    with open(path, "rb") as f:
-        data = f.read()
+    # Bounded and regular files only: a FIFO hung here, /dev/zero filled the memory (found by
+    # a hostile-files trial).
+    data = read_file(path, max_bytes=MAX_MODEL_BYTES)
     digest = hashlib.sha256(data).hexdigest()
     if memo is not None and file_identity(os.stat(path)) == file_identity(st):
         _remember(seen, file_identity(st), hashed_at, digest)

@@ -1,19 +1,32 @@
 """The model store's history: one JSON line per install, activation, refusal, rollback, removal.
 
-Lines are appended and fsynced; a line cut short by a crash is skipped when reading, the rest of
-the history stands. Rollback targets come from replaying it: activations push a version,
-rollbacks pop one.
+Lines are appended and fsynced; a line cut short by a crash (or otherwise damaged) is skipped
+when reading, the rest of the history stands. Rollback targets come from replaying it --
+activations push a version, rollbacks pop one -- checked against the ``active`` link, which is
+what actually runs: an activation whose line a power cut lost, or a line that was never carried
+out, does not move the target (:func:`rollback_target`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StoreEvent", "activation_stack", "append_event", "read_history"]
+from edgert._fileio import read_file
+from edgert.store._errors import StoreError
+
+__all__ = ["StoreEvent", "activation_stack", "append_event", "read_history", "rollback_target"]
+
+_log = logging.getLogger("edgert.store")
+#: A history larger than this is refused (a store records a few lines a day).
+MAX_HISTORY_BYTES = 64 << 20
+_MAX_LINE = 64 << 10
+_TEXT = ("event", "version")
+_OPTIONAL_TEXT = ("previous",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,18 +48,54 @@ class StoreEvent:
     detail: str = ""
 
 
-def read_history(path: Path) -> list[StoreEvent]:
-    """The events in a history file, oldest first (none if it does not exist)."""
+def _event(line: bytes) -> StoreEvent | None:
+    """One line's event, or None if the line is damaged."""
+    if len(line) > _MAX_LINE:
+        return None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        doc = json.loads(line.decode("utf-8"))
+    except Exception:  # cut short, not UTF-8, nested past the parser's limit...
+        return None
+    if not isinstance(doc, dict) or set(doc) - {"event", "version", "previous", "at_unix_s",
+                                                "detail"}:
+        return None
+    if not all(isinstance(doc.get(k), str) for k in _TEXT) or \
+            not all(doc.get(k) is None or isinstance(doc[k], str) for k in _OPTIONAL_TEXT):
+        return None
+    at = doc.get("at_unix_s", 0.0)
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        return None
+    detail = doc.get("detail", "")
+    return StoreEvent(event=doc["event"], version=doc["version"], previous=doc.get("previous"),
+                      at_unix_s=float(at), detail=detail if isinstance(detail, str) else "")
+
+
+def read_history(path: Path) -> list[StoreEvent]:
+    """The events in a history file, oldest first (none if it does not exist).
+
+    Raises:
+        StoreError: It is not a regular file, or larger than :data:`MAX_HISTORY_BYTES`.
+    """
+    try:
+        raw = read_file(path, max_bytes=MAX_HISTORY_BYTES)
     except FileNotFoundError:
         return []
+    except OSError as err:  # a FIFO, a device, a directory, too large: never read it
+        raise StoreError(f"{path} cannot be read as the store's history ({err.strerror or err})",
+                         hint="move it away: the store starts a new history (the active link "
+                              "still says which version runs)") from err
     events = []
-    for line in lines:
-        try:
-            events.append(StoreEvent(**json.loads(line)))
-        except (ValueError, TypeError):
-            continue  # a line cut short by a crash
+    damaged = 0
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        event = _event(line)
+        if event is None:
+            damaged += 1
+        else:
+            events.append(event)
+    if damaged:
+        _log.warning("%s: %d damaged line(s) skipped", path, damaged)
     return events
 
 
@@ -62,11 +111,37 @@ def append_event(path: Path, event: StoreEvent) -> None:
 
 
 def activation_stack(events: list[StoreEvent]) -> list[str]:
-    """Versions made active and not rolled back, oldest first (the last is the active one)."""
+    """Versions made active and not rolled back, oldest first (the last is the active one).
+
+    Each activation and rollback also names the version active before it: where that is not
+    the top of the stack (the line of an activation was lost), the stack is mended from it, so
+    one lost line cannot shift every later rollback target.
+    """
     stack: list[str] = []
     for e in events:
         if e.event == "activate":
+            if e.previous is not None and (not stack or stack[-1] != e.previous):
+                stack.append(e.previous)
             stack.append(e.version)
-        elif e.event == "rollback" and stack:
-            stack.pop()
+        elif e.event == "rollback":
+            if stack and (e.previous is None or stack[-1] == e.previous):
+                stack.pop()
+            if not stack or stack[-1] != e.version:
+                stack.append(e.version)
     return stack
+
+
+def rollback_target(events: list[StoreEvent], current: str) -> str | None:
+    """The version a rollback from ``current`` (the ``active`` link's) returns to, or None.
+
+    Activations recorded after ``current``'s last one were never carried out (the link says
+    so), and if ``current``'s own line is missing (a power cut between moving the link and
+    writing the line) every recorded activation came before it (found by a hostile-files
+    trial: both made rollback pick the wrong version).
+    """
+    stack = activation_stack(events)
+    if current in stack:
+        stack = stack[:len(stack) - 1 - stack[::-1].index(current)]
+    while stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None

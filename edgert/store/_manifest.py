@@ -8,15 +8,43 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgert._fileio import read_file
 from edgert.errors import InvalidArgumentError
 from edgert.store._errors import StoreError
 
-__all__ = ["MANIFEST_NAME", "Manifest", "check_version_name", "version_tuple"]
+__all__ = ["MANIFEST_NAME", "Manifest", "check_version_name", "is_version_name",
+           "version_tuple"]
 
 #: File name of a version's manifest.
 MANIFEST_NAME = "manifest.json"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _FORMAT = 1
+_MAX_MANIFEST_BYTES = 1 << 20
+_TEXT = ("version", "file", "format", "sha256", "notes")
+_OPTIONAL_TEXT = ("signature", "min_tensorrt", "reference", "reference_sha256")
+
+
+def is_version_name(name: str) -> bool:
+    """Whether ``name`` could be a version label (other directories are not versions)."""
+    return bool(_VERSION.fullmatch(name))
+
+
+def _check_fields(doc: Any) -> dict[str, Any]:
+    """The manifest's fields, each of its type (a hand-edited or damaged one says which)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+    if doc.pop("manifest_format", None) != _FORMAT:
+        raise ValueError("unknown manifest_format")
+    for key in _TEXT:
+        if key in doc and not isinstance(doc[key], str):
+            raise ValueError(f"{key} is not text")
+    for key in _OPTIONAL_TEXT:
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ValueError(f"{key} is not text")
+    at = doc.get("installed_at_unix_s", 0.0)
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise ValueError("installed_at_unix_s is not a number")
+    return doc
 
 
 def check_version_name(version: str) -> str:
@@ -87,15 +115,17 @@ class Manifest:
         """
         path = directory / MANIFEST_NAME
         try:
-            doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            if doc.pop("manifest_format", None) != _FORMAT:
-                raise ValueError("unknown manifest_format")
-            manifest = cls(**doc)
-            check_version_name(manifest.version)
+            raw = read_file(path, max_bytes=_MAX_MANIFEST_BYTES)  # never a FIFO or a device
         except FileNotFoundError:
             raise StoreError(f"{path} is missing", hint="the version directory is incomplete: "
                              "remove it and install the version again") from None
-        except (ValueError, TypeError, InvalidArgumentError) as err:
+        except OSError as err:
+            raise StoreError(f"{path} cannot be read ({err.strerror or err})",
+                             hint="remove the version and install it again") from err
+        try:
+            manifest = cls(**_check_fields(json.loads(raw.decode("utf-8"))))
+            check_version_name(manifest.version)
+        except (ValueError, TypeError, RecursionError, InvalidArgumentError) as err:
             raise StoreError(f"{path} is not a valid manifest ({err})",
                              hint="remove the version and install it again") from err
         if manifest.version != directory.name:

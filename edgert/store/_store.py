@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -35,19 +36,20 @@ from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOption
 from edgert.engine._integrity import check_integrity
 from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
-from edgert.errors import IntegrityError, InvalidArgumentError
+from edgert.errors import EdgeRTError, IntegrityError, InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
-from edgert.store._history import StoreEvent, activation_stack, append_event, read_history
-from edgert.store._manifest import Manifest, check_version_name, version_tuple
+from edgert.store._history import StoreEvent, append_event, read_history, rollback_target
+from edgert.store._manifest import Manifest, check_version_name, is_version_name, version_tuple
 from edgert.store._options import BuildOptions
 
 __all__ = ["ModelStore", "StoreEvent", "describe"]
 
 _ACTIVE = "active"
 _HISTORY = "history.jsonl"
+_log = logging.getLogger("edgert.store")
 
 
 def _copy_synced(data: bytes | memoryview, path: Path) -> None:
@@ -107,19 +109,29 @@ class ModelStore:
     def _versions_dir(self) -> Path:
         return self.root / "versions"
 
-    def versions(self) -> list[Manifest]:
-        """Installed versions, oldest first.
+    def versions(self, *, strict: bool = True) -> list[Manifest]:
+        """Installed versions, oldest first. Directories whose names cannot be version labels
+        are not versions and are left out.
+
+        Args:
+            strict: Raise on a version directory with a broken manifest (False: leave it out).
 
         Raises:
-            StoreError: A version directory has a broken manifest.
+            StoreError: A version directory has a broken manifest (with ``strict``).
         """
         try:
             dirs = [d for d in self._versions_dir.iterdir()
-                    if d.is_dir() and not d.name.startswith(".")]
+                    if is_version_name(d.name) and d.is_dir()]
         except FileNotFoundError:
             return []
-        return sorted((Manifest.read(d) for d in dirs),
-                      key=lambda m: (m.installed_at_unix_s, m.version))
+        manifests = []
+        for d in dirs:
+            try:
+                manifests.append(Manifest.read(d))
+            except StoreError:
+                if strict:
+                    raise
+        return sorted(manifests, key=lambda m: (m.installed_at_unix_s, m.version))
 
     def manifest(self, version: str) -> Manifest:
         """One version's manifest.
@@ -152,8 +164,8 @@ class ModelStore:
         """Every install, activation, refusal, rollback and removal, oldest first."""
         return read_history(self.root / _HISTORY)
 
-    def _stack(self) -> list[str]:
-        return activation_stack(self.history())
+    def _rollback_target(self, current: str | None) -> str | None:
+        return rollback_target(self.history(), current) if current is not None else None
 
     # -- writing --------------------------------------------------------------------------
 
@@ -242,7 +254,7 @@ class ModelStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise unwritable(self._versions_dir, err) from err
             self._record(StoreEvent(event="install", version=version, detail=notes))
-            self._prune()
+            self._prune_after_success()
         return manifest
 
     # -- loading --------------------------------------------------------------------------
@@ -378,7 +390,7 @@ class ModelStore:
             self._record(StoreEvent(event="activate", version=version,
                                     previous=previous.version if previous else None,
                                     detail=report.summary()))
-            self._prune()
+            self._prune_after_success()
         return report
 
     def _gate(self, manifest: Manifest, candidate: Engine,
@@ -421,12 +433,12 @@ class ModelStore:
             HealthCheckError: ``policy`` was given and the target failed it.
         """
         with self._locked():
-            stack = self._stack()
             current = self.active
-            if len(stack) < 2 or current is None:
+            before = self._rollback_target(current.version if current else None)
+            if before is None or current is None:
                 raise StoreError("there is no earlier activated version to roll back to",
                                  hint="see `edgert store list` for the history")
-            target = self.manifest(stack[-2])
+            target = self.manifest(before)
             with self.load(target.version) as engine:
                 if policy is not None:
                     report = self._gate(target, engine, policy)
@@ -441,14 +453,23 @@ class ModelStore:
                                     previous=current.version))
         return target
 
+    def _prune_after_success(self) -> None:
+        """Keep N, after an install or activation that succeeded: a failure here (a damaged
+        version directory) is logged, never reported as the install or activation failing
+        (found by a hostile-files trial: the link had moved, the call raised)."""
+        try:
+            self._prune()
+        except (EdgeRTError, OSError) as err:
+            _log.warning("%s: old versions were not pruned: %s", self.root, err)
+
     def _prune(self) -> None:
-        versions = self.versions()
+        versions = self.versions(strict=False)  # never delete what cannot be read
         if len(versions) <= self.keep:
             return
         active = self.active
-        stack = self._stack()
         protected = {m for m in (active.version if active else None,
-                                 stack[-2] if len(stack) >= 2 else None) if m}
+                                 self._rollback_target(active.version if active else None))
+                     if m}
         # Versions installed after the active one are candidates waiting for activation.
         since = active.installed_at_unix_s if active else -1.0
         protected |= {m.version for m in versions if m.installed_at_unix_s > since}
