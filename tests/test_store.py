@@ -278,9 +278,9 @@ def test_a_keyed_store_checks_the_signature_even_when_the_manifest_drops_it(
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest.update(sha256=hashlib.sha256(other).hexdigest(), signature=None)
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IntegrityError, match="HMAC"):
+    with pytest.raises(IntegrityError, match=r"HMAC|manifest of version"):
         store.load("1.0")
-    with pytest.raises(IntegrityError, match="HMAC"):
+    with pytest.raises(IntegrityError, match=r"HMAC|manifest of version"):
         store.activate("1.0", policy=HealthPolicy(**FAST))
     assert store.active is None
 
@@ -543,3 +543,62 @@ def test_a_model_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) ->
     os.mkfifo(fifo)
     with pytest.raises(EdgeRTError):
         EngineCache(tmp_path / "cache", trt_module=ft).load(fifo)
+
+
+def _keyed_three(tmp_path: Path) -> ModelStore:
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    for name, offset in (("v1", 0.0), ("v2", 5.0), ("v3", 10.0)):
+        store.install(_model(tmp_path, f"{name}.onnx", offset), name)
+    for name in ("v1", "v2"):
+        store.activate(name, policy=HealthPolicy(reference="none", **FAST))
+    return store
+
+
+def test_a_keyed_store_never_runs_one_version_under_another_label(tmp_path: Path) -> None:
+    # A hostile-files trial: without the key, v3's signed model and .sig copied into v2's
+    # directory, and v3's digest written into v2's (then unsealed) manifest: the store said v2
+    # was active and ran v3.
+    store = _keyed_three(tmp_path)
+    v2, v3 = store.root / "versions" / "v2", store.root / "versions" / "v3"
+    for name in ("model.onnx", "model.onnx.sig"):
+        (v2 / name).write_bytes((v3 / name).read_bytes())
+    doc = json.loads((v2 / "manifest.json").read_text())
+    doc["sha256"] = json.loads((v3 / "manifest.json").read_text())["sha256"]
+    (v2 / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="manifest of version 'v2' was changed"):
+        store.load()
+    doc["seal"] = None  # stripping the seal is refused too
+    (v2 / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="carries no seal"):
+        store.load()
+
+
+def test_reseal_seals_a_store_made_before_sealed_manifests(tmp_path: Path) -> None:
+    store = _keyed_three(tmp_path)
+    for version in ("v1", "v2", "v3"):  # as an older edgert wrote them
+        path = store.root / "versions" / version / "manifest.json"
+        doc = json.loads(path.read_text())
+        del doc["seal"]
+        path.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="edgert store reseal"):
+        store.load()
+    with pytest.raises(InvalidArgumentError, match="hmac_key"):
+        ModelStore(store.root).reseal()
+    assert store.reseal() == ["v1", "v2", "v3"]
+    assert store.reseal() == []
+    assert _offset(store) == 5.0
+    assert store.rollback().version == "v1"
+
+
+def test_reseal_refuses_a_version_whose_model_does_not_verify(tmp_path: Path) -> None:
+    store = _keyed_three(tmp_path)
+    path = store.root / "versions" / "v3" / "manifest.json"
+    doc = json.loads(path.read_text())
+    del doc["seal"]
+    path.write_text(json.dumps(doc))
+    model = store.root / "versions" / "v3" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(IntegrityError, match="v3"):
+        store.reseal()
+    assert "seal" not in json.loads(path.read_text()) or \
+        json.loads(path.read_text())["seal"] is None

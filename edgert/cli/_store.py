@@ -1,4 +1,4 @@
-"""``edgert store install|activate|rollback|list``: versioned models on the robot.
+"""``edgert store install|activate|rollback|reseal|list``: versioned models on the robot.
 
 ``--root`` is the store directory (default ``$EDGERT_STORE_DIR`` or ``/var/lib/edgert/models``).
 ``activate`` runs the health gate; a refusal exits 2 and says why, leaving the active version
@@ -74,6 +74,8 @@ def register(sub: Any) -> None:
     rb = actions.add_parser("rollback", help="return to the previously active version")
     rb.add_argument("--check", action="store_true",
                     help="run the health gate (default tolerances) on the target first")
+    actions.add_parser("reseal", help="seal the manifests of a keyed store made by an edgert "
+                                      "before sealed manifests (needs --hmac-key-file)")
     ls = actions.add_parser("list", help="versions, the active one, and the history")
     ls.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run)
@@ -173,6 +175,9 @@ def _run(args: argparse.Namespace) -> int:
         elif args.action == "rollback":
             target = store.rollback(policy=HealthPolicy() if args.check else None)
             print(f"rolled back to {target.version}")
+        elif args.action == "reseal":
+            sealed = store.reseal()
+            print(f"sealed {', '.join(sealed)}" if sealed else "every manifest was sealed")
         else:
             _list(store, args.json)
     except HealthCheckError as err:

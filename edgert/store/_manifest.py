@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _FORMAT = 1
 _MAX_MANIFEST_BYTES = 1 << 20
 _TEXT = ("version", "file", "format", "sha256", "notes")
-_OPTIONAL_TEXT = ("signature", "min_tensorrt", "reference", "reference_sha256")
+_OPTIONAL_TEXT = ("signature", "min_tensorrt", "reference", "reference_sha256", "seal")
 
 
 def is_version_name(name: str) -> bool:
@@ -88,6 +90,8 @@ class Manifest:
         installed_at_unix_s: When it was installed.
         reference: An ONNX model installed with a plan, used as its health reference.
         reference_sha256: That file's SHA-256.
+        seal: In a store with a key, HMAC-SHA256 of every other field (:meth:`sealed`): binds
+            the version label to the model's digest, which the model's own signature cannot.
     """
 
     version: str
@@ -100,6 +104,21 @@ class Manifest:
     installed_at_unix_s: float = 0.0
     reference: str | None = None
     reference_sha256: str | None = None
+    seal: str | None = None
+
+    def _seal_of(self, key: bytes) -> str:
+        fields = asdict(self)
+        del fields["seal"]
+        body = json.dumps(fields, sort_keys=True).encode()
+        return hmac.new(key, b"edgert-store-manifest:" + body, hashlib.sha256).hexdigest()
+
+    def sealed(self, key: bytes) -> Manifest:
+        """This manifest with its seal under ``key``."""
+        return replace(self, seal=self._seal_of(key))
+
+    def seal_holds(self, key: bytes) -> bool:
+        """Whether the manifest carries a seal made with ``key`` over exactly its fields."""
+        return self.seal is not None and hmac.compare_digest(self.seal, self._seal_of(key))
 
     def to_json(self) -> str:
         """The manifest file's text."""

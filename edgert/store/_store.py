@@ -36,19 +36,17 @@ from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOption
 from edgert.engine._integrity import check_integrity
 from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
-from edgert.errors import EdgeRTError, IntegrityError, InvalidArgumentError
-from edgert.store._cache import EngineCache
+from edgert.errors import EdgeRTError, InvalidArgumentError
 from edgert.store._errors import HealthCheckError, StoreError
-from edgert.store._files import FileLock, fsync_dir, unwritable
+from edgert.store._files import FileLock, atomic_write, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
-from edgert.store._history import StoreEvent, append_event, read_history, rollback_target
-from edgert.store._manifest import Manifest, check_version_name, is_version_name, version_tuple
+from edgert.store._history import StoreEvent, append_event
+from edgert.store._manifest import Manifest, check_version_name, version_tuple
 from edgert.store._options import BuildOptions
+from edgert.store._store_read import ACTIVE, HISTORY, StoreReader
 
 __all__ = ["ModelStore", "StoreEvent", "describe"]
 
-_ACTIVE = "active"
-_HISTORY = "history.jsonl"
 _log = logging.getLogger("edgert.store")
 
 
@@ -59,7 +57,7 @@ def _copy_synced(data: bytes | memoryview, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-class ModelStore:
+class ModelStore(StoreReader):
     """A directory of model versions (see the module documentation).
 
     Args:
@@ -103,70 +101,6 @@ class ModelStore:
         self._allow_host_code = allow_host_code
         self._onnx_options = onnx_options
 
-    # -- reading --------------------------------------------------------------------------
-
-    @property
-    def _versions_dir(self) -> Path:
-        return self.root / "versions"
-
-    def versions(self, *, strict: bool = True) -> list[Manifest]:
-        """Installed versions, oldest first. Directories whose names cannot be version labels
-        are not versions and are left out.
-
-        Args:
-            strict: Raise on a version directory with a broken manifest (False: leave it out).
-
-        Raises:
-            StoreError: A version directory has a broken manifest (with ``strict``).
-        """
-        try:
-            dirs = [d for d in self._versions_dir.iterdir()
-                    if is_version_name(d.name) and d.is_dir()]
-        except FileNotFoundError:
-            return []
-        manifests = []
-        for d in dirs:
-            try:
-                manifests.append(Manifest.read(d))
-            except StoreError:
-                if strict:
-                    raise
-        return sorted(manifests, key=lambda m: (m.installed_at_unix_s, m.version))
-
-    def manifest(self, version: str) -> Manifest:
-        """One version's manifest.
-
-        Raises:
-            StoreError: Not installed, or a broken manifest.
-        """
-        directory = self._versions_dir / check_version_name(version)
-        if not directory.is_dir():
-            installed = ", ".join(m.version for m in self.versions()) or "none"
-            raise StoreError(f"version {version!r} is not installed in {self.root}",
-                             hint=f"installed: {installed}")
-        return Manifest.read(directory)
-
-    @property
-    def active(self) -> Manifest | None:
-        """The active version, or None before the first activation."""
-        link = self.root / _ACTIVE
-        try:
-            target = os.readlink(link)
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            raise StoreError(f"{link} is not a symlink ({err.strerror})",
-                             hint="the store was edited by hand; activate a version again") \
-                from err
-        return self.manifest(Path(target).name)
-
-    def history(self) -> list[StoreEvent]:
-        """Every install, activation, refusal, rollback and removal, oldest first."""
-        return read_history(self.root / _HISTORY)
-
-    def _rollback_target(self, current: str | None) -> str | None:
-        return rollback_target(self.history(), current) if current is not None else None
-
     # -- writing --------------------------------------------------------------------------
 
     @contextmanager
@@ -179,7 +113,7 @@ class ModelStore:
             yield
 
     def _record(self, event: StoreEvent) -> None:
-        append_event(self.root / _HISTORY, event)
+        append_event(self.root / HISTORY, event)
 
     def install(self, model: str | os.PathLike[str], version: str, *, notes: str = "",
                 min_tensorrt: str | None = None, sha256: str | None = None,
@@ -232,6 +166,8 @@ class ModelStore:
             installed_at_unix_s=round(time.time(), 6),
             reference="reference.onnx" if ref is not None else None,
             reference_sha256=hashlib.sha256(ref.data).hexdigest() if ref is not None else None)
+        if self._key is not None:
+            manifest = manifest.sealed(self._key)
         with self._locked():
             final = self._versions_dir / version
             if final.exists():
@@ -256,97 +192,6 @@ class ModelStore:
             self._record(StoreEvent(event="install", version=version, detail=notes))
             self._prune_after_success()
         return manifest
-
-    # -- loading --------------------------------------------------------------------------
-
-    def _verified(self, manifest: Manifest, name: str, sha256: str,
-                  signed: bool) -> tuple[Path, bytes]:
-        # ``signed`` must not come from the manifest: manifest.json is unsigned, so whoever can
-        # replace the model can also null its signature field. A keyed store demands the tag.
-        path = self._versions_dir / manifest.version / name
-        src = read_source(path)
-        # The digest is the store's own record, not one the user pinned (a new user's trial):
-        # say what happened and what to do -- a changed file, or a key that does not verify.
-        try:
-            check_integrity(src.data, path=path, sha256=sha256, hmac_key=None, signature=None)
-        except IntegrityError as err:
-            raise IntegrityError(
-                f"stored version {manifest.version!r} changed since it was installed: "
-                f"{err.message}",
-                hint="versions are immutable: install the model again under a new version "
-                     "label (or roll back), and find what wrote into the store") from err
-        if signed:
-            try:
-                check_integrity(src.data, path=path, sha256=None, hmac_key=self._key,
-                                signature=None)
-            except IntegrityError as err:
-                raise IntegrityError(
-                    f"stored version {manifest.version!r} is unchanged but its signature does "
-                    f"not verify with this store's key: {err.message}",
-                    hint="open the store with the key it was installed with "
-                         "(hmac_key=, --hmac-key-file); if that is the key, its .sig was "
-                         "changed: install the signed model again under a new label") from err
-        return path, bytes(src.data)
-
-    def load(self, version: str | None = None) -> Engine:
-        """Load a version (default: the active one), verifying it first.
-
-        ONNX versions are built into TensorRT plans through the engine cache when the store
-        has a ``cache_dir`` (falling back to ONNX Runtime where nothing builds), else they run
-        on ONNX Runtime.
-
-        Raises:
-            StoreError: No such version, or none active.
-            IntegrityError: The file no longer matches its manifest or signature.
-            EngineLoadError: The runtime refused it.
-        """
-        manifest = self._pick(version)
-        _, data = self._verified(manifest, manifest.file, manifest.sha256,
-                                 self._key is not None)
-        if manifest.format == EngineFormat.ONNX.value:
-            if self._cache_dir is not None:
-                # The verified bytes, not the path: the file could change after the check.
-                cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
-                return cache.load(data, self._build, allow_host_code=self._allow_host_code,
-                                  onnx_options=self._onnx_options).engine
-            return Engine.load(data, onnx_options=self._onnx_options)
-        return Engine.load(data, trt_module=self._trt, device=self._device,
-                           allow_host_code=self._allow_host_code)
-
-    def _pick(self, version: str | None) -> Manifest:
-        if version is not None:
-            return self.manifest(version)
-        active = self.active
-        if active is None:
-            raise StoreError(f"no version of {self.root} is active",
-                             hint="install a version and activate it")
-        return active
-
-    def _reference(self, manifest: Manifest, candidate: Engine,
-                   policy: HealthPolicy) -> tuple[Engine | None, str | None]:
-        kind = policy.reference
-        onnx: tuple[Path, bytes] | None = None
-        if manifest.reference is not None and manifest.reference_sha256 is not None:
-            onnx = self._verified(manifest, manifest.reference, manifest.reference_sha256, False)
-        elif manifest.format == EngineFormat.ONNX.value and \
-                candidate.flavour is not EngineFlavour.ONNXRUNTIME:
-            onnx = self._verified(manifest, manifest.file, manifest.sha256, False)
-        if kind in ("auto", "onnx") and onnx is not None:
-            return Engine.load(onnx[1], onnx_options=self._onnx_options), \
-                f"{manifest.version}'s ONNX model on ONNX Runtime"
-        if kind == "onnx":
-            raise InvalidArgumentError(
-                f"version {manifest.version!r} has no ONNX model to compare with (or it already "
-                "runs on ONNX Runtime)", hint="install the plan with reference_onnx=, or use "
-                                              "reference='current'")
-        current = self.active
-        if kind in ("auto", "current") and current is not None and \
-                current.version != manifest.version:
-            return self.load(current.version), f"the active version {current.version}"
-        if kind == "current":
-            raise InvalidArgumentError("no other version is active to compare with",
-                                       hint="use reference='onnx' or 'none'")
-        return None, None
 
     # -- activation -----------------------------------------------------------------------
 
@@ -409,10 +254,10 @@ class ModelStore:
                 reference.close()
 
     def _point_to(self, version: str) -> None:
-        tmp = self.root / f".{_ACTIVE}.tmp-{secrets.token_hex(4)}"
+        tmp = self.root / f".{ACTIVE}.tmp-{secrets.token_hex(4)}"
         try:
             os.symlink(os.path.join("versions", version), tmp)
-            os.replace(tmp, self.root / _ACTIVE)  # atomic: readers see old or new, never none
+            os.replace(tmp, self.root / ACTIVE)  # atomic: readers see old or new, never none
             fsync_dir(self.root)
         except OSError as err:
             try:
@@ -452,6 +297,34 @@ class ModelStore:
             self._record(StoreEvent(event="rollback", version=target.version,
                                     previous=current.version))
         return target
+
+    def reseal(self) -> list[str]:
+        """Seal the manifests of a keyed store made before sealed manifests (once, after the
+        upgrade); returns the versions sealed. Each version's model must verify against its
+        digest and the store's key first. What the labels say cannot be checked after the
+        fact: run it on a store you trust.
+
+        Raises:
+            InvalidArgumentError: The store has no key.
+            IntegrityError: A version's model does not verify (nothing of it is sealed).
+            StoreError: A damaged version directory.
+        """
+        key = self._key
+        if key is None:
+            raise InvalidArgumentError("only a store with an hmac_key seals its manifests")
+        sealed = []
+        with self._locked():
+            for m in self.versions():
+                if m.seal_holds(key):
+                    continue
+                ready = m.sealed(key)
+                self._verified(ready, ready.file, ready.sha256, True)
+                if ready.reference is not None and ready.reference_sha256 is not None:
+                    self._verified(ready, ready.reference, ready.reference_sha256, False)
+                atomic_write(self._versions_dir / m.version / "manifest.json",
+                             ready.to_json().encode())
+                sealed.append(m.version)
+        return sealed
 
     def _prune_after_success(self) -> None:
         """Keep N, after an install or activation that succeeded: a failure here (a damaged
