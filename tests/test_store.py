@@ -602,3 +602,50 @@ def test_reseal_refuses_a_version_whose_model_does_not_verify(tmp_path: Path) ->
         store.reseal()
     assert "seal" not in json.loads(path.read_text()) or \
         json.loads(path.read_text())["seal"] is None
+
+
+def test_a_store_load_says_what_it_checked(tmp_path: Path) -> None:
+    from edgert.engine import IntegrityStatus
+
+    keyed = _keyed_three(tmp_path)
+    with keyed.load() as engine:
+        assert engine.integrity is IntegrityStatus.SHA256_AND_HMAC
+    (tmp_path / "plain").mkdir()
+    plain = _three_versions(tmp_path / "plain")
+    with plain.load() as engine:
+        assert engine.integrity is IntegrityStatus.SHA256
+
+
+def test_a_change_waits_for_a_held_lock_no_longer_than_asked(tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import time
+
+    from edgert.errors import RequestTimeoutError
+
+    store = _three_versions(tmp_path)
+    store.lock_timeout_s = 0.2
+    fd = os.open(store.root / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a hung process holding it would
+        start = time.monotonic()
+        with pytest.raises(RequestTimeoutError):
+            store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+        assert time.monotonic() - start < 5
+    finally:
+        os.close(fd)
+    assert store.active is not None
+    assert store.active.version == "v2"
+
+
+def test_a_store_that_cannot_be_written_says_where_a_store_belongs(tmp_path: Path) -> None:
+    # A hostile-files trial: the hint spoke of the engine cache's cache_dir.
+    from edgert.errors import EdgeRTError
+
+    store = _three_versions(tmp_path)
+    (store.root / ".lock").unlink(missing_ok=True)
+    (store.root / ".lock").mkdir()  # the lock cannot be opened
+    with pytest.raises(EdgeRTError) as info:
+        store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+    assert "model store" in (info.value.hint or "")
+    assert "cache_dir" not in str(info.value)

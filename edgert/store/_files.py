@@ -26,12 +26,16 @@ __all__ = ["NOFOLLOW_FLAGS", "FileLock", "atomic_write", "fsync_dir", "read_smal
 _TMP_MARK = ".tmp-"
 
 
-def unwritable(directory: Path, err: OSError) -> EdgeRTError:
-    """The error for a directory edgert must write to but cannot (read-only roots included)."""
+#: What to do about an engine cache that cannot be written.
+CACHE_HINT = ("robots often mount / read-only: put the cache on a writable partition, e.g. "
+              "cache_dir='/var/lib/edgert/engines' or a data partition, or set EDGERT_CACHE_DIR")
+
+
+def unwritable(directory: Path, err: OSError, hint: str = CACHE_HINT) -> EdgeRTError:
+    """The error for a directory edgert must write to but cannot (read-only roots included);
+    ``hint`` says where that kind of directory belongs."""
     why = "is on a read-only file system" if err.errno == errno.EROFS else \
         f"is not writable ({err.strerror or err})"
-    hint = ("robots often mount / read-only: put the cache on a writable partition, e.g. "
-            "cache_dir='/var/lib/edgert/engines' or a data partition, or set EDGERT_CACHE_DIR")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermissionDeniedError(f"{directory} {why}", errno_value=err.errno, hint=hint)
     return EdgeRTError(f"cannot write to {directory}: {err.strerror or err}", hint=hint)

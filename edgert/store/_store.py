@@ -36,7 +36,7 @@ from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOption
 from edgert.engine._integrity import check_integrity
 from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
-from edgert.errors import EdgeRTError, InvalidArgumentError
+from edgert.errors import EdgeRTError, InvalidArgumentError, RequestTimeoutError
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, atomic_write, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
@@ -48,6 +48,8 @@ from edgert.store._store_read import ACTIVE, HISTORY, StoreReader
 __all__ = ["ModelStore", "StoreEvent", "describe"]
 
 _log = logging.getLogger("edgert.store")
+_STORE_HINT = ("put the model store on a writable partition (robots often mount / read-only), "
+               "e.g. ModelStore('/var/lib/edgert/models'), --root or EDGERT_STORE_DIR")
 
 
 def _copy_synced(data: bytes | memoryview, path: Path) -> None:
@@ -74,6 +76,8 @@ class ModelStore(StoreReader):
         allow_host_code: Let version-compatible plans run their embedded runtime (only after
             their SHA-256 and, with a key, HMAC verified).
         onnx_options: ONNX Runtime options.
+        lock_timeout_s: How long a change waits for another process's (None: as long as it
+            takes); then :class:`~edgert.errors.RequestTimeoutError`.
 
     Raises:
         InvalidArgumentError: A bad argument.
@@ -84,7 +88,8 @@ class ModelStore(StoreReader):
                  cache_dir: str | os.PathLike[str] | None = None,
                  build: BuildOptions | None = None, device: int = 0,
                  allow_host_code: bool = False,
-                 onnx_options: OnnxRuntimeOptions | None = None) -> None:
+                 onnx_options: OnnxRuntimeOptions | None = None,
+                 lock_timeout_s: float | None = None) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise InvalidArgumentError(f"keep must be an int >= 2, got {keep!r}",
                                        hint="the store must keep at least the active version "
@@ -100,6 +105,7 @@ class ModelStore(StoreReader):
         self._device = device
         self._allow_host_code = allow_host_code
         self._onnx_options = onnx_options
+        self.lock_timeout_s = lock_timeout_s
 
     # -- writing --------------------------------------------------------------------------
 
@@ -108,9 +114,20 @@ class ModelStore(StoreReader):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise unwritable(self.root, err) from err
-        with FileLock(self.root / ".lock"):
+            raise unwritable(self.root, err, _STORE_HINT) from err
+        lock = FileLock(self.root / ".lock", timeout_s=self.lock_timeout_s)
+        try:
+            lock.acquire()
+        except RequestTimeoutError:
+            raise
+        except EdgeRTError as err:  # the lock file cannot be made: say where a store belongs
+            err.hint = _STORE_HINT
+            err.args = (f"{err.message}\nHint: {err.hint}",)
+            raise
+        try:
             yield
+        finally:
+            lock.release()
 
     def _record(self, event: StoreEvent) -> None:
         append_event(self.root / HISTORY, event)
@@ -188,7 +205,7 @@ class ModelStore(StoreReader):
                 fsync_dir(self._versions_dir)
             except OSError as err:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise unwritable(self._versions_dir, err) from err
+                raise unwritable(self._versions_dir, err, _STORE_HINT) from err
             self._record(StoreEvent(event="install", version=version, detail=notes))
             self._prune_after_success()
         return manifest
@@ -264,7 +281,7 @@ class ModelStore(StoreReader):
                 tmp.unlink()
             except OSError:
                 pass
-            raise unwritable(self.root, err) from err
+            raise unwritable(self.root, err, _STORE_HINT) from err
 
     def rollback(self, *, policy: HealthPolicy | None = None) -> Manifest:
         """Return to the version that was active before the current one.

@@ -11,9 +11,15 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOptions
+from edgert.engine import (
+    Engine,
+    EngineFlavour,
+    EngineFormat,
+    IntegrityStatus,
+    OnnxRuntimeOptions,
+)
 from edgert.engine._integrity import check_integrity
-from edgert.engine._source import read_source
+from edgert.engine._source import ModelSource, read_source
 from edgert.errors import IntegrityError, InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import StoreError
@@ -159,17 +165,21 @@ class StoreReader:
             EngineLoadError: The runtime refused it.
         """
         manifest = self._pick(version)
-        _, data = self._verified(manifest, manifest.file, manifest.sha256,
-                                 self._key is not None)
+        path, data = self._verified(manifest, manifest.file, manifest.sha256,
+                                    self._key is not None)
+        if manifest.format == EngineFormat.ONNX.value and self._cache_dir is not None:
+            # The verified bytes, not the path: the file could change after the check.
+            cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
+            return cache.load(data, self._build, allow_host_code=self._allow_host_code,
+                              onnx_options=self._onnx_options).engine
+        # Checked above, as the engine says (it read "unchecked": a hostile-files trial).
+        src = ModelSource(data=data, path=path)
+        checked = IntegrityStatus.SHA256_AND_HMAC if self._key is not None else \
+            IntegrityStatus.SHA256
         if manifest.format == EngineFormat.ONNX.value:
-            if self._cache_dir is not None:
-                # The verified bytes, not the path: the file could change after the check.
-                cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
-                return cache.load(data, self._build, allow_host_code=self._allow_host_code,
-                                  onnx_options=self._onnx_options).engine
-            return Engine.load(data, onnx_options=self._onnx_options)
-        return Engine.load(data, trt_module=self._trt, device=self._device,
-                           allow_host_code=self._allow_host_code)
+            return Engine._load_verified(src, checked, onnx_options=self._onnx_options)
+        return Engine._load_verified(src, checked, trt_module=self._trt, device=self._device,
+                                     allow_host_code=self._allow_host_code)
 
     def _pick(self, version: str | None) -> Manifest:
         if version is not None:
