@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ from pathlib import Path
 from edgert._fileio import read_file
 from edgert.store._errors import StoreError
 
-__all__ = ["StoreEvent", "activation_stack", "append_event", "read_history", "rollback_target"]
+__all__ = ["StoreEvent", "activation_stack", "append_event", "current_stack", "read_history",
+           "rollback_target"]
 
 _log = logging.getLogger("edgert.store")
 #: A history larger than this is refused (a store records a few lines a day).
 MAX_HISTORY_BYTES = 64 << 20
 _MAX_LINE = 64 << 10
+#: Versions a line's stack keeps (rollbacks further back than this are not offered).
+MAX_STACK = 64
 _TEXT = ("event", "version")
 _OPTIONAL_TEXT = ("previous",)
 
@@ -39,6 +43,9 @@ class StoreEvent:
         previous: The version active before (activate, rollback).
         at_unix_s: When.
         detail: Why (refusals), or the health summary (activations).
+        stack: For activations and rollbacks, the versions a rollback would return through
+            after it, oldest first (the last is the version made active). Written before the
+            ``active`` link moves, so the line of whatever the link points to exists.
     """
 
     event: str
@@ -46,6 +53,7 @@ class StoreEvent:
     previous: str | None = None
     at_unix_s: float = 0.0
     detail: str = ""
+    stack: tuple[str, ...] | None = None
 
 
 def _event(line: bytes) -> StoreEvent | None:
@@ -57,7 +65,11 @@ def _event(line: bytes) -> StoreEvent | None:
     except Exception:  # cut short, not UTF-8, nested past the parser's limit...
         return None
     if not isinstance(doc, dict) or set(doc) - {"event", "version", "previous", "at_unix_s",
-                                                "detail"}:
+                                                "detail", "stack"}:
+        return None
+    stack = doc.get("stack")
+    if stack is not None and not (isinstance(stack, list) and stack and
+                                  all(isinstance(v, str) for v in stack)):
         return None
     if not all(isinstance(doc.get(k), str) for k in _TEXT) or \
             not all(doc.get(k) is None or isinstance(doc[k], str) for k in _OPTIONAL_TEXT):
@@ -65,9 +77,26 @@ def _event(line: bytes) -> StoreEvent | None:
     at = doc.get("at_unix_s", 0.0)
     if isinstance(at, bool) or not isinstance(at, (int, float)):
         return None
+    try:
+        at = float(at)  # 10**400 does not fit (found by review)
+        for value in (doc["event"], doc["version"], doc.get("previous") or ""):
+            value.encode("utf-8")  # a lone surrogate cannot be printed (found by review)
+    except (OverflowError, UnicodeEncodeError):
+        return None
+    if not math.isfinite(at):
+        return None
     detail = doc.get("detail", "")
+    if not isinstance(detail, str):
+        detail = ""
+    if stack is not None:
+        try:
+            for v in stack:
+                v.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     return StoreEvent(event=doc["event"], version=doc["version"], previous=doc.get("previous"),
-                      at_unix_s=float(at), detail=detail if isinstance(detail, str) else "")
+                      at_unix_s=at, detail=detail.encode("utf-8", "replace").decode("utf-8"),
+                      stack=tuple(stack) if stack is not None else None)
 
 
 def read_history(path: Path) -> list[StoreEvent]:
@@ -101,11 +130,17 @@ def read_history(path: Path) -> list[StoreEvent]:
 
 def append_event(path: Path, event: StoreEvent) -> None:
     """Append one event (stamped now) and flush it to the storage device."""
-    line = json.dumps({"event": event.event, "version": event.version,
-                       "previous": event.previous, "at_unix_s": round(time.time(), 3),
-                       "detail": event.detail}) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    doc: dict[str, object] = {"event": event.event, "version": event.version,
+                              "previous": event.previous, "at_unix_s": round(time.time(), 3),
+                              "detail": event.detail}
+    if event.stack is not None:
+        doc["stack"] = list(event.stack[-MAX_STACK:])
+    line = json.dumps(doc) + "\n"
+    with open(path, "a+b") as f:
+        # A line cut short by a power cut must not swallow this one (found by review).
+        if f.tell() and (f.seek(f.tell() - 1), f.read(1))[1] != b"\n":
+            line = "\n" + line
+        f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
@@ -131,17 +166,32 @@ def activation_stack(events: list[StoreEvent]) -> list[str]:
     return stack
 
 
-def rollback_target(events: list[StoreEvent], current: str) -> str | None:
-    """The version a rollback from ``current`` (the ``active`` link's) returns to, or None.
+def current_stack(events: list[StoreEvent], current: str) -> list[str]:
+    """The rollback stack now, its last entry ``current`` (the ``active`` link's version).
 
-    Activations recorded after ``current``'s last one were never carried out (the link says
-    so), and if ``current``'s own line is missing (a power cut between moving the link and
-    writing the line) every recorded activation came before it (found by a hostile-files
-    trial: both made rollback pick the wrong version).
+    From the newest line that recorded a stack ending in ``current``: such a line is written
+    before the link moves, so it exists for any version the link points to, and a line cut
+    short or written for a move that never happened is passed over. Histories written before
+    stacks were recorded are replayed (:func:`activation_stack`) and checked against the link
+    (found by a hostile-files trial and its review: lost or duplicated lines sent rollback to
+    the wrong version).
     """
-    stack = activation_stack(events)
+    recorded = [e.stack for e in events if e.stack is not None]
+    for stack_of in reversed(recorded):
+        if stack_of[-1] == current:
+            return list(stack_of)
+    # No line for the link's version (lost or edited): the newest recorded state, else the
+    # replay of a history from before stacks, mended with what the link says.
+    stack = list(recorded[-1]) if recorded else activation_stack(events)
     if current in stack:
         stack = stack[:len(stack) - 1 - stack[::-1].index(current)]
+    stack.append(current)
+    return stack
+
+
+def rollback_target(events: list[StoreEvent], current: str) -> str | None:
+    """The version a rollback from ``current`` returns to, or None (see :func:`current_stack`)."""
+    stack = current_stack(events, current)
     while stack and stack[-1] == current:
         stack.pop()
     return stack[-1] if stack else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,9 +44,13 @@ def _check_fields(doc: Any) -> dict[str, Any]:
     for key in _OPTIONAL_TEXT:
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise ValueError(f"{key} is not text")
+    for key in (*_TEXT, *_OPTIONAL_TEXT):
+        if isinstance(doc.get(key), str):
+            doc[key].encode("utf-8")  # a lone surrogate cannot be written out: ValueError
     at = doc.get("installed_at_unix_s", 0.0)
-    if isinstance(at, bool) or not isinstance(at, (int, float)):
-        raise ValueError("installed_at_unix_s is not a number")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or \
+            not math.isfinite(float(at)):  # float(10**400) raises OverflowError
+        raise ValueError("installed_at_unix_s is not a finite number")
     return doc
 
 
@@ -144,7 +149,8 @@ class Manifest:
         try:
             manifest = cls(**_check_fields(json.loads(raw.decode("utf-8"))))
             check_version_name(manifest.version)
-        except (ValueError, TypeError, RecursionError, InvalidArgumentError) as err:
+        except (ValueError, TypeError, RecursionError, OverflowError,
+                InvalidArgumentError) as err:
             raise StoreError(f"{path} is not a valid manifest ({err})",
                              hint="remove the version and install it again") from err
         if manifest.version != directory.name:

@@ -36,11 +36,16 @@ from edgert.engine import Engine, EngineFlavour, EngineFormat, OnnxRuntimeOption
 from edgert.engine._integrity import check_integrity
 from edgert.engine._onnx_external import refuse_external_data
 from edgert.engine._source import read_source, sniff
-from edgert.errors import EdgeRTError, InvalidArgumentError, RequestTimeoutError
+from edgert.errors import (
+    EdgeRTError,
+    IntegrityError,
+    InvalidArgumentError,
+    RequestTimeoutError,
+)
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, atomic_write, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
-from edgert.store._history import StoreEvent, append_event
+from edgert.store._history import StoreEvent, append_event, current_stack
 from edgert.store._manifest import Manifest, check_version_name, version_tuple
 from edgert.store._options import BuildOptions
 from edgert.store._store_read import ACTIVE, HISTORY, StoreReader
@@ -207,7 +212,7 @@ class ModelStore(StoreReader):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise unwritable(self._versions_dir, err, _STORE_HINT) from err
             self._record(StoreEvent(event="install", version=version, detail=notes))
-            self._prune_after_success()
+            self._prune_after_success(version)
         return manifest
 
     # -- activation -----------------------------------------------------------------------
@@ -248,12 +253,28 @@ class ModelStore(StoreReader):
                     + "; ".join(report.reasons), report=report,
                     hint="fix the model, or state the tolerances and latency budget it must "
                          "meet in HealthPolicy")
-            self._point_to(version)
-            self._record(StoreEvent(event="activate", version=version,
-                                    previous=previous.version if previous else None,
-                                    detail=report.summary()))
-            self._prune_after_success()
+            stack = current_stack(self.history(), previous.version) if previous else []
+            self._move_link(StoreEvent(event="activate", version=version,
+                                       previous=previous.version if previous else None,
+                                       detail=report.summary(), stack=(*stack, version)))
+            self._prune_after_success(version)
         return report
+
+    def _move_link(self, event: StoreEvent) -> None:
+        """Record ``event`` (with its stack), then point ``active`` at its version: the line
+        of whatever the link points to is on the storage device before the link moves."""
+        self._record(event)
+        try:
+            self._point_to(event.version)
+        except BaseException as err:
+            try:
+                self._record(StoreEvent(event="refuse", version=event.version,
+                                        previous=event.previous,
+                                        detail=f"the {event.event} did not happen: the active "
+                                               f"link could not be moved ({err})"))
+            except Exception:
+                pass
+            raise
 
     def _gate(self, manifest: Manifest, candidate: Engine,
               policy: HealthPolicy) -> HealthReport:
@@ -310,9 +331,9 @@ class ModelStore(StoreReader):
                             "active): " + "; ".join(report.reasons), report=report,
                             hint="activate a version that passes, or roll back without the "
                                  "check if the target is known to be good")
-            self._point_to(target.version)
-            self._record(StoreEvent(event="rollback", version=target.version,
-                                    previous=current.version))
+            stack = current_stack(self.history(), current.version)
+            self._move_link(StoreEvent(event="rollback", version=target.version,
+                                       previous=current.version, stack=tuple(stack[:-1])))
         return target
 
     def reseal(self) -> list[str]:
@@ -323,7 +344,8 @@ class ModelStore(StoreReader):
 
         Raises:
             InvalidArgumentError: The store has no key.
-            IntegrityError: A version's model does not verify (nothing of it is sealed).
+            IntegrityError: A version's model does not verify, or its manifest was sealed and
+                then changed (nothing of it is sealed).
             StoreError: A damaged version directory.
         """
         key = self._key
@@ -332,7 +354,13 @@ class ModelStore(StoreReader):
         sealed = []
         with self._locked():
             for m in self.versions():
-                if m.seal_holds(key):
+                if m.seal is not None:  # sealed, or sealed and then changed: never re-sealed
+                    if not m.seal_holds(key):
+                        raise IntegrityError(
+                            f"the manifest of version {m.version!r} was changed since it was "
+                            "sealed; nothing more was sealed",
+                            hint="remove that version (or install it again under a new label) "
+                                 "and find what wrote into the store")
                     continue
                 ready = m.sealed(key)
                 self._verified(ready, ready.file, ready.sha256, True)
@@ -343,26 +371,29 @@ class ModelStore(StoreReader):
                 sealed.append(m.version)
         return sealed
 
-    def _prune_after_success(self) -> None:
+    def _prune_after_success(self, keep_also: str) -> None:
         """Keep N, after an install or activation that succeeded: a failure here (a damaged
         version directory) is logged, never reported as the install or activation failing
         (found by a hostile-files trial: the link had moved, the call raised)."""
         try:
-            self._prune()
+            self._prune(keep_also)
         except (EdgeRTError, OSError) as err:
             _log.warning("%s: old versions were not pruned: %s", self.root, err)
 
-    def _prune(self) -> None:
+    def _prune(self, keep_also: str) -> None:
         versions = self.versions(strict=False)  # never delete what cannot be read
         if len(versions) <= self.keep:
             return
         active = self.active
-        protected = {m for m in (active.version if active else None,
+        protected = {m for m in (keep_also, active.version if active else None,
                                  self._rollback_target(active.version if active else None))
                      if m}
-        # Versions installed after the active one are candidates waiting for activation.
-        since = active.installed_at_unix_s if active else -1.0
-        protected |= {m.version for m in versions if m.installed_at_unix_s > since}
+        # Versions installed after the active one are candidates waiting for activation: in
+        # the history's order, not by wall-clock time (a robot's clock may step back before NTP
+        # syncs, and a new install was pruned: found by review).
+        installed = {e.version: i for i, e in enumerate(self.history()) if e.event == "install"}
+        since = installed.get(active.version, -1) if active else -1
+        protected |= {m.version for m in versions if installed.get(m.version, -1) > since}
         excess = len(versions) - self.keep
         for m in versions:
             if excess <= 0:

@@ -143,13 +143,18 @@ class StoreReader:
         # copied in with its digest, ran under this version's label (found by a hostile-files
         # trial).
         if self._key is not None and not manifest.seal_holds(self._key):
-            why = ("carries no seal (installed by an edgert before sealed manifests)"
-                   if manifest.seal is None else "was changed since it was installed")
+            if manifest.seal is None:
+                raise IntegrityError(
+                    f"the manifest of version {manifest.version!r} carries no seal (installed "
+                    "by an edgert before sealed manifests)",
+                    hint="if this store is as you installed it, seal its manifests once with "
+                         "`edgert store reseal` (ModelStore.reseal(), with the store's key); "
+                         "else install the model again under a new version label")
             raise IntegrityError(
-                f"the manifest of version {manifest.version!r} {why}",
-                hint="if this store is as you installed it, seal its manifests once with "
-                     "`edgert store reseal` (ModelStore.reseal(), with the store's key); else "
-                     "install the model again under a new version label")
+                f"the manifest of version {manifest.version!r} was changed since it was "
+                "installed (its seal does not hold)",
+                hint="something wrote into the store: install the model again under a new "
+                     "version label (or roll back), and find what changed it")
         return path, bytes(src.data)
 
     def load(self, version: str | None = None) -> Engine:
@@ -169,7 +174,9 @@ class StoreReader:
                                     self._key is not None)
         if manifest.format == EngineFormat.ONNX.value and self._cache_dir is not None:
             # The verified bytes, not the path: the file could change after the check.
-            cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device)
+            # With the store's key: a public tag let v3's plan, re-tagged, run as v2 (review).
+            cache = EngineCache(self._cache_dir, trt_module=self._trt, device=self._device,
+                                hmac_key=self._key)
             return cache.load(data, self._build, allow_host_code=self._allow_host_code,
                               onnx_options=self._onnx_options).engine
         # Checked above, as the engine says (it read "unchecked": a hostile-files trial).
