@@ -1,10 +1,12 @@
 """The model store's history: one JSON line per install, activation, refusal, rollback, removal.
 
 Lines are appended and fsynced; a line cut short by a crash (or otherwise damaged) is skipped
-when reading, the rest of the history stands. Rollback targets come from replaying it --
-activations push a version, rollbacks pop one -- checked against the ``active`` link, which is
-what actually runs: an activation whose line a power cut lost, or a line that was never carried
-out, does not move the target (:func:`rollback_target`).
+when reading, the rest of the history stands. Each activation and rollback records the rollback
+stack it leaves, and is on the storage device before the ``active`` link moves; the rollback
+target comes from the newest line whose stack ends at the link's version
+(:func:`current_stack`), so a line for a move a power cut stopped, a line cut short or one
+copied twice cannot change it. Histories written before stacks were recorded are replayed --
+activations push a version, rollbacks pop one -- and mended with what the link says.
 """
 
 from __future__ import annotations
