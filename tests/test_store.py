@@ -747,3 +747,46 @@ def test_a_keyed_store_builds_its_cache_entries_under_its_key(tmp_path: Path) ->
         tag = hmac_module.new(f"edgert-cache:{key}".encode(), other, hashlib.sha256)
         Path(f"{plan}.sig").write_text(tag.hexdigest() + "\n")
     assert _offset(store) == 5.0  # rebuilt from the verified model, never the forged plan
+
+
+def test_a_version_without_an_install_line_is_never_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: a power cut between the rename and the install line (or a history moved
+    # away) left a candidate the history had no install line for, and pruning deleted it.
+    store = ModelStore(tmp_path / "store", keep=2)
+    for name, offset in (("v1", 0.0), ("v2", 5.0)):
+        store.install(_model(tmp_path, f"{name}.onnx", offset, sign=False), name)
+        store.activate(name, policy=HealthPolicy(reference="none", **FAST))
+    record = store._record
+    with monkeypatch.context() as m:  # the power goes before v3's install line
+        m.setattr(store, "_record",
+                  lambda event: None if event.event == "install" else record(event))
+        store.install(_model(tmp_path, "v3.onnx", 10.0, sign=False), "v3")
+    store.install(_model(tmp_path, "v4.onnx", 15.0, sign=False), "v4")
+    assert (store.root / "versions" / "v3").is_dir()
+
+
+def test_a_link_that_moved_is_not_recorded_as_a_move_that_did_not_happen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by review: the directory fsync after the rename failed (EIO), and the history said
+    # the activation did not happen while the link pointed at the new version.
+    import errno
+
+    from edgert.store import _store
+
+    store = _three_versions(tmp_path)
+    real = _store.fsync_dir
+
+    def failing(directory: Path) -> None:
+        if Path(directory) == store.root:
+            raise OSError(errno.EIO, "Input/output error")
+        real(directory)
+
+    monkeypatch.setattr(_store, "fsync_dir", failing)
+    with pytest.raises(StoreError, match="happened"):
+        store.activate("v3", policy=HealthPolicy(reference="none", **FAST))
+    monkeypatch.setattr(_store, "fsync_dir", real)
+    assert store.active is not None
+    assert store.active.version == "v3"
+    assert store.history()[-1].event == "activate"
+    assert store.rollback().version == "v2"

@@ -147,14 +147,14 @@ def append_event(path: Path, event: StoreEvent) -> None:
         os.fsync(f.fileno())
 
 
-def activation_stack(events: list[StoreEvent]) -> list[str]:
+def activation_stack(events: list[StoreEvent], start: list[str] | None = None) -> list[str]:
     """Versions made active and not rolled back, oldest first (the last is the active one).
 
     Each activation and rollback also names the version active before it: where that is not
     the top of the stack (the line of an activation was lost), the stack is mended from it, so
     one lost line cannot shift every later rollback target.
     """
-    stack: list[str] = []
+    stack: list[str] = list(start or [])
     for e in events:
         if e.event == "activate":
             if e.previous is not None and (not stack or stack[-1] != e.previous):
@@ -178,13 +178,28 @@ def current_stack(events: list[StoreEvent], current: str) -> list[str]:
     (found by a hostile-files trial and its review: lost or duplicated lines sent rollback to
     the wrong version).
     """
-    recorded = [e.stack for e in events if e.stack is not None]
-    for stack_of in reversed(recorded):
-        if stack_of[-1] == current:
-            return list(stack_of)
-    # No line for the link's version (lost or edited): the newest recorded state, else the
-    # replay of a history from before stacks, mended with what the link says.
-    stack = list(recorded[-1]) if recorded else activation_stack(events)
+    recorded = [i for i, e in enumerate(events) if e.stack is not None]
+    tail = [e for e in events[recorded[-1] + 1:] if e.event in ("activate", "rollback")] \
+        if recorded else events
+    if recorded and not tail:
+        for i in reversed(recorded):
+            stack_of = events[i].stack
+            assert stack_of is not None
+            if stack_of[-1] == current:
+                return list(stack_of)
+    # No line for the link's version (lost or edited), or lines of an older edgert after the
+    # newest recorded stack (a downgrade, found by review): replay them from the state they
+    # started from, then mend the result with what the link says.
+    start: list[str] = []
+    if recorded:
+        start = list(events[recorded[-1]].stack or ())
+        first = tail[0].previous if tail else None
+        for i in reversed(recorded):
+            stack_of = events[i].stack
+            if first is not None and stack_of is not None and stack_of[-1] == first:
+                start = list(stack_of)
+                break
+    stack = activation_stack(tail, start)
     if current in stack:
         stack = stack[:len(stack) - 1 - stack[::-1].index(current)]
     stack.append(current)

@@ -135,7 +135,10 @@ class ModelStore(StoreReader):
             lock.release()
 
     def _record(self, event: StoreEvent) -> None:
-        append_event(self.root / HISTORY, event)
+        try:
+            append_event(self.root / HISTORY, event)
+        except OSError as err:  # a full disk: an edgert error, not a raw OSError (review)
+            raise unwritable(self.root, err, _STORE_HINT) from err
 
     def install(self, model: str | os.PathLike[str], version: str, *, notes: str = "",
                 min_tensorrt: str | None = None, sha256: str | None = None,
@@ -268,6 +271,16 @@ class ModelStore(StoreReader):
             self._point_to(event.version)
         except BaseException as err:
             try:
+                moved = os.readlink(self.root / ACTIVE) == os.path.join("versions",
+                                                                        event.version)
+            except OSError:
+                moved = False
+            if moved:  # it moved; only making that durable failed (found by review)
+                raise StoreError(
+                    f"the {event.event} to {event.version!r} happened (the active link points "
+                    f"to it), but it may not survive a power cut: {err}",
+                    hint="check the storage device; the history records it") from err
+            try:
                 self._record(StoreEvent(event="refuse", version=event.version,
                                         previous=event.previous,
                                         detail=f"the {event.event} did not happen: the active "
@@ -393,7 +406,10 @@ class ModelStore(StoreReader):
         # syncs, and a new install was pruned: found by review).
         installed = {e.version: i for i, e in enumerate(self.history()) if e.event == "install"}
         since = installed.get(active.version, -1) if active else -1
-        protected |= {m.version for m in versions if installed.get(m.version, -1) > since}
+        # A version the history has no install line for (a power cut before the line, a
+        # history moved away) may be a candidate too: never pruned (found by review).
+        protected |= {m.version for m in versions
+                      if m.version not in installed or installed[m.version] > since}
         excess = len(versions) - self.keep
         for m in versions:
             if excess <= 0:
