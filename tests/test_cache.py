@@ -606,6 +606,7 @@ def test_memos_spare_a_new_process_the_model_parse_and_hash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgert.store import _cache as cache_module
     from edgert.store import _digest
+    from edgert.store import _external as external_module
 
     monkeypatch.setattr(_digest, "STABLE_S", 0.0)
     model = _external_model(tmp_path / "ext", monkeypatch)
@@ -619,7 +620,8 @@ def test_memos_spare_a_new_process_the_model_parse_and_hash(
             raise AssertionError("the model was parsed again")
 
         with monkeypatch.context() as m:
-            m.setattr(cache_module, "external_locations", parse)
+            m.setattr(external_module, "external_locations", parse)
+            m.setattr(external_module, "read_source", parse)
             m.setattr(cache_module, "read_source", parse)
             again = cache.load(model)
         again.engine.close()

@@ -46,7 +46,6 @@ from edgert._compat import StrEnum
 from edgert._fileio import MAX_MODEL_BYTES
 from edgert.engine import Engine, EngineFlavour, IntegrityStatus, OnnxRuntimeOptions
 from edgert.engine._integrity import SIDECAR_SUFFIX
-from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import EngineFormat, ModelSource, Source, read_source, sniff
 from edgert.engine._trt_module import flavour_of, requires_cuda
 from edgert.errors import (
@@ -57,9 +56,10 @@ from edgert.errors import (
     NotSupportedError,
     RequestTimeoutError,
 )
-from edgert.store import _digest, _verified
+from edgert.store import _digest, _external, _verified
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
-from edgert.store._digest import file_sha256, memo_key, seal, unseal
+from edgert.store._digest import file_sha256, memo_key
+from edgert.store._external import external_digests
 from edgert.store._files import (
     FileLock,
     atomic_write,
@@ -83,8 +83,6 @@ _LEGACY = ("the cached entry was signed by an edgert before per-entry sidecar ke
            "damaged, but its signature no longer binds it to this entry)")
 
 _log = logging.getLogger("edgert.store")
-#: External-data files each model names, by (memo key, model SHA-256): content-addressed.
-_EXTERNAL: dict[tuple[bytes, str], list[str]] = {}
 #: Cache keys by what they are derived from (see EngineCache._key).
 _KEYS: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 _KEY_FORMAT = 1
@@ -134,7 +132,7 @@ def forget_process_memos() -> None:
     loads behave as a new process's would (benchmarks and tests)."""
     _digest.forget_process_memos()
     _verified.forget_process_memos()
-    _EXTERNAL.clear()
+    _external.forget_process_memos()
     _KEYS.clear()
 
 
@@ -459,65 +457,8 @@ class EngineCache:
 
     def _external_digests(self, path: Path | None, data: bytes | None,
                           digest: str) -> dict[str, str]:
-        """SHA-256 of each external-data file the model names (new weights, new key)."""
-        if path is None:
-            # Bytes alone: there is no directory to find (and key) external weights in. Refused
-            # here: a builder that looked in the working directory would build them into a plan
-            # keyed without them, and retrained weights would then hit it (found by review).
-            locations = _EXTERNAL.get((self._memo_key, digest))
-            if locations is None:
-                try:
-                    locations = external_locations(data or b"")
-                except ValueError:
-                    locations = []  # not protobuf: the build refuses it with the parser's message
-            if locations:
-                raise InvalidArgumentError(
-                    f"this ONNX model keeps its weights in external files ({locations[0]}...), "
-                    "and it was given as bytes: the cache can neither find nor key them",
-                    hint="pass the model's path (its weights are found beside it), or save it "
-                         "with the weights inside (onnx.save_model(..., "
-                         "save_as_external_data=False))")
-            return {}
-        locations = _EXTERNAL.get((self._memo_key, digest))
-        if locations is None:
-            locations = self._external_locations(path, data, digest)
-            if len(_EXTERNAL) >= 1024:
-                _EXTERNAL.clear()
-            _EXTERNAL[(self._memo_key, digest)] = locations
-        out: dict[str, str] = {}
-        for location in locations:
-            try:
-                out[location] = file_sha256(path.parent / location, self._digests,
-                                            self._memo_key)[0]
-            except OSError as err:
-                out[location] = f"unreadable: {err.strerror or err}"  # the build will say so
-        return out
-
-    def _external_locations(self, path: Path, data: bytes | None, digest: str) -> list[str]:
-        """The external-data files the model names: from its memo, else parsed (and memoized)."""
-        memo = self._digests / f"external-{digest}.json"  # content-addressed
-        if data is None:
-            try:
-                doc = unseal(self._memo_key, read_small(memo))
-                loaded = doc["locations"]  # of this model: a memo copied over another's fails
-                if doc["kind"] == "external" and doc["onnx_sha256"] == digest and \
-                        isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
-                    return loaded
-            except Exception:  # whatever the memo holds (RecursionError too): parse the model
-                pass
-        model = data if data is not None else read_source(path).data
-        try:
-            locations = external_locations(model)
-        except ValueError:
-            locations = []  # not protobuf: the build refuses it with the parser's message
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            doc_bytes = json.dumps({"kind": "external", "onnx_sha256": digest,
-                                    "locations": locations}).encode()
-            atomic_write(memo, seal(self._memo_key, doc_bytes), durable=False)
-        except Exception:  # a read-only cache still works, it just parses every time
-            pass
-        return locations
+        """SHA-256 of each external-data file the model names (see :func:`external_digests`)."""
+        return external_digests(path, data, digest, self._digests, self._memo_key)
 
     def _fallback(self, onnx: Source, why: str,
                   onnx_options: OnnxRuntimeOptions | None) -> CacheResult:
