@@ -76,6 +76,15 @@ class EdgeRTError(Exception):
             return f"{self.message}\nHint: {self.hint}"
         return self.message
 
+    def reword(self, *, message: str | None = None, hint: str | None = None) -> None:
+        """Replace the message and/or hint of an error a lower layer raised, keeping its type
+        and attributes (a caller that knows better what happened, or what to do, says so)."""
+        if message is not None:
+            self.message = message
+        if hint is not None:
+            self.hint = hint
+        self.args = (self._render(),)
+
     def __reduce__(self) -> tuple[object, ...]:
         """Pickle support: the error, its message, hint and attributes survive a process hop."""
         # Keyword-only constructors do not pickle by default; errors cross process boundaries

@@ -292,10 +292,9 @@ def edgert_session(request: pytest.FixtureRequest, edgert_model: Path | str) -> 
                 if warmup is True:
                     # Zero-filled opt shapes do not suit every model (an audio model refuses a
                     # 1-sample frame): say how to give the fixture its own (new user's trial).
-                    err.hint = ("give the marker the shapes to warm up with, e.g. "
-                                "@pytest.mark.edgert_model(path, warmup=[{'input': (1, 512)}]),"
-                                " or warmup=False to skip it")
-                    err.args = (f"{err.message}\nHint: {err.hint}",)
+                    err.reword(hint="give the marker the shapes to warm up with, e.g. "
+                                    "@pytest.mark.edgert_model(path, warmup=[{'input': (1, "
+                                    "512)}]), or warmup=False to skip it")
                 raise
         yield session
     finally:

@@ -194,6 +194,15 @@ def test_pending_requests_and_the_short_way(exe: Any) -> None:
             p.result()
 
 
+def _armed(session: Any, rng: np.random.Generator) -> Any:
+    """The session's runner, once plain requests of batch 2 armed its short way."""
+    for _ in range(3):
+        _check(session, _obs(rng, 2))
+    runner = session._runner
+    assert runner.armed is not None
+    return runner
+
+
 def test_a_failed_launch_raises_and_the_session_recovers(exe: Any) -> None:
     from cuda.bindings import runtime as rt
 
@@ -201,10 +210,7 @@ def test_a_failed_launch_raises_and_the_session_recovers(exe: Any) -> None:
 
     rng = np.random.default_rng(5)
     with InferenceSession(exe) as s:
-        for _ in range(3):
-            _check(s, _obs(rng, 2))
-        runner = s._runner
-        assert runner.armed is not None
+        runner = _armed(s, rng)
         launch = runner.graph_launch
         runner.graph_launch = lambda g, st: (rt.cudaError_t.cudaErrorInvalidValue,)
         try:
@@ -224,10 +230,7 @@ def test_a_request_failing_on_the_device_raises_and_the_session_recovers(exe: An
 
     rng = np.random.default_rng(6)
     with InferenceSession(exe) as s:
-        for _ in range(3):
-            _check(s, _obs(rng, 2))
-        runner = s._runner
-        assert runner.armed is not None
+        runner = _armed(s, rng)
         wait = runner._adaptive_wait
 
         def failing(ev: Any) -> Any:

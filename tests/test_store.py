@@ -470,6 +470,8 @@ def test_rollback_follows_the_active_link_when_the_history_disagrees(tmp_path: P
     # leaves the target right.
     import random
 
+    from edgert.store._history import rollback_target
+
     store = _three_versions(tmp_path)
     history = store.root / "history.jsonl"
     truth = ["v1", "v2"]  # what the link has pointed to, as a rollback stack
@@ -497,7 +499,7 @@ def test_rollback_follows_the_active_link_when_the_history_disagrees(tmp_path: P
             assert lines[-1].endswith("\n")
             history.write_text("".join(lines) + lines[-1])
         want = truth[-2] if len(truth) >= 2 else None
-        assert store._rollback_target(truth[-1]) == want, (step, truth)
+        assert rollback_target(store.history(), truth[-1]) == want, (step, truth)
     assert _offset(store) == {"v1": 0.0, "v2": 5.0, "v3": 10.0}[truth[-1]]
 
 

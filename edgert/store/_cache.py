@@ -58,7 +58,7 @@ from edgert.errors import (
 )
 from edgert.store import _digest, _external, _verified
 from edgert.store._builder import EngineBuilder, ProgressCallback, has_builder
-from edgert.store._digest import file_sha256, memo_key
+from edgert.store._digest import bounded_put, file_sha256, memo_key
 from edgert.store._external import external_digests
 from edgert.store._files import (
     FileLock,
@@ -252,9 +252,7 @@ class EngineCache:
             return fields, self.key_of(fields)
         if known is None:
             fields = self.key_fields(digest, options, trt, external_data=external)
-            if len(_KEYS) >= 1024:
-                _KEYS.clear()
-            known = _KEYS[inputs] = (fields, self.key_of(fields))
+            known = bounded_put(_KEYS, inputs, (fields, self.key_of(fields)), 1024)
         return dict(known[0]), known[1]
 
     def _tag_key(self, key: str) -> bytes:
@@ -316,11 +314,8 @@ class EngineCache:
         external = self._external_digests(path, data, digest)
         fields, key = self._key(digest, options, trt, external)
         stem = (path.stem if path is not None else "model")[:64]
-        plan_path = self._plans.get((stem, key))
-        if plan_path is None:
-            if len(self._plans) >= 256:
-                self._plans.clear()
-            plan_path = self._plans[(stem, key)] = self.root / f"{stem}-{key[:32]}.plan"
+        plan_path = self._plans.get((stem, key)) or bounded_put(
+            self._plans, (stem, key), self.root / f"{stem}-{key[:32]}.plan", 256)
         load = {"trt_module": trt, "device": self.device, "allow_host_code": allow_host_code,
                 "temp_dir": temp_dir}
         engine, problem = self._try_load(plan_path, key, load)
@@ -388,15 +383,14 @@ class EngineCache:
         a corrupt entry in a read-only cache is not a mount problem."""
         if problem is None:
             return err
-        err.message = f"{problem}, and it cannot be rebuilt: {err.message}"
         if problem == _LEGACY:
-            err.hint = ("rebuild this cache with this edgert (Engine.from_onnx on a writable "
-                        "copy with the same hmac_key) and ship that, or " +
-                        (err.hint or "make the cache writable"))
+            first = ("rebuild this cache with this edgert (Engine.from_onnx on a writable copy "
+                     "with the same hmac_key) and ship that, or ")
         else:
-            err.hint = ("restore the cache from the image it came from (its plan or sidecar "
-                        "was damaged), or " + (err.hint or "make the cache writable"))
-        err.args = (f"{err.message}\nHint: {err.hint}",)
+            first = ("restore the cache from the image it came from (its plan or sidecar was "
+                     "damaged), or ")
+        err.reword(message=f"{problem}, and it cannot be rebuilt: {err.message}",
+                   hint=first + (err.hint or "make the cache writable"))
         return err
 
     def _try_load(self, plan_path: Path, key: str,

@@ -24,13 +24,16 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgert._fileio import MAX_MODEL_BYTES, read_file
 from edgert.store._files import atomic_write, read_small
 
-__all__ = ["STABLE_S", "file_identity", "file_sha256", "forget_process_memos", "memo_key",
-           "seal", "unseal"]
+__all__ = ["STABLE_S", "bounded_put", "file_identity", "file_sha256", "forget_process_memos",
+           "memo_key", "seal", "unseal"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: How long a file must have been unchanged before it was hashed for its digest to be reused.
 STABLE_S = 2.0
@@ -78,11 +81,18 @@ def _trusted(identity: object, hashed_at_ns: object, st: os.stat_result) -> bool
         hashed_at_ns - st.st_ctime_ns >= STABLE_S * 1e9
 
 
+def bounded_put(table: dict[K, V], key: K, value: V, limit: int) -> V:
+    """``table[key] = value``, starting ``table`` again from nothing once it holds ``limit``
+    entries (the process memos of the cache: a long-running process cannot grow them)."""
+    if len(table) >= limit:
+        table.clear()
+    table[key] = value
+    return value
+
+
 def _remember(seen: tuple[bytes, str], identity: list[int], hashed_at_ns: int,
               digest: str) -> None:
-    if len(_SEEN) >= _MAX_SEEN:
-        _SEEN.clear()
-    _SEEN[seen] = (identity, hashed_at_ns, digest)
+    bounded_put(_SEEN, seen, (identity, hashed_at_ns, digest), _MAX_SEEN)
 
 
 def file_sha256(path: Path, memo_dir: Path | None,

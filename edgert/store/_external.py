@@ -16,7 +16,7 @@ from pathlib import Path
 from edgert.engine._onnx_external import external_locations
 from edgert.engine._source import read_source
 from edgert.errors import InvalidArgumentError
-from edgert.store._digest import file_sha256, seal, unseal
+from edgert.store._digest import bounded_put, file_sha256, seal, unseal
 from edgert.store._files import atomic_write, read_small
 
 __all__ = ["external_digests", "forget_process_memos"]
@@ -64,10 +64,8 @@ def external_digests(path: Path | None, data: bytes | None, digest: str, memo_di
         return {}
     locations = _EXTERNAL.get((key, digest))
     if locations is None:
-        locations = _locations(path, data, digest, memo_dir, key)
-        if len(_EXTERNAL) >= 1024:
-            _EXTERNAL.clear()
-        _EXTERNAL[(key, digest)] = locations
+        locations = bounded_put(_EXTERNAL, (key, digest),
+                                _locations(path, data, digest, memo_dir, key), 1024)
     out: dict[str, str] = {}
     for location in locations:
         try:

@@ -151,11 +151,17 @@ class FileLock:
     Args:
         path: The lock file (created if missing).
         timeout_s: Give up after this long (None: wait as long as it takes).
+        holder: What the process holding it is doing (for the timeout's message).
+        hint: Where the directory belongs if the lock file cannot be made (see
+            :func:`unwritable`).
     """
 
-    def __init__(self, path: Path, *, timeout_s: float | None = None) -> None:
+    def __init__(self, path: Path, *, timeout_s: float | None = None,
+                 holder: str = "is building this engine", hint: str = CACHE_HINT) -> None:
         self.path = path
         self.timeout_s = timeout_s
+        self.holder = holder
+        self.hint = hint
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -168,7 +174,7 @@ class FileLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise unwritable(self.path.parent, err) from err
+            raise unwritable(self.path.parent, err, self.hint) from err
         deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         try:
             while True:
@@ -179,7 +185,7 @@ class FileLock:
                     if deadline is not None and time.monotonic() > deadline:
                         raise RequestTimeoutError(
                             f"{self.path} stayed locked for {self.timeout_s} s (another process "
-                            "is building this engine)",
+                            f"{self.holder})",
                             hint="wait for it, or raise lock_timeout_s") from None
                     time.sleep(0.05)
         except BaseException:

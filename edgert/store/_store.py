@@ -40,12 +40,11 @@ from edgert.errors import (
     EdgeRTError,
     IntegrityError,
     InvalidArgumentError,
-    RequestTimeoutError,
 )
 from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, atomic_write, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
-from edgert.store._history import StoreEvent, append_event, current_stack
+from edgert.store._history import StoreEvent, append_event, current_stack, rollback_target
 from edgert.store._manifest import Manifest, check_version_name, version_tuple
 from edgert.store._options import BuildOptions
 from edgert.store._store_read import ACTIVE, HISTORY, StoreReader
@@ -120,19 +119,9 @@ class ModelStore(StoreReader):
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise unwritable(self.root, err, _STORE_HINT) from err
-        lock = FileLock(self.root / ".lock", timeout_s=self.lock_timeout_s)
-        try:
-            lock.acquire()
-        except RequestTimeoutError:
-            raise
-        except EdgeRTError as err:  # the lock file cannot be made: say where a store belongs
-            err.hint = _STORE_HINT
-            err.args = (f"{err.message}\nHint: {err.hint}",)
-            raise
-        try:
+        with FileLock(self.root / ".lock", timeout_s=self.lock_timeout_s,
+                      holder="is changing this model store", hint=_STORE_HINT):
             yield
-        finally:
-            lock.release()
 
     def _record(self, event: StoreEvent) -> None:
         try:
@@ -330,11 +319,11 @@ class ModelStore(StoreReader):
         """
         with self._locked():
             current = self.active
-            before = self._rollback_target(current.version if current else None)
-            if before is None or current is None:
+            stack = current_stack(self.history(), current.version) if current else []
+            if len(stack) < 2 or current is None:
                 raise StoreError("there is no earlier activated version to roll back to",
                                  hint="see `edgert store list` for the history")
-            target = self.manifest(before)
+            target = self.manifest(stack[-2])
             with self.load(target.version) as engine:
                 if policy is not None:
                     report = self._gate(target, engine, policy)
@@ -344,7 +333,6 @@ class ModelStore(StoreReader):
                             "active): " + "; ".join(report.reasons), report=report,
                             hint="activate a version that passes, or roll back without the "
                                  "check if the target is known to be good")
-            stack = current_stack(self.history(), current.version)
             self._move_link(StoreEvent(event="rollback", version=target.version,
                                        previous=current.version, stack=tuple(stack[:-1])))
         return target
@@ -398,13 +386,14 @@ class ModelStore(StoreReader):
         if len(versions) <= self.keep:
             return
         active = self.active
+        events = self.history()
         protected = {m for m in (keep_also, active.version if active else None,
-                                 self._rollback_target(active.version if active else None))
+                                 rollback_target(events, active.version) if active else None)
                      if m}
         # Versions installed after the active one are candidates waiting for activation: in
         # the history's order, not by wall-clock time (a robot's clock may step back before NTP
         # syncs, and a new install was pruned: found by review).
-        installed = {e.version: i for i, e in enumerate(self.history()) if e.event == "install"}
+        installed = {e.version: i for i, e in enumerate(events) if e.event == "install"}
         since = installed.get(active.version, -1) if active else -1
         # A version the history has no install line for (a power cut before the line, a
         # history moved away) may be a candidate too: never pruned (found by review).

@@ -24,7 +24,7 @@ from edgert.errors import IntegrityError, InvalidArgumentError
 from edgert.store._cache import EngineCache
 from edgert.store._errors import StoreError
 from edgert.store._health import HealthPolicy
-from edgert.store._history import StoreEvent, read_history, rollback_target
+from edgert.store._history import StoreEvent, read_history
 from edgert.store._manifest import Manifest, check_version_name, is_version_name
 from edgert.store._options import BuildOptions
 
@@ -106,9 +106,6 @@ class StoreReader:
     def history(self) -> list[StoreEvent]:
         """Every install, activation, refusal, rollback and removal, oldest first."""
         return read_history(self.root / HISTORY)
-
-    def _rollback_target(self, current: str | None) -> str | None:
-        return rollback_target(self.history(), current) if current is not None else None
 
     # -- loading --------------------------------------------------------------------------
 

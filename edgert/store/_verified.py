@@ -35,7 +35,7 @@ import stat
 from pathlib import Path
 
 from edgert._fileio import MAX_MODEL_BYTES, read_fd
-from edgert.store._digest import STABLE_S, file_identity, seal, unseal
+from edgert.store._digest import STABLE_S, bounded_put, file_identity, seal, unseal
 from edgert.store._files import NOFOLLOW_FLAGS, atomic_write, read_small
 
 __all__ = ["SUFFIX", "boot_id", "forget_process_memos", "read_plan", "remember_verified",
@@ -58,9 +58,7 @@ def forget_process_memos() -> None:
 
 
 def _vouch(plan: Path, tag_key: bytes, plan_id: list[int], sig_id: list[int]) -> None:
-    if len(_VOUCHED) >= _MAX_VOUCHED:
-        _VOUCHED.clear()
-    _VOUCHED[(tag_key, os.path.abspath(plan))] = (plan_id, sig_id)
+    bounded_put(_VOUCHED, (tag_key, os.path.abspath(plan)), (plan_id, sig_id), _MAX_VOUCHED)
 
 
 def boot_id() -> str | None:
