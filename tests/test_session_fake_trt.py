@@ -321,3 +321,66 @@ def test_int4_inputs_are_packed_or_refused_with_a_specific_error() -> None:
         assert "ml_dtypes.int4" in (info.value.hint or "")
         with pytest.raises(InputError, match="'q'"):
             s.infer({"q": np.zeros((2, 3), np.uint8)})  # bytes, but not 3 of them
+
+
+def test_refused_address_midway_is_bound_again_by_the_next_request() -> None:
+    """An executable that refuses an address after others moved must not leave the session
+    believing its own buffers are bound (found by review: the next staged request read the
+    refused request's first input, with no error)."""
+    ft.register_function("tests.session.add_first_cols",
+                         lambda i: i["a"][:, :1] + i["b"][:, :1])
+    wide = [((1, 8192),) * 2 + ((8, 8192),)]
+    plan = ft.make_plan(
+        inputs=[ft.FakeTensor("a", "FLOAT", (-1, 8192), profiles=wide),
+                ft.FakeTensor("b", "FLOAT", (-1, 8192), profiles=wide)],
+        outputs=[ft.FakeTensor("y", "FLOAT", ("a:0", 1))],
+        function="tests.session.add_first_cols")
+    rng = np.random.default_rng(9)
+
+    def pair(contiguous: bool) -> dict[str, np.ndarray]:
+        arrays = {n: rng.standard_normal((4, 8192)).astype(np.float32) for n in "ab"}
+        if not contiguous:  # staged into the session's own buffers
+            arrays = {n: np.asfortranarray(x) for n, x in arrays.items()}
+        return arrays
+
+    def expected(x: dict[str, np.ndarray]) -> np.ndarray:
+        return x["a"][:, :1] + x["b"][:, :1]
+
+    with _engine(plan) as engine, InferenceSession(engine, io="zero_copy", slots=2) as s:
+        staged = pair(contiguous=False)
+        np.testing.assert_allclose(s.infer(staged)["y"], expected(staged))
+        exe = s._runner.exe
+        inner = exe.set_tensor_address
+        exe.set_tensor_address = lambda name, address: name != "b" and inner(name, address)
+        try:
+            with pytest.raises(InferenceError, match="refused address"):
+                s.infer(pair(contiguous=True))  # bound in place: 'a' moves, 'b' is refused
+        finally:
+            exe.set_tensor_address = inner
+        for contiguous in (False, True, False):
+            x = pair(contiguous)
+            np.testing.assert_allclose(s.infer(x)["y"], expected(x))
+
+
+def test_bf16_inputs_take_bit_patterns_and_hint_at_view() -> None:
+    """A TensorRT BF16 tensor holds uint16 bit patterns: values are never cast into it, and the
+    hint says ``view`` (found by a hostile-input trial: ``astype(np.uint16)``, the old hint, and
+    cast=True of uint8 both turned 1.0 into 9e-41)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ft.register_function("tests.session.bf16_to_f32",
+                         lambda i: i["x"].view(ml_dtypes.bfloat16).astype(np.float32))
+    plan = ft.make_plan(inputs=[ft.FakeTensor("x", "BF16", (3,))],
+                        outputs=[ft.FakeTensor("y", "FLOAT", (3,))],
+                        function="tests.session.bf16_to_f32")
+    values = np.array([1, 2, 3], ml_dtypes.bfloat16)
+    with _engine(plan) as engine:
+        for cast in (False, True):
+            with InferenceSession(engine, cast=cast) as s:
+                for wrong in (np.array([1, 2, 3], np.uint8), np.array([True, False, True]),
+                              np.array([1, 2, 3], np.float32), values):
+                    with pytest.raises(InputError, match="BF16, stored as uint16 bit") as info:
+                        s.infer({"x": wrong})
+                    if wrong.dtype == values.dtype:
+                        assert "x.view(np.uint16)" in str(info.value)
+                np.testing.assert_array_equal(s.infer({"x": values.view(np.uint16)})["y"],
+                                              [1, 2, 3])

@@ -317,6 +317,83 @@ def test_capture_failure_falls_back_once(exe: Any, caplog: pytest.LogCaptureFixt
     assert messages[0].levelno == logging.DEBUG
 
 
+def _stream_capturing(stream_handle: int) -> bool:
+    from edgert.cuda._api import runtime
+
+    rt = runtime()
+    err, status = rt.cudaStreamIsCapturing(stream_handle)
+    assert not int(err)
+    return status != rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+
+
+class _FirstEnqueueAfterShapes(_SyncsInCapture):
+    """As TensorRT documents for ``enqueueV3``: with dynamic shapes, the first enqueue after
+    ``setInputShape`` fails under stream capture (it allocates); later ones can be captured."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.fresh = True
+        self.refused = 0
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        self.fresh = True
+        return bool(self._inner.set_input_shape(name, shape))
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        if self.fresh and _stream_capturing(stream_handle):
+            self.refused += 1
+            return False
+        self.fresh = False
+        return bool(self._inner.execute_async_v3(stream_handle))
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_alternating_shapes_get_graphs_when_the_first_enqueue_cannot_be_captured(
+        exe: Any, slots: int) -> None:
+    """Found by review: a shape change was followed straight by a capture, which TensorRT
+    refuses; the key was then barred for good and a loop alternating two batch sizes never
+    replayed a graph."""
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(21)
+    wrapped = _FirstEnqueueAfterShapes(exe)
+    with InferenceSession(wrapped, cuda_graph="on", slots=slots) as s:
+        for batch in (2, 3) * 8:
+            x = _obs(rng, batch)
+            np.testing.assert_allclose(s.infer(x)["actions"], policy_reference(x), rtol=RTOL,
+                                       atol=ATOL)
+        assert wrapped.refused == 0
+        assert s._runner.graphs.failures == 0
+        assert s.graph_count >= 2  # both shapes replay from graphs
+
+
+def test_refused_address_midway_does_not_leave_a_slot_bound_to_another(exe: Any) -> None:
+    """Found by review: an address refused after another had moved left the session believing
+    the previous slot was still bound; its next request read the refused request's input."""
+    from edgert.errors import InferenceError
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(22)
+    with InferenceSession(exe, slots=2, cuda_graph="off") as s:
+        x = _obs(rng, 2)
+        np.testing.assert_allclose(s.submit({"obs": x}).result()["actions"],
+                                   policy_reference(x), rtol=RTOL, atol=ATOL)  # slot 0
+        refused = dict(s._slots[1].binds)["actions"]
+        driven = s._runner.exe
+        inner = driven.set_tensor_address
+        driven.set_tensor_address = lambda name, address: address != refused and inner(
+            name, address)
+        try:
+            with pytest.raises(InferenceError, match="refused address"):
+                s.submit({"obs": _obs(rng, 2)}).result()  # slot 1: 'obs' moved, then refused
+        finally:
+            driven.set_tensor_address = inner
+        for _ in range(4):
+            x = _obs(rng, 2)
+            np.testing.assert_allclose(s.submit({"obs": x}).result()["actions"],
+                                       policy_reference(x), rtol=RTOL, atol=ATOL)
+
+
 def test_kernel_executable_protocol(exe: Any) -> None:
     assert exe.set_input_shape("obs", (0, OBS_DIM)) is False
     assert "outside" in " ".join(exe.last_errors())

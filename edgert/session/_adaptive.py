@@ -98,7 +98,12 @@ class AdaptiveSync:
         sleeper = self._sleeper
         if sleeper is None:
             side = Stream(device=self.stream.device)
-            sleeper = self._sleeper = (side, Event(blocking_sync=True, device=side.device))
+            try:
+                blocking = Event(blocking_sync=True, device=side.device)
+            except BaseException:
+                side.close()  # not left to the garbage collector (found by review)
+                raise
+            sleeper = self._sleeper = (side, blocking)
         side, blocking = sleeper
         err = self.stream_wait(side.raw, ev, 0)[0]
         if not err:

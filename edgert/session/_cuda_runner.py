@@ -205,6 +205,13 @@ class CudaRunner(Runner, AdaptiveSync):
                 pipelined and self.pipeline_first and slot.copy_bytes >= PIPELINE_MIN_BYTES):
             entry: Any = graphs.get(slot.index, key)
             if entry is None and graphs.should_capture(key, slot.sig):
+                if not self.ctx_warm or self.ctx_sig != slot.sig:
+                    # TensorRT's enqueueV3 documentation: with dynamic shapes, the first enqueue
+                    # after setInputShape fails under stream capture; enqueue once before (as
+                    # trtexec does). Found by review: alternating shapes captured right after
+                    # each change, failed, and never got graphs.
+                    self._execute(slot)
+                    self.ctx_warm = True
                 entry = self._capture(slot, key)
             if entry is not None:
                 self._replay(slot, entry)
@@ -222,6 +229,7 @@ class CudaRunner(Runner, AdaptiveSync):
             self._enqueue_pipelined(slot)
         else:
             self._enqueue(slot, False)
+        self.ctx_warm = True
         if graphs is not None:
             graphs.ran_plainly(slot.sig)
 
@@ -439,7 +447,11 @@ class CudaRunner(Runner, AdaptiveSync):
                 with GraphCapture(self.stream) as cap:
                     self._enqueue(slot, True)
                 graph = cap.graph
-                graph.upload(self.stream)
+                try:
+                    graph.upload(self.stream)
+                except BaseException:
+                    graph.close()  # not left to the garbage collector (found by review)
+                    raise
             except EdgeRTError as err:
                 if self.graph_events and isinstance(err, CudaError):
                     # Some drivers refuse event-record nodes: time around the launch instead.

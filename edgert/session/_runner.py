@@ -127,6 +127,11 @@ class Runner(OutputPlan):
         self.refuse = options.contiguous is ContiguityMode.REFUSE
         self.device_outputs = options.outputs is OutputMode.DEVICE
         self.ctx_sig: Signature | None = None
+        #: A plain enqueue ran since the executable's shapes were last set (TensorRT: the first
+        #: enqueue after a shape change cannot be captured into a CUDA graph).
+        self.ctx_warm = False
+        #: Each input's shape in the last request staged the long way (for whole buffers).
+        self.last_shapes: dict[str, tuple[int, ...]] = {}
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
@@ -264,17 +269,41 @@ class Runner(OutputPlan):
     def _from_host_buffer(self, tb: TensorBuffer, buf: Any) -> tuple[
             np.ndarray[Any, Any] | None, ExternalArray | None]:
         spec = tb.spec
-        shape = spec.shape if not spec.is_dynamic else tb.shape
-        if shape is None:
-            raise InputError(
-                f"input {spec.name!r} is dynamic, so a raw buffer does not say its shape",
-                hint="pass buffer.view(dtype, shape) instead")
+        shape = spec.shape if not spec.is_dynamic else self._buffer_shape(spec, buf)
         try:
             arr = buf.view(spec.dtype, shape)
         except EdgeRTError as err:
             raise InputError(f"input {spec.name!r}: the buffer does not hold a "
                              f"{spec.dtype}{list(shape)}: {err.message}") from err
         return arr, self._pinned(tb, arr)
+
+    def _buffer_shape(self, spec: TensorSpec, buf: Any) -> tuple[int, ...]:
+        """The shape a whole buffer gives a dynamic input: its size fills the one dynamic
+        dimension, or, with several, the previous request's shape of exactly its size.
+
+        Found by a new user's trial: the shape used to be the slot's last one, so with two slots
+        the same 4-row buffer was read as 1 row on every other request, with no error.
+        """
+        nbytes = int(buf.nbytes)
+        dynamic = [axis for axis, d in enumerate(spec.shape) if d < 0]
+        fixed = math.prod(d for d in spec.shape if d >= 0) * spec.dtype.itemsize
+        if len(dynamic) == 1 and fixed and spec.element_bits % 8 == 0 and \
+                nbytes % fixed == 0:
+            shape = list(spec.shape)
+            shape[dynamic[0]] = nbytes // fixed
+            return tuple(shape)
+        previous = self.last_shapes.get(spec.name)
+        if len(dynamic) == 1 and fixed and spec.element_bits % 8 == 0:
+            said = f"it is not a whole number of {fixed}-byte steps of dimension {dynamic[0]}"
+        elif previous is not None and spec.nbytes(previous) == nbytes:
+            return previous
+        elif previous is not None:
+            said = f"the previous request's shape {previous} needs {spec.nbytes(previous)} bytes"
+        else:
+            said = "no earlier request gave its shape"
+        raise InputError(f"input {spec.name!r} is dynamic {list(spec.shape)} and the buffer "
+                         f"({nbytes} bytes) does not say its shape: {said}",
+                         hint="pass buffer.view(dtype, shape) instead")
 
     def _stage_slow(self, slot: Slot, inputs: Any) -> Hashable:
         inputs = self._as_mapping(inputs)
@@ -302,19 +331,24 @@ class Runner(OutputPlan):
                 shape = self._packed_shape(tb, arr)
             elif tb.objects:
                 assert arr is not None
-                if arr.dtype.kind not in "OUS":
+                if arr.dtype.kind not in "OU":
+                    # bytes too (kind S): ONNX Runtime reads b'hello' as the text "b'hello'"
+                    # (found by a hostile-input trial).
                     raise InputError(f"input {spec.name!r} holds strings; got a {arr.dtype} "
-                                     "array", hint="pass a numpy array of str")
+                                     "array",
+                                     hint="pass a numpy array of str (decode bytes first: "
+                                          "x.astype(str), or np.char.decode(x, 'utf-8'))")
                 if arr.dtype.kind == "O":
-                    # ONNX Runtime turns any object into its str(): None became 'None' and 0
-                    # became '0', a wrong answer with no error (new-user trial).
-                    bad = next((v for v in arr.flat if not isinstance(v, (str, bytes))), _NONE)
+                    # ONNX Runtime turns any object into its str(): None became 'None', 0
+                    # became '0' and b'hi' became "b'hi'", a wrong answer with no error
+                    # (new-user and hostile-input trials).
+                    bad = next((v for v in arr.flat if not isinstance(v, str)), _NONE)
                     if bad is not _NONE:
                         raise InputError(
                             f"input {spec.name!r} holds strings; its object array contains "
                             f"{type(bad).__name__} {bad!r}",
-                            hint="pass str (or bytes) elements only, e.g. "
-                                 "np.array(['text'], dtype=object)")
+                            hint="pass str elements only, e.g. np.array(['text'], "
+                                 "dtype=object); decode bytes first (b.decode('utf-8'))")
                 shape = arr.shape
             else:
                 assert arr is not None
@@ -335,6 +369,10 @@ class Runner(OutputPlan):
                     stage_dev.add(len(plan))
             plan.append((arr, ext))
             shapes.append(shape)
+        last = self.last_shapes
+        for tb, given in zip(slot.inputs, shapes, strict=True):
+            if given is not None:
+                last[tb.name] = given
         sig = tuple(shapes)
         if sig != slot.sig:
             self.reshape(slot, sig)
@@ -462,6 +500,7 @@ class Runner(OutputPlan):
         """
         exe = self.exe
         self.ctx_sig = None
+        self.ctx_warm = False
         for spec, shape in zip(self.in_specs, sig, strict=True):
             if spec.is_dynamic and shape is not None and not exe.set_input_shape(spec.name,
                                                                                   shape):
@@ -628,6 +667,9 @@ class Runner(OutputPlan):
         """
         if self.bound_token is binds:
             return
+        # Forgotten first: a refusal midway leaves some addresses moved, and the slot the token
+        # named must bind again (found by review: it read the refused request's input instead).
+        self.bound_token = None
         bound = self.bound
         exe = self.exe
         for name, addr in binds:
