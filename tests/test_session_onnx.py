@@ -439,3 +439,64 @@ def test_warmup_runs_are_not_counted_as_requests(slots: int) -> None:
         for _ in range(4):
             s.infer({"x": np.ones((1, 8), np.float32)})
         assert s.stats.latency.count == 4
+
+
+def test_whole_buffer_for_several_dynamic_dimensions() -> None:
+    """A whole HostBuffer for an input with two dynamic dimensions is read with the previous
+    request's shape only when its size is exactly that shape's; otherwise it is refused."""
+    from edgert.memory import HostBuffer
+
+    data = _model([helper.make_node("Neg", ["x"], ["y"])],
+                  [_vi("x", TensorProto.FLOAT, ["h", "w"])],
+                  [_vi("y", TensorProto.FLOAT, ["h", "w"])])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with Engine.load(data) as engine, InferenceSession(engine, slots=2) as s, \
+            HostBuffer(x.nbytes) as buf, HostBuffer(x.nbytes * 2) as big:
+        with pytest.raises(InputError, match="no earlier request gave its shape"):
+            s.infer({"x": buf})
+        s.infer({"x": x})
+        buf.view(np.float32, x.shape)[...] = x + 1
+        for _ in range(3):  # either slot
+            np.testing.assert_array_equal(s.infer({"x": buf})["y"], -(x + 1))
+        with pytest.raises(InputError, match=r"previous request's shape \(2, 3\) needs 24"):
+            s.infer({"x": big})
+
+
+def test_cast_refuses_values_ml_dtypes_floats_cannot_hold() -> None:
+    """cast=True into bfloat16 or float8: a finite value that would become inf or NaN is an
+    InputError, as for float16 (found by a hostile-input trial: 1e300 became inf and 1000 became
+    NaN in float8 E4M3FN, with only numpy's RuntimeWarning)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for onnx_type, dtype in ((TensorProto.BFLOAT16, ml_dtypes.bfloat16),
+                             (TensorProto.FLOAT8E4M3FN, ml_dtypes.float8_e4m3fn)):
+        data = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+                      [_vi("x", onnx_type, [3])], [_vi("y", TensorProto.FLOAT, [3])],
+                      opset=19, ir=9)
+        with Engine.load(data) as engine, InferenceSession(engine, cast=True) as s:
+            fine = np.array([1, -2, 3.5])
+            np.testing.assert_array_equal(s.infer({"x": fine})["y"], fine)
+            for wrong in (np.array([1, 1e300, 2]), np.array([1, 1000, 2], np.float32),
+                          np.array([1, 10**6, 2], np.int64)):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    kept = wrong.astype(np.float64).astype(dtype).astype(np.float32)
+                if np.isfinite(kept).all():
+                    continue  # fits this type (bfloat16 holds 1000 and 1e6)
+                with pytest.raises(InputError, match="does not fit"):
+                    s.infer({"x": wrong})
+            nan = np.array([1, np.nan, 2])  # NaN in, NaN out: not a lost value
+            assert np.isnan(s.infer({"x": nan})["y"][1])
+
+
+def test_string_inputs_refuse_bytes() -> None:
+    """ONNX Runtime reads bytes as their repr ("b'hello'"): refused with a hint to decode
+    (found by a hostile-input trial)."""
+    data = _model([helper.make_node("Identity", ["a"], ["b"])],
+                  [_vi("a", TensorProto.STRING, ["n"])], [_vi("b", TensorProto.STRING, ["n"])],
+                  opset=19, ir=9)
+    with Engine.load(data) as engine, InferenceSession(engine) as s:
+        for wrong in (np.array([b"hello", b"world"], dtype=object),
+                      np.array([b"hello", b"world"]), np.array(["ok", b"no"], dtype=object)):
+            with pytest.raises(InputError, match="'a' holds strings") as info:
+                s.infer({"a": wrong})
+            assert "decode" in str(info.value)
+        assert list(s.infer({"a": np.array([b"hi"]).astype(str)})["b"]) == ["hi"]

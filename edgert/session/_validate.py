@@ -81,6 +81,28 @@ def check_names(inputs: Mapping[str, Any], names: Sequence[str],
                          + extra, hint="pass a dict with those names")
 
 
+#: TensorRT types stored as bit patterns in an unsigned integer dtype, with the ml_dtypes
+#: type whose bits they are (see :mod:`edgert._executable`).
+_BIT_PATTERNS = {"BF16": "bfloat16", "FP8": "float8_e4m3fn", "E8M0": "float8_e8m0fnu",
+                 "INT4": "int4 (packed two per byte)", "FP4": "float4_e2m1fn (packed two per "
+                 "byte)"}
+
+
+def _bit_pattern_error(spec: TensorSpec, dtype: np.dtype[Any]) -> InputError:
+    """The refusal of a numeric array for a tensor that holds bit patterns: converting its
+    values (``astype``) would give numbers of another meaning (found by a hostile-input trial:
+    the old hint said ``astype(np.uint16)`` for BF16, which turns 1.0 into 9e-41)."""
+    twin = _BIT_PATTERNS[spec.trt_dtype_name]
+    storage = spec.dtype.name
+    how = (f"x.view(np.{storage})" if dtype.name == twin else
+           f"x.astype(ml_dtypes.{twin.split(' ')[0]}).view(np.{storage})"
+           if spec.element_bits % 8 == 0 else "pack the values yourself (see docs/engines.md)")
+    what = (f"a {dtype} array is passed as its bits" if dtype.name == twin else
+            f"a {dtype} array's values are not such bits, and cast=True does not make them")
+    return InputError(f"input {spec.name!r} is {spec.trt_dtype_name}, stored as {storage} bit "
+                      f"patterns: {what}", hint=f"pass the bits: {how}")
+
+
 def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
     """Whether an input of ``dtype`` must be converted; raise if that is not allowed.
 
@@ -88,10 +110,13 @@ def check_dtype(spec: TensorSpec, dtype: np.dtype[Any], *, cast: bool) -> bool:
         False when ``dtype`` is the tensor's own, True when it must (and may) be cast.
 
     Raises:
-        InputError: The dtype differs and ``cast`` is off, or the cast would lose kind.
+        InputError: The dtype differs and ``cast`` is off, or the cast would lose kind, or the
+            tensor holds bit patterns (BF16, FP8... on TensorRT), which no cast produces.
     """
     if dtype == spec.dtype:
         return False
+    if spec.trt_dtype_name in _BIT_PATTERNS and spec.dtype.kind == "u":
+        raise _bit_pattern_error(spec, dtype)
     castable = np.can_cast(dtype, spec.dtype, casting="same_kind")
     if cast and castable:
         return True
@@ -128,14 +153,18 @@ def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, A
     if safe or not arr.size:
         return arr.astype(target)
     bad: object = None
-    if target.kind in "fc":  # floats and complex: finite values must stay finite
+    if target.kind in "fc" or _ml_float(target):  # finite values must stay finite
         with np.errstate(over="ignore", invalid="ignore"):  # checked here, said more clearly
             out = arr.astype(target, casting="same_kind")
-        if np.isfinite(out).all():
+        # ml_dtypes' floats (kind V) are checked through float32, which holds all their values;
+        # float8 E4M3FN has no infinity and overflows to NaN (found by a hostile-input trial).
+        seen = out if target.kind in "fc" else out.astype(np.float32)
+        if np.isfinite(seen).all():
             return out
-        overflow = np.isinf(out) & ~np.isinf(arr)
-        if overflow.any():
-            bad = arr[overflow].flat[0].item()
+        lost = ~np.isfinite(seen) & np.isfinite(arr) if arr.dtype.kind in "fc" else \
+            ~np.isfinite(seen)
+        if lost.any():
+            bad = arr[lost].flat[0].item()
     else:
         out = arr.astype(target, casting="same_kind")
         if target.kind in "iu" and arr.dtype.kind in "iu":
@@ -149,6 +178,12 @@ def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, A
                          hint=f"scale or clip it to {target}'s range first, or feed the dtype "
                               "the model wants")
     return out
+
+
+def _ml_float(dtype: np.dtype[Any]) -> bool:
+    """Whether ``dtype`` is one of ml_dtypes' floats (bfloat16, float8...: numpy kind V)."""
+    return dtype.kind == "V" and dtype.fields is None and dtype.name.startswith(
+        ("bfloat16", "float"))
 
 
 def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
