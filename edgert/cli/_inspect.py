@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
 
 # What a session does with each output (``edgert inspect``'s "session" column).
 POOLED = "pooled"
-LEARNED = "allocated per run until its input shapes repeat, then pooled"
+LEARNED = ("allocated per run until its input shapes repeat, then pooled "
+           "(per run always if its size follows the data)")
 DATA_DEPENDENT = "data-dependent: allocated per run (output allocator, no CUDA graphs)"
 STRINGS = "allocated per run (strings)"
 ECHO = "copied from the input of the same name"
