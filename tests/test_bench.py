@@ -566,3 +566,12 @@ def test_a_loop_that_falls_behind_still_ends_at_the_phase_duration() -> None:
     assert report is not None
     assert report.deadline_misses == report.iterations
     assert runner.requests < 50  # stopped by the clock, not by the step count
+
+
+def test_slots_at_a_fixed_rate_say_results_wait_for_the_next_period() -> None:
+    """At a fixed rate a result is collected by the next step: the warning says the total
+    latency includes that wait, not queueing (found by a new user's trial)."""
+    r = bench.run(rate_hz=500, slots=2, rt=False, **FAST)
+    (warning,) = [w for w in r.warnings if w.code == "multiple_slots"]
+    assert "collected at the next period" in warning.message
+    assert "2000" in warning.message.replace(",", "")  # the period, 2000 µs

@@ -148,7 +148,17 @@ def find_warnings(*, backend: BackendInfo, latency: Mapping[str, LatencySummary 
         out.append(BenchWarning(code="realtime_refused", message=realtime.summary,
                                 hint="`edgert doctor` says what to change (limits.conf, "
                                      "systemd LimitRTPRIO/LimitMEMLOCK, capabilities)"))
-    if backend.slots > 1:
+    if backend.slots > 1 and loop is not None:
+        # At a fixed rate a result is collected by the next step, not when it is done: the
+        # total latency is about one period (found by a new user's trial).
+        out.append(BenchWarning(
+            code="multiple_slots",
+            message=f"{backend.slots} slots at a fixed rate: each result is collected at the "
+                    "next period, so the total latency includes up to one period "
+                    f"({_us(loop.period_ns)}) spent waiting to be collected",
+            hint="read compute and device times for a request's own time; use --slots 1 to "
+                 "measure the round trip of one request"))
+    elif backend.slots > 1:
         out.append(BenchWarning(
             code="multiple_slots",
             message=f"{backend.slots} requests may be in flight at once: the total latency of "
