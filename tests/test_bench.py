@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -575,3 +576,14 @@ def test_slots_at_a_fixed_rate_say_results_wait_for_the_next_period() -> None:
     (warning,) = [w for w in r.warnings if w.code == "multiple_slots"]
     assert "collected at the next period" in warning.message
     assert "2000" in warning.message.replace(",", "")  # the period, 2000 µs
+
+
+def test_host_cpu_time_per_request_is_reported() -> None:
+    """Issue 15: host CPU time per request beside latency, in the report, its text and JSON."""
+    r = bench.run(rate_hz=0, rt=False, **FAST)
+    assert r.cpu_s is not None
+    assert 0 < r.cpu_s <= (os.cpu_count() or 1) * r.elapsed_s + 0.05  # every core at most
+    assert r.cpu_us_per_request == pytest.approx(r.cpu_s * 1e6 / r.requests)
+    assert "Host CPU:" in r.render()
+    result = r.to_dict()["result"]
+    assert result["cpu_us_per_request"] == pytest.approx(r.cpu_us_per_request)

@@ -82,6 +82,10 @@ def render(r: BenchReport) -> str:
     stop = "" if r.stopped_by == "duration" else f" (stopped early: {r.stopped_by})"
     lines.append(f"Throughput: {r.throughput_qps:,.1f} qps ({r.requests:,} requests in "
                  f"{r.elapsed_s:.3f} s; {r.samples_per_s:,.1f} samples/s){stop}")
+    cpu = r.cpu_us_per_request
+    if cpu is not None and r.cpu_s is not None and r.elapsed_s > 0:
+        lines.append(f"Host CPU:   {cpu:,.1f} us per request ({100 * r.cpu_s / r.elapsed_s:.0f} % "
+                     f"of one core; sync {r.backend.sync})")
     lines.append(f"{'(microseconds)':<18}" + "".join(f"{c:>10}" for c in _COLUMNS))
     gpu = r.backend.on_gpu
     no_copy = "- (no copies: zero-copy I/O)" if r.backend.io == "zero_copy" else "- (no copies)"

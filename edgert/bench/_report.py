@@ -169,6 +169,9 @@ class BenchReport:
         warnings: What the figures suggest looking at.
         notes: Other facts about the run (fallbacks, truncated windows).
         environment: The doctor's summary (:meth:`edgert.doctor.DoctorReport.to_dict`), or None.
+        cpu_s: Host CPU time the process used during the measured phase (user + system, every
+            thread: the loop, the sensor sampler, runtime threads), or None where not measured.
+            With ``sync="spin"`` a waiting request burns it; ``blocking`` sleeps instead.
         samples: Per-request figures in request order, in nanoseconds: ``t`` (start of the
             request since the start of the phase) and each recorded stage. Not part of
             :meth:`to_dict` unless asked for; used by :meth:`plot`.
@@ -188,6 +191,7 @@ class BenchReport:
     warnings: tuple[BenchWarning, ...] = ()
     notes: tuple[str, ...] = ()
     environment: Mapping[str, Any] | None = None
+    cpu_s: float | None = None
     samples: Mapping[str, npt.NDArray[np.int64]] = field(default_factory=dict, compare=False,
                                                           repr=False)
 
@@ -195,6 +199,13 @@ class BenchReport:
     def throughput_qps(self) -> float:
         """Requests per second over the measured phase."""
         return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Host CPU time per request in microseconds (``cpu_s / requests``), or None."""
+        if self.cpu_s is None or not self.requests:
+            return None
+        return self.cpu_s * 1e6 / self.requests
 
     @property
     def samples_per_s(self) -> float:
@@ -229,7 +240,9 @@ class BenchReport:
             "backend": self.backend.to_dict(),
             "result": {"elapsed_s": self.elapsed_s, "requests": self.requests,
                        "throughput_qps": self.throughput_qps,
-                       "samples_per_s": self.samples_per_s, "stopped_by": self.stopped_by,
+                       "samples_per_s": self.samples_per_s, "cpu_s": self.cpu_s,
+                       "cpu_us_per_request": self.cpu_us_per_request,
+                       "stopped_by": self.stopped_by,
                        "deadline_misses": self.deadline_misses,
                        "skipped_periods": self.skipped_periods},
             "latency": {name: _summary(self.latency.get(name)) for name in STAGES},

@@ -439,8 +439,10 @@ class _Job:
                 return None
             sampler.restart_timeline()
             start = sampler.record()
+            cpu_ns = time.process_time_ns()
             loop = runner.run("measure", o.duration_s)
             elapsed_s = (time.perf_counter_ns() - runner.phase_start_ns) / 1e9
+            cpu_s = (time.process_time_ns() - cpu_ns) / 1e9
             end = sampler.finish()
         sampler.close()
         thermal = ThermalSummary(start=start, end=end, samples=sampler.samples,
@@ -448,7 +450,8 @@ class _Job:
                                  sensor_errors=sampler.errors, last_error=sampler.last_error,
                                  nvml_unavailable=sampler.nvml_unavailable)
         return self._report(info, session, runner, loop=loop, outcome=outcome, thermal=thermal,
-                            elapsed_s=elapsed_s, started_at=started_at, rt_budget=budget)
+                            elapsed_s=elapsed_s, cpu_s=cpu_s, started_at=started_at,
+                            rt_budget=budget)
 
     def _throttled(self, outcome: RealtimeOutcome) -> RtBudget | None:
         """The RT budget that will stop a back-to-back loop at SCHED_FIFO, said up front."""
@@ -464,7 +467,8 @@ class _Job:
 
     def _report(self, info: BackendInfo, session: InferenceSession, runner: PhaseRunner, *,
                 loop: LoopReport | None, outcome: RealtimeOutcome, thermal: ThermalSummary,
-                elapsed_s: float, started_at: str, rt_budget: RtBudget | None) -> BenchReport:
+                elapsed_s: float, cpu_s: float, started_at: str,
+                rt_budget: RtBudget | None) -> BenchReport:
         st = session.stats
         recorders = {"total": st.latency, "enqueue": st.enqueue, "h2d": st.h2d,
                      "compute": st.compute, "d2h": st.d2h, "device": st.device}
@@ -476,7 +480,7 @@ class _Job:
                                  thermal=thermal, rt_budget=rt_budget)
         return BenchReport(
             edgert_version=__version__, started_at=started_at, options=self.options,
-            backend=info, elapsed_s=elapsed_s, requests=st.latency.count,
+            backend=info, elapsed_s=elapsed_s, cpu_s=cpu_s, requests=st.latency.count,
             stopped_by="interrupted" if runner.stopped else "duration", latency=latency,
             loop=loop, realtime=outcome, thermal=thermal, warnings=tuple(warnings),
             notes=tuple(self.notes), samples=samples)
