@@ -280,8 +280,11 @@ class LatencyStats:
 
         Args:
             bin_ns: Bin width when ``edges_ns`` is not given (default 1 µs, like cyclictest).
-            range_ns: ``(low, high)`` covered by the bins; default: the window's min to max.
-                Samples outside are counted in ``below``/``above``.
+            range_ns: ``(low, high)`` covered by the bins, as ``[low, high)``; default: the
+                window's min to max, widened to whole bins. Samples outside are counted in
+                ``below``/``above`` (a sample equal to ``high`` is above). When ``high - low`` is
+                not a multiple of ``bin_ns`` the last bin is narrower: its upper edge is clipped
+                to ``high``, so no sample beyond ``high`` is ever counted inside.
             edges_ns: Explicit ascending bin edges; overrides ``bin_ns`` and ``range_ns``.
 
         Raises:
@@ -311,6 +314,7 @@ class LatencyStats:
                                                f"got {range_ns}")
             nbins = -(-(hi - lo) // bin_ns)
             edges = lo + bin_ns * np.arange(nbins + 1, dtype=np.int64)
+            edges[-1] = hi  # a narrower last bin when the range is not whole bins
         idx = np.searchsorted(edges, window, side="right") - 1
         nb = edges.size - 1
         below = int(np.count_nonzero(idx < 0))

@@ -254,3 +254,94 @@ def test_monotonic_sleeper_returns_at_once_for_a_passed_deadline() -> None:
     assert sleeper(0) is True
     with pytest.raises(Exception, match="EINVAL"):
         sleeper(-5)
+
+
+def test_report_mid_run_from_another_thread_counts_the_loop_thread() -> None:
+    # report() used to subtract the loop thread's getrusage(RUSAGE_THREAD) from the *calling*
+    # thread's, so a monitoring thread that faults a lot showed its own faults as the loop's.
+    never = PeriodicLoop(0.001).report()
+    assert never.stopped_by == "not_started"
+    assert (never.minor_faults, never.major_faults, never.involuntary_switches) == (0, 0, 0)
+
+    loop = PeriodicLoop(0.001)
+    started = threading.Event()
+
+    def step(tick: Tick) -> None:
+        started.set()
+
+    t = threading.Thread(target=loop.run, args=(step,), kwargs={"iterations": 400})
+    t.start()
+    try:
+        assert started.wait(10)
+        touched = bytearray(64 << 20)  # ~16k minor faults in *this* thread
+        touched[::4096] = b"x" * len(touched[::4096])
+        mid = loop.report()
+    finally:
+        loop.stop()
+        t.join()
+    assert mid.stopped_by == "running"
+    assert mid.minor_faults is not None
+    assert mid.involuntary_switches is not None
+    assert 0 <= mid.minor_faults < 2000
+    assert mid.involuntary_switches >= 0
+    final = loop.report()
+    assert final.minor_faults is not None
+    assert mid.minor_faults <= final.minor_faults < 2000
+
+
+def test_stop_before_run_returns_at_once_and_is_consumed() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock, policy=RealtimePolicy(freeze_gc=True))
+    loop.stop()  # e.g. a SIGTERM handler that ran while the node was starting up
+    ticks: list[Tick] = []
+    report = loop.run(stepper(clock, {}, ticks), iterations=5)
+    assert (report.iterations, report.stopped_by, ticks) == (0, "stop", [])
+    assert report.policy is None  # never applied
+    report = loop.run(stepper(clock, {}, ticks), iterations=5)  # the request was consumed
+    assert (report.iterations, report.stopped_by) == (5, "iterations")
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "3", -1, np.float64(2.0)])
+def test_iterations_must_be_a_non_negative_int(bad: object) -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock)
+    with pytest.raises(InvalidArgumentError, match="iterations must be"):
+        loop.ticks(bad)  # type: ignore[arg-type]  # at once, not at the first next()
+
+    def step(tick: Tick) -> None:  # without the check, 2.5 is never reached: stop the test
+        clock.advance(10)
+        if tick.iteration == 9:
+            loop.stop()
+
+    with pytest.raises(InvalidArgumentError, match="iterations must be"):
+        loop.run(step, iterations=bad)  # type: ignore[arg-type]
+    assert loop.run(step, iterations=np.int64(3)).iterations == 3  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="period_ns must be an int"):
+        PeriodicLoop(period_ns=1.5e6)  # type: ignore[arg-type]
+
+
+def test_an_exception_in_a_ticks_body_is_reported_as_exception() -> None:
+    clock = FakeClock(start_ns=0)
+    loop = fake_loop("skip", clock)
+
+    def iterate() -> None:
+        with contextlib.closing(loop.ticks(10)) as ticks:
+            for tick in ticks:
+                clock.advance(10)
+                if tick.iteration == 3:
+                    raise ValueError("step failed")
+
+    with pytest.raises(ValueError, match="step failed"):
+        iterate()
+    report = loop.report()
+    assert (report.iterations, report.stopped_by) == (3, "exception")
+    # A break while an outer exception is being handled is still a break.
+    try:
+        raise KeyError("outer")
+    except KeyError:
+        with contextlib.closing(loop.ticks(10)) as ticks:
+            for tick in ticks:
+                clock.advance(10)
+                if tick.iteration == 2:
+                    break
+    assert loop.report().stopped_by == "closed"

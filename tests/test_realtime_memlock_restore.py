@@ -32,3 +32,75 @@ def test_release_drops_mcl_future_when_memory_was_prelocked() -> None:
     # With MCL_FUTURE still on, the new 16 MiB mapping would be locked (and charged to
     # RLIMIT_MEMLOCK); now it is not.
     assert int(lines["GROWTH_KIB"]) < 1024
+
+
+_INTERRUPTED = r"""
+import edgert.realtime._memlock as ml
+from edgert.realtime import PeriodicLoop, RealtimePolicy, lock_memory
+from edgert.realtime._sysinfo import proc_status_kib
+
+real_mlockall = ml._mlockall
+real_acquire = getattr(ml, "LockHold", None) and ml.LockHold.acquire
+
+
+armed = []
+
+
+def mlockall_then_interrupt(flags):
+    code = real_mlockall(flags)
+    if armed:
+        armed.clear()  # once: the roll-back's own mlockall must run
+        raise KeyboardInterrupt  # Ctrl-C delivered as the ctypes call returns
+    return code
+
+
+def acquire_then_interrupt(self):
+    real_acquire(self)
+    raise KeyboardInterrupt  # ...or just after the lock was taken
+
+
+def report(name, fn):
+    armed.append(1)
+    try:
+        fn()
+        print(name, "NOT-INTERRUPTED")
+    except KeyboardInterrupt:
+        print(name, proc_status_kib("VmLck"), ml._STATE.holders, ml._STATE.flags)
+
+
+def loop():
+    PeriodicLoop(0.001, policy=RealtimePolicy(lock_memory=True)).run(iterations=3)
+
+
+ml._mlockall = mlockall_then_interrupt
+report("LOOP_IN_MLOCKALL", loop)
+report("LOCK_MEMORY_IN_MLOCKALL", lock_memory)
+ml._mlockall = real_mlockall
+if real_acquire is not None:
+    ml.LockHold.acquire = acquire_then_interrupt
+    report("LOOP_AFTER_ACQUIRE", loop)
+    report("LOCK_MEMORY_AFTER_ACQUIRE", lock_memory)
+    ml.LockHold.acquire = real_acquire
+with lock_memory(onfault=True) as first:  # a second holder changing the flags is rolled back
+    ml._mlockall = mlockall_then_interrupt
+    report("SECOND_HOLDER", lock_memory)
+    ml._mlockall = real_mlockall
+with lock_memory() as held:
+    pass
+print("RELEASE", held.release_detail, proc_status_kib("VmLck"))
+"""
+
+
+def test_an_interrupt_while_locking_leaves_nothing_locked() -> None:
+    # A KeyboardInterrupt as mlockall returned (before the undo was registered and the holder
+    # count raised) left all memory locked, and the next lock_memory() took the leak for a lock
+    # made before edgert and never unlocked.
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED], capture_output=True, text=True,
+                          check=True, timeout=120)
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    for name in ("LOOP_IN_MLOCKALL", "LOCK_MEMORY_IN_MLOCKALL", "LOOP_AFTER_ACQUIRE",
+                 "LOCK_MEMORY_AFTER_ACQUIRE"):
+        assert lines.get(name) == "0 0 0", (name, proc.stdout)  # VmLck kB, holders, flags
+    # Back to the first holder's MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, still one holder.
+    assert lines["SECOND_HOLDER"].split()[1:] == ["1", "7"], proc.stdout
+    assert lines["RELEASE"] == "munlockall 0", proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import struct
@@ -18,9 +19,11 @@ import pytest
 from edgert import _reaper
 from edgert.errors import InvalidArgumentError
 from edgert.realtime import (
+    PeriodicLoop,
     RealtimePolicy,
     RealtimeThread,
     SchedPolicy,
+    Tick,
     lock_memory,
     realtime_capabilities,
 )
@@ -445,3 +448,57 @@ def test_timer_slack_closed_from_another_thread_is_reported_not_restored() -> No
     assert not outcome.applied
     assert "only thread" in outcome.detail
     assert seen[2] == 1000  # indeed still changed on its thread
+
+
+CAP_SYS_NICE = 23
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_cap_sys_nice_in_this_thread() -> None:
+    """Capabilities are per thread: this makes the calling thread an unprivileged RT thread
+    (the RLIMIT_RTPRIO route), which may lower its policy but not clear SCHED_RESET_ON_FORK."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (_CapData * 2)()
+    assert libc.capget(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+    data[0].effective &= ~(1 << CAP_SYS_NICE)
+    data[0].permitted &= ~(1 << CAP_SYS_NICE)
+    assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+
+
+@needs_fifo
+def test_an_unprivileged_thread_gets_its_scheduler_back_keeping_reset_on_fork() -> None:
+    # With reset_on_fork=True (the default) the restore to SCHED_OTHER failed with EPERM for a
+    # thread without CAP_SYS_NICE: run() raised, its report was lost and the thread stayed FIFO.
+    def loop_body() -> tuple[int, str, int, int]:
+        loop = PeriodicLoop(0.001, policy=RealtimePolicy(priority=80))
+
+        def step(tick: Tick) -> None:
+            if tick.iteration == 0:
+                drop_cap_sys_nice_in_this_thread()
+
+        report = loop.run(step, iterations=3)
+        return (report.iterations, report.stopped_by, os.sched_getscheduler(0),
+                os.sched_getparam(0).sched_priority)
+
+    assert in_thread(loop_body) == (3, "iterations",
+                                    os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, 0)
+
+    def policy_body() -> str:
+        with RealtimePolicy(priority=80).apply() as active:
+            drop_cap_sys_nice_in_this_thread()
+            with pytest.raises(PermissionError):  # CAP_SYS_NICE is really gone
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        return active.restored[0].detail
+
+    detail = in_thread(policy_body)
+    assert "SCHED_RESET_ON_FORK kept" in detail
+    assert "CAP_SYS_NICE" in detail

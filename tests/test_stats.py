@@ -177,3 +177,16 @@ def test_invalid_arguments() -> None:
         stats.merge(LatencyStats(4, thresholds_ns=[1]))
     with pytest.raises(InvalidArgumentError):
         stats.summary().over(7)
+
+
+def test_histogram_range_not_a_multiple_of_the_bin_clips_the_last_edge() -> None:
+    # The last edge used to be rounded up past `high` (3000 for (0, 2500)), counting 2700 and
+    # 2900 inside instead of in `above`.
+    stats = LatencyStats(16)
+    for v in (500, 1500, 2499, 2500, 2700, 2900):
+        stats.record(v)
+    h = stats.histogram(bin_ns=1000, range_ns=(0, 2500))
+    assert h.edges_ns == (0, 1000, 2000, 2500)  # the last bin is narrower
+    assert h.counts == (1, 1, 1)
+    assert (h.below, h.above) == (0, 3)  # 2500 itself is at the upper edge: above
+    assert sum(h.counts) + h.below + h.above == stats.retained

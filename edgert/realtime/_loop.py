@@ -3,125 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
-import resource
+import operator
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
 
-from edgert._compat import StrEnum
-from edgert._latency import LatencySummary
 from edgert.errors import ConcurrentUseError, InvalidArgumentError
 from edgert.realtime._clock import MonotonicSleeper, SleepUntil, monotonic_ns
 from edgert.realtime._gc import GcCounter
+from edgert.realtime._loopreport import LoopReport, OverrunPolicy, Tick
 from edgert.realtime._policy import ActivePolicy, PolicyReport, RealtimePolicy
-
-if TYPE_CHECKING:
-    pass
+from edgert.realtime._threadstat import ThreadCounters, thread_counters
 
 __all__ = ["LoopReport", "OverrunPolicy", "PeriodicLoop", "Tick"]
 
-
-class OverrunPolicy(StrEnum):
-    """What a loop does when a step ends after the next deadline.
-
-    * ``SKIP`` (default; cyclictest and ros2_control): drop the deadlines that already passed and
-      wait for the next one on the original grid. Missed periods are counted in
-      :attr:`LoopReport.skipped_periods`.
-    * ``CATCH_UP`` (rttest): run the late iterations back to back until the schedule is met
-      again; nothing is skipped, but one stall makes many late wake-ups.
-    * ``REPHASE`` (cactus-rt): start a new grid one period after the late step ended; the passed
-      deadlines are counted as skipped.
-    """
-
-    SKIP = "skip"
-    CATCH_UP = "catch_up"
-    REPHASE = "rephase"
+_ZERO = ThreadCounters(0, 0, 0)
 
 
-class Tick(NamedTuple):
-    """One iteration, as the step sees it (all times on the loop's clock, in ns).
-
-    Attributes:
-        iteration: Iteration number, from 0.
-        deadline_ns: The deadline this iteration was scheduled for.
-        wake_ns: When the loop woke up.
-        latency_ns: ``wake_ns - deadline_ns``: the wake-up latency.
-        skipped: Periods skipped just before this iteration (overrun handling).
-    """
-
-    iteration: int
-    deadline_ns: int
-    wake_ns: int
-    latency_ns: int
-    skipped: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LoopReport:
-    """What a :class:`PeriodicLoop` run measured.
-
-    Attributes:
-        period_ns: The period.
-        overrun: The overrun policy.
-        iterations: Steps run.
-        deadline_misses: Iterations whose wake-up latency plus step time exceeded the period
-            (the step ended after the next deadline).
-        skipped_periods: Deadlines dropped by SKIP or REPHASE (never hidden: a skipped period
-            is a period without a step).
-        elapsed_ns: From the first deadline to the end of the last step.
-        wake: Wake-up latency (now - deadline), over all iterations.
-        step: Step duration (end of step - wake-up).
-        gc_collections: Garbage collections (any thread) during the run; 0 with a frozen GC.
-        minor_faults: Minor page faults of the loop thread during the run.
-        major_faults: Major page faults (disk I/O) of the loop thread.
-        involuntary_switches: Times the loop thread was preempted.
-        stopped_by: ``iterations``, ``stop`` (stop() or a signal handler), ``exception`` (the
-            step or the policy raised), ``closed`` (the code iterating the loop stopped asking
-            for ticks, e.g. ``break``) or ``running`` (report taken mid-run). The iteration
-            that was left by an exception or a ``break`` is not counted.
-        policy: What the real-time policy applied and refused, when there was one.
-    """
-
-    period_ns: int
-    overrun: OverrunPolicy
-    iterations: int
-    deadline_misses: int
-    skipped_periods: int
-    elapsed_ns: int
-    wake: LatencySummary
-    step: LatencySummary
-    gc_collections: int
-    minor_faults: int
-    major_faults: int
-    involuntary_switches: int
-    stopped_by: str
-    policy: PolicyReport | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return {
-            "period_ns": self.period_ns, "overrun": self.overrun.value,
-            "iterations": self.iterations, "deadline_misses": self.deadline_misses,
-            "skipped_periods": self.skipped_periods, "elapsed_ns": self.elapsed_ns,
-            "wake": self.wake.to_dict(), "step": self.step.to_dict(),
-            "gc_collections": self.gc_collections, "minor_faults": self.minor_faults,
-            "major_faults": self.major_faults, "involuntary_switches": self.involuntary_switches,
-            "stopped_by": self.stopped_by,
-            "policy": self.policy.to_dict() if self.policy is not None else None,
-        }
-
-    def to_json(self, **kwargs: Any) -> str:
-        """:meth:`to_dict` as JSON; keyword arguments go to :func:`json.dumps`."""
-        return json.dumps(self.to_dict(), **kwargs)
-
-
-def _rusage() -> tuple[int, int, int]:
-    ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
-    return ru.ru_minflt, ru.ru_majflt, ru.ru_nivcsw
+def _iterations_arg(iterations: object) -> int | None:
+    """``iterations`` as an int (or None); a float such as 2.5 would never be reached."""
+    if iterations is None:
+        return None
+    hint = "give a whole number of iterations, e.g. round(duration_s / period_s), or None"
+    if isinstance(iterations, bool):
+        raise InvalidArgumentError(f"iterations must be an int or None, got {iterations!r}",
+                                   hint=hint)
+    try:
+        count = operator.index(iterations)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError(f"iterations must be an int or None, got {iterations!r}",
+                                   hint=hint) from None
+    if count < 0:
+        raise InvalidArgumentError(f"iterations must be >= 0, got {count}", hint=hint)
+    return count
 
 
 def _period_ns(period_s: float | None, period_ns: int | None) -> int:
@@ -132,6 +48,9 @@ def _period_ns(period_s: float | None, period_ns: int | None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidArgumentError(f"{name} must be a number of {unit}, got {value!r}",
                                    hint=hint)
+    if name == "period_ns" and not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"period_ns must be an int number of nanoseconds, got "
+                                   f"{value!r}", hint="or give period_s in seconds (a float)")
     if not math.isfinite(float(value)) or value <= 0:
         raise InvalidArgumentError(f"{name} must be a positive, finite number of {unit}, got "
                                    f"{value!r}", hint=hint)
@@ -204,6 +123,7 @@ class PeriodicLoop:
         self._stop = False
         self._busy = threading.Lock()
         self._reset_counters()
+        self._stopped_by = "not_started"
 
     def _reset_counters(self) -> None:
         self._iterations = 0
@@ -212,7 +132,10 @@ class PeriodicLoop:
         self._start_ns = 0
         self._end_ns = 0
         self._gc = GcCounter()
-        self._ru0 = self._ru1 = (0, 0, 0)
+        self._tid = 0
+        self._ru0: ThreadCounters | None = _ZERO
+        self._ru1: ThreadCounters | None = _ZERO
+        self._measuring = False  # between the two readings: report() reads live counters
         self._stopped_by = "running"
         self._active: ActivePolicy | None = None
         self._policy_report: PolicyReport | None = None
@@ -236,7 +159,10 @@ class PeriodicLoop:
         """Ask the loop to stop; safe from any thread and from a signal handler.
 
         The loop finishes the step in progress (if any) and returns at its next deadline, or at
-        once when a signal interrupted its sleep.
+        once when a signal interrupted its sleep. A stop requested before the run starts (a
+        SIGTERM during start-up) is kept: that run returns at once, without applying the policy
+        or running a step, with ``stopped_by="stop"``. Each run consumes the request, so the
+        next run starts normally.
         """
         self._stop = True
 
@@ -255,9 +181,10 @@ class PeriodicLoop:
             ConcurrentUseError: The loop is already running.
             PermissionDeniedError: The policy was refused (strict policy).
             RealtimeError: The policy failed or the sleep failed.
+            InvalidArgumentError: ``iterations`` is not a non-negative int or None.
             Exception: Whatever ``step`` raised; the loop stops and the policy is restored first.
         """
-        ticks = self._cycle(iterations)
+        ticks = self._cycle(_iterations_arg(iterations))
         try:
             with contextlib.closing(ticks):
                 if step is None:
@@ -276,19 +203,20 @@ class PeriodicLoop:
 
         The step is timed from the wake-up to the request for the next tick. The policy is
         restored when the generator finishes or is closed (``break`` closes it at once in
-        CPython; use ``contextlib.closing`` to be explicit).
+        CPython). Iterate inside ``with contextlib.closing(loop.ticks(n)) as ticks:``: then an
+        exception in the body is reported as ``stopped_by="exception"``; in a bare ``for`` loop
+        CPython closes the generator the same way as for a ``break``, so it reads ``closed``.
 
         Raises:
+            InvalidArgumentError: ``iterations`` is not a non-negative int or None (at once).
             ConcurrentUseError: The loop is already running.
         """
-        return self._cycle(iterations)
+        return self._cycle(_iterations_arg(iterations))
 
     def __iter__(self) -> Iterator[Tick]:
         return self._cycle(None)
 
     def _cycle(self, iterations: int | None) -> Generator[Tick, None, None]:
-        if iterations is not None and iterations < 0:
-            raise InvalidArgumentError(f"iterations must be >= 0, got {iterations}")
         if not self._busy.acquire(blocking=False):
             raise ConcurrentUseError("this PeriodicLoop is already running",
                                      hint="create one loop per thread")
@@ -299,9 +227,14 @@ class PeriodicLoop:
 
     def _body(self, iterations: int | None) -> Generator[Tick, None, None]:
         self._reset_counters()
-        self._stop = False
         self.wake_stats.reset()
         self.step_stats.reset()
+        self._tid = threading.get_native_id()
+        if self._stop_requested():
+            # stop() before the run: return at once, before the policy touches the thread.
+            self._stop = False
+            self._stopped_by = "stop"
+            return
         sleep_until = self._sleep_until or MonotonicSleeper()
         clock = self._clock
         period = self._period
@@ -309,62 +242,78 @@ class PeriodicLoop:
         wake_record = self.wake_stats.record
         step_record = self.step_stats.record
         limit = -1 if iterations is None else iterations
-        try:
-            active = self._policy.apply() if self._policy is not None else None
-        except BaseException:
-            self._stopped_by = "exception"
-            raise
-        self._active = active
-        self._policy_report = active.report if active is not None else None
-        self._gc.install()
-        self._ru0 = _rusage()
+        # The exception being handled where the loop started: a GeneratorExit whose context is
+        # another one was raised by close() while the body's own exception was being handled.
+        outer = sys.exc_info()[1]
+        active: ActivePolicy | None = None
         stopped_by = "exception"
         try:
-            i = skipped = 0
-            deadline = self._start_ns = self._end_ns = clock() + period
-            while i != limit:
-                if self._stop:
-                    break
-                while not sleep_until(deadline):
-                    _run_signal_handlers()
+            active = self._policy.apply() if self._policy is not None else None
+            self._active = active
+            self._policy_report = active.report if active is not None else None
+            self._gc.install()
+            self._ru0 = thread_counters(self._tid)
+            self._measuring = True
+            try:
+                i = skipped = 0
+                deadline = self._start_ns = self._end_ns = clock() + period
+                while i != limit:
+                    if self._stop:
+                        break
+                    while not sleep_until(deadline):
+                        _run_signal_handlers()
+                        if self._stop_requested():
+                            break
                     if self._stop_requested():
                         break
-                if self._stop_requested():
-                    break
-                wake = clock()
-                yield Tick(i, deadline, wake, wake - deadline, skipped)
-                end = clock()
-                wake_record(wake - deadline)
-                step_record(end - wake)
-                i += 1
-                self._iterations = i
-                self._end_ns = end
-                deadline += period
-                skipped = 0
-                if end > deadline:
-                    self._misses += 1
-                    if policy is OverrunPolicy.SKIP:
-                        skipped = -(-(end - deadline) // period)
-                        deadline += skipped * period
-                    elif policy is OverrunPolicy.REPHASE:
-                        skipped = -(-(end - deadline) // period)
-                        deadline = end + period
-                    self._skipped += skipped
-            stopped_by = "stop" if self._stop else "iterations"
-        except GeneratorExit:
-            stopped_by = "closed"
-            raise
+                    wake = clock()
+                    yield Tick(i, deadline, wake, wake - deadline, skipped)
+                    end = clock()
+                    wake_record(wake - deadline)
+                    step_record(end - wake)
+                    i += 1
+                    self._iterations = i
+                    self._end_ns = end
+                    deadline += period
+                    skipped = 0
+                    if end > deadline:
+                        self._misses += 1
+                        if policy is OverrunPolicy.SKIP:
+                            skipped = -(-(end - deadline) // period)
+                            deadline += skipped * period
+                        elif policy is OverrunPolicy.REPHASE:
+                            skipped = -(-(end - deadline) // period)
+                            deadline = end + period
+                        self._skipped += skipped
+                stopped_by = "stop" if self._stop else "iterations"
+            except GeneratorExit as exit_:
+                context = exit_.__context__
+                stopped_by = "exception" if context is not None and context is not outer \
+                    else "closed"
+                raise
+            finally:
+                self._ru1 = thread_counters(self._tid)
+                self._measuring = False
+                self._gc.remove()
         finally:
             self._stopped_by = stopped_by
-            self._ru1 = _rusage()
-            self._gc.remove()
+            self._stop = False  # consumed: the next run starts afresh
             self._active = None
             if active is not None:
                 active.close()
 
     def report(self) -> LoopReport:
-        """The figures of the current (``stopped_by="running"``) or last run."""
-        ru1 = _rusage() if self._stopped_by == "running" else self._ru1
+        """The figures of the current (``stopped_by="running"``) or last run.
+
+        Safe from any thread: the fault and switch counts are always the loop thread's (read
+        from ``/proc/self/task/<tid>`` when asked mid-run from another thread), 0 for a loop
+        that never ran, and ``None`` when they cannot be read.
+        """
+        ru0 = self._ru0
+        ru1 = thread_counters(self._tid) if self._measuring else self._ru1
+        faults: tuple[int | None, ...] = (None, None, None)
+        if ru0 is not None and ru1 is not None:
+            faults = tuple(b - a for a, b in zip(ru0, ru1, strict=True))
         return LoopReport(
             period_ns=self._period,
             overrun=self._overrun,
@@ -375,9 +324,9 @@ class PeriodicLoop:
             wake=self.wake_stats.summary(),
             step=self.step_stats.summary(),
             gc_collections=self._gc.collections,
-            minor_faults=ru1[0] - self._ru0[0],
-            major_faults=ru1[1] - self._ru0[1],
-            involuntary_switches=ru1[2] - self._ru0[2],
+            minor_faults=faults[0],
+            major_faults=faults[1],
+            involuntary_switches=faults[2],
             stopped_by=self._stopped_by,
             policy=self._policy_report,
         )

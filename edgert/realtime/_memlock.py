@@ -12,7 +12,7 @@ import ctypes
 import errno
 import resource
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgert._libc import libc
@@ -28,12 +28,11 @@ __all__ = [
     "MCL_FUTURE",
     "MCL_ONFAULT",
     "HeapPrefault",
+    "LockHold",
     "MemoryLock",
-    "acquire_lock",
     "lock_memory",
     "prefault_heap",
     "prefault_stack",
-    "release_lock",
 ]
 
 # asm-generic values, used by x86_64 and arm64 (the architectures edgert targets).
@@ -72,49 +71,81 @@ def _flag_names(flags: int) -> str:
     return "|".join(names)
 
 
-def acquire_lock(*, onfault: bool) -> str:
-    """Take one reference on the process-wide memory lock; return what was done.
+class LockHold:
+    """One reference on the process-wide memory lock: :meth:`acquire` it, :meth:`release` it.
 
-    Raises:
-        PermissionDeniedError: EPERM (RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK).
-        RealtimeError: ENOMEM (RLIMIT_MEMLOCK smaller than the address space) or another errno.
+    ``held`` flips under the state lock together with the holder count, so the undo can be
+    registered *before* locking (see :meth:`acquire`) and is a no-op for a hold that never
+    locked; releasing twice is harmless too.
     """
-    with _STATE_LOCK:
-        onfault_holders = _STATE.onfault_holders + (1 if onfault else 0)
+
+    __slots__ = ("held", "onfault")
+
+    def __init__(self, *, onfault: bool) -> None:
+        self.onfault = onfault
+        self.held = False
+
+    def acquire(self) -> str:
+        """Take the reference; return what was done.
+
+        Exception-safe: if anything interrupts it after ``mlockall`` may have run (a
+        KeyboardInterrupt delivered as the ctypes call returns), the lock and the soft
+        RLIMIT_MEMLOCK are put back as they were before it re-raises, and ``held`` stays False.
+
+        Raises:
+            PermissionDeniedError: EPERM (RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK).
+            RealtimeError: ENOMEM (RLIMIT_MEMLOCK smaller than the address space) or another
+                errno.
+        """
+        with _STATE_LOCK:
+            if self.held:
+                return "already held"
+            before = replace(_STATE)
+            try:
+                return self._acquire_locked()
+            except BaseException:
+                if not self.held:
+                    _roll_back(before)
+                raise
+
+    def _acquire_locked(self) -> str:
+        onfault_holders = _STATE.onfault_holders + (1 if self.onfault else 0)
         # Full population wins over on-fault locking once any holder asks for it.
         want = MCL_CURRENT | MCL_FUTURE
         if onfault_holders == _STATE.holders + 1:
             want |= MCL_ONFAULT
         first = _STATE.holders == 0
-        prelocked = (proc_status_kib("VmLck") or 0) if first else _STATE.prelocked_kib
+        if first:
+            _STATE.prelocked_kib = proc_status_kib("VmLck") or 0
         if first or want != _STATE.flags:
+            # Intent first: from here on the roll-back in acquire() assumes mlockall may have run.
+            prev_flags, prev_raised = _STATE.flags, _STATE.raised_memlock
+            _STATE.flags = want
             code = _mlockall(want)
-            raised: tuple[int, int] | None = None
             retried = ""
             if code in (errno.ENOMEM, errno.EPERM):
                 with RaisedSoftLimit(resource.RLIMIT_MEMLOCK, resource.RLIM_INFINITY) as lim:
                     if lim.raised is not None:
+                        if _STATE.raised_memlock is None:
+                            _STATE.raised_memlock = lim.raised  # before keep(): roll-back sees it
                         code = _mlockall(want)
                         if code == 0:
                             lim.keep()
-                            raised = lim.raised
                         else:
                             retried = (" (also after raising the soft limit to "
                                        f"{format_limit(lim.raised[1], unit='bytes')})")
             if code:
+                # Refused: the kernel changed nothing, and RaisedSoftLimit put the limit back.
+                _STATE.flags, _STATE.raised_memlock = prev_flags, prev_raised
                 diag = diagnose_mlock(code)
                 message = (f"mlockall({_flag_names(want)}) failed: {errno_label(code)}: "
                            f"{diag.reason}{retried}")
                 if diag.permission:
                     raise PermissionDeniedError(message, hint=diag.hint, errno_value=code)
                 raise RealtimeError(message, hint=diag.hint, errno_value=code)
-            if raised is not None and _STATE.raised_memlock is None:
-                _STATE.raised_memlock = raised
-        if first:
-            _STATE.prelocked_kib = prelocked
         _STATE.holders += 1
         _STATE.onfault_holders = onfault_holders
-        _STATE.flags = want
+        self.held = True
         detail = f"mlockall({_flag_names(want)}); VmLck {proc_status_kib('VmLck')} KiB"
         if _STATE.raised_memlock is not None:
             old, new = _STATE.raised_memlock
@@ -122,41 +153,65 @@ def acquire_lock(*, onfault: bool) -> str:
                        f"{format_limit(new, unit='bytes')}")
         return detail
 
+    def release(self) -> str:
+        """Drop the reference; the last one unlocks (unless memory was locked before edgert).
 
-def release_lock(*, onfault: bool) -> str:
-    """Drop one reference; the last one unlocks (unless memory was locked before edgert)."""
-    with _STATE_LOCK:
-        if _STATE.holders == 0:
-            return "not locked"
-        _STATE.holders -= 1
-        _STATE.onfault_holders -= 1 if onfault else 0
-        if _STATE.holders:
-            return f"still locked for {_STATE.holders} other holder(s)"
-        if _STATE.prelocked_kib:
-            # munlockall would also undo locks taken before edgert (a pool's mlock'ed blocks).
-            # mlockall without MCL_FUTURE resets the future flag and keeps every current lock, so
-            # later mappings (thread stacks) are no longer locked and charged to RLIMIT_MEMLOCK.
-            keep = MCL_CURRENT | (_STATE.flags & MCL_ONFAULT)
-            code = _mlockall(keep)
-            if code:
-                raise RealtimeError(f"mlockall({_flag_names(keep)}) to drop MCL_FUTURE failed: "
-                                    f"{errno_label(code)}", errno_value=code)
-            _STATE.flags = keep
-            return (f"MCL_FUTURE dropped; current mappings stay locked because "
-                    f"{_STATE.prelocked_kib} KiB were locked before edgert locked memory and "
-                    "munlockall would undo those locks too")
-        if libc().munlockall() != 0:
-            code = ctypes.get_errno()
-            raise RealtimeError(f"munlockall failed: {errno_label(code)}", errno_value=code)
-        _STATE.flags = 0
-        detail = "munlockall"
-        if _STATE.raised_memlock is not None:
-            old, _new = _STATE.raised_memlock
+        Raises:
+            RealtimeError: munlockall (or mlockall to drop MCL_FUTURE) failed.
+        """
+        with _STATE_LOCK:
+            if not self.held:
+                return "not held"
+            self.held = False
+            _STATE.holders -= 1
+            _STATE.onfault_holders -= 1 if self.onfault else 0
+            if _STATE.holders:
+                return f"still locked for {_STATE.holders} other holder(s)"
+            return _unlock()
+
+
+def _unlock() -> str:
+    """Undo edgert's lock once nobody holds it (state lock held)."""
+    if _STATE.prelocked_kib:
+        # munlockall would also undo locks taken before edgert (a pool's mlock'ed blocks).
+        # mlockall without MCL_FUTURE resets the future flag and keeps every current lock, so
+        # later mappings (thread stacks) are no longer locked and charged to RLIMIT_MEMLOCK.
+        keep = MCL_CURRENT | (_STATE.flags & MCL_ONFAULT)
+        code = _mlockall(keep)
+        if code:
+            raise RealtimeError(f"mlockall({_flag_names(keep)}) to drop MCL_FUTURE failed: "
+                                f"{errno_label(code)}", errno_value=code)
+        _STATE.flags = keep
+        return (f"MCL_FUTURE dropped; current mappings stay locked because "
+                f"{_STATE.prelocked_kib} KiB were locked before edgert locked memory and "
+                "munlockall would undo those locks too")
+    if libc().munlockall() != 0:
+        code = ctypes.get_errno()
+        raise RealtimeError(f"munlockall failed: {errno_label(code)}", errno_value=code)
+    _STATE.flags = 0
+    detail = "munlockall"
+    if _STATE.raised_memlock is not None:
+        old, _new = _STATE.raised_memlock
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (old, hard))
+        _STATE.raised_memlock = None
+        detail += f"; soft RLIMIT_MEMLOCK back to {format_limit(old, unit='bytes')}"
+    return detail
+
+
+def _roll_back(before: _LockState) -> None:
+    """Put the lock back as it was before an acquire() that did not complete (state lock held)."""
+    if _STATE.flags == before.flags and _STATE.raised_memlock == before.raised_memlock:
+        pass  # mlockall was never reached, or refused (nothing changed)
+    elif before.holders == 0:
+        _unlock()  # also puts a soft RLIMIT_MEMLOCK raised by this acquire back
+    else:
+        _mlockall(before.flags)
+        if before.raised_memlock is None and _STATE.raised_memlock is not None:
             _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-            resource.setrlimit(resource.RLIMIT_MEMLOCK, (old, hard))
-            _STATE.raised_memlock = None
-            detail += f"; soft RLIMIT_MEMLOCK back to {format_limit(old, unit='bytes')}"
-        return detail
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (_STATE.raised_memlock[0], hard))
+    for name in ("holders", "onfault_holders", "flags", "prelocked_kib", "raised_memlock"):
+        setattr(_STATE, name, getattr(before, name))
 
 
 class MemoryLock(Owner):
@@ -169,13 +224,21 @@ class MemoryLock(Owner):
 
     def __init__(self, *, onfault: bool = False) -> None:
         self.onfault = onfault
-        self.detail = acquire_lock(onfault=onfault)
         self.release_detail: str | None = None
+        self._hold = hold = LockHold(onfault=onfault)
 
         def release() -> None:
-            release_lock(onfault=onfault)
+            hold.release()
 
-        self._own(release, "edgert.MemoryLock")
+        try:
+            self.detail = hold.acquire()
+            self._own(release, "edgert.MemoryLock")
+        except BaseException:
+            # Never leave a lock that no object owns (a KeyboardInterrupt after acquire()).
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            hold.release()
+            raise
 
     def close(self) -> None:
         """Release this reference; the last holder calls munlockall. Idempotent.
@@ -188,7 +251,7 @@ class MemoryLock(Owner):
             fin = self._finalizer
             if fin is not None:
                 fin.detach()
-            self.release_detail = release_lock(onfault=self.onfault)
+            self.release_detail = self._hold.release()
 
     def __repr__(self) -> str:
         state = "released" if self.closed else "held"

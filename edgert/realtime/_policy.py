@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import functools
-import resource
 import threading
 import warnings
 from collections.abc import Callable, Collection
@@ -21,22 +20,18 @@ from edgert.errors import (
     RealtimeError,
 )
 from edgert.realtime._gc import hold_gc_frozen, release_gc
-from edgert.realtime._memlock import acquire_lock, prefault_heap, prefault_stack, release_lock
+from edgert.realtime._memlock import LockHold, prefault_heap, prefault_stack
 from edgert.realtime._pmqos import DmaLatencyHold
-from edgert.realtime._remedy import diagnose_affinity, diagnose_sched, errno_label
+from edgert.realtime._remedy import diagnose_affinity, errno_label
 from edgert.realtime._report import PolicyReport, SettingOutcome
 from edgert.realtime._sched import (
-    RESET_ON_FORK,
-    RaisedSoftLimit,
     SchedPolicy,
     get_affinity,
-    get_thread_sched,
     get_timer_slack,
-    policy_from_os,
     set_affinity,
-    set_thread_sched,
     set_timer_slack,
 )
+from edgert.realtime._sched_step import apply_sched
 from edgert.realtime._undo import (
     NotRestored,
     Undo,
@@ -279,8 +274,18 @@ class ActivePolicy(Owner):
         return f"pinned thread {tid} to CPUs {_cpu_text(want)} (was {_cpu_text(before)})", undo
 
     def _apply_memory_lock(self) -> tuple[str, Callable[[], str] | None]:
-        onfault = self.policy.lock_onfault
-        return acquire_lock(onfault=onfault), lambda: release_lock(onfault=onfault)
+        hold = LockHold(onfault=self.policy.lock_onfault)
+        # The undo goes on the stack before mlockall runs: a KeyboardInterrupt arriving as the
+        # call returns must still find it (it does nothing for a hold that never locked).
+        undo = Undo("memory_lock", False, hold.release)
+        self._stack.items.append(undo)
+        try:
+            return hold.acquire(), None
+        except BaseException:
+            if not hold.held:  # refused or rolled back: nothing to undo, nothing to report
+                with contextlib.suppress(ValueError):
+                    self._stack.items.remove(undo)
+            raise
 
     def _apply_heap(self) -> tuple[str, Callable[[], str] | None]:
         held = prefault_heap(self.policy.prefault_heap_bytes)
@@ -319,35 +324,8 @@ class ActivePolicy(Owner):
     def _apply_sched(self) -> tuple[str, Callable[[], str] | None]:
         pol = self.policy.policy
         assert pol is not None
-        prio = self.policy.priority or 0
-        tid = self._tid
-        before = get_thread_sched(0)
-        raw = pol.os_value | (RESET_ON_FORK if self.policy.reset_on_fork else 0)
-        code = _try_sched(raw, prio)
-        note = ""
-        if code == errno.EPERM and pol.is_realtime:
-            # As cyclictest does: an unprivileged process may raise its soft RLIMIT_RTPRIO up
-            # to the hard limit; only for the call, since lowering later never needs it.
-            with RaisedSoftLimit(resource.RLIMIT_RTPRIO, prio) as lim:
-                if lim.raised is not None:
-                    code = _try_sched(raw, prio)
-                    if code == 0:
-                        note = (f" (soft RLIMIT_RTPRIO raised {lim.raised[0]} -> "
-                                f"{lim.raised[1]} for the call, then put back)")
-        if code:
-            diag = diagnose_sched(code, priority=prio)
-            message = (f"cannot set SCHED_{pol.value.upper()} priority {prio} on thread {tid} "
-                       f"({threading.current_thread().name}): {errno_label(code)}: {diag.reason}")
-            if diag.permission:
-                raise PermissionDeniedError(message, hint=diag.hint, errno_value=code)
-            raise RealtimeError(message, hint=diag.hint)
-
-        def undo() -> str:
-            set_thread_sched(tid, before.raw_policy, before.priority)
-            return f"scheduler back to {_sched_text(before.raw_policy, before.priority)}"
-
-        return (f"thread {tid}: {_sched_text(before.raw_policy, before.priority)} -> "
-                f"{_sched_text(raw, prio)}{note}"), undo
+        return apply_sched(pol, self.policy.priority or 0,
+                           reset_on_fork=self.policy.reset_on_fork, tid=self._tid)
 
     # -- restoring ------------------------------------------------------------------------------
 
@@ -384,19 +362,5 @@ class ActivePolicy(Owner):
                           stacklevel=2)
 
 
-def _try_sched(raw: int, prio: int) -> int:
-    try:
-        set_thread_sched(0, raw, prio)
-    except OSError as err:
-        return err.errno or errno.EINVAL
-    return 0
-
-
 def _cpu_text(cpus: frozenset[int]) -> str:
     return ",".join(str(c) for c in sorted(cpus))
-
-
-def _sched_text(raw: int, prio: int) -> str:
-    pol = policy_from_os(raw)
-    name = f"SCHED_{pol.value.upper()}" if pol is not None else f"policy {raw & ~RESET_ON_FORK}"
-    return f"{name} priority {prio}"
