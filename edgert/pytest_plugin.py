@@ -59,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
     active = config.pluginmanager.hasplugin(_BENCHMARK_PLUGIN)
     config.pluginmanager.register(_DeviceTimed() if active else _NoPytestBenchmark(),
                                   "edgert-benchmark-fixture")
+    if not active:
+        # pytest-benchmark's own marker, so a suite that uses it is skipped, not refused by
+        # --strict-markers, when pytest-benchmark is absent or disabled (new user's trial).
+        config.addinivalue_line(
+            "markers", "benchmark(**options): pytest-benchmark's options for the test "
+                       "(unused: pytest-benchmark is not active)")
     config.addinivalue_line(
         "markers", "edgert_model(path=None, **session_options): the model the edgert_session "
                    "fixture loads, and InferenceSession options (io=, slots=, cuda_graph=, "

@@ -250,6 +250,22 @@ def test_without_pytest_benchmark_the_test_is_skipped(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(["*edgert_benchmark needs pytest-benchmark*"])
 
 
+def test_without_pytest_benchmark_its_marker_is_not_refused(pytester: pytest.Pytester) -> None:
+    """A suite marked with pytest-benchmark's ``benchmark`` marker is skipped, not refused by
+    --strict-markers, when pytest-benchmark is disabled (found by a new user's trial)."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.benchmark(group="round trip")
+        def test_device_timed(edgert_benchmark):
+            raise AssertionError("not reached")
+        """)
+    result = pytester.runpytest(*plugin_args(), "-q", "-rs", "--strict-markers", "-p",
+                                "no:benchmark")
+    result.assert_outcomes(skipped=1)
+
+
 def test_example_suite_runs_the_documented_way(pytester: pytest.Pytester) -> None:
     suite = REPO / "examples" / "bench_suite" / "test_policy_bench.py"
     pytester.makepyfile(test_policy_bench=suite.read_text())
