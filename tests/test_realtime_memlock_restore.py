@@ -6,15 +6,21 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import mmap
+import mmap, sys
+import edgert.realtime._memlock as ml
 from edgert.memory import HostBuffer
 from edgert.realtime import lock_memory
 from edgert.realtime._sysinfo import proc_status_kib
 
+if sys.argv[1] == "no-smaps":
+    ml.locked_mappings = lambda: None
 pre = HostBuffer(1 << 20)            # locked before edgert's mlockall (OS-locked without CUDA)
+print("PRE_KIB", proc_status_kib("VmLck"))
 with lock_memory() as held:
-    pass
+    big = bytearray(64 << 20)        # locked while held (MCL_CURRENT | MCL_FUTURE)
+    print("HELD_KIB", proc_status_kib("VmLck"))
 print("RELEASE", held.release_detail)
+print("AFTER_KIB", proc_status_kib("VmLck"))
 before = proc_status_kib("VmLck")
 region = mmap.mmap(-1, 16 << 20)    # a new mapping after the release...
 region.write(b"x" * (16 << 20))     # ...touched in full
@@ -24,11 +30,28 @@ pre.close()
 """
 
 
-def test_release_drops_mcl_future_when_memory_was_prelocked() -> None:
-    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+def _child(mode: str) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True,
                           check=True, timeout=60)
-    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
-    assert "MCL_FUTURE dropped" in lines["RELEASE"]
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+
+
+def test_release_unlocks_what_edgert_locked_and_keeps_what_was_locked_before() -> None:
+    """Found by a new user's trial: one 4 KiB pool block locked before a run kept the whole
+    process (450 MB) locked after it. Now munlockall runs and the mappings locked before are
+    locked again."""
+    lines = _child("smaps")
+    pre = int(lines["PRE_KIB"])
+    assert pre >= 1024
+    assert int(lines["HELD_KIB"]) > pre + 60 * 1024
+    assert "locked before edgert locked again" in lines["RELEASE"]
+    assert pre <= int(lines["AFTER_KIB"]) < pre + 1024  # the HostBuffer stays locked, no more
+    assert int(lines["GROWTH_KIB"]) < 1024
+
+
+def test_release_drops_mcl_future_when_smaps_cannot_say_what_was_locked() -> None:
+    lines = _child("no-smaps")
+    assert lines["RELEASE"].startswith("left locked: MCL_FUTURE dropped")
     # With MCL_FUTURE still on, the new 16 MiB mapping would be locked (and charged to
     # RLIMIT_MEMLOCK); now it is not.
     assert int(lines["GROWTH_KIB"]) < 1024

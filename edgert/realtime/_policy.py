@@ -20,8 +20,9 @@ from edgert.errors import (
     RealtimeError,
 )
 from edgert.realtime._gc import hold_gc_frozen, release_gc
-from edgert.realtime._memlock import LockHold, prefault_heap, prefault_stack
+from edgert.realtime._memlock import LockHold
 from edgert.realtime._pmqos import DmaLatencyHold
+from edgert.realtime._prefault import prefault_heap, prefault_stack
 from edgert.realtime._remedy import diagnose_affinity, errno_label
 from edgert.realtime._report import PolicyReport, SettingOutcome
 from edgert.realtime._sched import (
