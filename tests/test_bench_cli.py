@@ -181,7 +181,7 @@ def assert_cli_error(err: str, message: str) -> None:
     (["--device", "3"], 2, "not on CUDA device 3"),
     (["--cpus", "0"], 2, "--cpus needs --rt"),
     (["/no/such/model.onnx"], 1, "no/such/model.onnx"),
-    (["--graph", "--device", "host"], 1, "--graph needs a CUDA device"),
+    (["--graph", "--device", "host"], 2, "--graph needs a CUDA device"),
     (["--runtime", "lean"], 2, "runs on ONNX Runtime, not TensorRT"),
     (["--shapes", "obs:1xq"], 2, "bad shape '1xq'"),
     (["--shapes", "image:1x3"], 2, "--shapes names 'image', which the model does not take"),

@@ -126,8 +126,9 @@ def test_build_errors_name_the_flags_and_find_a_missing_directory_first(
     model.ir_version = 8
     path = tmp_path / "image.onnx"
     onnx.save(model, str(path))
+    # A dynamic model without --shapes: the command needs a flag added, a usage error.
     assert main(["build", str(path), "-o", str(tmp_path / "x.plan"), "--runtime", "fake",
-                 "--no-progress"]) == 1
+                 "--no-progress"]) == 2
     hint = capsys.readouterr().err.rstrip().splitlines()[-1]
     # It said "give BuildOptions(profiles=...), e.g. 'x:1x3x1x1'": Python, and not MIN,OPT,MAX.
     assert hint.startswith("Hint: give each dynamic input its MIN,OPT,MAX shapes, "
@@ -154,13 +155,13 @@ def test_inspect_errors_name_flags_and_say_what_to_do(tmp_path: Path,
     model.write_bytes(bundled_model_path().read_bytes())
     key = tmp_path / "key"
     key.write_bytes(b"k" * 32)
-    cases = [
-        (["inspect", "bundled", "--hmac-key-file", str(tmp_path / "missing")], "key file"),
-        (["inspect", "bundled", "--runtime", "fake"], "--runtime auto"),
-        (["inspect", str(model), "--hmac-key-file", str(key)], "m.onnx.sig"),
+    cases = [  # a flag's value the command cannot use is a usage error (2); a model, 1
+        (["inspect", "bundled", "--hmac-key-file", str(tmp_path / "missing")], "key file", 2),
+        (["inspect", "bundled", "--runtime", "fake"], "--runtime auto", 2),
+        (["inspect", str(model), "--hmac-key-file", str(key)], "m.onnx.sig", 1),
     ]
-    for argv, says in cases:
-        assert main(argv) == 1
+    for argv, says, status in cases:
+        assert main(argv) == status, argv
         err = capsys.readouterr().err
         assert err.startswith("edgert inspect: "), err
         assert "\nHint: " in err, err
@@ -190,3 +191,144 @@ def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> Non
     assert proc.returncode == 0, err
     assert b"Broken pipe" not in err
     assert err == b""
+
+
+# --- A new user's trial: usage errors exited 1, named Python parameters, or said "unknown
+# runtime 'fake'" for a runtime --help lists. Each is exit 2, the flag as typed, and a Hint.
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run ``argv``; assert exit 2 (returned, or raised by argparse); the stderr lines."""
+    try:
+        status = main(argv)
+    except SystemExit as info:
+        status = int(info.code or 0)
+    lines = capsys.readouterr().err.rstrip().splitlines()
+    assert status == 2, lines
+    assert lines[0].startswith(f"edgert {argv[0]}: "), lines
+    assert lines[-1].startswith("Hint: "), lines
+    text = "\n".join(lines)
+    for python_name in ("trt_module=", "rate_hz", "duration_s", "workspace_bytes",
+                        "optimization_level", "runtime='", "cuda_graph"):
+        assert python_name not in text, text
+    return lines
+
+
+def test_runtime_fake_on_an_onnx_model_says_it_needs_a_plan(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.models import bundled_model_path
+
+    onnx_path = str(bundled_model_path())
+    for argv in (["bench", onnx_path, "--runtime", "fake", "--duration", "0.1",
+                  "--no-environment"],
+                 ["inspect", "bundled", "--runtime", "fake"],
+                 ["inspect", "bundled", "--runtime", "full"]):
+        lines = _usage_error(argv, capsys)
+        assert "is an ONNX model, which runs on ONNX Runtime, not TensorRT" in lines[0], lines
+        assert "unknown runtime" not in "\n".join(lines)
+        assert "--runtime auto" in lines[-1]
+
+
+def test_bench_bundled_on_the_fake_tensorrt_runs_its_plan(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` lists `--runtime fake`: on the bundled model it runs the fake's plan of it (the
+    TensorRT code path without a GPU); it said "unknown runtime 'fake'" (new user's trial)."""
+    from edgert.cli import main
+
+    rc = main(["bench", "--runtime", "fake", "--duration", "0.1", "--warmup", "0.05",
+               "--no-environment", "--no-rt", "--rate", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "a plan on the fake TensorRT module" in out
+
+
+def test_inspect_malformed_digest_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _usage_error(["inspect", "bundled", "--sha256", "deadbeef"], capsys)
+    assert lines[0].startswith("edgert inspect: --sha256 must be 64 hexadecimal characters")
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--opt-level", "9"], "argument --opt-level/--builderOptimizationLevel: must be an int "
+                           "from 0 to 5, not 9"),
+    (["--workspace-mib", "-5"], "argument --workspace-mib: must be an int 1 or more, not -5"),
+    (["--workspace-mib", "0"], "argument --workspace-mib: must be an int 1 or more, not 0"),
+    (["--device", "-1"], "argument --device: must be an int 0 or more, not -1"),
+    (["--exclude-lean-runtime"], "--exclude-lean-runtime applies with --version-compatible"),
+    (["--strongly-typed", "--fp16"], "--fp16 contradicts --strongly-typed"),
+    (["--timing-cache", "/nonexistent-dir/x.cache"], "--timing-cache: cannot write"),
+])
+def test_build_flag_values_are_usage_errors_in_the_flags_unit(
+        flags: list[str], says: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.models import bundled_model_path
+
+    argv = ["build", str(bundled_model_path()), "-o", str(tmp_path / "x.plan"), "--runtime",
+            "fake", "--no-progress", *flags]
+    lines = _usage_error(argv, capsys)
+    assert lines[0].startswith(f"edgert build: {says}"), lines
+    assert "5242880" not in "\n".join(lines)  # bytes: the user typed MiB
+    assert not (tmp_path / "x.plan").exists()
+
+
+def test_build_output_that_is_a_directory_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.models import bundled_model_path
+
+    lines = _usage_error(["build", str(bundled_model_path()), "-o", str(tmp_path), "--runtime",
+                          "fake", "--no-progress"], capsys)
+    assert lines[0] == f"edgert build: -o: {tmp_path} is a directory"
+
+
+def test_a_flag_this_machine_cannot_honour_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert import cuda
+
+    if cuda.is_available():
+        pytest.skip("needs a machine without a CUDA device")
+    # --device 3 gave 2 and --graph gave 1: both ask for a GPU that is not here.
+    for argv in (["bench", "--graph", "--duration", "0.1", "--no-environment", "--no-rt"],
+                 ["bench", "--device", "3", "--duration", "0.1", "--no-environment",
+                  "--no-rt"]):
+        lines = _usage_error(argv, capsys)
+        assert argv[1] in "\n".join(lines), lines
+
+
+def test_exit_status_names_a_not_supported_flag_only_when_typed() -> None:
+    from edgert.cli._errors import exit_status
+    from edgert.errors import InvalidArgumentError, NotSupportedError
+
+    gpu = NotSupportedError("x")
+    assert exit_status(gpu, "--graph needs a CUDA device", {"--graph", "--no-graph"}) == 2
+    assert exit_status(gpu, "--graph needs a CUDA device", {"--rate"}) == 1
+    assert exit_status(gpu, "no TensorRT runtime\nHint: --graph-ish", {"--graph"}) == 1
+    assert exit_status(InvalidArgumentError("x"), "anything", ()) == 2
+    assert exit_status(OSError("x"), "--graph", {"--graph"}) == 1
+
+
+def test_reserve_sms_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _usage_error(["bench", "--load", "gemm", "--reserve-sms", "-2"], capsys)
+    assert lines[0] == "edgert bench: argument --reserve-sms: must be an int 1 or more, not -2"
+
+
+@pytest.mark.parametrize(("rate", "duration", "says"), [
+    ("0.5", "1", "--duration 1 is shorter than one period at --rate 0.5 (one period is 2 s)"),
+    ("0.7", "3", "--duration 3 is 2.1 periods at --rate 0.7"),
+])
+def test_a_duration_that_is_not_whole_periods_is_refused(
+        rate: str, duration: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It ran one 2 s period and reported "for 1 s".
+    lines = _usage_error(["bench", "--rate", rate, "--duration", duration, "--no-environment"],
+                         capsys)
+    assert lines[0].startswith(f"edgert bench: {says}"), lines
+    assert "whole periods" in lines[-1]
+
+
+def test_whole_periods_are_accepted_and_the_library_says_it_too() -> None:
+    from edgert.bench import BenchOptions
+    from edgert.errors import InvalidArgumentError
+
+    for rate, duration in ((0.5, 2.0), (1000, 0.2), (1000, 0.05), (7, 1.0), (333.3, 0.5)):
+        BenchOptions(rate_hz=rate, duration_s=duration)
+    BenchOptions(rate_hz=0, duration_s=0.01)  # back to back: no periods
+    with pytest.raises(InvalidArgumentError, match=r"duration_s=1 is shorter than one period "
+                                                   r"at rate_hz=0\.5"):
+        BenchOptions(rate_hz=0.5, duration_s=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgert.cli import main
-from edgert.doctor import Section, Verdict, run_doctor
+from edgert.doctor import DoctorReport, Section, Verdict, run_doctor
 from edgert.testing.jetson import build_bare_tree, build_jetson_tree
 
 SECTIONS = ["system", "jetson", "gpu", "tensorrt", "realtime", "thermal"]
@@ -141,3 +141,54 @@ def test_unprivileged_child_gets_a_clear_report_and_exit_0(tmp_path: Path) -> No
     assert any("RTPRIO" in h or "rtprio" in h for h in rt["hints"])
     for name in SECTIONS:
         assert data["sections"][name]["verdict"] != "error", data["sections"][name]
+
+
+def test_the_text_report_has_a_legend_and_an_overall_line() -> None:
+    sections = [Section(name="a", title="Alpha"), Section(name="b", title="Beta")]
+    sections[0].add("x", 1, Verdict.OK)
+    sections[1].add("y", 2, Verdict.WARN)
+    report = DoctorReport(edgert_version="0", root="/", sections=sections)
+    lines = report.render().splitlines()
+    assert lines[1].startswith("verdicts: ok = ")
+    for word in ("info = ", "warn = ", "fail = ", "error = "):
+        assert word in lines[1]
+    assert lines[-1] == ("overall: warn (works, not as well as it could in Beta; the hints "
+                         "there say what to change)")
+    assert report.verdict is Verdict.WARN
+    assert json.loads(report.to_json())["verdict"] == "warn"
+    sections[1].checks.clear()
+    assert report.render().splitlines()[-1] == "overall: ok (nothing to change)"
+
+
+def _status(**kw: object) -> object:
+    from edgert.cuda import CudaStatus
+
+    base: dict[str, object] = {"available": False, "device_count": 0, "driver_version": None,
+                               "runtime_version": (13, 0), "bindings_version": "13.0",
+                               "reason": "no NVIDIA driver is installed "
+                                         "(cudaErrorInsufficientDriver)"}
+    base.update(kw)
+    return CudaStatus(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("status", "verdict"), [
+    # A CPU-only machine without an NVIDIA driver: nothing is broken, models run on the CPU.
+    ({}, Verdict.INFO),
+    ({"driver_version": (13, 0), "reason": "the driver sees no CUDA device "
+                                           "(cudaErrorNoDevice)"}, Verdict.WARN),
+    ({"driver_version": (11, 4), "reason": "the NVIDIA driver supports CUDA 11.4, older than "
+                                           "this runtime needs"}, Verdict.FAIL),
+])
+def test_a_missing_gpu_is_failed_only_where_a_driver_is_broken(
+        status: dict[str, object], verdict: Verdict, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from edgert import cuda
+    from edgert.doctor._sections import gpu_section
+
+    monkeypatch.setattr(cuda, "probe", lambda: _status(**status))
+    section = gpu_section(tmp_path)
+    assert section.verdict is verdict
+    if verdict is Verdict.INFO:
+        text = DoctorReport(edgert_version="0", root="/", sections=[section]).render()
+        assert "no CUDA device: models run on the CPU through ONNX Runtime" in text
+        assert "[INFO ] GPU (CUDA)" in text

@@ -131,15 +131,15 @@ def test_plan_with_the_fake_runtime(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "tensors on the host" in out  # the fake computes on host memory
 
 
-@pytest.mark.parametrize(("argv", "text"), [
-    (["missing.plan"], "does not exist"),
-    (["bundled", "--sha256", "0" * 64], "SHA-256"),
-    (["bundled", "--sha256", "xyz"], "64 hexadecimal"),
+@pytest.mark.parametrize(("argv", "text", "status"), [
+    (["missing.plan"], "does not exist", 1),
+    (["bundled", "--sha256", "0" * 64], "SHA-256", 1),
+    (["bundled", "--sha256", "xyz"], "64 hexadecimal", 2),  # a malformed flag: usage error
 ])
-def test_real_errors_exit_non_zero(argv: list[str], text: str,
+def test_real_errors_exit_non_zero(argv: list[str], text: str, status: int,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = _run(argv, capsys)
-    assert rc == 1
+    assert rc == status
     assert out == ""
     assert text in err
     assert "Hint:" in err

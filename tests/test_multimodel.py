@@ -103,7 +103,7 @@ def test_model_group_without_gpu(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_bench_load_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     # Every message ends with a Hint line that names flags, not Python parameters (it said
     # "use device='host'"), and the GPU-only flags are refused without --load.
-    assert main(["bench", "--load", "gemm", "--duration", "0.1"]) == 1
+    assert main(["bench", "--load", "gemm", "--duration", "0.1"]) == 2  # usage: no GPU here
     err = capsys.readouterr().err
     assert "--load runs a background load on a GPU beside the model, and there is no CUDA " \
         "device here" in err

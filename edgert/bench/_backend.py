@@ -120,6 +120,13 @@ def _bundled(runtime: str, device: int | str | None) -> Backend:
 
     path = bundled_model_path()
     notes: list[str] = []
+    if runtime == "fake":  # the TensorRT code path without a GPU: the fake's plan of the model
+        from edgert.engine import Engine
+
+        fake = fake_tensorrt_module()
+        engine = Engine.load(fake.bundled_policy_plan(), trt_module=fake)
+        reason = "the bundled model as a plan on the fake TensorRT module (computes on the host)"
+        return Backend(engine, _engine_info(engine, BUNDLED, reason), [engine.close], notes)
     if device != "host" and runtime == "auto" and cuda.is_available():
         from edgert.kernels import KernelExecutable
 

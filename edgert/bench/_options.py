@@ -70,6 +70,29 @@ def _shapes(value: Any) -> ShapePairs | None:
     return tuple(out.items())
 
 
+def _check_whole_periods(rate_hz: float, duration_s: float) -> None:
+    """A periodic run measures whole periods: refuse a duration that is not (nearly) that many.
+
+    ``rate_hz=0.5, duration_s=1`` would run one period of 2 s and report it as 1 s; a duration
+    within 1 % of a whole number of periods (any duration of 50 periods or more) is accepted.
+    """
+    if rate_hz <= 0:
+        return
+    periods = duration_s * rate_hz
+    whole = max(1, round(periods))
+    if periods >= 1 and abs(whole - periods) <= 0.01 * periods:
+        return
+    period = 1.0 / rate_hz
+    what = "shorter than one period" if periods < 1 else f"{periods:.3g} periods"
+    low = max(1, math.floor(periods))
+    choices = " or ".join(f"duration_s={n * period:.4g}" for n in (low, low + 1))
+    raise InvalidArgumentError(
+        f"duration_s={duration_s:g} is {what} at rate_hz={rate_hz:g} (one period is "
+        f"{period:,.4g} s), and the loop measures whole periods: it would run {whole} "
+        f"period{'s' if whole > 1 else ''}, {whole * period:,.4g} s",
+        hint=f"give {choices} (whole periods), or a higher rate")
+
+
 def _int(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidArgumentError(f"{what} must be an int from {low} to {high}, not {value!r}")
@@ -148,6 +171,7 @@ class BenchOptions:
                                     inclusive=True))
         s(self, "sample_interval_s", _number(self.sample_interval_s, "sample_interval_s",
                                              minimum=0.01, maximum=60.0, inclusive=True))
+        _check_whole_periods(self.rate_hz, self.duration_s)
         for name in ("rt", "environment"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(f"{name} must be a bool, not {getattr(self, name)!r}")

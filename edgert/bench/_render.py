@@ -105,7 +105,7 @@ def render(r: BenchReport) -> str:
         lines.append(_row("Wake-up latency", loop.wake, "-"))
         lines.append(_row("Step time", loop.step, "-"))
         lines.append(f"Deadline misses: {loop.deadline_misses:,} of {loop.iterations:,} periods "
-                     f"of {loop.period_ns / 1000:g} us; skipped periods: "
+                     f"of {loop.period_ns / 1000:,.0f} us; skipped periods: "
                      f"{loop.skipped_periods:,}")
         lines.append(f"Loop thread: {loop.gc_collections} GC collections, "
                      f"{loop.minor_faults} minor / {loop.major_faults} major page faults, "

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from edgert._version import __version__
-from edgert.cli._errors import Parser, print_error
+from edgert.cli._errors import Parser, given_flags, print_error
 
 __all__ = ["build_parser", "main"]
 
@@ -43,8 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    owner = args.subcommands.get(args.command, parser)
+    # Which flags were typed: a library error naming one of them is a usage error (exit 2).
+    args.given_flags = given_flags(owner, args)
     if extra:  # said by the subcommand that was given them, so the hint names its --help
-        owner = args.subcommands.get(args.command, parser)
         owner.error(f"unrecognized arguments: {' '.join(extra)}")
     func = getattr(args, "func", None)
     if func is None:

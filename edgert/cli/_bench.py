@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from edgert.cli._errors import FlagNames, existing_dir, print_error
+from edgert.cli._errors import FlagNames, existing_dir, print_error, report_error
 
 __all__ = ["FLAGS", "parse_cpus", "register"]
 
@@ -229,14 +229,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         report = run_options(args.model, options, progress=console.progress,
                              notify=console.notice)
-    except InvalidArgumentError as err:
-        console.done()
-        print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)
-        return _EXIT_USAGE
     except (EdgeRTError, OSError) as err:
         console.done()
-        print_error(_COMMAND, err, hint=_RUN_HINT, flags=FLAGS)
-        return _EXIT_ERROR
+        return report_error(_COMMAND, err, usage_hint=_USAGE_HINT, run_hint=_RUN_HINT,
+                            flags=FLAGS, given=getattr(args, "given_flags", ()))
     console.done()
     try:
         if args.json == "-":

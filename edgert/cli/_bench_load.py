@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgert.cli._errors import print_error
+from edgert.cli._errors import int_in, print_error, report_error
 
 __all__ = ["add_load_arguments", "run_load"]
 
@@ -39,7 +39,7 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
                    help="run a background load on the same GPU and report the model's latency "
                         "idle and under it: a persistent GEMM, a convolution stack, or a model "
                         "file run back to back")
-    g.add_argument("--reserve-sms", type=int, default=None, metavar="N",
+    g.add_argument("--reserve-sms", type=int_in(1), default=None, metavar="N",
                    help="with --load: a partition of N SMs (green context) for the model, the "
                         "rest for the load (see `edgert doctor` for legal sizes)")
     g.add_argument("--stream-priority", type=_stream_priority, default=None,
@@ -51,7 +51,7 @@ def run_load(args: argparse.Namespace) -> int:
     """Run ``bench --load`` and print its report; return the exit status."""
     from edgert.bench import run_under_load
     from edgert.cli._bench import FLAGS
-    from edgert.errors import EdgeRTError, InvalidArgumentError
+    from edgert.errors import EdgeRTError
 
     if args.device == "host":
         print_error(_COMMAND, "--load needs a CUDA device, not --device host",
@@ -68,20 +68,17 @@ def run_load(args: argparse.Namespace) -> int:
                     f"there is no CUDA device here: {cuda.unavailable_reason()}",
                     hint="leave out --load to benchmark the model on the host; `edgert "
                          "doctor` says what is missing for CUDA")
-        return _EXIT_ERROR
+        return _EXIT_USAGE  # a flag this machine cannot honour, as --graph without a GPU
     try:
         report = run_under_load(
             args.model, load=args.load, device=args.device or 0, reserve_sms=args.reserve_sms,
             priority="highest" if args.stream_priority is None else args.stream_priority,
             rate_hz=args.rate, duration_s=args.duration,
             runtime=args.runtime)
-    except InvalidArgumentError as err:
-        print_error(_COMMAND, err, hint=_USAGE_HINT, flags=FLAGS)
-        return _EXIT_USAGE
     except (EdgeRTError, OSError) as err:
-        print_error(_COMMAND, err, hint="`edgert doctor` shows what this machine has and "
-                    "allows", flags=FLAGS)
-        return _EXIT_ERROR
+        return report_error(_COMMAND, err, usage_hint=_USAGE_HINT,
+                            run_hint="`edgert doctor` shows what this machine has and allows",
+                            flags=FLAGS, given=getattr(args, "given_flags", ()))
     text = json.dumps(report.to_dict(), indent=2)
     try:
         if args.json == "-":

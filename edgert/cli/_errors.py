@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO, NoReturn
 
-__all__ = ["FlagNames", "Parser", "existing_dir", "print_error"]
+__all__ = ["EXIT_ERROR", "EXIT_USAGE", "FlagNames", "Parser", "existing_dir", "exit_status",
+           "given_flags", "int_in", "print_error", "report_error"]
+
+#: A runtime failure: the model, the machine or a file did not allow what was asked.
+EXIT_ERROR = 1
+#: A usage error: a flag's value, a combination of flags, or a flag this machine cannot honour.
+EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,6 +51,88 @@ def existing_dir(text: str) -> Path:
         why = "is not a directory" if path.exists() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text!r} {why} (it should hold proc/, sys/, etc/)")
     return path
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an int from ``low`` to ``high`` (no upper bound when None).
+
+    The range is checked as the flag is parsed, so the message names the flag and the value
+    as typed (``--workspace-mib -5``), not the library's parameter in its own unit.
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be an int {allowed}, not {text}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its own messages
+    return parse
+
+
+def given_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> frozenset[str]:
+    """The option strings of every flag whose value is not its default (what was typed).
+
+    Both spellings of a flag are included (``--graph`` and ``--no-graph``), so a message that
+    names either counts as naming the flag.
+    """
+    given: set[str] = set()
+    for action in parser._actions:  # argparse has no public view of its actions
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        if getattr(args, action.dest, action.default) != action.default:
+            given.update(action.option_strings)
+    return frozenset(given)
+
+
+def exit_status(error: BaseException, text: str, given: Collection[str] = ()) -> int:
+    """The exit status of a library error that stopped a command: 2 for usage, else 1.
+
+    A usage error is one the person at the command line fixes by changing the command: an
+    :class:`~edgert.errors.InvalidArgumentError` (a value out of range, a malformed digest,
+    an impossible combination), or a :class:`~edgert.errors.NotSupportedError` whose first
+    line names a flag that was typed (``--graph needs a CUDA device``: a flag this machine
+    cannot honour, like ``--device 3`` on a machine without it). What the machine, the model
+    or a file refused without a flag asking for it is a runtime failure.
+
+    Args:
+        error: What the library raised.
+        text: Its message as printed, with parameter names rewritten into flags.
+        given: The flags typed on the command line (:func:`given_flags`).
+    """
+    from edgert.errors import InvalidArgumentError, NotSupportedError
+
+    if isinstance(error, InvalidArgumentError):
+        return EXIT_USAGE
+    if isinstance(error, NotSupportedError):
+        first = text.split("\n", 1)[0]
+        if any(re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", first) for flag in given):
+            return EXIT_USAGE
+    return EXIT_ERROR
+
+
+def report_error(command: str, error: BaseException, *, usage_hint: str, run_hint: str,
+                 flags: FlagNames | None = None, given: Collection[str] = (),
+                 text: str | None = None) -> int:
+    """Print a library error (:func:`print_error`) and return its exit status (:func:`exit_status`).
+
+    Args:
+        command: ``edgert bench`` etc.
+        error: What the library raised.
+        usage_hint: The hint for a usage error that brings none of its own.
+        run_hint: The hint for a runtime failure that brings none of its own.
+        flags: Rewrites parameter names into flags.
+        given: The flags typed on the command line.
+        text: The message to print instead of ``str(error)`` (a command's rewording).
+    """
+    message = str(error) if text is None else text
+    shown = flags(message) if flags is not None else message
+    status = exit_status(error, shown, given)
+    print_error(command, shown, hint=usage_hint if status == EXIT_USAGE else run_hint)
+    return status
 
 
 class FlagNames:

@@ -17,11 +17,11 @@ from types import ModuleType
 from typing import Any
 
 from edgert._fake_runtime import fake_tensorrt_module
-from edgert.cli._errors import FlagNames, print_error
+from edgert.cli._errors import FlagNames, report_error
 
 __all__ = ["inspect_model", "register", "render"]
 
-_EXIT_ERROR = 1
+_USAGE_HINT = "`edgert inspect --help` lists the options and the values each takes"
 
 
 def register(sub: Any) -> None:
@@ -256,10 +256,11 @@ def _run(args: argparse.Namespace) -> int:
         text = str(err).replace(", or pass signature=HEX", "").replace(
             "pass signature=HEX (the HMAC-SHA256 tag) along with the bytes",
             "write the HMAC-SHA256 tag (hex) into MODEL.sig")
-        hint = ("check the path and that the file is readable" if isinstance(err, OSError)
-                else "`edgert inspect --help` lists the options")
-        print_error("edgert inspect", text, hint=hint, flags=flags)
-        return _EXIT_ERROR
+        run_hint = ("check the path and that the file is readable" if isinstance(err, OSError)
+                    else "`edgert inspect --help` lists the options")
+        return report_error("edgert inspect", err, text=text, flags=flags,
+                            usage_hint=_USAGE_HINT, run_hint=run_hint,
+                            given=getattr(args, "given_flags", ()))
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

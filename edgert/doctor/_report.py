@@ -21,6 +21,10 @@ class Verdict(StrEnum):
     ERROR = "error"  # the probe itself failed; the rest of the report is unaffected
 
 
+#: The first lines of the text report say what each verdict means.
+LEGEND = ("verdicts: ok = as it should be; info = a fact, nothing to judge; warn = works, not as "
+          "well as it could; fail = missing or refused here; error = the probe itself failed")
+
 _RANK = {Verdict.INFO: 0, Verdict.OK: 1, Verdict.WARN: 2, Verdict.FAIL: 3, Verdict.ERROR: 4}
 
 
@@ -106,11 +110,29 @@ class DoctorReport:
                 return s
         raise KeyError(name)
 
+    @property
+    def verdict(self) -> Verdict:
+        """The overall verdict: the worst of the sections' (INFO when there are none)."""
+        return max((s.verdict for s in self.sections), key=_RANK.__getitem__,
+                   default=Verdict.INFO)
+
+    def summary(self) -> str:
+        """One line: the overall verdict and the sections that set it."""
+        overall = self.verdict
+        worst = ", ".join(s.title for s in self.sections if s.verdict is overall)
+        if overall in (Verdict.OK, Verdict.INFO):
+            return f"overall: {overall} (nothing to change)"
+        what = {Verdict.WARN: "works, not as well as it could in",
+                Verdict.FAIL: "something is missing or refused in",
+                Verdict.ERROR: "a probe itself failed in"}[overall]
+        return f"overall: {overall} ({what} {worst}; the hints there say what to change)"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (the ``--json`` output and bench's environment block)."""
         return {
             "edgert_version": self.edgert_version,
             "root": self.root,
+            "verdict": str(self.verdict),
             "verdicts": {s.name: str(s.verdict) for s in self.sections},
             "sections": {s.name: s.to_dict() for s in self.sections},
         }
@@ -122,7 +144,7 @@ class DoctorReport:
     def render(self) -> str:
         """The report as aligned text for a terminal."""
         lines = [f"edgert {self.edgert_version} doctor" +
-                 (f" (root {self.root})" if self.root != "/" else "")]
+                 (f" (root {self.root})" if self.root != "/" else ""), LEGEND]
         for s in self.sections:
             lines.append("")
             lines.append(f"[{str(s.verdict).upper():5}] {s.title}")
@@ -136,6 +158,7 @@ class DoctorReport:
                     lines.append(f"        {'':<{width}}    {c.detail}")
             for h in s.hints:
                 lines.append(f"        hint: {h}")
+        lines.extend(("", self.summary()))
         return "\n".join(lines)
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgert._version import __version__
 from edgert.doctor._report import DoctorReport, Section, Verdict
 from edgert.platform import find_tensorrt, read_jetson, read_system
+
+if TYPE_CHECKING:
+    from edgert.cuda import CudaStatus
 
 __all__ = ["SECTIONS", "run_doctor"]
 
@@ -87,13 +91,17 @@ def gpu_section(root: Path) -> Section:
     s.add("cuda_python", status.bindings_version)
     s.add("driver_cuda_version", _ver(status.driver_version))
     s.add("runtime_cuda_version", _ver(status.runtime_version))
-    s.add("available", status.available, Verdict.OK if status.available else Verdict.FAIL,
-          status.reason)
+    s.add("available", status.available, _availability_verdict(status), status.reason)
     if root != Path("/"):
         s.add("note", "GPU facts come from the live driver, not from --root")
     if not status.available:
-        s.hints.append("without a GPU edgert runs models on the CPU through ONNX Runtime "
-                       "(device='host'); install the NVIDIA driver for CUDA")
+        if status.driver_version is None and status.runtime_version is not None:
+            s.add("runs_on", "no CUDA device: models run on the CPU through ONNX Runtime")
+            s.hints.append("this is fine for trying edgert; for CUDA, TensorRT and the latency "
+                           "figures of a robot, install the NVIDIA driver on a machine with a GPU")
+        else:
+            s.hints.append("without a GPU edgert runs models on the CPU through ONNX Runtime "
+                           "(device='host'); fix the driver for CUDA: the reason is above")
         return s
     devices = []
     for i in range(status.device_count):
@@ -116,6 +124,19 @@ def gpu_section(root: Path) -> Section:
 
     add_green_context_checks(s, status.device_count)
     return s
+
+
+def _availability_verdict(status: CudaStatus) -> Verdict:
+    """ok with a device; info without an NVIDIA driver (a CPU machine: models run through ONNX
+    Runtime, nothing is broken); warn when the driver sees no device (a container without GPU
+    access, say); fail when a driver is there but CUDA cannot use it (too old, broken)."""
+    if status.available:
+        return Verdict.OK
+    if status.driver_version is None and status.runtime_version is not None:
+        return Verdict.INFO
+    if status.device_count == 0 and "cudaErrorNoDevice" in (status.reason or ""):
+        return Verdict.WARN
+    return Verdict.FAIL
 
 
 def tensorrt_section(root: Path) -> Section:
