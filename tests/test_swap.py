@@ -100,6 +100,31 @@ def test_with_views_the_old_model_lives_until_every_slot_moved_on(tmp_path: Path
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
 
 
+def test_a_second_swap_does_not_free_the_first_ones_old_model_early() -> None:
+    """The first swap frees the old model once the model it brought in served ``slots``
+    requests; a second swap applied while it waits must not count its own warm-up runs (found by
+    review: the oldest model was freed one request after a view of it was handed out)."""
+    plan = ft.bundled_policy_plan()
+    e0, e1, e2 = (Engine.load(plan, trt_module=ft) for _ in range(3))
+    x = np.ones((1, 48), np.float32)
+    with e0, e1, e2, InferenceSession(e0, slots=2, outputs="view") as s:
+        s.infer({"obs": x})  # a view of model 0: valid for two more requests
+        leases = [tb.host for slot in s._slots for tb in slot.outputs]
+        first: dict[str, Any] = {}
+        swapper = threading.Thread(target=lambda: first.setdefault("r", s.swap(e1,
+                                                                               handoff_s=5)))
+        swapper.start()
+        while s._swap_pending is None:
+            time.sleep(0.001)
+        s.infer({"obs": x})  # takes the first swap: one request since the view
+        time.sleep(0.05)
+        s.swap(e2, handoff_s=0.0, warmup_shapes=[{"obs": (b, 48)} for b in range(1, 7)])
+        swapper.join()
+        assert first["r"].old_freed is False
+        assert not any(lease.released for lease in leases)
+    assert all(lease.released for lease in leases)  # freed at close
+
+
 def test_requests_submitted_before_a_swap_finish_but_are_not_collectable(tmp_path: Path) -> None:
     with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
             InferenceSession(a, outputs="copy") as session:

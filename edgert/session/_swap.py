@@ -122,6 +122,7 @@ class _Handoff:
         self.done = threading.Event()
         self.taken_by = ""
         self.generations = 0
+        self.model: tuple[Any, Any] | None = None  # the (slots, runner) this swap brought in
 
 
 def _signature(specs: Any) -> list[tuple[str, str]]:
@@ -141,10 +142,11 @@ def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
                  "session for a model with a different interface")
 
 
-def _requests(session: SwapTarget) -> int:
-    """Requests run so far by the session's current model (what its slots served and
-    ``infer``'s short way, which uses no slot)."""
-    return sum(s.served for s in session._slots) + session._runner.shortcuts
+def _requests(session: SwapTarget, model: tuple[Any, Any] | None = None) -> int:
+    """Requests run so far by the session's current model, or by ``model`` (the slots and
+    runner a swap brought in): what its slots served and ``infer``'s short way (no slot)."""
+    slots, runner = (session._slots, session._runner) if model is None else model
+    return sum(s.served for s in slots) + runner.shortcuts
 
 
 def apply_pending_swap(session: SwapTarget) -> None:
@@ -168,7 +170,11 @@ def apply_pending_swap(session: SwapTarget) -> None:
         setattr(session, name, getattr(side, name))
         setattr(side, name, mine)
     session._runner.stats = session._stats  # one history of timings across models
-    handoff.generations = _requests(session)
+    # Counted on this model, never on whatever the session runs later: a second swap applied
+    # while this one waits would count its own warm-up runs (found by review: the oldest model
+    # was freed while its last view was still valid).
+    handoff.model = (session._slots, session._runner)
+    handoff.generations = _requests(session, handoff.model)
     handoff.state = "applied"
     handoff.done.set()
 
@@ -311,7 +317,7 @@ def _free_old(session: SwapTarget, handoff: _Handoff, wait_s: float) -> bool:
     n = len(session._slots)
     deadline = time.monotonic() + wait_s
     while True:
-        if session.closed or _requests(session) - handoff.generations >= n:
+        if session.closed or _requests(session, handoff.model) - handoff.generations >= n:
             side.close()
             return True
         if time.monotonic() >= deadline:
