@@ -112,7 +112,7 @@ class DoctorReport:
 
     @property
     def verdict(self) -> Verdict:
-        """The overall verdict: the worst of the sections' (INFO when there are none)."""
+        """The worst of the sections' verdicts (INFO when there are none), for the whole."""
         return max((s.verdict for s in self.sections), key=_RANK.__getitem__,
                    default=Verdict.INFO)
 

@@ -77,8 +77,8 @@ class LoopReport:
             loop never ran). The iteration that was left by an exception or a ``break`` is not
             counted. In a bare ``for tick in loop.ticks()`` CPython closes the generator the same
             way for an exception as for a ``break``, so both read ``closed``; iterate inside
-            ``with contextlib.closing(loop.ticks()) as ticks:`` (or use :meth:`run`) to have an
-            exception reported as ``exception``.
+            ``with contextlib.closing(loop.ticks()) as ticks:`` (or use
+            :meth:`PeriodicLoop.run`) to have an exception reported as ``exception``.
         policy: What the real-time policy applied and refused, when there was one.
     """
 
