@@ -250,6 +250,66 @@ def test_sampler_reads_a_fake_jetson_and_sees_throttling(tmp_path: Path) -> None
         assert json.loads(json.dumps(s.to_dict()))["t_s"] >= 0
 
 
+def test_sampler_power_is_unknown_when_a_summed_rail_fails(tmp_path: Path) -> None:
+    # AGX Orin has no input rail: a rail that fails to read must not count as 0 W.
+    with build_jetson_tree(tmp_path / "j", "jp6-agx-orin") as tree, \
+            Sampler(tree.root, interval_s=1.0) as sampler:
+        full = sampler.sample()
+        assert full.power_mw is not None
+        assert full.power_missing == ()
+        node, n = tree.rails["VDD_GPU_SOC"]
+        tree.fail(node / f"curr{n}_input", Fault.EAGAIN)
+        s = sampler.sample()
+        assert s.power_mw is None
+        assert s.power_missing == ("VDD_GPU_SOC",)
+        d = json.loads(json.dumps(s.to_dict()))
+        assert (d["power_mw"], d["power_missing"]) == (None, ["VDD_GPU_SOC"])
+
+
+def test_sampler_sees_over_current_throttling(tmp_path: Path) -> None:
+    # Orin NX: the INA3221 critical alert on VDD_IN (curr1_crit 7784 mA) throttles the SoC.
+    with build_jetson_tree(tmp_path / "j", "jp6-orin-nx") as tree, \
+            Sampler(tree.root, interval_s=1.0) as sampler:
+        assert sampler.sample().throttled is False
+        tree.set_rail("VDD_IN", current_ma=8100, crit_alarm=True)
+        s = sampler.sample()
+        assert s.throttled is True
+        assert s.throttle_reasons == (
+            "VDD_IN over-current: critical alarm set (8100 mA, limit 7784 mA)",)
+
+
+def test_sampler_over_current_without_alarm_files(tmp_path: Path) -> None:
+    # The JetPack 4 iio node has limits but no alarms: a current at the critical limit counts.
+    with build_jetson_tree(tmp_path / "j", "jp5-agx-orin", rail_layout="iio") as tree, \
+            Sampler(tree.root, interval_s=1.0) as sampler:
+        assert not any("over-current" in r for r in sampler.sample().throttle_reasons)
+        tree.set_rail("VDD_GPU_SOC", current_ma=7900)
+        s = sampler.sample()
+        assert s.throttled is True
+        assert "VDD_GPU_SOC over-current: 7900 mA >= critical limit 7784 mA" in \
+            s.throttle_reasons
+
+
+def test_sampler_skips_the_pmic_zone(tmp_path: Path) -> None:
+    # Nano/TX2/Xavier PMIC-Die reads a constant 100 °C: no temperature, never the hottest.
+    root = tmp_path / "nano"
+    for i, (typ, milli) in enumerate([("CPU-therm", 42000), ("GPU-therm", 41500),
+                                      ("PMIC-Die", 100000)]):
+        d = root / f"sys/devices/virtual/thermal/thermal_zone{i}"
+        d.mkdir(parents=True)
+        (d / "type").write_text(typ + "\n")
+        (d / "temp").write_text(f"{milli}\n")
+        (d / "trip_point_0_type").write_text("passive\n")
+        (d / "trip_point_0_temp").write_text("95000\n")
+        (root / "sys/class/thermal").mkdir(parents=True, exist_ok=True)
+        os.symlink(d, root / f"sys/class/thermal/thermal_zone{i}")
+    with Sampler(root, interval_s=1.0) as sampler:
+        s = sampler.sample()
+    assert (s.hottest, s.max_temp_c) == ("CPU-therm", 42.0)
+    assert "PMIC-Die" not in s.temps_c
+    assert s.throttled is False
+
+
 def test_sampler_thread_survives_a_failing_callback(tmp_path: Path) -> None:
     calls: list[SensorSample] = []
 

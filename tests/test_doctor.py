@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from edgert.cli import main
 from edgert.doctor import DoctorReport, Section, Verdict, run_doctor
+from edgert.doctor._report import Check
 from edgert.testing.jetson import build_bare_tree, build_jetson_tree
 
 SECTIONS = ["system", "jetson", "gpu", "tensorrt", "realtime", "thermal"]
@@ -192,3 +194,61 @@ def test_a_missing_gpu_is_failed_only_where_a_driver_is_broken(
         text = DoctorReport(edgert_version="0", root="/", sections=[section]).render()
         assert "no CUDA device: models run on the CPU through ONNX Runtime" in text
         assert "[INFO ] GPU (CUDA)" in text
+
+
+# -- thermal: zones at or past their trips, PMIC zones (trial r6, r5) -------------------------
+
+def _thermal_check(tmp_path: Path, tj: float) -> tuple[Section, Check]:
+    from edgert.doctor._thermal import thermal_section
+
+    with build_jetson_tree(tmp_path / str(tj), "jp6-orin-nx", temps={"tj": tj}) as tree:
+        s = thermal_section(tree.root)
+    return s, next(c for c in s.checks if c.name == "tj-thermal")
+
+
+def test_thermal_zone_past_passive_trip_is_throttling_now(tmp_path: Path) -> None:
+    s, c = _thermal_check(tmp_path, 100.0)
+    assert c.verdict is Verdict.WARN
+    assert c.detail == "throttling now: past its passive trip (99.0 °C) by 1.0 °C"
+    assert "throttling now" in s.hints[-1]
+    assert not any(re.search(r"-\d", h) for h in s.hints)  # no negative margin anywhere
+    _s, c = _thermal_check(tmp_path, 99.0)
+    assert c.detail == "throttling now: at its passive trip (99.0 °C)"
+
+
+def test_thermal_zone_past_critical_trip_fails(tmp_path: Path) -> None:
+    s, c = _thermal_check(tmp_path, 105.0)
+    assert c.verdict is Verdict.FAIL
+    assert "past its critical (shutdown) trip (104.5 °C)" in (c.detail or "")
+    assert s.verdict is Verdict.FAIL
+    assert "shutdown" in s.hints[-1]
+    text = " ".join([*s.hints, *(str(x.detail) for x in s.checks)])
+    assert not re.search(r"-\d", text)
+
+
+def test_thermal_margin_below_the_trip_is_unchanged(tmp_path: Path) -> None:
+    _s, c = _thermal_check(tmp_path, 92.0)
+    assert c.verdict is Verdict.WARN
+    assert c.detail == "7.0 °C below its passive trip (99.0 °C)"
+    _s, c = _thermal_check(tmp_path, 46.5)
+    assert c.verdict is Verdict.OK
+
+
+def test_thermal_pmic_zone_is_not_judged(tmp_path: Path) -> None:
+    from edgert.doctor._thermal import thermal_section
+
+    d = tmp_path / "sys/devices/virtual/thermal/thermal_zone0"
+    d.mkdir(parents=True)
+    (d / "type").write_text("PMIC-Die\n")
+    (d / "temp").write_text("100000\n")
+    (d / "trip_point_0_type").write_text("passive\n")
+    (d / "trip_point_0_temp").write_text("95000\n")
+    (tmp_path / "sys/class/thermal").mkdir(parents=True)
+    os.symlink(d, tmp_path / "sys/class/thermal/thermal_zone0")
+    s = thermal_section(tmp_path)
+    c = next(c for c in s.checks if c.name == "PMIC-Die")
+    assert c.verdict is Verdict.INFO
+    assert c.value is None
+    assert "not a temperature" in (c.detail or "")
+    assert s.verdict is Verdict.INFO
+    assert not s.hints

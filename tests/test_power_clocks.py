@@ -194,3 +194,59 @@ def test_failed_run_is_a_command_error(tmp_path: Path) -> None:
             JetsonClocks(tree.root, runner=broken).enable()
         assert info.value.returncode == 2
         assert info.value.stderr == "boom\n"
+
+
+# -- EMC pinned at the mode's cap (trial r1) --------------------------------------------------
+
+_AGX_15W_PINNED = """SOC family:tegra234  Machine:NVIDIA Jetson AGX Orin Developer Kit
+Online CPUs: 0-3, Offline CPUs: 4-11
+cpu0:  Governor=schedutil MinFreq=1113600 MaxFreq=1113600 CurrentFreq=1113600 IdleStates: WFI=0 c7=0
+cpu1:  Governor=schedutil MinFreq=1113600 MaxFreq=1113600 CurrentFreq=1113600 IdleStates: WFI=0 c7=0
+GPU MinFreq=408000000 MaxFreq=408000000 CurrentFreq=408000000
+EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=2133000000 FreqOverride={override}
+NV Power Mode: MODE_15W
+"""
+
+
+def test_emc_pinned_at_the_mode_cap_reads_pinned() -> None:
+    # jetson_clocks prints EMC MaxFreq as the hardware maximum but pins the rate at a positive
+    # emc_iso_cap: CurrentFreq = cap < MaxFreq is pinned, not dynamic.
+    locked = _AGX_15W_PINNED.format(override=1)
+    assert parse_jetson_clocks_show(locked).state is ClockState.PINNED
+    with_cap = parse_jetson_clocks_show(locked, emc_cap_hz=2133000000)
+    assert with_cap.emc_ceiling_hz == 2133000000
+    assert with_cap.state is ClockState.PINNED
+    # Without FreqOverride, only the known cap tells that 2133 MHz is the ceiling.
+    unlocked = _AGX_15W_PINNED.format(override=0)
+    assert parse_jetson_clocks_show(unlocked).state is ClockState.DYNAMIC
+    assert parse_jetson_clocks_show(unlocked, emc_cap_hz=2133000000).state is ClockState.PINNED
+    # Known to be uncapped (0), or an EMC above the cap: not pinned there.
+    assert parse_jetson_clocks_show(unlocked, emc_cap_hz=0).state is ClockState.DYNAMIC
+    above = locked.replace("CurrentFreq=2133000000", "CurrentFreq=3199000000")
+    assert parse_jetson_clocks_show(above, emc_cap_hz=2133000000).state is ClockState.DYNAMIC
+    idle = unlocked.replace("CurrentFreq=2133000000", "CurrentFreq=665600000")
+    assert parse_jetson_clocks_show(idle, emc_cap_hz=2133000000).state is ClockState.DYNAMIC
+
+
+@pytest.mark.parametrize("dialect", ["old", "new"])
+def test_enable_in_a_mode_with_an_emc_cap(tmp_path: Path, dialect: str) -> None:
+    with build_jetson_tree(tmp_path, "jp6-agx-orin") as tree:
+        runner = tree.runner(mode_id=1, clocks_dialect=dialect)  # MODE_15W: EMC cap 2133 MHz
+        cap = tree.root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap"
+        assert cap.read_text().strip() == "2133000000"  # nvpmodel wrote the mode's cap
+        clocks = JetsonClocks(tree.root, runner=runner)
+        assert clocks.show().state is ClockState.DYNAMIC
+        after = clocks.enable()
+        assert after.state is ClockState.PINNED
+        assert after.emc_cap_hz == 2133000000
+        # The fake pins EMC at the cap, as the hardware does, never above it.
+        assert after.emc is not None
+        assert (after.emc.max_hz, after.emc.cur_hz) == (3199000000, 2133000000)
+
+
+def test_emc_cap_comes_from_the_conf_when_sysfs_lacks_it(tmp_path: Path) -> None:
+    with build_jetson_tree(tmp_path, "jp6-agx-orin") as tree:
+        (tree.root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap").unlink()
+        runner = tree.runner(mode_id=1)
+        clocks = JetsonClocks(tree.root, runner=runner)
+        assert clocks.enable().emc_cap_hz == 2133000000

@@ -230,7 +230,7 @@ def test_fact7_conf_variants(tmp_path: Path) -> None:
                 conf = (tree.root / "etc/nvpmodel.conf").resolve()
                 assert conf.name.endswith("_super.conf")
     ids = [int(i) for i in re.findall(r"POWER_MODEL ID=(\d+)", texts[NvpConf.ID_GAP])]
-    assert ids == [0, 1, 3]
+    assert ids == [0, 1, 3, 4]  # the default flavour is an Orin NX: MAXN, 10W, 15W, 25W
     assert "< PM_CONFIG DEFAULT=7 >" in texts[NvpConf.MISSING_DEFAULT]
     assert "NAME=MAXN_SUPER" in texts[NvpConf.SUPER]
 
@@ -328,3 +328,10 @@ def test_doctor_flavours_identify_themselves(tmp_path: Path) -> None:
         assert not (bare.root / "etc/nv_tegra_release").exists()
         assert not (bare.root / "etc/nvpmodel.conf").exists()
         assert list((bare.root / "sys/class/thermal").iterdir()) == []
+
+
+def test_trees_have_the_rt_throttling_knob(tmp_path: Path) -> None:
+    # Every Linux procfs has it; without it the doctor's realtime check failed on fakes only.
+    with build_jetson_tree(tmp_path / "j") as tree, build_bare_tree(tmp_path / "b") as bare:
+        for root in (tree.root, bare.root):
+            assert (root / "proc/sys/kernel/sched_rt_runtime_us").read_text() == "950000\n"

@@ -58,7 +58,8 @@ def test_standard_conf_modes_and_caps(tree) -> None:
 
 
 def test_conf_with_an_id_gap(tmp_path: Path) -> None:
-    with build_jetson_tree(tmp_path, nvpmodel_conf=NvpConf.ID_GAP) as tree:
+    # AGX Orin's mode table (the Orin NX fake has 10W/15W/25W; see test_orin_nx_fake_modes).
+    with build_jetson_tree(tmp_path, "jp6-agx-orin", nvpmodel_conf=NvpConf.ID_GAP) as tree:
         nvp = NvpModel(tree.root, runner=tree.runner())
         assert [m.id for m in nvp.modes] == [0, 1, 3]
         assert nvp.default is not None
@@ -70,7 +71,8 @@ def test_conf_with_an_id_gap(tmp_path: Path) -> None:
 
 
 def test_conf_default_naming_a_missing_id(tmp_path: Path) -> None:
-    with build_jetson_tree(tmp_path, nvpmodel_conf=NvpConf.MISSING_DEFAULT) as tree:
+    with build_jetson_tree(tmp_path, "jp6-agx-orin", nvpmodel_conf=NvpConf.MISSING_DEFAULT) \
+            as tree:
         nvp = NvpModel(tree.root, runner=tree.runner())
         assert nvp.config.default_id == 7
         assert nvp.default is None
@@ -337,3 +339,44 @@ def test_bad_timeout() -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# -- caps above INT_MAX and the no-cap sentinels (trial r2) -----------------------------------
+
+@pytest.mark.parametrize(("value", "cap"), [
+    ("3199000000", 3199000000),  # Orin Nano super 25W: a real cap above 2**31 - 1 Hz
+    ("2500000000", 2500000000),
+    ("2133000000", 2133000000),
+    ("-1", None),  # INT_MAX: no cap
+    ("2147483647", None),  # how -p --verbose echoes -1
+    ("9223372036854775807", None),  # LLONG_MAX on JetPack 6 super builds
+    ("0", None),  # EMC MAX_FREQ 0: jetson_clocks only honours a positive emc_iso_cap
+])
+def test_emc_cap_sentinels_only_mean_no_cap(value: str, cap: int | None) -> None:
+    conf = parse_nvpmodel_conf(f"< POWER_MODEL ID=0 NAME=X >\nEMC MAX_FREQ {value}\n"
+                               f"GPU MAX_FREQ {value}\n< PM_CONFIG DEFAULT=0 >\n")
+    assert conf.modes[0].emc_max_freq_hz == cap
+    if value != "0":
+        assert conf.modes[0].gpu_max_freq_hz == cap
+
+
+# -- the Orin NX fake's own modes (trial r7) --------------------------------------------------
+
+@pytest.mark.parametrize("flavour", ["jp6-orin-nx", "jp5-orin-nx"])
+def test_orin_nx_fake_modes(tmp_path: Path, flavour: str) -> None:
+    with build_jetson_tree(tmp_path, flavour) as tree:
+        assert (tree.root / "etc/nvpmodel.conf").resolve().name == "nvpmodel_p3767_0000.conf"
+        nvp = NvpModel(tree.root, runner=tree.runner())
+        assert [(m.id, m.name, m.cores_online, m.tpc_pg_mask, m.fbp_pg_mask)
+                for m in nvp.modes] == [(0, "MAXN", 8, 240, 2), (1, "10W", 4, 252, 2),
+                                        (2, "15W", 4, 252, 2), (3, "25W", 8, 240, 2)]
+        assert nvp.config.default_id == 2
+        assert nvp.current().name == "15W"
+        assert "FBP_POWER_GATING" in nvp.config.params
+        assert nvp.config.params["FBP_POWER_GATING"].args["FBP_PG_MASK"] == \
+            "/sys/devices/gpu.0/fbp_pg_mask"
+        assert nvp.mode("10W").emc_max_freq_hz == 2133000000
+        assert nvp.mode("15W").emc_max_freq_hz is None
+        # 15W -> 25W brings cores 4-7 online and changes the TPC mask: a reboot.
+        assert nvp.mode("15W").reboot_reasons(nvp.mode("25W"))
+        assert not nvp.mode("15W").reboot_reasons(nvp.mode("10W"))

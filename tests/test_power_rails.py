@@ -64,6 +64,11 @@ def test_failing_rail_reads_none_and_total_says_what_is_missing(tmp_path: Path) 
         assert total.method is TotalMethod.SUM
         assert total.missing == ("VDD_CPU_CV",)
         assert "VDD_CPU_CV" not in total.rails
+        # A sum without a rail counts it as 0 W: no total, only a lower bound kept apart.
+        assert total.power_mw is None
+        assert not total.complete
+        readable = [r.power_mw for r in rails.read().values() if r.power_mw is not None]
+        assert total.partial_mw == pytest.approx(sum(readable))
 
 
 def test_failing_input_rail_gives_no_total_rather_than_a_wrong_one(tmp_path: Path) -> None:

@@ -246,3 +246,13 @@ def test_sysfs_readers(tmp_path: Path) -> None:
     assert _sysfs.milli_c(str(f)) is None
     f.write_text("-40000\n")
     assert _sysfs.milli_c(str(f)) == -40.0
+
+
+def test_pmic_zones_are_not_temperatures() -> None:
+    # PMIC-Die (Nano/TX2/Xavier) reads a constant 100 °C; jtop skips names containing PMIC.
+    from edgert.power import reports_temperature
+
+    assert not reports_temperature("PMIC-Die")
+    assert not reports_temperature("pmic-thermal")
+    assert reports_temperature("tj-thermal")
+    assert reports_temperature("CPU-therm")

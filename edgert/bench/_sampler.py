@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgert._owner import Owner
 
 if TYPE_CHECKING:
-    from edgert.power import NvmlReading
+    from edgert.power import NvmlReading, RailReading
 
 __all__ = ["Sampler", "SensorSample"]
 
@@ -31,13 +31,19 @@ class SensorSample:
 
     Attributes:
         t_s: Seconds since the sampler started.
-        temps_c: Every thermal zone and hwmon channel, °C (``None``: the sensor failed).
+        temps_c: Every thermal zone and hwmon channel, °C (``None``: the sensor failed). PMIC
+            zones, which read a constant 100 °C, are left out (as jtop does).
         max_temp_c: The hottest reading (zones and the NVML GPU temperature), if any.
         hottest: Which sensor that was.
-        power_mw: The board's power from its power rails (Jetson), if readable.
+        power_mw: The board's power from its power rails (Jetson). ``None`` when unknown,
+            including when any rail of a sum failed to read: a partial sum is never given as
+            the board's power (see ``power_missing``).
+        power_missing: Rails that could not be read at this instant; when not empty,
+            ``power_mw`` is ``None``.
         gpu: The NVML reading (temperature, power, clocks, throttle reasons), if NVML works.
-        throttled: Whether anything is throttling: a zone at or above its passive trip, or an
-            NVML thermal or power slowdown. ``None`` when no sensor can tell.
+        throttled: Whether anything is throttling: a zone at or above its passive trip, an
+            INA3221 over-current alarm (on Orin NX wired to SoC throttling), or an NVML thermal
+            or power slowdown. ``None`` when no sensor can tell.
         throttle_reasons: What is throttling, e.g. ``("tj-thermal >= passive trip 99.0 °C",)``.
     """
 
@@ -46,6 +52,7 @@ class SensorSample:
     max_temp_c: float | None = None
     hottest: str | None = None
     power_mw: float | None = None
+    power_missing: tuple[str, ...] = ()
     gpu: NvmlReading | None = None
     throttled: bool | None = None
     throttle_reasons: tuple[str, ...] = ()
@@ -62,7 +69,8 @@ class SensorSample:
                    if g.clock_event_reasons is not None else None}
         return {"t_s": round(self.t_s, 6), "temps_c": dict(self.temps_c),
                 "max_temp_c": self.max_temp_c, "hottest": self.hottest,
-                "power_mw": self.power_mw, "gpu": gpu, "throttled": self.throttled,
+                "power_mw": self.power_mw, "power_missing": list(self.power_missing),
+                "gpu": gpu, "throttled": self.throttled,
                 "throttle_reasons": list(self.throttle_reasons)}
 
 
@@ -111,7 +119,7 @@ class Sampler(Owner):
         try:
             zones = ThermalZones(root)
             for z in zones.zones():
-                if z.passive_trip_c is not None:
+                if z.passive_trip_c is not None and z.is_temperature:
                     self._trips[z.key] = z.passive_trip_c
             if zones.read():
                 self._zones = zones
@@ -145,8 +153,10 @@ class Sampler(Owner):
         reasons: list[str] = []
         known = False
         if self._zones is not None:
+            from edgert.power import reports_temperature
+
             try:
-                temps = dict(self._zones.read())
+                temps = {k: v for k, v in self._zones.read().items() if reports_temperature(k)}
             except Exception as err:
                 self._failed(err)
             for key, trip in self._trips.items():
@@ -157,9 +167,15 @@ class Sampler(Owner):
                 if temp >= trip:
                     reasons.append(f"{key} {temp:.1f} °C >= passive trip {trip:.1f} °C")
         power = None
+        power_missing: tuple[str, ...] = ()
         if self._rails is not None:
             try:
-                power = self._rails.total().power_mw
+                readings = self._rails.read()
+                total = self._rails.total(readings)
+                # A sum with a rail missing counts it as 0 W: unknown, not a lower figure.
+                power = total.power_mw if not total.missing else None
+                power_missing = tuple(total.missing)
+                known = _over_current(readings.values(), reasons) or known
             except Exception as err:
                 self._failed(err)
         gpu = None
@@ -182,7 +198,8 @@ class Sampler(Owner):
                             or r in ("sw_power_cap", "hw_power_brake_slowdown")]
                     reasons.append("GPU clocks reduced: " + ", ".join(slow))
         return SensorSample(t_s=t_s, temps_c=MappingProxyType(temps), max_temp_c=hot_c,
-                            hottest=hottest, power_mw=power, gpu=gpu,
+                            hottest=hottest, power_mw=power, power_missing=power_missing,
+                            gpu=gpu,
                             throttled=bool(reasons) if known else None,
                             throttle_reasons=tuple(reasons))
 
@@ -258,6 +275,35 @@ class Sampler(Owner):
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         super().close()
+
+
+def _over_current(readings: Iterable[RailReading], reasons: list[str]) -> bool:
+    """Add INA3221 over-current alarms to ``reasons``; whether any rail could tell.
+
+    On Orin NX the input rail's critical alert (``curr1_crit``, 7784 mA) is wired to SoC
+    throttling. A set ``currN_crit_alarm`` or ``currN_max_alarm`` is an over-current event;
+    where the alarms are not exposed (JetPack 4's iio node), a current at or above the critical
+    limit is taken as one.
+    """
+    known = False
+    for r in readings:
+        limit = f", limit {r.crit_current_ma} mA" if r.crit_current_ma is not None else ""
+        now = f"{r.current_ma} mA" if r.current_ma is not None else "current unreadable"
+        if r.crit_alarm is not None or r.warn_alarm is not None:
+            known = True
+        if r.crit_alarm:
+            reasons.append(f"{r.name} over-current: critical alarm set ({now}{limit})")
+        elif r.warn_alarm:
+            warn = f", warning limit {r.warn_current_ma} mA" \
+                if r.warn_current_ma is not None else ""
+            reasons.append(f"{r.name} over-current: warning alarm set ({now}{warn})")
+        elif r.crit_alarm is None and r.crit_current_ma is not None and \
+                r.current_ma is not None:
+            known = True
+            if r.current_ma >= r.crit_current_ma:
+                reasons.append(f"{r.name} over-current: {now} >= critical limit "
+                               f"{r.crit_current_ma} mA")
+    return known
 
 
 def _shutdown(stop: threading.Event, nvml: Any) -> None:

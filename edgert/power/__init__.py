@@ -28,6 +28,7 @@ from edgert.power._thermal import (
     ThermalZone,
     ThermalZones,
     TripPoint,
+    reports_temperature,
     zone_alias,
 )
 
@@ -66,5 +67,6 @@ __all__ = [
     "parse_jetson_clocks_show",
     "parse_nvpmodel_conf",
     "parse_nvpmodel_query",
+    "reports_temperature",
     "zone_alias",
 ]

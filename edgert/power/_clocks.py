@@ -7,6 +7,7 @@ consistency, not throughput. Enabling stores a baseline first (``--store``) so t
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -17,10 +18,11 @@ from types import MappingProxyType
 from typing import NoReturn
 
 from edgert._compat import StrEnum
-from edgert._fileio import parse_index, parse_int
+from edgert._fileio import MAX_CONFIG_BYTES, parse_index, parse_int, read_file
 from edgert.errors import CommandError, InvalidArgumentError, PermissionDeniedError
 from edgert.power import _sysfs
 from edgert.power._command import CommandResult, CommandRunner, SubprocessRunner, run_command
+from edgert.power._nvpconf import _NO_CAP, parse_nvpmodel_conf
 
 __all__ = [
     "ClockDomain",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 _KV = re.compile(r"(\w+)=(\S*)")
+# jetson_clocks pins EMC at a positive emc_iso_cap (the newer kernel's path second).
+_EMC_CAP_FILES = ("sys/kernel/nvpmodel_emc_cap/emc_iso_cap", "sys/kernel/nvpmodel_clk_cap/emc")
 _ROOT_ONLY = re.compile(r"as a root user|must be run as root|permission denied", re.IGNORECASE)
 
 
@@ -39,7 +43,8 @@ class ClockState(StrEnum):
     """Whether jetson_clocks' pinning is in force."""
 
     PINNED = "pinned"
-    """CPU and GPU run at min == max and EMC at its maximum, as jetson_clocks sets them."""
+    """CPU and GPU run at min == max and EMC at its ceiling (its maximum, or the nvpmodel mode's
+    EMC cap where one is in force), as jetson_clocks sets them."""
     DYNAMIC = "dynamic"
     """Clocks scale with load (jetson_clocks is off, or was restored)."""
     UNKNOWN = "unknown"
@@ -84,6 +89,11 @@ class ClocksReport:
         emc_freq_override: EMC ``FreqOverride`` (1 while jetson_clocks is on).
         fan: ``key → value`` of the fan lines, as printed.
         power_mode: The nvpmodel mode name.
+        emc_cap_hz: The nvpmodel EMC cap in force (``emc_iso_cap``), which is not part of the
+            printed text: a positive cap in Hz; ``0`` when EMC is known to be uncapped; ``None``
+            when unknown. jetson_clocks pins EMC at a positive cap, not at ``MaxFreq`` (which
+            stays the hardware maximum), so :attr:`state` compares against it.
+            :meth:`JetsonClocks.show` fills it in from sysfs or the nvpmodel.conf.
     """
 
     soc_family: str | None = None
@@ -97,27 +107,57 @@ class ClocksReport:
     emc_freq_override: bool | None = None
     fan: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     power_mode: str | None = None
+    emc_cap_hz: int | None = None
+
+    @property
+    def emc_ceiling_hz(self) -> int | None:
+        """Where jetson_clocks pins EMC: ``MaxFreq``, or the mode's EMC cap when that is lower."""
+        top = self.emc.max_hz if self.emc is not None else None
+        cap = self.emc_cap_hz
+        if cap is None or cap <= 0:
+            return top
+        return cap if top is None else min(top, cap)
 
     @property
     def state(self) -> ClockState:
-        """Pinned when every online CPU and the GPU run at min == max and EMC at its maximum."""
+        """Pinned when every online CPU and the GPU run at min == max and EMC at its ceiling.
+
+        The EMC ceiling is :attr:`emc_ceiling_hz`: ``MaxFreq``, lowered to the mode's EMC cap
+        where one is in force (as jtop does). With ``FreqOverride=1`` (the rate is locked, which
+        only jetson_clocks does) EMC also counts as pinned at a rate below the ceiling: when the
+        cap is unknown, or is not an entry of the EMC frequency table and the rate rounds down.
+        """
         cpus = [c for c in self.cpus if c.online is not False]
         if not cpus or self.gpu is None or self.emc is None:
             return ClockState.UNKNOWN
         pinned = (
             all(c.min_khz is not None and c.min_khz == c.max_khz for c in cpus)
             and self.gpu.min_hz is not None and self.gpu.min_hz == self.gpu.max_hz
-            and self.emc.cur_hz is not None and self.emc.cur_hz == self.emc.max_hz
+            and self._emc_pinned()
         )
         return ClockState.PINNED if pinned else ClockState.DYNAMIC
 
+    def _emc_pinned(self) -> bool:
+        cur = self.emc.cur_hz if self.emc is not None else None
+        ceiling = self.emc_ceiling_hz
+        if cur is None:
+            return False
+        if ceiling is not None and cur == ceiling:
+            return True
+        return self.emc_freq_override is True and (ceiling is None or cur <= ceiling)
 
-def parse_jetson_clocks_show(text: str) -> ClocksReport:
+
+def parse_jetson_clocks_show(text: str, *, emc_cap_hz: int | None = None) -> ClocksReport:
     """Parse ``jetson_clocks --show`` in either dialect.
 
     Older releases print ``cpuN: Online=1 Governor=...``; newer ones drop ``Online=``, pad with
     two spaces, add ``Offline CPUs`` and ``Active GPU TPCs`` and print fans as
     ``FAN Dynamic Speed Control=...``.
+
+    Args:
+        text: The output.
+        emc_cap_hz: The nvpmodel EMC cap in force, if known (see
+            :attr:`ClocksReport.emc_cap_hz`); the output does not print it.
     """
     soc = machine = online_cpus = offline_cpus = power_mode = None
     gpu = emc = None
@@ -155,7 +195,7 @@ def parse_jetson_clocks_show(text: str) -> ClocksReport:
     return ClocksReport(
         soc_family=soc, machine=machine, online_cpus=online_cpus, offline_cpus=offline_cpus,
         cpus=tuple(cpus), gpu=gpu, active_gpu_tpcs=tpcs, emc=emc, emc_freq_override=override,
-        fan=MappingProxyType(fan), power_mode=power_mode,
+        fan=MappingProxyType(fan), power_mode=power_mode, emc_cap_hz=emc_cap_hz,
     )
 
 
@@ -239,7 +279,25 @@ class JetsonClocks:
         report = parse_jetson_clocks_show(res.stdout)
         if not report.cpus and report.gpu is None and report.emc is None:
             self._fail(res, "jetson_clocks --show printed no clock lines")
-        return report
+        return dataclasses.replace(report, emc_cap_hz=self._emc_cap(report.power_mode))
+
+    def _emc_cap(self, power_mode: str | None) -> int | None:
+        """The EMC cap in force: what jetson_clocks reads, else the conf's cap for the mode."""
+        for rel in _EMC_CAP_FILES:
+            value = _sysfs.read_int(_sysfs.under(self.root, rel))
+            if value is not None:
+                return value if value > 0 and value not in _NO_CAP else 0
+        if power_mode is None:
+            return None
+        try:
+            raw = read_file(_sysfs.under(self.root, "etc/nvpmodel.conf"),
+                            max_bytes=MAX_CONFIG_BYTES)
+            mode = parse_nvpmodel_conf(raw.decode("utf-8", errors="replace")).by_name(power_mode)
+        except (OSError, ValueError):  # FileRefusedError and InvalidArgumentError included
+            return None
+        if mode is None:
+            return None
+        return mode.emc_max_freq_hz or 0
 
     def state(self) -> ClockState:
         """Pinned, dynamic or unknown, from :meth:`show` (same errors)."""

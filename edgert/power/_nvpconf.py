@@ -3,8 +3,9 @@
 The format is a sequence of sections opened by bracketed headers (``< PARAM TYPE=CLOCK NAME=GPU >``,
 ``< POWER_MODEL ID=0 NAME=MAXN >``, ``< PM_CONFIG DEFAULT=2 >``) followed by whitespace-separated
 lines. Real files are loosely formatted (``<PARAM TYPE=CLOCK NAME=EMC >``), so spacing inside the
-brackets is free. ``-1`` means "no cap" (nvpmodel uses INT_MAX); ``EMC MAX_FREQ 0`` also means no
-cap.
+brackets is free. Only sentinels mean "no cap": ``-1`` (nvpmodel uses INT_MAX and echoes it as
+``2147483647``), ``9223372036854775807`` (LLONG_MAX, JetPack 6 super builds) and, for EMC, ``0``.
+Any other value is a cap, however large: ``EMC MAX_FREQ 3199000000`` caps EMC at 3199 MHz.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ __all__ = ["NvpConfig", "PowerMode", "PowerModeParam", "parse_nvpmodel_conf"]
 
 _HEADER = re.compile(r"^<\s*(\w+)\b(.*?)>\s*$")
 _ATTR = re.compile(r"(\w+)\s*=\s*([^\s>]+)")
-# Values at or above these mean "no cap": INT_MAX and, on JetPack 6 super builds, LLONG_MAX.
-_NO_CAP = 2**31 - 1
+# The values that mean "no cap": -1, its INT_MAX echo and, on JetPack 6 super builds, LLONG_MAX.
+# Anything else is a real cap: EMC caps above INT_MAX Hz (3199000000) are common.
+_NO_CAP = frozenset({-1, 2**31 - 1, 2**63 - 1})
 # nvpmodel ids are small integers; a bigger number in an ID field is not a mode id.
 _MAX_MODE_ID = 65535
 
@@ -222,8 +224,9 @@ def _mode_id(text: str) -> int | None:
 
 
 def _cap(value: str, *, zero_is_none: bool = False) -> int | None:
+    """A cap in the file's unit, or ``None`` for a no-cap sentinel (or a value that is no cap)."""
     number = parse_int(value)
-    if number is None or number < 0 or number >= _NO_CAP or (zero_is_none and number == 0):
+    if number is None or number in _NO_CAP or number < 0 or (zero_is_none and number == 0):
         return None
     return number
 

@@ -26,7 +26,7 @@ class TotalMethod(StrEnum):
     INPUT_RAIL = "input_rail"
     """The board's input rail (``VDD_IN``, or ``POM_5V_IN`` on Nano) measures the total."""
     SUM = "sum"
-    """No input rail, so the sum of the readable rails (a lower bound of the board's draw)."""
+    """No input rail, so the sum of the rails (``None`` unless every rail was read)."""
     NONE = "none"
     """No rail could be read."""
 
@@ -61,16 +61,25 @@ class RailTotal:
     """The board's power draw and where the figure comes from.
 
     Attributes:
-        power_mw: Total power, or ``None`` when nothing could be read.
+        power_mw: Total power; ``None`` when it is not known: the input rail failed, or (summing)
+            any rail failed. A sum without a rail would silently count that rail as 0 W.
         method: Input rail, sum of rails, or none.
-        rails: The rails that make up the figure.
-        missing: Rails that exist but could not be read (a sum without them is incomplete).
+        rails: The rails that were read (what a complete figure is made of).
+        missing: Rails that exist but could not be read; when not empty, ``power_mw`` is None.
+        partial_mw: The sum of the rails that were read when some were missing: a lower bound
+            of the board's draw, never a total. ``None`` when nothing is missing.
     """
 
     power_mw: float | None
     method: TotalMethod
     rails: tuple[str, ...]
     missing: tuple[str, ...] = ()
+    partial_mw: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``power_mw`` is a real total (known, with no rail missing)."""
+        return self.power_mw is not None and not self.missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,9 @@ class PowerRails:
     def total(self, readings: Mapping[str, RailReading] | None = None) -> RailTotal:
         """The board's power: the input rail where there is one, else the sum of the rails.
 
+        A sum is only given when every rail was read: with one missing, ``power_mw`` is
+        ``None`` and the readable rails' sum is kept apart as ``partial_mw`` (a lower bound).
+
         Args:
             readings: A result of :meth:`read` to total; ``None`` reads now.
         """
@@ -185,8 +197,11 @@ class PowerRails:
         missing = tuple(n for n, r in rails.items() if r.power_mw is None)
         if not have:
             return RailTotal(power_mw=None, method=TotalMethod.NONE, rails=(), missing=missing)
-        return RailTotal(power_mw=sum(rails[n].power_mw or 0.0 for n in have),
-                         method=TotalMethod.SUM, rails=have, missing=missing)
+        total = sum(rails[n].power_mw or 0.0 for n in have)
+        if missing:
+            return RailTotal(power_mw=None, method=TotalMethod.SUM, rails=have, missing=missing,
+                             partial_mw=total)
+        return RailTotal(power_mw=total, method=TotalMethod.SUM, rails=have)
 
     def __repr__(self) -> str:
         return f"PowerRails(root={self.root!s}, rails={list(self.names)})"

@@ -20,12 +20,23 @@ __all__ = [
     "ThermalZone",
     "ThermalZones",
     "TripPoint",
+    "reports_temperature",
     "zone_alias",
 ]
 
 # JetPack 5 names zones CPU-therm/tj-therm/Tboard_tegra, JetPack 6 cpu-thermal/tj-thermal/
 # tboard-thermal; the alias is what is left once case and these suffixes are gone.
 _ALIAS_SUFFIX = re.compile(r"[-_](thermal|therm|tegra)$")
+
+
+def reports_temperature(name: str) -> bool:
+    """Whether a zone's (or sensor's) reading is a temperature to summarise.
+
+    PMIC zones (``PMIC-Die`` on Nano, TX2 and Xavier) read a constant 100 °C whatever the
+    temperature; tegrastats prints ``PMIC@100C`` and jtop skips every zone whose name contains
+    PMIC. edgert leaves them out of the hottest sensor, throttle checks and the doctor's margins.
+    """
+    return "pmic" not in name.lower()
 
 
 def zone_alias(zone_type: str) -> str:
@@ -83,6 +94,12 @@ class ThermalZone:
         """The lowest readable trip of ``trip_type`` (e.g. ``"passive"``) in °C, or ``None``."""
         temps = [t.temp_c for t in self.trips if t.type == trip_type and t.temp_c is not None]
         return min(temps) if temps else None
+
+    @property
+    def is_temperature(self) -> bool:
+        """``False`` for a PMIC zone, whose constant reading is no temperature
+        (see :func:`reports_temperature`)."""
+        return reports_temperature(self.type)
 
     @property
     def passive_trip_c(self) -> float | None:

@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edgert.power._thermal import zone_alias
-from edgert.testing._jetson_texts import NvpConf, default_mode_id, nvpmodel_conf_text
+from edgert.testing._jetson_texts import (
+    NvpConf,
+    default_emc_cap_hz,
+    default_mode_id,
+    nvpmodel_conf_text,
+)
 
 __all__ = ["Writer", "write_bare", "write_board"]
 
@@ -145,6 +150,10 @@ def _write_cpus(w: Writer, cores: int, *, cpufreq: bool = True) -> None:
                 w.file(f"{base}/cpu{n}/cpufreq/{key}", value)
         stat.append(f"cpu{n} 1393280 32966 572056 13343292 6130 0 17875 0 0 0")
     w.file("proc/stat", "\n".join(stat))
+    # Every Linux procfs has it (the kernel's default, 950000 us of RT time per second); the
+    # realtime check reads it, and a tree without it made that check fail on fake trees only.
+    w.file("proc/sys/kernel/sched_rt_runtime_us", "950000")
+    w.file("proc/sys/kernel/sched_rt_period_us", "1000000")
 
 
 def write_board(
@@ -210,14 +219,16 @@ def write_board(
                        ("max_rate", "3199000000"), ("mrq_rate_locked", "0")):
         w.file(f"{debug}/bpmp/debug/clk/emc/{key}", value)
     w.file(f"{debug}/cactmon/mc_all", "0")
-    w.file("sys/kernel/nvpmodel_emc_cap/emc_iso_cap", "0")
+    # nvpmodel writes the mode's EMC cap here (0: none); jetson_clocks pins EMC at a positive one.
+    w.file("sys/kernel/nvpmodel_emc_cap/emc_iso_cap", str(default_emc_cap_hz(conf, board)))
     (w.root / debug).chmod(0o700)  # debugfs is root-only
     # nvpmodel.
     sku = "p3701_0000" if board == "agx-orin" else "p3767_0000"
     conf_name = f"nvpmodel_{sku}{'_super' if conf is NvpConf.SUPER else ''}.conf"
-    w.file(f"etc/nvpmodel/{conf_name}", nvpmodel_conf_text(conf, cores=cores), newline=False)
+    w.file(f"etc/nvpmodel/{conf_name}", nvpmodel_conf_text(conf, cores=cores, board=board),
+           newline=False)
     w.link("etc/nvpmodel.conf", f"etc/nvpmodel/{conf_name}")
-    w.file("var/lib/nvpmodel/status", f"pmode:{default_mode_id(conf):04d}")
+    w.file("var/lib/nvpmodel/status", f"pmode:{default_mode_id(conf, board):04d}")
     return zones, rails
 
 

@@ -89,6 +89,7 @@ class FakeCommandRunner:
             default = self.config.default
             mode_id = default.id if default is not None else self.config.modes[-1].id
         self.mode_id = mode_id
+        self._write_emc_cap()  # the tree's EMC cap follows the mode this machine runs
         self.machine = machine or self._tree_model() or "NVIDIA Jetson Orin NX Engineering " \
             "Reference Developer Kit"
         self.pinned = False
@@ -123,6 +124,14 @@ class FakeCommandRunner:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"pmode:{self.mode_id:04d}\n")
+
+    def _write_emc_cap(self) -> None:
+        # nvpmodel writes the mode's EMC cap (0: none) where jetson_clocks reads it.
+        path = self._tree("sys/kernel/nvpmodel_emc_cap/emc_iso_cap")
+        if path is not None and path.exists():
+            mode = self.mode
+            cap = mode.emc_max_freq_hz if mode is not None else None
+            path.write_text(f"{cap or 0}\n")
 
     @property
     def mode(self) -> PowerMode | None:
@@ -219,6 +228,7 @@ class FakeCommandRunner:
             if stdin.strip() in ("YES", "yes"):
                 self.mode_id = mode.id
                 self._write_status()
+                self._write_emc_cap()
                 self.reboot_requested = True
                 return _text([*prompt, "NVPM WARN: rebooting"]), "", 0
             # Declined (or end-of-file): nvpmodel cancels and still exits 0.
@@ -227,6 +237,7 @@ class FakeCommandRunner:
         self.mode_id = mode.id
         self.pinned = False  # a mode switch resets the clock limits jetson_clocks pinned
         self._write_status()
+        self._write_emc_cap()
         return "", "", 0
 
     def _needs_reboot(self, target: PowerMode) -> bool:
@@ -279,6 +290,7 @@ class FakeCommandRunner:
             online=self._online(), pinned=self.pinned,
             power_mode=mode.name if mode is not None else f"MODE_{self.mode_id}",
             cpu_max_khz=cpu_max or 2201600, gpu_max_hz=gpu_max or 1300500000,
+            emc_cap_hz=(mode.emc_max_freq_hz or 0) if mode is not None else 0,
         )
 
     def _store_lines(self) -> list[str]:
