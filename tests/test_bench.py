@@ -647,3 +647,11 @@ def test_host_cpu_time_per_request_is_reported() -> None:
     assert "Host CPU:" in r.render()
     result = r.to_dict()["result"]
     assert result["cpu_us_per_request"] == pytest.approx(r.cpu_us_per_request)
+
+
+def test_a_sample_with_an_unreadable_rail_says_power_is_unknown() -> None:
+    from edgert.bench._render import _sample_line
+
+    line = _sample_line(SensorSample(t_s=1.0, power_missing=("VDD_GPU_SOC",), throttled=False))
+    assert "board power unknown (VDD_GPU_SOC unreadable)" in line
+    assert " W" not in line.replace("unknown", "")

@@ -35,6 +35,8 @@ def _sample_line(s: SensorSample) -> str:
         parts.append(f"hottest {s.hottest} {s.max_temp_c:.1f} °C")
     if s.power_mw is not None:
         parts.append(f"board {s.power_mw / 1000:.2f} W")
+    elif s.power_missing:  # a rail failed to read: no total is better than a low one
+        parts.append(f"board power unknown ({', '.join(s.power_missing)} unreadable)")
     g = s.gpu
     if g is not None:
         gpu = [f"{g.power_mw / 1000:.0f} W" if g.power_mw is not None else None,

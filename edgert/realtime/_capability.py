@@ -202,8 +202,14 @@ def _check_cgroup(root: Path) -> CapabilityCheck:
 
 
 def _check_throttling(root: Path) -> CapabilityCheck:
-    # Bounded, non-blocking read; an OSError becomes an "unknown" verdict in _guarded.
-    raw = read_file(root / "proc/sys/kernel/sched_rt_runtime_us", max_bytes=MAX_SYSFS_BYTES)
+    # Bounded, non-blocking read; another OSError becomes an "unknown" verdict in _guarded.
+    try:
+        raw = read_file(root / "proc/sys/kernel/sched_rt_runtime_us", max_bytes=MAX_SYSFS_BYTES)
+    except FileNotFoundError:  # containers may hide /proc/sys: a fact, not a failed check
+        return CapabilityCheck(
+            name="rt_throttling", verdict=CapabilityVerdict.UNKNOWN,
+            detail="/proc/sys/kernel/sched_rt_runtime_us is not exposed here (containers can "
+                   "hide /proc/sys): RT throttling cannot be read")
     runtime = parse_int(raw, lo=-1)
     if runtime is None:
         return CapabilityCheck(
