@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import CodeType, FrameType
 
 __all__ = ["drain", "inline", "reap", "reap_unless_inline", "start"]
 
@@ -67,31 +68,61 @@ def reap(fn: Callable[[], None]) -> None:
 
 
 class _Inline(threading.local):
-    depth = 0
+    def __init__(self) -> None:
+        # (id, code) of each frame inside an inline() block, innermost last.
+        self.entries: list[tuple[int, CodeType]] = []
 
 
 _inline = _Inline()
 
 
-@contextmanager
-def inline() -> Iterator[None]:
+class inline:  # noqa: N801 - used as ``with _reaper.inline():``, like a function
     """Within this block, :func:`reap_unless_inline` runs its work here, at once: for code that
-    frees on purpose (``close()``) and whose caller expects the memory back when it returns."""
-    _inline.depth += 1
-    try:
-        yield
-    finally:
-        _inline.depth -= 1
+    frees on purpose (``close()``) and whose caller expects the memory back when it returns.
+
+    The block is known by its caller's frame, not by a counter: an interrupt can keep
+    ``__exit__`` from running (Python runs signal handlers as a function starts), and a counter
+    left raised would make every later release on this thread run inline, a real-time loop's
+    included (found by a trial raising KeyboardInterrupt inside a session). A frame that is no
+    longer on the stack no longer counts.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        caller = sys._getframe(1)
+        _inline.entries.append((id(caller), caller.f_code))
+
+    def __exit__(self, *_exc: object) -> None:
+        entries = _inline.entries
+        if entries:
+            entries.pop()
+
+
+def _inside_inline() -> bool:
+    """Whether this thread is inside an :class:`inline` block whose frame still runs."""
+    entries = _inline.entries
+    if not entries:
+        return False
+    running = set()
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        running.add((id(frame), frame.f_code))
+        frame = frame.f_back
+    live = [entry for entry in entries if entry in running]
+    if len(live) != len(entries):
+        entries[:] = live  # blocks an interrupt left without __exit__
+    return bool(live)
 
 
 def reap_unless_inline(fn: Callable[[], None]) -> None:
-    """Run ``fn`` here inside an :func:`inline` block, else on the reaper (see :func:`reap`).
+    """Run ``fn`` here inside an :class:`inline` block, else on the reaper (see :func:`reap`).
 
     For releases that happen when the last reference dies: inside ``close()`` that is wanted
     and immediate; anywhere else it is whichever thread dropped a view last, perhaps a real-time
     loop, which must not pay for ``cudaFreeHost`` (it synchronizes the whole device).
     """
-    if _inline.depth:
+    if _inside_inline():
         _run_one(fn)
     else:
         reap(fn)

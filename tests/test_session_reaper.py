@@ -63,3 +63,18 @@ def test_a_leaked_gpu_session_is_released_on_the_reaper(monkeypatch: pytest.Monk
             gc.collect()
         assert _reaper.drain()
     assert ran_on == ["edgert-reaper"]
+
+
+def test_an_inline_block_left_without_exit_stops_counting_when_its_frame_returns() -> None:
+    """An interrupt can keep ``__exit__`` from running; the block must not stay in force on the
+    thread (a counter did: every later leaked release then ran inline, on whichever thread, a
+    real-time loop's included)."""
+    def interrupted_close() -> bool:
+        _reaper.inline().__enter__()  # as if KeyboardInterrupt landed before __exit__
+        return _reaper._inside_inline()
+
+    assert interrupted_close() is True
+    assert _reaper._inside_inline() is False
+    with _reaper.inline():
+        assert _reaper._inside_inline() is True
+    assert _reaper._inside_inline() is False

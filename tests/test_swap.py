@@ -159,12 +159,14 @@ def test_an_incompatible_model_is_refused_before_anything_changes(tmp_path: Path
 def test_a_swap_not_taken_in_time_changes_nothing(tmp_path: Path) -> None:
     with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
             InferenceSession(a, outputs="copy") as session:
-        session._use.acquire()  # another thread is (forever) inside a request
+        session._use.owner[0] = -1  # another thread is (forever) inside a request
+        session._use.inside = True
         try:
             with pytest.raises(RequestTimeoutError, match="nothing was changed"):
                 session.swap(b, handoff_s=0.0, timeout_s=0.05)
         finally:
-            session._use.release()
+            session._use.inside = False
+            session._use.owner.clear()
         assert session._swap_pending is None
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
 

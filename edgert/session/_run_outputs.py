@@ -152,18 +152,27 @@ class OutputPlan:
             return False
         before = [tb.allocated for tb in slot.outputs]
         shapes_before = [tb.shape for tb in slot.outputs]
+        # Unsettled until the end: an exception midway (even KeyboardInterrupt) makes the next
+        # request reshape from scratch instead of trusting half-updated views and bindings.
+        slot.sig = None
+        slot.unsettled = True
         if self._fit_outputs(slot, sig):
             self.buffers_moved(slot)
         if before == [tb.allocated for tb in slot.outputs] and \
                 shapes_before == [tb.shape for tb in slot.outputs]:
+            slot.sig = sig
+            slot.unsettled = False
             return False
         external, binds = slot.external, dict(slot.binds)
         h2d, keep = slot.h2d, slot.keep
         slot.rebuild(copies=self.copies)
         if external:  # keep the caller memory the inputs are bound to
+            slot.external = True
             slot.binds = tuple((n, binds.get(n, a)) if n in self.in_set else (n, a)
                                for n, a in slot.binds)
-            slot.h2d, slot.keep, slot.external = h2d, keep, True
+            slot.h2d, slot.keep = h2d, keep
+        slot.sig = sig
+        slot.unsettled = False
         self.bound_token = None
         for other in self.slots:
             if other is not slot:

@@ -483,11 +483,11 @@ class Runner(OutputPlan):
                     continue
             if self.copies and not tb.host_resident and tb.nbytes:
                 h2d.append((tb.dev_ptr, src, tb.nbytes))
+        slot.external = True  # first: an interruption below leaves the slot to be rebuilt
         slot.h2d = h2d
         slot.d2d = d2d
         slot.binds = tuple(binds.items())
         slot.keep = keep
-        slot.external = True
         return (sig, tuple(addrs))
 
     # -- shapes and buffers ---------------------------------------------------------------
@@ -519,6 +519,9 @@ class Runner(OutputPlan):
             PoolExhausted: The pool cannot hold the larger buffers.
         """
         slot.sig = None
+        if slot.unsettled:  # an earlier reshape stopped midway: nothing it left may be trusted
+            self.buffers_moved(slot)
+        slot.unsettled = True
         grown = False
         try:
             self.apply_shapes(sig)
@@ -532,21 +535,26 @@ class Runner(OutputPlan):
                 else:
                     grown |= self._fit(tb, shape)
             grown |= self._fit_outputs(slot, sig)
+            if grown:
+                self.buffers_moved(slot)
+            slot.keep = None
+            slot.rebuild(copies=self.copies)
         except BaseException:
             # Refused by the executable, or half reshaped (a pool ran out midway): leases may
             # have been released and shapes changed. No request may trust these buffers -- each
             # input's shape is forgotten, so staging reshapes again (found by review: after a
             # refused shape, a request of the old shape ran with another slot's shapes) -- and
             # nothing that names their old addresses survives.
+            # Everything up to the signature is settled only once all of this has run: an
+            # exception anywhere above (KeyboardInterrupt too: found by a trial, a batch-5
+            # request then returned one row) leaves slot.sig None and the slot unsettled.
             for tb in slot.inputs:
                 tb.shape = None
             self.buffers_moved(slot)
+            slot.unsettled = False
             raise
-        if grown:
-            self.buffers_moved(slot)
         slot.sig = sig
-        slot.keep = None
-        slot.rebuild(copies=self.copies)
+        slot.unsettled = False
 
     # -- what each device does -------------------------------------------------------------
 
@@ -619,17 +627,20 @@ class Runner(OutputPlan):
         grown = False
         tb.view = None
         tb.dview = None
+        # Each lease is dropped from the buffer before it is released: an exception between
+        # the two (KeyboardInterrupt too) must never leave a released lease in use (found by a
+        # trial: "double release" and released-lease errors on every later request).
         if self.wants_host(tb) and (tb.host is None or tb.host.nbytes < nbytes):
-            if tb.host is not None:
-                tb.host.release()
-                tb.host = None
+            old, tb.host = tb.host, None
+            if old is not None:
+                old.release()
             pool = self.host_pool
             tb.host = pool.acquire(pool.capacity_for(max(nbytes, 1)))
             grown = True
         if self.wants_device(tb) and (tb.device is None or tb.device.nbytes < nbytes):
-            if tb.device is not None:
-                tb.device.release()
-                tb.device = None
+            old, tb.device = tb.device, None
+            if old is not None:
+                old.release()
             pool = self.device_pool
             tb.device = pool.acquire(pool.capacity_for(max(nbytes, 1)))
             grown = True

@@ -8,9 +8,9 @@ so up to ``slots`` requests are in flight. See docs/sessions.md for the recipes.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from edgert.session._runner import Runner
 from edgert.session._setup import DeviceChoice, build_runner, initial_signature
 from edgert.session._slot import Slot
 from edgert.session._swap import SwapResult, apply_pending_swap, swap_model
+from edgert.session._use import UseGuard
 
 if TYPE_CHECKING:
     from edgert._protocols import SupportsCudaStream, TensorInput
@@ -119,7 +120,7 @@ class InferenceSession(Owner):
                  **overrides: Unpack[SessionOverrides]) -> None:
         options = check_or_create_options(SessionOptions, options, overrides,
                                           what="InferenceSession")
-        self._use = threading.Lock()
+        self._use = UseGuard()  # one thread at a time, safe from Ctrl-C (see _use.py)
         self._swap_pending: Any = None  # a prepared hot swap (edgert.session._swap)
         self._partition = partition  # a hot swap keeps the model on these SMs
         self._resources = Resources()
@@ -240,8 +241,10 @@ class InferenceSession(Owner):
         """
         start = _now()
         use = self._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise self._concurrent()
+        use.inside = True
         try:
             if self._owner_closed:
                 self._check_open()
@@ -249,7 +252,8 @@ class InferenceSession(Owner):
                 apply_pending_swap(self)
             return self._infer(inputs, start)
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def _infer(self, inputs: Any, start: int) -> Mapping[str, Output]:
         """``infer`` once the use lock is held and a pending swap taken."""
@@ -294,8 +298,10 @@ class InferenceSession(Owner):
         """
         start = _now()
         use = self._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise self._concurrent()
+        use.inside = True
         try:
             if self._owner_closed:
                 self._check_open()
@@ -314,7 +320,8 @@ class InferenceSession(Owner):
             runner.request(slot, key, start, self._pipelined)
             return Pending(self._requests, slot, slot.generation)
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def _outputs(self, slot: Slot) -> Mapping[str, Output]:
         mode = self._outputs_mode
@@ -350,8 +357,10 @@ class InferenceSession(Owner):
             InferenceError: A run failed (the message names the shapes it ran).
         """
         use = self._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise self._concurrent()
+        use.inside = True
         try:
             self._check_open()
             if self._swap_pending is not None:
@@ -388,7 +397,8 @@ class InferenceSession(Owner):
             finally:
                 runner.stats = kept
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
              timeout_s: float | None = None,
@@ -442,15 +452,18 @@ class InferenceSession(Owner):
             ConcurrentUseError: Another thread is using the session right now.
         """
         use = self._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise self._concurrent()
+        use.inside = True
         try:
             self._check_open()
             for slot in self._slots:
                 if slot.busy:
                     self._runner.finish(slot)
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def close(self) -> None:
         """Wait for work in flight, then release graphs, buffers, events, streams, pools and
@@ -462,12 +475,15 @@ class InferenceSession(Owner):
         if self._owner_closed:
             return
         use = self._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise self._concurrent()
+        use.inside = True
         try:
             super().close()
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def __repr__(self) -> str:
         if self.closed:
@@ -493,8 +509,10 @@ class _Requests:
     def result(self, slot: Slot, generation: int, timeout: float | None) -> Mapping[str, Output]:
         s = self._s
         use = s._use
-        if not use.acquire(False):
+        me = get_ident()
+        if use.owner.setdefault(0, me) != me or use.inside:
             raise s._concurrent()
+        use.inside = True
         try:
             s._check_open()
             if slot.generation != generation:
@@ -518,7 +536,8 @@ class _Requests:
                 raise slot.error
             return s._outputs(slot)
         finally:
-            use.release()
+            use.inside = False
+            use.owner.clear()
 
     def timings(self, slot: Slot, generation: int) -> RequestTimings | None:
         if not self._s._timing or slot.generation != generation or slot.busy or \

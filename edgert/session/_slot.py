@@ -168,6 +168,7 @@ class Slot:
         "t_latency_ns",
         "t_submit_ns",
         "timed",
+        "unsettled",
         "wait_stream",
     )
 
@@ -180,6 +181,9 @@ class Slot:
         self.busy = False
         self.generation = 0
         self.served = 0
+        #: A reshape of it began and did not finish (an exception, even an asynchronous one
+        #: such as KeyboardInterrupt, left it midway): the next one first forgets every address.
+        self.unsettled = False
         self.error: BaseException | None = None
         self.event_owners: list[Any] = []
         self.ev_start: Any = None
@@ -226,7 +230,6 @@ class Slot:
         self.d2h = d2h
         self.d2d = []
         self.copy_bytes = sum(n for _, _, n in h2d) + sum(n for _, _, n in d2h)
-        self.external = False
         self.allocs = tuple(tb for tb in self.outputs if tb.allocated)
         self.echoes = tuple(tb for tb in self.outputs if tb.echo is not None)
         self.packed = tuple(tb for tb in self.outputs if tb.packed)
@@ -236,6 +239,9 @@ class Slot:
                            if not tb.unbound)
         self.results = MappingProxyType({tb.spec.name: tb.view for tb in self.outputs})
         self.results_device = MappingProxyType({tb.spec.name: tb.dview for tb in self.outputs})
+        # Last: a rebuild that an exception (even KeyboardInterrupt) stopped midway leaves a
+        # slot bound to caller memory marked so, and the next plain request rebuilds it again.
+        self.external = False
 
     def release(self) -> None:
         """Give every lease back."""

@@ -40,6 +40,7 @@ from edgert.session._resources import Resources
 from edgert.session._runner import Runner
 from edgert.session._setup import initial_signature
 from edgert.session._slot import Slot
+from edgert.session._use import UseGuard
 
 if TYPE_CHECKING:
     from edgert.cuda import GpuPartition, Stream
@@ -67,7 +68,7 @@ class SwapTarget(Protocol):
     _resources: Resources
     _stats: SessionStats
     _swap_pending: Any
-    _use: threading.Lock
+    _use: UseGuard
     _partition: GpuPartition | None
 
     @property
@@ -274,13 +275,16 @@ def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: floa
             deadline = None if timeout_s is None else ready + max(timeout_s, handoff_s)
             while not handoff.done.is_set():
                 # No request took it within handoff_s: the session is idle; apply it here.
-                if session._use.acquire(False):
+                use, me = session._use, threading.get_ident()
+                if use.owner.setdefault(0, me) == me and not use.inside:
+                    use.inside = True  # the inline steps of edgert.session._use
                     try:
                         session._check_open()  # closed while the new model was prepared
                         apply_pending_swap(session)
                         applied_by = "swap" if handoff.state == "applied" else applied_by
                     finally:
-                        session._use.release()
+                        use.inside = False
+                        use.owner.clear()
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise RequestTimeoutError(
