@@ -685,8 +685,10 @@ class Runner(OutputPlan):
         exe = self.exe
         for name, addr in binds:
             if bound.get(name) != addr:
+                # Forgotten before the call: an interrupt right after it returns must not leave
+                # the old address on record while the executable holds the new one.
+                bound.pop(name, None)
                 if not exe.set_tensor_address(name, addr):
-                    bound.pop(name, None)
                     raise InferenceError(f"the executable refused address 0x{addr:x} for "
                                          f"tensor {name!r}{executable_errors(exe)}")
                 bound[name] = addr
