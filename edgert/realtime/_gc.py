@@ -11,8 +11,9 @@ alive at the time frozen for good.
 from __future__ import annotations
 
 import gc
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["GcCounter", "hold_gc_frozen", "release_gc"]
@@ -23,10 +24,31 @@ class _GcState:
     holders: int = 0
     was_enabled: bool = True
     was_frozen: int = 0
+    threads: list[int] = field(default_factory=list)  # the thread of each hold
 
 
 _STATE = _GcState()
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entered by a finalizer that runs during fork()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: holds taken by any other thread belong
+    to policies that will never release them there, so the collector is given back (found by a
+    trial: a child forked while a loop thread applied its policy kept the GC off for good). The
+    lock is held across the fork (``before``), so the state copied is never half-written."""
+    me = threading.get_ident()
+    mine = [t for t in _STATE.threads if t == me]
+    if _STATE.holders and not mine:
+        gc.unfreeze()
+        if _STATE.was_enabled:
+            gc.enable()
+    _STATE.threads = mine
+    _STATE.holders = len(mine)
+    _LOCK.release()
+
+
+os.register_at_fork(before=_LOCK.acquire, after_in_parent=_LOCK.release,
+                    after_in_child=_after_fork_in_child)
 
 
 def hold_gc_frozen() -> str:
@@ -39,9 +61,11 @@ def hold_gc_frozen() -> str:
             gc.freeze()
             gc.disable()
             _STATE.holders = 1
+            _STATE.threads = [threading.get_ident()]
             return (f"gc.collect() freed {collected} objects; froze {gc.get_freeze_count()} "
                     f"objects; collector disabled (was {'on' if _STATE.was_enabled else 'off'})")
         _STATE.holders += 1
+        _STATE.threads.append(threading.get_ident())
         return "collector already frozen and disabled by another holder"
 
 
@@ -51,6 +75,10 @@ def release_gc() -> str:
         if _STATE.holders == 0:
             return "not held"
         _STATE.holders -= 1
+        me = threading.get_ident()
+        threads = _STATE.threads
+        if threads:
+            threads.remove(me if me in threads else threads[-1])
         if _STATE.holders:
             return f"still held by {_STATE.holders} other holder(s)"
         frozen = gc.get_freeze_count()
