@@ -424,6 +424,30 @@ def test_a_store_opened_with_another_key_says_so_not_that_the_file_changed(
     assert "the key it was installed with" in (info.value.hint or "")
 
 
+def test_a_keyed_store_opened_without_its_key_refuses_to_load(tmp_path: Path) -> None:
+    """Found by a new user's trial: without the key a tampered version (another model with its
+    digest written into the manifest) loaded as "sha256-verified"."""
+    import json
+
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "v1.onnx"), "1.0")
+    store.install(_model(tmp_path, "v2.onnx", 0.5), "2.0")
+    store.activate("1.0", policy=HealthPolicy(**FAST))
+    version = tmp_path / "store" / "versions" / "1.0"
+    other = tmp_path / "store" / "versions" / "2.0" / "model.onnx"
+    (version / "model.onnx").write_bytes(other.read_bytes())
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256(other.read_bytes()).hexdigest()
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    keyless = ModelStore(tmp_path / "store")
+    with pytest.raises(IntegrityError, match="installed with a key") as info:
+        keyless.load().close()
+    assert "hmac_key" in (info.value.hint or "")
+    assert keyless.active is not None  # reading the store needs no key
+    with pytest.raises(IntegrityError):
+        store.load().close()  # and with the key the tampering is found
+
+
 @pytest.mark.parametrize("content", ["npy", "garbage", "empty_npz"])
 def test_unreadable_inputs_are_usage_errors_not_tracebacks(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str) -> None:

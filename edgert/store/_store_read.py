@@ -112,6 +112,16 @@ class StoreReader:
     def _verified(self, manifest: Manifest, name: str, sha256: str,
                   signed: bool) -> tuple[Path, bytes]:
         path = self._versions_dir / manifest.version / name
+        if self._key is None and manifest.seal is not None:
+            # A sealed manifest says the store was installed with a key. Without it the seal
+            # cannot be checked, and whoever can write the store can replace the model and its
+            # digest together: a tampered version loaded as "sha256-verified" (new user's trial).
+            raise IntegrityError(
+                f"version {manifest.version!r} was installed with a key (its manifest is "
+                "sealed), and this store was opened without one: the seal and the model's "
+                "signature cannot be checked",
+                hint="open the store with its key: ModelStore(root, hmac_key=...), or "
+                     "--hmac-key-file for `edgert store`")
         src = read_source(path)
         # The digest is the store's own record, not one the user pinned (a new user's trial):
         # say what happened and what to do -- a changed file, or a key that does not verify.
