@@ -502,3 +502,31 @@ def test_an_unprivileged_thread_gets_its_scheduler_back_keeping_reset_on_fork() 
     detail = in_thread(policy_body)
     assert "SCHED_RESET_ON_FORK kept" in detail
     assert "CAP_SYS_NICE" in detail
+
+
+def test_an_interrupt_during_a_restore_does_not_drop_the_steps_after_it() -> None:
+    """Found by a trial: Ctrl-C twice (the second during the restore) left the thread pinned and
+    memory that was locked before the loop unlocked; every step now runs, then it is raised."""
+    import threading as _threading
+
+    from edgert.realtime._undo import Undo, UndoStack
+
+    ran: list[str] = []
+
+    def step(name: str) -> Callable[[], str]:
+        def undo() -> str:
+            ran.append(name)
+            if name == "memory_lock":
+                raise KeyboardInterrupt
+            return name
+        return undo
+
+    stack = UndoStack(_threading.get_native_id(), _threading.current_thread())
+    for name in ("affinity", "scheduler", "memory_lock", "gc"):
+        stack.items.append(Undo(name, False, step(name)))
+    with pytest.raises(KeyboardInterrupt):
+        stack.run()
+    assert ran == ["gc", "memory_lock", "scheduler", "affinity"]
+    interrupted = [o for o in stack.restored if not o.applied]
+    assert [o.setting for o in interrupted] == ["memory_lock"]
+    assert "interrupted" in interrupted[0].detail

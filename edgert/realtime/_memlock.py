@@ -227,13 +227,19 @@ def _unlock() -> str:
                 f"{_STATE.prelocked_kib} KiB were locked before edgert locked memory, "
                 "/proc/self/smaps does not say which, and munlockall would undo those locks "
                 "too")
-    if libc().munlockall() != 0:
-        code = ctypes.get_errno()
+    relocked = ""
+    try:
+        failed = libc().munlockall() != 0
+        code = ctypes.get_errno() if failed else 0
+    finally:
+        # Even when an interrupt lands right after munlockall returns: what was locked before
+        # edgert is locked again first (found by a trial: it stayed unlocked).
+        if prelocked:
+            relocked = _relock(prelocked)
+    if failed:
         raise RealtimeError(f"munlockall failed: {errno_label(code)}", errno_value=code)
     _STATE.flags = 0
-    detail = "munlockall"
-    if prelocked:
-        detail += _relock(prelocked)
+    detail = "munlockall" + relocked
     if _STATE.raised_memlock is not None:
         old, _new = _STATE.raised_memlock
         _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)

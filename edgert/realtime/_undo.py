@@ -57,6 +57,10 @@ class UndoStack:
 
     def run(self, *, thread_bound_only: bool = False) -> list[BaseException]:
         errors: list[BaseException] = []
+        # Ctrl-C (or SystemExit) during a restore must not drop the steps after it: the
+        # thread stayed pinned and memory locked before the loop was unlocked (found by a
+        # trial). Every step runs; the first such exception is raised at the end.
+        interrupt: BaseException | None = None
         same = threading.get_native_id() == self.tid
         while True:
             # pop() and remove() are atomic, so close() on one thread and a safety net on
@@ -89,6 +93,14 @@ class UndoStack:
                 errors.append(err)
                 self.restored.append(SettingOutcome(setting=undo.setting, applied=False,
                                                     detail=f"restore failed: {err}"))
+            except BaseException as err:  # re-raised below, after every step
+                interrupt = interrupt or err
+                self.restored.append(SettingOutcome(
+                    setting=undo.setting, applied=False,
+                    detail=f"restore interrupted ({type(err).__name__}); the other settings "
+                           "were still restored"))
+        if interrupt is not None:
+            raise interrupt
         return errors
 
 
