@@ -20,6 +20,7 @@ from edgert.engine import (
 )
 from edgert.errors import (
     EngineLoadError,
+    InferenceError,
     InvalidArgumentError,
     ModelFormatError,
     NotSupportedError,
@@ -274,3 +275,33 @@ def test_missing_kernel_names_the_way_out() -> None:
         Engine.load(data)
     assert "Identity" in " ".join(info.value.log_lines)
     assert "upgrade onnxruntime" in (info.value.hint or "")
+
+
+def test_an_exception_that_is_not_onnx_runtimes_is_not_a_failed_run(policy: Engine) -> None:
+    """A signal handler that raises while ONNX Runtime runs: its exception came back as "the
+    executable failed", mostly with the exception lost (found by a trial). The executable lets
+    it through; the session chains it (``__cause__``)."""
+    from edgert.session import InferenceSession
+
+    class Shutdown(Exception):
+        pass
+
+    with InferenceSession(policy, device="host", slots=1) as s:
+        x = np.zeros((1, models.OBS_DIM), np.float32)
+        s.infer({"obs": x})
+        exe = s._runner.exe
+        real = exe._run
+
+        def interrupted(binding: Any) -> None:
+            raise Shutdown("SIGTERM: shut down")
+
+        exe._run = interrupted
+        try:
+            with pytest.raises(InferenceError) as info:
+                s.infer({"obs": x})
+            assert isinstance(info.value.__cause__, Shutdown)
+            assert "ONNX Runtime" not in str(info.value)
+        finally:
+            exe._run = real
+        np.testing.assert_allclose(s.infer({"obs": x})["actions"], models.policy_reference(x),
+                                   rtol=1e-5, atol=1e-6)

@@ -61,6 +61,13 @@ class _SessionHolder:
         self.session = None
 
 
+def _from_ort(err: Exception) -> bool:
+    """Whether ONNX Runtime raised ``err`` (its pybind types, or a C++ exception pybind made a
+    RuntimeError), as opposed to a signal handler that ran meanwhile: a handler's own exception
+    came back as "the executable failed" with the exception lost (found by a trial)."""
+    return isinstance(err, RuntimeError) or type(err).__module__.startswith("onnxruntime")
+
+
 def _nbytes(spec: TensorSpec, shape: Sequence[int]) -> int:
     return (math.prod(shape) * spec.element_bits + 7) // 8
 
@@ -359,6 +366,8 @@ class OnnxExecutable(Owner):
         try:
             self._run(self._binding)  # a RunOptions object costs ~100 us per run (ORT 1.31)
         except Exception as err:  # ORT raises its own pybind types; the protocol says False
+            if not _from_ort(err):
+                raise  # a signal handler's exception, raised while ORT ran: the caller's own
             return self._failed_run(err)
         return True
 
@@ -395,6 +404,8 @@ class OnnxExecutable(Owner):
         try:
             values = self._holder.session.run(list(self._outputs), feeds)
         except Exception as err:  # ORT raises its own pybind types
+            if not _from_ort(err):
+                raise
             return self._fail(f"ONNX Runtime: {str(err).strip()}")
         for name, produced in zip(self._outputs, values, strict=True):
             if name in self._strings:
@@ -427,6 +438,8 @@ class OnnxExecutable(Owner):
             try:
                 self._run(self._binding)
             except Exception as err:  # ORT raises its own pybind types
+                if not _from_ort(err):
+                    raise
                 varying = self._mismatched(str(err)) & set(self._late)
                 if not varying:
                     return self._failed_run(err)
