@@ -47,6 +47,27 @@ def test_jetpack6_orin_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert data["root"] == str(tmp_path)
 
 
+def test_jetson_tree_reports_unread_facts_as_info_not_fail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit",
+                        lambda which: (0, 0) if which == resource.RLIMIT_RTPRIO else real(which))
+    with build_jetson_tree(tmp_path, "jp6-orin-nx"):
+        data = _doctor_json(capsys, "--root", str(tmp_path))
+    sections = data["sections"]
+    assert isinstance(sections, dict)
+    realtime = sections["realtime"]
+    assert realtime["verdict"] != "fail", realtime
+    assert "not readable in this tree" in realtime["checks"]["rt_priority_limit"]
+    assert "not readable in this tree" in realtime["checks"]["rt_kernel"]
+    assert not any("limits.conf" in h or "rtprio" in h for h in realtime["hints"])
+    assert sections["system"]["verdict"] != "warn", sections["system"]
+    assert data["verdict"] != "fail"
+
+
 def test_jetpack5_orin_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with build_jetson_tree(tmp_path, "jp5-agx-orin"):
         data = _doctor_json(capsys, "--root", str(tmp_path))

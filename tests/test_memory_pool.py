@@ -192,9 +192,14 @@ def test_exhaustion_names_budget_and_usage() -> None:
     assert err.in_use_bytes == 8192
     assert err.reserved_bytes == 8192
     assert "budget 8,192 bytes" in str(err)
-    assert pool.stats().timeouts == 1
+    stats = pool.stats()
+    assert (stats.refusals, stats.timeouts, stats.waits) == (1, 0, 0)  # it never waited
+    with pytest.raises(PoolExhausted):
+        pool.acquire(100, timeout=0)  # 0 does not wait either
     with pytest.raises(PoolExhausted, match="never fit"):
         pool.acquire(16 * KIB, timeout=5)  # refused at once: waiting cannot help
+    stats = pool.stats()
+    assert (stats.refusals, stats.timeouts, stats.waits) == (3, 0, 0)
     for lease in held:
         lease.release()
     pool.close()
@@ -210,6 +215,7 @@ def test_timeout_expires_with_pool_exhausted() -> None:
     stats = pool.stats()
     assert stats.waits == 1
     assert stats.timeouts == 1
+    assert stats.refusals == 0  # it waited, then gave up: a timeout
     with pytest.raises(InvalidArgumentError):
         pool.acquire(4096, timeout=-1)
     held.release()

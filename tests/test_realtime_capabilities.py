@@ -86,7 +86,11 @@ def test_fake_tree_with_rt_less_cgroup_and_no_capabilities(tmp_path: Path) -> No
     assert by["rt_throttling"].verdict is CapabilityVerdict.WARN
     assert by["rt_kernel"].verdict is CapabilityVerdict.WARN
     assert by["cpu_isolation"].verdict is CapabilityVerdict.WARN
-    assert by["cpu_dma_latency"].verdict is CapabilityVerdict.WARN  # no device in the tree
+    assert by["cpu_dma_latency"].verdict is CapabilityVerdict.UNKNOWN  # the tree has no dev/
+    assert "not readable in this tree" in by["cpu_dma_latency"].detail
+    (tmp_path / "dev").mkdir()
+    dma = realtime_capabilities(root=tmp_path)["cpu_dma_latency"]
+    assert dma.verdict is CapabilityVerdict.WARN  # a dev/ without the device: it is missing
     assert not caps.ok
 
 
@@ -111,6 +115,28 @@ def test_never_raises_on_an_empty_tree(tmp_path: Path) -> None:
     assert caps["rt_throttling"].verdict is CapabilityVerdict.UNKNOWN
     assert "is not exposed here" in caps["rt_throttling"].detail  # a fact, not a failed check
     assert rt_cgroup(tmp_path) is None
+
+
+def test_facts_a_jetson_tree_lacks_read_as_unknown_never_fail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake Jetson tree has no proc/self/status (capabilities) and no kernel version. Limits
+    # are this process's own: make them refuse, so only the unread capability could lift them.
+    import resource
+
+    from edgert.testing.jetson import build_jetson_tree
+
+    real = resource.getrlimit
+    tight = {resource.RLIMIT_RTPRIO: (0, 0), resource.RLIMIT_MEMLOCK: (8 << 20, 8 << 20)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: tight.get(which) or real(which))
+    with build_jetson_tree(tmp_path, "jp6-orin-nx") as tree:
+        caps = realtime_capabilities(root=tree.root)
+    for name in ("rt_priority_limit", "memory_lock", "rt_kernel", "cpu_dma_latency"):
+        check = caps[name]
+        assert check.verdict is CapabilityVerdict.UNKNOWN, check
+        assert "not readable in this tree" in check.detail, check
+        assert check.hint is None, check  # no limits.conf advice for what was not read
+    assert "kernel version is ''" not in caps["rt_kernel"].detail
+    assert caps.ok
 
 
 def test_parse_cpu_list() -> None:

@@ -78,6 +78,36 @@ def test_install_activate_rollback_with_signatures(tmp_path: Path) -> None:
                       ("rollback", "1.0", "1.1")]
 
 
+def test_the_summary_says_when_and_why_outputs_were_not_compared(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.cli import main
+
+    store = ModelStore(tmp_path / "store", hmac_key=KEY)
+    store.install(_model(tmp_path, "v1.onnx"), "1.0")
+    store.install(_model(tmp_path, "v2.onnx", bias_offset=1e-6), "1.1")
+    first = store.activate("1.0", policy=HealthPolicy(**FAST))
+    assert first.passed
+    assert first.max_abs_error is None
+    line = first.summary()
+    assert line.startswith("passed, outputs not compared: no other active version to compare "
+                           "with, p50 "), line
+    assert store.history()[-1].detail == line  # the history line says the same
+    second = store.activate("1.1", policy=HealthPolicy(**FAST))
+    assert second.not_compared is None
+    assert "max |error|" in second.summary()
+    assert "not compared" not in second.summary()
+    latency_only = store.activate("1.0", policy=HealthPolicy(reference="none", **FAST))
+    assert "outputs not compared: reference='none' was asked" in latency_only.summary()
+    key = tmp_path / "key"
+    key.write_bytes(KEY + b"\n")
+    assert main(["store", "--root", str(tmp_path / "store2"), "--hmac-key-file", str(key),
+                 "install", str(_model(tmp_path, "a.onnx")), "--version", "a"]) == 0
+    assert main(["store", "--root", str(tmp_path / "store2"), "--hmac-key-file", str(key),
+                 "activate", "a"]) == 0
+    assert "activated a: passed, outputs not compared: no other active version" in \
+        capsys.readouterr().out
+
+
 def test_unsigned_or_tampered_models_are_refused(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store", hmac_key=KEY)
     with pytest.raises(IntegrityError, match="no signature"):

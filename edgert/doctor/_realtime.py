@@ -13,7 +13,8 @@ def realtime_section(root: Path) -> Section:
     """SCHED_FIFO (tried for real on a short-lived thread, then gone), RT limits, mlock, isolation.
 
     With a fake ``root`` the process's own limits are still reported (they are not files), but
-    SCHED_FIFO is not tried.
+    SCHED_FIFO is not tried, and what the tree does not hold (capabilities in
+    proc/self/status, the kernel version) reads as info, "not readable in this tree".
     """
     from edgert.realtime import CapabilityVerdict, realtime_capabilities
 

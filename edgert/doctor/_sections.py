@@ -34,6 +34,9 @@ def system_section(root: Path) -> Section:
             s.hints.append("boot with preempt=full (or a PREEMPT_RT kernel) for the lowest "
                            "scheduling latency; the active mode is in "
                            "/sys/kernel/debug/sched/preempt")
+    elif info.preemption is None and root != Path("/"):  # a fake tree without it: a fact
+        s.add("preemption", None, Verdict.INFO,
+              "not readable in this tree (no proc/sys/kernel/version)")
     elif info.preemption is None:
         s.add("preemption", None, Verdict.WARN, "the kernel build string is not readable")
     else:

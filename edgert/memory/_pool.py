@@ -160,7 +160,8 @@ class BufferPool(Owner):
             nbytes: Bytes needed (0 is allowed and gets the smallest class).
             timeout: How long to wait, in seconds, for a release when the budget is full.
                 None (default) does not wait: a real-time loop should fail fast and loudly.
-                ``math.inf`` waits for ever.
+                ``math.inf`` waits for ever. A failure without waiting counts in
+                ``stats().refusals``; one that waited and gave up in ``stats().timeouts``.
 
         Returns:
             A :class:`Lease`; release it (or use it as a context manager).

@@ -110,7 +110,7 @@ class PoolCore:
         self.all_leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self.reserved = self.reserved_peak = 0
         self.slow_hits = self.slow_uses = 0
-        self.misses = self.waits = self.timeouts = self.evictions = 0
+        self.misses = self.waits = self.timeouts = self.refusals = self.evictions = 0
 
     # -- pieces the leases use -------------------------------------------------------------
 
@@ -233,8 +233,8 @@ class PoolCore:
                         self.misses += 1
                         victims = got
                         break
-                    if not timeout:
-                        self.timeouts += 1
+                    if not timeout:  # None or 0: fail at once, a refusal (not a timeout)
+                        self.refusals += 1
                         raise self.exhausted(nbytes)
                     now = time.monotonic()
                     if deadline is None:
@@ -274,6 +274,7 @@ class PoolCore:
             return self.hand_out_locked(cls, blk, nbytes)
         cap = cls.capacity
         if cap > self.budget:
+            self.refusals += 1
             raise self.exhausted(nbytes, f"a {cap:,}-byte block can never fit this pool: "
                                          f"raise max_bytes to at least {cap:,}")
         over = self.reserved + cap - self.budget
@@ -413,7 +414,8 @@ class PoolCore:
                                      self.reserved_peak),
                 leases=sum(1 for lease in leases if lease._tok), blocks=len(self.blocks),
                 hits=uses + self.slow_hits, misses=self.misses, waits=self.waits,
-                timeouts=self.timeouts, evictions=self.evictions, classes=classes)
+                timeouts=self.timeouts, evictions=self.evictions, classes=classes,
+                refusals=self.refusals)
 
     def close_locked(self, *, force: bool) -> bool:
         """Mark closed and empty every list (the caller frees :attr:`blocks` after unlocking);

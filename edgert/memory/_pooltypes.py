@@ -170,9 +170,13 @@ class PoolStats:
         hits: Acquires served by a free block.
         misses: Acquires that had to allocate.
         waits: Acquires that had to wait for a release.
-        timeouts: Acquires that gave up (raised PoolExhausted).
+        timeouts: Acquires that waited for a release (a ``timeout`` above 0) and gave up
+            (raised PoolExhausted when it expired).
         evictions: Free blocks given back to make room for another size class.
         classes: Per-size-class counts, smallest first.
+        refusals: Acquires that raised PoolExhausted at once, without waiting: the budget was
+            full and ``timeout`` was None (the default) or 0, or the request can never fit the
+            budget.
     """
 
     budget_bytes: int
@@ -189,6 +193,7 @@ class PoolStats:
     timeouts: int
     evictions: int
     classes: tuple[ClassStats, ...]
+    refusals: int = 0
 
 
 class SizeClass:

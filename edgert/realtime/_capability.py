@@ -182,6 +182,11 @@ def _check_priority_limit(priority: int, root: Path) -> CapabilityCheck:
     if top >= priority:
         return CapabilityCheck(name="rt_priority_limit", verdict=_OK,
                                detail=f"up to priority {top} ({limits}; no CAP_SYS_NICE)")
+    if cap is None:  # the limit alone says no, but CAP_SYS_NICE would lift it: cannot judge
+        return CapabilityCheck(
+            name="rt_priority_limit", verdict=CapabilityVerdict.UNKNOWN,
+            detail=f"CAP_SYS_NICE is {_unreadable('proc/self/status', root)}, so the limit "
+                   f"cannot be judged ({limits} allows at most priority {top})")
     return CapabilityCheck(name="rt_priority_limit", verdict=_FAIL,
                            detail=f"at most priority {top} without CAP_SYS_NICE ({limits})",
                            hint=rtprio_hint(priority))
@@ -240,6 +245,11 @@ def _check_memlock(root: Path) -> CapabilityCheck:
                                detail=f"CAP_IPC_LOCK: no size limit ({limits})")
     if hard == resource.RLIM_INFINITY:
         return CapabilityCheck(name="memory_lock", verdict=_OK, detail=limits)
+    if cap is None:  # CAP_IPC_LOCK would lift the limit: cannot judge without it
+        return CapabilityCheck(
+            name="memory_lock", verdict=CapabilityVerdict.UNKNOWN,
+            detail=f"CAP_IPC_LOCK is {_unreadable('proc/self/status', root)}, so the limit "
+                   f"cannot be judged ({limits})")
     size_kib = proc_status_kib("VmSize", root)
     if hard == 0:
         return CapabilityCheck(name="memory_lock", verdict=_FAIL,
@@ -264,6 +274,10 @@ def _check_isolation(root: Path) -> CapabilityCheck:
               f"isolcpus {_cpus(isolated)}; nohz_full {_cpus(nohz)}")
     if isolated:
         return CapabilityCheck(name="cpu_isolation", verdict=_OK, detail=detail)
+    if isolated is None and nohz is None and root != Path("/"):
+        return CapabilityCheck(
+            name="cpu_isolation", verdict=CapabilityVerdict.UNKNOWN,
+            detail=f"{detail}: isolcpus and nohz_full are not readable in this tree")
     return CapabilityCheck(
         name="cpu_isolation", verdict=_WARN, detail=detail,
         hint="for the lowest jitter, reserve a CPU for the loop: boot with isolcpus=N "
@@ -278,6 +292,9 @@ def _cpus(cpus: frozenset[int] | None) -> str:
 
 def _check_dma(root: Path) -> CapabilityCheck:
     dev = root / "dev/cpu_dma_latency"
+    if root != Path("/") and not (root / "dev").is_dir():
+        return CapabilityCheck(name="cpu_dma_latency", verdict=CapabilityVerdict.UNKNOWN,
+                               detail=f"not readable in this tree (it has no {root / 'dev'})")
     if not dev.exists():
         return CapabilityCheck(name="cpu_dma_latency", verdict=_WARN,
                                detail=f"{dev} does not exist: C-state exit latency cannot be "
@@ -296,11 +313,21 @@ def _check_kernel(root: Path) -> CapabilityCheck:
     is_rt, how = kernel_is_preempt_rt(root)
     if is_rt:
         return CapabilityCheck(name="rt_kernel", verdict=_OK, detail=f"PREEMPT_RT ({how})")
+    if is_rt is None:
+        return CapabilityCheck(name="rt_kernel", verdict=CapabilityVerdict.UNKNOWN,
+                               detail=f"the kernel version is {how}")
     return CapabilityCheck(
         name="rt_kernel", verdict=_WARN,
         detail=f"not a PREEMPT_RT kernel ({how}): expect wake-up tails of 100s of us to ms",
         hint="install a PREEMPT_RT kernel (Jetson: the RT kernel from the BSP; Ubuntu Pro: "
              "`pro enable realtime-kernel`) for bounded latency")
+
+
+def _unreadable(rel: str, root: Path) -> str:
+    """How to say that ``rel`` (a path under ``root``) could not be read."""
+    if root == Path("/"):
+        return f"not readable (/{rel})"
+    return f"not readable in this tree ({root / rel} is missing or unreadable)"
 
 
 def _check_python() -> CapabilityCheck:
@@ -331,8 +358,10 @@ def realtime_capabilities(
 
     Args:
         priority: The SCHED_FIFO priority to check for.
-        root: Where procfs/sysfs live (tests pass a fake tree; limits and capabilities are
-            always this process's own).
+        root: Where procfs/sysfs live (tests pass a fake tree). Resource limits are always
+            this process's own; capabilities and the kernel version are read from the tree,
+            and a fact the tree does not hold reads as ``unknown`` ("not readable in this
+            tree"), never as a failure.
         probe: Try SCHED_FIFO for real in a short-lived helper thread (it runs nothing and
             exits). Nothing else is changed; mlockall is predicted, not attempted.
 

@@ -142,14 +142,22 @@ def isolated_cpus(root: Path = _ROOT) -> tuple[frozenset[int] | None, frozenset[
     return _cpu_list_file(base / "isolated"), _cpu_list_file(base / "nohz_full")
 
 
-def kernel_is_preempt_rt(root: Path = _ROOT) -> tuple[bool, str]:
-    """Whether the kernel is PREEMPT_RT, and how that was decided (see :mod:`edgert.platform`)."""
+def kernel_is_preempt_rt(root: Path = _ROOT) -> tuple[bool | None, str]:
+    """Whether the kernel is PREEMPT_RT, and how that was decided (see :mod:`edgert.platform`).
+
+    ``None`` when neither the kernel version nor /sys/kernel/realtime can be read (a fake
+    ``root`` without them); the reason then says so.
+    """
     info = read_system(root)
     version = (info.kernel_version or "").strip()
     if info.is_realtime_kernel:
         if "PREEMPT_RT" in version:
             return True, f"kernel version says {version!r}"
         return True, "/sys/kernel/realtime is 1"
+    if not version:
+        where = "" if root == _ROOT else " in this tree"
+        return None, (f"not readable{where} (no {root / 'proc/sys/kernel/version'}): "
+                      "PREEMPT_RT cannot be told")
     return False, f"kernel version is {version!r} (no PREEMPT_RT)"
 
 

@@ -95,6 +95,10 @@ class HealthReport:
         p50_ms: Median request latency.
         p99_ms: 99th percentile request latency.
         p99_budget_ms: The budget it was held to.
+        not_compared: Why the outputs were not compared with a reference (``None`` when they
+            were, or when the gate stopped before running): ``reference="none"`` was asked,
+            or there was nothing to compare with (no other active version and no ONNX model
+            of this version to run on ONNX Runtime).
     """
 
     passed: bool
@@ -108,12 +112,15 @@ class HealthReport:
     p99_ms: float | None = None
     p99_budget_ms: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    not_compared: str | None = None
 
     def summary(self) -> str:
-        """One line: verdict, error and latency."""
+        """One line: verdict, error (or why outputs were not compared) and latency."""
         parts = ["passed" if self.passed else "FAILED: " + "; ".join(self.reasons)]
         if self.max_abs_error is not None:
             parts.append(f"max |error| {self.max_abs_error:.3g} vs {self.reference}")
+        elif self.not_compared is not None:
+            parts.append(f"outputs not compared: {self.not_compared}")
         if self.p99_ms is not None:
             budget = f" (budget {self.p99_budget_ms} ms)" if self.p99_budget_ms else ""
             parts.append(f"p50 {self.p50_ms:.3f} ms, p99 {self.p99_ms:.3f} ms{budget}")
@@ -260,4 +267,13 @@ def check_health(candidate: Engine, reference: Engine | None, policy: HealthPoli
                         reference=reference_label if reference is not None else None,
                         samples=len(inputs), max_abs_error=error, worst_output=name,
                         mismatched_fraction=fraction, p50_ms=p50, p99_ms=p99,
-                        p99_budget_ms=budget)
+                        p99_budget_ms=budget, not_compared=_not_compared(reference, policy))
+
+
+def _not_compared(reference: Engine | None, policy: HealthPolicy) -> str | None:
+    """Why a gate that ran compared no outputs, for the summary (None: they were compared)."""
+    if reference is not None:
+        return None
+    if policy.reference == "none":
+        return "reference='none' was asked (latency only)"
+    return "no other active version to compare with"
