@@ -73,8 +73,56 @@ def test_legal_size_rounds_up(wish: int, size: int) -> None:
 
 
 def test_legal_size_refuses_more_than_the_device() -> None:
-    with pytest.raises(InvalidArgumentError, match="no partition of 130 SMs"):
+    with pytest.raises(InvalidArgumentError, match="no partition of 130 SMs") as info:
         H200.legal_size(130)  # 136 > 132
+    assert info.value.hint == "ask for at most 128 SMs"  # not 132, which is misaligned
+    assert H200.legal_size(128) == 128
+
+
+@pytest.mark.parametrize("wish", [0, -8, True, False, 8.0, "8", None])
+def test_legal_size_refuses_what_is_not_a_positive_int(wish: Any) -> None:
+    # 0 and negative sizes used to be grown to the minimum partition (8 SMs) silently.
+    with pytest.raises(InvalidArgumentError, match="must be a positive int"):
+        H200.legal_size(wish)
+
+
+def _hinted(hint: str) -> list[tuple[int, bool]]:
+    """(size, rest) pairs a hint suggests: "use A or B", "use A, or B with rest=False"."""
+    import re
+
+    out = []
+    for part in re.split(r",? or |, ", hint.removeprefix("use ")):
+        size = int(part.split()[0])
+        out.append((size, "rest=False" not in part))
+    return out
+
+
+@pytest.mark.parametrize("rest", [True, False])
+def test_every_size_a_hint_suggests_is_accepted(rest: bool) -> None:
+    for layout in (H200, SmLayout(device=0, sm_count=16, min_partition_sms=4, alignment_sms=2),
+                   SmLayout(device=0, sm_count=132, min_partition_sms=16, alignment_sms=8)):
+        for size in range(1, layout.sm_count + 10):
+            for sizes in ([size], [size, 16]):
+                try:
+                    plan_partitions(sizes, layout, rest=rest)
+                    continue
+                except InvalidArgumentError as err:
+                    hint = err.hint or ""
+                if not hint.startswith("use "):
+                    continue
+                for suggested, same_rest in _hinted(hint):
+                    fixed = [suggested, *sizes[1:]]
+                    plan_partitions(fixed, layout, rest=rest if same_rest else False)
+
+
+def test_hint_for_the_whole_h200_names_only_sizes_that_work() -> None:
+    # Was "use 128 or 136": 136 is more than the device, 128 leaves a 4-SM rest.
+    with pytest.raises(InvalidArgumentError) as info:
+        plan_partitions([132], H200)
+    assert info.value.hint == "use 120, or 128 with rest=False"
+    with pytest.raises(InvalidArgumentError) as info:
+        plan_partitions([132], H200, rest=False)
+    assert info.value.hint == "use 128"
 
 
 @pytest.mark.parametrize(("sizes", "rest", "left"), [
@@ -91,7 +139,7 @@ def test_plan_accepts_legal_sizes(sizes: list[int], rest: bool, left: int) -> No
     ([-8], "positive int", None),
     ([True], "positive int", None),
     ([8.0], "positive int", None),
-    ([4], "below device 0's minimum of 8", "at least 8"),
+    ([4], "below device 0's minimum of 8", "use 8"),
     ([12], "multiples of 8", "use 8 or 16"),
     ([20, 8], "multiples of 8", "use 16 or 24"),
     ([136], "need 136 SMs; device 0 has 132", None),
@@ -134,7 +182,7 @@ def test_reserved_partition_and_rest() -> None:
 
 
 def test_equal_and_unequal_splits() -> None:
-    fake = FakeGreenDriver()
+    fake = FakeGreenDriver(unequal_splits=True)  # a CUDA 13.1+ driver (cuDevSmResourceSplit)
     with partition_sms([8, 8, 8], driver=fake, rest=False) as parts:
         assert [p.sm_count for p in parts] == [8, 8, 8]
         assert parts.rest is None
@@ -151,6 +199,34 @@ def test_unequal_split_without_driver_support_is_not_supported() -> None:
     with pytest.raises(NotSupportedError, match="different sizes"):
         partition_sms([16, 32], driver=fake)
     assert fake.live_contexts == 0
+
+
+def test_the_default_fake_refuses_unequal_splits_like_the_measured_h200() -> None:
+    fake = FakeGreenDriver()  # the H200 on CUDA 13.0 (docs/multimodel.md): NotSupportedError
+    with pytest.raises(NotSupportedError, match="different sizes"):
+        partition_sms([16, 32], driver=fake)
+    assert fake.live_contexts == 0
+
+
+def test_the_default_fake_makes_fewer_groups_than_asked_like_the_h200() -> None:
+    # docs/multimodel.md: 16 groups of 8 on the H200 gave 15 (the driver's cluster
+    # requirements); the fake used to make all 16.
+    fake = FakeGreenDriver(sm_count=132, min_partition_sms=8, alignment_sms=8)
+    groups, rest = fake.split_by_count(fake.sm_resource(0), 16, 8)
+    assert [g.sm_count for g in groups] == [8] * 15
+    assert rest is not None
+    assert rest.sm_count == 12
+    with pytest.raises(InvalidArgumentError,
+                       match=r"made only 15 of the 16 partitions") as info:
+        partition_sms([8] * 16, rest=False, driver=fake)
+    assert info.value.hint == "ask for at most 15 partitions of 8 SMs"
+    assert fake.live_contexts == 0
+    with partition_sms([8] * 15, rest=False, driver=fake) as parts:  # the hint holds
+        assert len(parts) == 15
+    unlimited = FakeGreenDriver(max_groups=None)
+    with partition_sms([8] * 16, rest=False, driver=unlimited) as parts:
+        assert len(parts) == 16
+    assert fake.live_contexts == unlimited.live_contexts == 0
 
 
 def test_fewer_groups_than_asked_is_refused_without_leaks() -> None:

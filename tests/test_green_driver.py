@@ -164,3 +164,75 @@ def test_a_refused_split_is_a_cuda_error(bindings: FakeBindings) -> None:
 def test_unequal_sizes_need_the_structured_split(bindings: FakeBindings) -> None:
     with pytest.raises(NotSupportedError, match="cuDevSmResourceSplit"):
         partition_sms([16, 32], driver=gd.CudaGreenDriver())
+
+
+class OrinBindings(FakeBindings):
+    """A 16-SM Ampere/Tegra device on cuda-bindings before 12.8 (JetPack 6: CUDA 12.6).
+
+    Rounds like the driver documentation's 8.X row by default (minimum 4, multiple of 2);
+    ``cc`` None leaves out cuDeviceGetAttribute, as in a bare stand-in.
+    """
+
+    CUdevice_attribute = SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR=75)
+
+    def __init__(self, *, cc: int | None, least: int = 4, step: int = 2) -> None:
+        super().__init__(fields=False)
+        self.cc, self.least, self.step = cc, least, step
+        self.splits: list[int] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "cuDeviceGetAttribute" and object.__getattribute__(self, "cc") is None:
+            raise AttributeError(name)
+        return object.__getattribute__(self, name)
+
+    def cuDeviceGetAttribute(self, attr: int, dev: int) -> tuple[Any, int]:
+        assert attr == 75
+        return (_Res.CUDA_SUCCESS, self.cc)
+
+    def cuDeviceGetDevResource(self, dev: int, kind: int) -> tuple[Any, Any]:
+        return (_Res.CUDA_SUCCESS, _resource(16, fields=False))
+
+    def cuDevSmResourceSplitByCount(self, groups: int, res: Any, flags: int,
+                                    min_count: int) -> tuple[Any, list[Any], int, Any]:
+        self.splits.append(min_count)
+        if min_count > res.sm.smCount:
+            return (_Res.CUDA_ERROR_INVALID_VALUE, [], 0, _resource(0, fields=False))
+        size = max(self.least, -(-min_count // self.step) * self.step)
+        made = min(groups, res.sm.smCount // size)
+        return (_Res.CUDA_SUCCESS, [_resource(size, fields=False) for _ in range(groups)], made,
+                _resource(res.sm.smCount - made * size, fields=False))
+
+
+@pytest.mark.parametrize("cc", [8, None])
+def test_orin_granularity_without_the_fields_is_min_4_step_2(
+        bindings: FakeBindings, monkeypatch: pytest.MonkeyPatch, cc: int | None) -> None:
+    # Was (4, 4): the smallest group was taken as the step too, so 6 SMs became 8.
+    orin = OrinBindings(cc=cc)
+    monkeypatch.setattr(gd, "driver", lambda: orin)
+    layout = sm_layout(0, driver=gd.CudaGreenDriver())
+    assert (layout.min_partition_sms, layout.alignment_sms) == (4, 2)
+    assert layout.legal_size(5) == 6
+    # With the compute capability the documented table gives the step; without, a probe does.
+    assert orin.splits == ([1] if cc == 8 else [1, 5])
+    with partition_sms([6], driver=gd.CudaGreenDriver()) as parts:
+        assert (parts[0].sm_count, parts.rest.sm_count) == (6, 10)  # type: ignore[union-attr]
+
+
+def test_the_driver_wins_where_it_disagrees_with_the_table(
+        bindings: FakeBindings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA 13's guideline: "7.X, 8.X, and all Tegra SoC" align to 2, so a driver may split off
+    # 2 SMs on an 8.x part; the probed minimum then stands and the step is probed as well.
+    orin = OrinBindings(cc=8, least=2)
+    monkeypatch.setattr(gd, "driver", lambda: orin)
+    layout = sm_layout(0, driver=gd.CudaGreenDriver())
+    assert (layout.min_partition_sms, layout.alignment_sms) == (2, 2)
+    assert orin.splits == [1, 3]
+
+
+def test_hopper_granularity_without_the_fields_comes_from_the_table(
+        bindings: FakeBindings, monkeypatch: pytest.MonkeyPatch) -> None:
+    hopper = OrinBindings(cc=9, least=8, step=8)
+    monkeypatch.setattr(gd, "driver", lambda: hopper)
+    layout = sm_layout(0, driver=gd.CudaGreenDriver())
+    assert (layout.min_partition_sms, layout.alignment_sms) == (8, 8)
+    assert hopper.splits == [1]

@@ -165,3 +165,64 @@ def test_a_host_model_is_refused_as_a_gpu_load() -> None:
         _open_load(str(bundled_model_path()), 0, None, "auto", stack)
     with contextlib.ExitStack() as stack, pytest.raises(InvalidArgumentError, match="no load"):
         _open_load("/nonexistent/model.plan", 0, None, "auto", stack)
+
+
+def _group_on(monkeypatch: pytest.MonkeyPatch, fake: FakeGreenDriver) -> None:
+    """Make ModelGroup see ``fake`` as device 0, without a GPU."""
+    from types import SimpleNamespace
+
+    import edgert.cuda as ecuda
+
+    partition, support = ecuda.partition_sms, ecuda.green_context_support
+    monkeypatch.setattr(ecuda, "device_properties",
+                        lambda device=0: SimpleNamespace(multiprocessor_count=fake.sm_count))
+    monkeypatch.setattr(ecuda, "green_context_support",
+                        lambda device=0: support(device, driver=fake))
+    monkeypatch.setattr(ecuda, "partition_sms",
+                        lambda sizes, device=0, **kw: partition(sizes, device=device,
+                                                                driver=fake, **kw))
+
+
+def test_a_forgotten_model_group_releases_its_partitions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from edgert.session import ModelGroup
+
+    fake = FakeGreenDriver()
+    _group_on(monkeypatch, fake)
+    group = ModelGroup(control_sms=16)
+    assert group.partitioned
+    assert fake.live_contexts == 2
+    # Its finalizer held a bound method (the group itself), so it was never collected.
+    with pytest.warns(ResourceWarning, match="unclosed ModelGroup"):
+        del group  # no cycle: the finalizer runs right here
+    gc.collect()
+    assert fake.live_contexts == 0
+    closed = ModelGroup(control_sms=8)
+    closed.close()
+    closed.close()
+    assert fake.live_contexts == 0
+
+
+@pytest.mark.parametrize("wish", [0, -16, True, 8.0])
+def test_model_group_refuses_a_control_sms_that_is_not_a_positive_int(
+        monkeypatch: pytest.MonkeyPatch, wish: Any) -> None:
+    from edgert.session import ModelGroup
+
+    fake = FakeGreenDriver()
+    _group_on(monkeypatch, fake)
+    # 0 and negative sizes used to reserve the minimum partition (8 SMs) silently.
+    with pytest.raises(InvalidArgumentError, match="control_sms must be a positive int"):
+        ModelGroup(control_sms=wish)
+    with pytest.raises(InvalidArgumentError, match="control_sms must be a positive int"):
+        ModelGroup(control_sms=wish, partitions="off")
+    assert fake.live_contexts == 0
+
+
+@pytest.mark.parametrize("wish", [0, -8, False])
+def test_run_under_load_refuses_a_reserve_sms_that_is_not_a_positive_int(wish: Any) -> None:
+    from edgert.bench import run_under_load
+
+    with pytest.raises(InvalidArgumentError, match="reserve_sms must be a positive int"):
+        run_under_load(load="gemm", reserve_sms=wish, duration_s=0.1)

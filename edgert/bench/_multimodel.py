@@ -212,6 +212,10 @@ def run_under_load(model: Any = None, *, load: str = "gemm", device: int = 0,
     from edgert.cuda import device_properties, partition_sms, require, sm_layout
     from edgert.session import InferenceSession
 
+    if reserve_sms is not None:
+        from edgert.cuda._green import check_sm_count
+
+        check_sm_count(reserve_sms, "reserve_sms")
     require(device)
     if duration_s <= 0:
         raise InvalidArgumentError(f"duration_s must be positive, not {duration_s}")

@@ -68,15 +68,27 @@ class SmLayout:
         """The smallest partition size the device accepts that has at least ``sms`` SMs.
 
         Raises:
-            InvalidArgumentError: No partition that large fits on the device.
+            InvalidArgumentError: ``sms`` is not a positive int, or no partition that large fits
+                on the device.
         """
+        check_sm_count(sms, "a partition size")
         size = max(sms, self.min_partition_sms)
         size = -(-size // self.alignment_sms) * self.alignment_sms
         if size > self.sm_count:
+            largest = self.sm_count // self.alignment_sms * self.alignment_sms
+            hint = (f"ask for at most {largest} SMs" if largest >= self.min_partition_sms
+                    else f"device {self.device} is too small to partition")
             raise InvalidArgumentError(
                 f"no partition of {sms} SMs fits on device {self.device} ({self.sm_count} SMs)",
-                hint=f"ask for at most {self.sm_count} SMs")
+                hint=hint)
         return size
+
+
+def check_sm_count(value: object, what: str) -> int:
+    """``value`` if it is a positive int (not a bool), else InvalidArgumentError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidArgumentError(f"{what} must be a positive int (SMs), not {value!r}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -156,20 +168,20 @@ def plan_partitions(sizes: Sequence[int], layout: SmLayout, *, rest: bool = True
     if len(sizes) == 0:
         raise InvalidArgumentError("no partition sizes given",
                                    hint="pass SM counts, e.g. partition_sms([16])")
-    for size in sizes:
+    for i, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise InvalidArgumentError(f"a partition size must be a positive int, not {size!r}")
         if size < layout.min_partition_sms:
             raise InvalidArgumentError(
                 f"a partition of {size} SMs is below device {layout.device}'s minimum of "
-                f"{layout.min_partition_sms}", hint=f"use at least {layout.min_partition_sms}")
+                f"{layout.min_partition_sms}",
+                hint=_size_hint(sizes, i, [layout.min_partition_sms], layout, rest))
         if size % layout.alignment_sms:
             down = size // layout.alignment_sms * layout.alignment_sms
-            up = down + layout.alignment_sms
-            choices = f"{down} or {up}" if down >= layout.min_partition_sms else f"{up}"
             raise InvalidArgumentError(
                 f"a partition of {size} SMs breaks device {layout.device}'s alignment: sizes "
-                f"must be multiples of {layout.alignment_sms}", hint=f"use {choices}")
+                f"must be multiples of {layout.alignment_sms}",
+                hint=_size_hint(sizes, i, [down, down + layout.alignment_sms], layout, rest))
     total = sum(sizes)
     if total > layout.sm_count:
         raise InvalidArgumentError(
@@ -184,6 +196,41 @@ def plan_partitions(sizes: Sequence[int], layout: SmLayout, *, rest: bool = True
             f"{layout.sm_count} SMs are left: below the minimum partition of "
             f"{layout.min_partition_sms}", hint="pass rest=False, or ask for fewer SMs")
     return left
+
+
+def _fits(sizes: Sequence[int], layout: SmLayout, rest: bool) -> bool:
+    """Whether every size is legal and they fit, with a rest partition when ``rest``."""
+    if any(s < layout.min_partition_sms or s % layout.alignment_sms for s in sizes):
+        return False
+    left = layout.sm_count - sum(sizes)
+    return left >= (layout.min_partition_sms if rest else 0)
+
+
+def _size_hint(sizes: Sequence[int], index: int, candidates: Sequence[int], layout: SmLayout,
+               rest: bool) -> str:
+    """What to use instead of ``sizes[index]``: only sizes accepted with the same ``rest``
+    (the other sizes as given, where they are legal), or one that needs ``rest=False``."""
+    # The other sizes as given; an illegal one gets its own error once this one is fixed.
+    others = [s for j, s in enumerate(sizes) if j != index and isinstance(s, int)
+              and not isinstance(s, bool) and _fits([s], layout, False)]
+
+    def works(size: int, with_rest: bool) -> bool:
+        return size > 0 and _fits([*others, size], layout, with_rest)
+
+    good = [c for c in candidates if works(c, rest)]
+    if good:
+        return "use " + " or ".join(str(c) for c in good)
+    step = layout.alignment_sms
+    below = max(candidates) // step * step
+    best = next((c for c in range(below, 0, -step) if works(c, rest)), None)
+    no_rest = [c for c in candidates if rest and works(c, False)]
+    if best is not None and no_rest:
+        return f"use {best}, or {no_rest[0]} with rest=False"
+    if best is not None:
+        return f"use {best}"
+    if no_rest:
+        return f"use {no_rest[0]} with rest=False"
+    return "ask for fewer or smaller partitions"
 
 
 class GpuPartition(Owner):
@@ -380,6 +427,15 @@ def partition_sms(sizes: Sequence[int], *, device: int = 0, rest: bool = True,
     else:
         groups, remainder = drv.split_structured(whole, list(sizes))
     got = [g.sm_count for g in groups]
+    if len(got) < len(sizes) and all(g == s for g, s in zip(got, sizes, strict=False)):
+        # The driver may make fewer groups than asked ("due to cluster requirements"): never
+        # hand back a smaller partition set than the caller planned for.
+        raise InvalidArgumentError(
+            f"device {device} could not be split into {list(sizes)} SMs: the driver made only "
+            f"{len(got)} of the {len(sizes)} partitions (its SM clusters fit no more; the "
+            f"driver made {got})",
+            hint=f"ask for at most {len(got)} partitions of {sizes[0]} SMs" if got
+            else "ask for fewer partitions")
     if got != list(sizes):
         raise InvalidArgumentError(
             f"device {device} could not be split into {list(sizes)} SMs (the driver made "

@@ -32,6 +32,28 @@ _UPGRADE = ("upgrade to an NVIDIA driver with CUDA 12.4 or newer and cuda-bindin
             "(JetPack 6.1+ on Jetson); without green contexts use stream priorities only "
             "(see docs/multimodel.md)")
 
+# (minimum group, group-size step) of cuDevSmResourceSplitByCount per compute-capability major,
+# for cuda-bindings before 12.8 whose CUdevSmResource lacks minSmPartitionSize and
+# smCoscheduledAlignment (JetPack 6 ships CUDA 12.6). The CUDA 12.4 driver API, Green Contexts
+# (https://docs.nvidia.com/cuda/archive/12.4.0/cuda-driver-api/group__CUDA__GREEN__CONTEXTS.html):
+# "On Compute Architecture 6.X: The minimum count is 1 SM. / 7.X: The minimum count is 2 SMs and
+# must be a multiple of 2. / 8.X: The minimum count is 4 SMs and must be a multiple of 2. /
+# 9.0+: The minimum count is 8 SMs and must be a multiple of 8." (The CUDA 13 pages give, for
+# cuDevSmResourceSplit, an alignment of 2 on "7.X, 8.X, and all Tegra SoC" and 8 on 9.0+.)
+# The driver's own answer still wins: the minimum is always probed, and where the probe
+# disagrees with this table the step is probed too.
+_SPLIT_GRANULARITY = {6: (1, 1), 7: (2, 2), 8: (4, 2)}
+_SPLIT_GRANULARITY_9_PLUS = (8, 8)
+
+
+def _documented_granularity(major: int | None) -> tuple[int, int] | None:
+    """``(minimum, step)`` the driver documentation gives for compute capability ``major``.x."""
+    if major is None:
+        return None
+    if major >= 9:
+        return _SPLIT_GRANULARITY_9_PLUS
+    return _SPLIT_GRANULARITY.get(major)
+
 
 @dataclass(frozen=True, slots=True)
 class SmResource:
@@ -127,9 +149,10 @@ class CudaGreenDriver:
         except RuntimeError as err:  # cuda.bindings: the driver library lacks the symbol
             raise NotSupportedError(f"the NVIDIA driver lacks green contexts ({err})",
                                     hint=_UPGRADE) from err
-        return self._describe(drv, res, None)
+        return self._describe(drv, res, None, dev)
 
-    def _describe(self, drv: Any, res: Any, parent: SmResource | None) -> SmResource:
+    def _describe(self, drv: Any, res: Any, parent: SmResource | None,
+                  dev: Any = None) -> SmResource:
         sm = res.sm
         count = int(sm.smCount)
         least = int(getattr(sm, "minSmPartitionSize", 0) or 0)
@@ -138,12 +161,41 @@ class CudaGreenDriver:
             least = least or parent.min_partition_sms
             align = align or parent.alignment_sms
         elif not least or not align:
-            # Bindings before 12.8 do not report the granularity: ask the driver for the
-            # smallest group it will split off, which is both the minimum and the step.
-            groups, _ = self.split_by_count(SmResource(res, count, 1, 1), 1, 1)
-            least = least or groups[0].sm_count
-            align = align or groups[0].sm_count
+            probed_least, probed_align = self._granularity(drv, res, count, dev)
+            least = least or probed_least
+            align = align or probed_align
         return SmResource(res, count, least, align)
+
+    def _granularity(self, drv: Any, res: Any, count: int, dev: Any) -> tuple[int, int]:
+        """``(minimum, step)`` of groups for bindings that do not report them (before 12.8).
+
+        The minimum is the smallest group the driver splits off. The step comes from the
+        documented table for the device's compute capability when the probed minimum agrees
+        with it; otherwise (or with no compute capability) from a second probe: the group the
+        driver makes for one SM more than the minimum.
+        """
+        whole = SmResource(res, count, 1, 1)
+        groups, _ = self.split_by_count(whole, 1, 1)
+        least = groups[0].sm_count if groups else count
+        row = _documented_granularity(self._cc_major(drv, dev))
+        if row is not None and least >= row[0] and least % row[1] == 0:
+            return least, row[1]
+        if least + 1 > count:
+            return least, least  # no second group size exists on this device
+        bigger, _ = self.split_by_count(whole, 1, least + 1)
+        step = bigger[0].sm_count - least if bigger else least
+        return least, step if step > 0 else least
+
+    @staticmethod
+    def _cc_major(drv: Any, dev: Any) -> int | None:
+        """The device's compute-capability major version, or None where it cannot be read."""
+        if dev is None:
+            return None
+        try:
+            attr = drv.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+            return int(check(drv.cuDeviceGetAttribute(attr, dev), call="cuDeviceGetAttribute"))
+        except Exception:  # old or partial bindings: fall back to probing the driver
+            return None
 
     def split_by_count(self, resource: SmResource, groups: int,
                        min_count: int) -> tuple[list[SmResource], SmResource | None]:

@@ -12,6 +12,7 @@ blocks; see docs/multimodel.md for what each buys.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -67,26 +68,39 @@ class SessionPlacement:
     priority: int
 
 
+def _release_group(sessions: list[InferenceSession], parts: Any) -> None:
+    """Close a group's sessions (newest first), then its partitions."""
+    for s in reversed(sessions):
+        s.close()
+    sessions.clear()
+    if parts is not None:
+        parts.close()
+
+
 class ModelGroup(Owner):
     """Control model on reserved SMs at the highest priority; everything else on the rest.
 
     Args:
-        control_sms: SMs to reserve for control sessions; rounded up to a size the device
-            accepts (Hopper: a multiple of 8, at least 8; see ``edgert doctor``).
+        control_sms: SMs to reserve for control sessions, a positive int; rounded up to a size
+            the device accepts (Hopper: a multiple of 8, at least 8; Orin: a multiple of 2, at
+            least 4; see ``edgert doctor``).
         device: The CUDA device.
         partitions: ``"require"`` (default), ``"auto"`` or ``"off"`` (:class:`PartitionMode`).
 
     Raises:
         NotSupportedError: No CUDA device; or green contexts are missing and ``partitions`` is
             ``"require"``.
-        InvalidArgumentError: ``control_sms`` leaves too few SMs for the rest.
+        InvalidArgumentError: ``control_sms`` is not a positive int, or leaves too few SMs for
+            the rest.
         CudaError: The driver refused.
     """
 
     def __init__(self, *, control_sms: int = 16, device: int = 0,
                  partitions: PartitionMode | str = PartitionMode.REQUIRE) -> None:
         from edgert.cuda import device_properties, green_context_support, partition_sms
+        from edgert.cuda._green import check_sm_count
 
+        check_sm_count(control_sms, "control_sms")
         try:
             mode = PartitionMode(partitions)
         except ValueError:
@@ -107,14 +121,9 @@ class ModelGroup(Owner):
                     f"SM partitions are not available on device {device}: {support.reason}",
                     hint="pass partitions='auto' to fall back to stream priorities (no "
                          "protection from persistent kernels such as large GEMMs)")
-        self._own(self._release, "ModelGroup")
-
-    def _release(self) -> None:
-        for s in reversed(self._sessions):
-            s.close()
-        self._sessions.clear()
-        if self._parts is not None:
-            self._parts.close()
+        # The release closes over the session list and the partitions, never over self (a
+        # bound method would keep a forgotten group alive and its safety net would never run).
+        self._own(functools.partial(_release_group, self._sessions, self._parts), "ModelGroup")
 
     @property
     def partitioned(self) -> bool:

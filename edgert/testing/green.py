@@ -1,10 +1,12 @@
 """A fake green-context driver: SM partition logic without a GPU.
 
 :class:`FakeGreenDriver` implements the seam :class:`edgert.cuda._green_driver.GreenDriver` the
-way the CUDA driver behaves (groups rounded up to the alignment, fewer groups when SMs run out,
-``CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION`` for impossible structured splits) and counts what is
-alive, so tests can check that partitions and their streams are released. edgert's GPU tests
-check it against the real driver on the same device.
+way the CUDA driver behaves (groups rounded up to the alignment, fewer groups when SMs run out or
+the SM clusters fit no more, ``CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION`` for impossible
+structured splits) and counts what is alive, so tests can check that partitions and their streams
+are released. Its defaults are the H200 measured for docs/multimodel.md (132 SMs, groups of at
+least 8 in steps of 8, at most 15 groups per split, no partitions of different sizes on its CUDA
+13.0 driver). edgert's GPU tests check it against the real driver on the same device.
 
     >>> from edgert.cuda import partition_sms
     >>> from edgert.testing import FakeGreenDriver
@@ -36,18 +38,26 @@ class FakeGreenDriver:
         min_partition_sms: The smallest group (8 on compute capability 9.0, 4 on 8.x).
         alignment_sms: The group-size step (8 on 9.0, 2 on 8.x).
         supported: False imitates a driver without green contexts.
-        unequal_splits: False imitates a driver without ``cuDevSmResourceSplit`` (before 13.1).
+        unequal_splits: True imitates a driver with ``cuDevSmResourceSplit`` (CUDA 13.1+), which
+            makes groups of different sizes; False (the default, like the measured H200 on
+            CUDA 13.0) refuses them with NotSupportedError.
+        max_groups: The most groups one ``split_by_count`` makes, whatever fits: the driver
+            "may lead to fewer groups created than purely dividing the total SM count by the
+            minCount due to cluster requirements". 15 by default (16 groups of 8 on the H200
+            gave 15); None for no limit beyond the SM count.
         priority_range: ``(lowest, highest)`` stream priorities.
     """
 
     def __init__(self, *, sm_count: int = 132, min_partition_sms: int = 8,
-                 alignment_sms: int = 8, supported: bool = True, unequal_splits: bool = True,
+                 alignment_sms: int = 8, supported: bool = True, unequal_splits: bool = False,
+                 max_groups: int | None = 15,
                  priority_range: tuple[int, int] = (0, -5)) -> None:
         self.sm_count = sm_count
         self.min_partition_sms = min_partition_sms
         self.alignment_sms = alignment_sms
         self.supported = supported
         self.unequal_splits = unequal_splits
+        self.max_groups = max_groups
         self._priority_range = priority_range
         self._ids = itertools.count(0x1000)
         self.contexts: dict[int, int] = {}
@@ -81,12 +91,15 @@ class FakeGreenDriver:
 
     def split_by_count(self, resource: SmResource, groups: int,
                        min_count: int) -> tuple[list[SmResource], SmResource | None]:
-        """Equal groups rounded up to the minimum and alignment; fewer when SMs run out."""
+        """Equal groups rounded up to the minimum and alignment; fewer when SMs run out or
+        more than ``max_groups`` are asked."""
         if not 0 <= min_count <= resource.sm_count or groups < 1:
             raise self._fail("CUDA_ERROR_INVALID_VALUE", 1, "cuDevSmResourceSplitByCount")
         size = max(min_count, self.min_partition_sms)
         size = -(-size // self.alignment_sms) * self.alignment_sms
         made = min(groups, resource.sm_count // size)
+        if self.max_groups is not None:
+            made = min(made, self.max_groups)
         left = resource.sm_count - made * size
         return ([self._resource(size) for _ in range(made)],
                 self._resource(left) if left else None)
