@@ -460,6 +460,12 @@ def test_whole_buffer_for_several_dynamic_dimensions() -> None:
             np.testing.assert_array_equal(s.infer({"x": buf})["y"], -(x + 1))
         with pytest.raises(InputError, match=r"previous request's shape \(2, 3\) needs 24"):
             s.infer({"x": big})
+        # The previous request, whichever way it went (the short way of infer too), and not a
+        # warm-up run (found by review: it read the last long-way shape, (3, 2) here).
+        for shape in ((2, 3), (3, 2), (2, 3), (2, 3)):
+            s.infer({"x": np.zeros(shape, np.float32)})
+        s.warmup([{"x": (3, 2)}])
+        np.testing.assert_array_equal(s.infer({"x": buf})["y"], -(x + 1))
 
 
 def test_cast_refuses_values_ml_dtypes_floats_cannot_hold() -> None:
@@ -485,6 +491,14 @@ def test_cast_refuses_values_ml_dtypes_floats_cannot_hold() -> None:
                     s.infer({"x": wrong})
             nan = np.array([1, np.nan, 2])  # NaN in, NaN out: not a lost value
             assert np.isnan(s.infer({"x": nan})["y"][1])
+            # from an ml_dtypes source too (review: a bfloat16 NaN read "does not fit")
+            assert np.isnan(s.infer({"x": nan.astype(ml_dtypes.bfloat16)})["y"][1])
+            inf = np.array([1, np.inf, 2], np.float32)
+            if dtype is ml_dtypes.float8_e4m3fn:  # no infinity there: inf would become NaN
+                with pytest.raises(InputError, match="the value inf does not fit"):
+                    s.infer({"x": inf})
+            else:
+                assert np.isinf(s.infer({"x": inf})["y"][1])
 
 
 def test_string_inputs_refuse_bytes() -> None:

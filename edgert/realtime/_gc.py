@@ -28,58 +28,70 @@ class _GcState:
 
 
 _STATE = _GcState()
-_LOCK = threading.RLock()  # re-entered by a finalizer that runs during fork()
+_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
     """A forked child has only the thread that forked: holds taken by any other thread belong
     to policies that will never release them there, so the collector is given back (found by a
-    trial: a child forked while a loop thread applied its policy kept the GC off for good). The
-    lock is held across the fork (``before``), so the state copied is never half-written."""
+    trial: a child forked while a loop thread applied its policy kept the GC off for good).
+
+    No lock is taken around the fork: ``hold_gc_frozen`` runs other code's finalizers under
+    its lock, and a fork that waited for it could deadlock with them (found by review). The
+    state is instead written so that any prefix of an update reads right here: a hold's thread
+    is recorded before the collector is touched, and removed after it is given back. The lock,
+    perhaps held by a thread that does not exist here, is made anew.
+    """
+    global _LOCK
+    _LOCK = threading.Lock()
     me = threading.get_ident()
     mine = [t for t in _STATE.threads if t == me]
-    if _STATE.holders and not mine:
+    if _STATE.threads and not mine:
         gc.unfreeze()
         if _STATE.was_enabled:
             gc.enable()
     _STATE.threads = mine
     _STATE.holders = len(mine)
-    _LOCK.release()
 
 
-os.register_at_fork(before=_LOCK.acquire, after_in_parent=_LOCK.release,
-                    after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def hold_gc_frozen() -> str:
-    """Collect, freeze and disable the collector (first holder); return what was done."""
+    """Collect, freeze and disable the collector (first holder); return what was done.
+
+    The hold is this thread's: release it with ``release_gc(threading.get_ident())`` of this
+    thread, wherever the release runs.
+    """
+    me = threading.get_ident()
     with _LOCK:
         if _STATE.holders == 0:
             _STATE.was_enabled = gc.isenabled()
             _STATE.was_frozen = gc.get_freeze_count()
+            _STATE.threads = [me]  # first: a fork from here on gives the collector back
             collected = gc.collect()
             gc.freeze()
             gc.disable()
             _STATE.holders = 1
-            _STATE.threads = [threading.get_ident()]
             return (f"gc.collect() freed {collected} objects; froze {gc.get_freeze_count()} "
                     f"objects; collector disabled (was {'on' if _STATE.was_enabled else 'off'})")
+        _STATE.threads.append(me)
         _STATE.holders += 1
-        _STATE.threads.append(threading.get_ident())
         return "collector already frozen and disabled by another holder"
 
 
-def release_gc() -> str:
-    """Drop one hold; the last one restores the collector's previous state."""
+def release_gc(thread: int | None = None) -> str:
+    """Drop one hold of ``thread`` (default: this thread); the last one restores the
+    collector's previous state."""
     with _LOCK:
         if _STATE.holders == 0:
             return "not held"
         _STATE.holders -= 1
-        me = threading.get_ident()
+        owner = threading.get_ident() if thread is None else thread
         threads = _STATE.threads
-        if threads:
-            threads.remove(me if me in threads else threads[-1])
         if _STATE.holders:
+            if owner in threads:
+                threads.remove(owner)
             return f"still held by {_STATE.holders} other holder(s)"
         frozen = gc.get_freeze_count()
         gc.unfreeze()
@@ -89,6 +101,7 @@ def release_gc() -> str:
         if _STATE.was_enabled:
             gc.enable()
             parts.append("re-enabled the collector")
+        threads.clear()  # last: given back before the record goes
         return "; ".join(parts)
 
 

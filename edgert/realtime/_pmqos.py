@@ -20,19 +20,19 @@ __all__ = ["DmaLatencyHold"]
 
 #: Every descriptor held open, with the thread that took it.
 _HELD: dict[int, int] = {}
-_LOCK = threading.RLock()  # re-entered by a finalizer that runs during fork()
 
 
 def _close(fd: int) -> None:
-    with _LOCK:
-        if _HELD.pop(fd, None) is not None:
-            os.close(fd)
+    if _HELD.pop(fd, None) is not None:  # atomic: a descriptor is closed once
+        os.close(fd)
 
 
 def _after_fork_in_child() -> None:
     """O_CLOEXEC does not help a fork without exec: a child keeps every descriptor, so the
     latency target would outlive the thread that asked for it (found by a trial). The child
-    closes those of every thread but the one that forked."""
+    closes those of every thread but the one that forked. No lock is taken around the fork (a
+    fork waiting for one could deadlock with finalizers): a descriptor is on record from the
+    moment ``open`` returns."""
     me = threading.get_ident()
     for fd, thread in list(_HELD.items()):
         if thread != me:
@@ -41,11 +41,9 @@ def _after_fork_in_child() -> None:
                 os.close(fd)
             except OSError:
                 pass
-    _LOCK.release()
 
 
-os.register_at_fork(before=_LOCK.acquire, after_in_parent=_LOCK.release,
-                    after_in_child=_after_fork_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DmaLatencyHold(Owner):
@@ -61,17 +59,16 @@ class DmaLatencyHold(Owner):
 
     def __init__(self, latency_us: int, *, device: Path = Path("/dev/cpu_dma_latency")) -> None:
         self.latency_us = latency_us
-        with _LOCK:  # held across fork: a child never copies an fd that is not on record
-            try:
-                fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
-            except OSError as err:
-                raise self._error(err, device) from err
-            try:
-                os.write(fd, struct.pack("=i", latency_us))
-            except OSError as err:
-                os.close(fd)
-                raise self._error(err, device) from err
-            _HELD[fd] = threading.get_ident()
+        try:
+            fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise self._error(err, device) from err
+        _HELD[fd] = threading.get_ident()  # on record at once: a fork's child closes it
+        try:
+            os.write(fd, struct.pack("=i", latency_us))
+        except OSError as err:
+            _close(fd)
+            raise self._error(err, device) from err
         self._own(lambda: _close(fd), f"{device} hold")
 
     @staticmethod

@@ -165,6 +165,13 @@ class RealtimePolicy:
         return ActivePolicy(self)
 
 
+
+def _hold_gc() -> tuple[str, Callable[[], str]]:
+    """Freeze the collector for this thread; the undo releases this thread's hold wherever it
+    runs (the reaper, another thread's close()), never another holder's."""
+    me = threading.get_ident()
+    return hold_gc_frozen(), functools.partial(release_gc, me)
+
 class ActivePolicy(Owner):
     """A :class:`RealtimePolicy` in effect on one thread; closing it restores everything.
 
@@ -230,7 +237,7 @@ class ActivePolicy(Owner):
         if p.prefault_heap_bytes:
             self._step("prefault_heap", False, self._apply_heap)
         if p.freeze_gc:
-            self._step("gc", False, lambda: (hold_gc_frozen(), release_gc))
+            self._step("gc", False, _hold_gc)
         if p.cpu_dma_latency_us is not None:
             self._step("cpu_dma_latency", False, self._apply_dma_latency)
         if p.timer_slack_ns is not None:

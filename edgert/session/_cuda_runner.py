@@ -209,8 +209,9 @@ class CudaRunner(Runner, AdaptiveSync):
                     # TensorRT's enqueueV3 documentation: with dynamic shapes, the first enqueue
                     # after setInputShape fails under stream capture; enqueue once before (as
                     # trtexec does). Found by review: alternating shapes captured right after
-                    # each change, failed, and never got graphs.
-                    self._execute(slot)
+                    # each change, failed, and never got graphs. The whole request, copies
+                    # included: a bare enqueue read inputs not yet copied (a second review).
+                    self._enqueue(slot, False)
                     self.ctx_warm = True
                 entry = self._capture(slot, key)
             if entry is not None:
@@ -265,6 +266,7 @@ class CudaRunner(Runner, AdaptiveSync):
         if slot.busy or slot.sig is not sig or \
                 not copy_plain(ins, inputs, self.bare, self.refuse):
             return None  # a submitted request owns the slot, it changed, or not plain
+        self.last_sig = sig
         slot.generation += 1  # an earlier request's Pending no longer reads this slot
         slot.served += 1
         s = self.s

@@ -224,6 +224,7 @@ class HostRunner(Runner):
             return None
         if not copy_plain(ins, inputs, self.bare, self.refuse):
             return None
+        self.last_sig = sig
         if slot is not None:
             slot.generation += 1  # an earlier request's Pending no longer reads this slot
             slot.served += 1

@@ -130,8 +130,9 @@ class Runner(OutputPlan):
         #: A plain enqueue ran since the executable's shapes were last set (TensorRT: the first
         #: enqueue after a shape change cannot be captured into a CUDA graph).
         self.ctx_warm = False
-        #: Each input's shape in the last request staged the long way (for whole buffers).
-        self.last_shapes: dict[str, tuple[int, ...]] = {}
+        #: The input shapes of the previous request, whichever way it went (for whole buffers;
+        #: warm-up runs are not requests and leave it as it was).
+        self.last_sig: Signature | None = None
         self.bound: dict[str, int] = {}
         self.bound_token: object = None
         self.stream: Any = None
@@ -225,6 +226,7 @@ class Runner(OutputPlan):
                     tb.view[...] = arr  # type: ignore[index]
                 else:
                     return self._stage_slow(slot, inputs)
+            self.last_sig = slot.sig
             return slot.sig
         return self._stage_slow(slot, inputs)
 
@@ -292,7 +294,9 @@ class Runner(OutputPlan):
             shape = list(spec.shape)
             shape[dynamic[0]] = nbytes // fixed
             return tuple(shape)
-        previous = self.last_shapes.get(spec.name)
+        last = self.last_sig
+        previous = None if last is None else last[
+            next(i for i, s in enumerate(self.in_specs) if s.name == spec.name)]
         if len(dynamic) == 1 and fixed and spec.element_bits % 8 == 0:
             said = f"it is not a whole number of {fixed}-byte steps of dimension {dynamic[0]}"
         elif previous is not None and spec.nbytes(previous) == nbytes:
@@ -369,11 +373,8 @@ class Runner(OutputPlan):
                     stage_dev.add(len(plan))
             plan.append((arr, ext))
             shapes.append(shape)
-        last = self.last_shapes
-        for tb, given in zip(slot.inputs, shapes, strict=True):
-            if given is not None:
-                last[tb.name] = given
         sig = tuple(shapes)
+        self.last_sig = sig
         if sig != slot.sig:
             self.reshape(slot, sig)
         staged = slot.sig

@@ -376,6 +376,7 @@ class InferenceSession(Owner):
                          strict=True))]
             specs = {s.name: s for s in runner.in_specs}
             kept, runner.stats = runner.stats, SessionStats(1)  # warm-up runs are not requests
+            last = runner.last_sig  # nor the previous request a whole buffer is read with
             try:
                 for shape_set in sets:
                     arrays = {name: _zeros(specs[name], tuple(shape)) for name, shape in
@@ -396,6 +397,7 @@ class InferenceSession(Owner):
                                     else "")) from err
             finally:
                 runner.stats = kept
+                runner.last_sig = last
         finally:
             use.inside = False
             use.owner.clear()

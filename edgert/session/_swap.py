@@ -171,6 +171,7 @@ def apply_pending_swap(session: SwapTarget) -> None:
         setattr(session, name, getattr(side, name))
         setattr(side, name, mine)
     session._runner.stats = session._stats  # one history of timings across models
+    session._runner.last_sig = side._runner.last_sig  # the previous request, not a warm-up's
     # Counted on this model, never on whatever the session runs later: a second swap applied
     # while this one waits would count its own warm-up runs (found by review: the oldest model
     # was freed while its last view was still valid).

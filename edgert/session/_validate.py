@@ -161,8 +161,13 @@ def cast_input(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, A
         seen = out if target.kind in "fc" else out.astype(np.float32)
         if np.isfinite(seen).all():
             return out
-        lost = ~np.isfinite(seen) & np.isfinite(arr) if arr.dtype.kind in "fc" else \
-            ~np.isfinite(seen)
+        # A finite value must stay finite and an infinity infinite (float8 E4M3FN has none: inf
+        # became NaN); NaN in, NaN out. ml_dtypes sources are read through float32 too.
+        if arr.dtype.kind in "fc" or _ml_float(arr.dtype):
+            src = arr if arr.dtype.kind in "fc" else arr.astype(np.float32)
+            lost = (np.isfinite(src) & ~np.isfinite(seen)) | (np.isinf(src) & ~np.isinf(seen))
+        else:
+            lost = ~np.isfinite(seen)
         if lost.any():
             bad = arr[lost].flat[0].item()
     else:
