@@ -250,3 +250,26 @@ def test_emc_cap_comes_from_the_conf_when_sysfs_lacks_it(tmp_path: Path) -> None
         runner = tree.runner(mode_id=1)
         clocks = JetsonClocks(tree.root, runner=runner)
         assert clocks.enable().emc_cap_hz == 2133000000
+
+
+def test_a_low_override_under_a_known_cap_is_not_jetson_clocks() -> None:
+    """Found by review: with FreqOverride=1 any EMC rate under the ceiling read as pinned, e.g.
+    204 MHz under a 2133 MHz cap (another tool's override, not jetson_clocks)."""
+    from edgert.power._clocks import parse_jetson_clocks_show
+
+    def state(cur: int, cap: int | None) -> str:
+        text = ("SOC family:tegra234  Machine:NVIDIA Jetson AGX Orin\n"
+                "Online CPUs: 0-1\n"
+                "cpu0: Online=1 Governor=schedutil MinFreq=2201600 MaxFreq=2201600 "
+                "CurrentFreq=2201600 IdleStates: C1=0 c7=0\n"
+                "cpu1: Online=1 Governor=schedutil MinFreq=2201600 MaxFreq=2201600 "
+                "CurrentFreq=2201600 IdleStates: C1=0 c7=0\n"
+                "GPU MinFreq=1300500000 MaxFreq=1300500000 CurrentFreq=1300500000\n"
+                f"EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq={cur} FreqOverride=1\n"
+                "NV Power Mode: MODE_15W\n")
+        return str(parse_jetson_clocks_show(text, emc_cap_hz=cap).state)
+
+    assert state(2133000000, 2133000000).endswith("pinned")
+    assert state(2099200000, 2133000000).endswith("pinned")  # the table's entry below the cap
+    assert not state(204000000, 2133000000).endswith("pinned")
+    assert not state(204000000, 0).endswith("pinned")

@@ -127,3 +127,57 @@ def test_an_interrupt_while_locking_leaves_nothing_locked() -> None:
     # Back to the first holder's MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, still one holder.
     assert lines["SECOND_HOLDER"].split()[1:] == ["1", "7"], proc.stdout
     assert lines["RELEASE"] == "munlockall 0", proc.stdout
+
+
+_ONFAULT_CHILD = r"""
+import ctypes, mmap
+from edgert.realtime import lock_memory
+from edgert.realtime._memlock import locked_mappings
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+size = 256 << 20
+region = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                   mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+assert libc.mlock2(ctypes.c_void_p(region), ctypes.c_size_t(size), 1) == 0  # MLOCK_ONFAULT
+ctypes.memset(region, 1, 4096)
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+print("ONFAULT", [m.onfault for m in locked_mappings() or () if m.start == region])
+before = rss()
+with lock_memory(onfault=True) as held:
+    pass
+print("RELEASE", held.release_detail)
+print("GROWTH_KIB", rss() - before)
+"""
+
+
+def test_release_relocks_an_on_fault_lock_on_fault() -> None:
+    """Found by review: the relock used plain mlock, which faulted in the whole range (+1 GiB
+    resident for a 1 GiB region locked on fault with 4 KiB touched)."""
+    proc = subprocess.run([sys.executable, "-c", _ONFAULT_CHILD], capture_output=True,
+                          text=True, check=True, timeout=60)
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert lines["ONFAULT"] == "[True]"
+    assert "locked before edgert locked again" in lines["RELEASE"]
+    assert int(lines["GROWTH_KIB"]) < 64 * 1024  # not the 256 MiB region
+
+
+def test_ranges_edgert_unmapped_during_the_hold_are_not_relocked() -> None:
+    """Found by review: a pool block freed during the hold, its address reused by a new mapping,
+    was locked for good at release."""
+    from edgert import _unmaps
+    from edgert.realtime._memlock import Locked, _still_there
+
+    kept = Locked(0x1000_0000_0000, 0x1000_0010_0000, False, "")  # nothing mapped there now
+    freed = Locked(0x7000_0000_0000, 0x7000_0010_0000, False, "")
+    _unmaps.watch(True)
+    try:
+        _unmaps.record(freed.start, freed.end)
+        plan = _still_there((kept, freed))
+    finally:
+        _unmaps.watch(False)
+    assert freed not in plan
+    assert kept not in plan  # nothing is mapped there now

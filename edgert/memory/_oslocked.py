@@ -15,6 +15,7 @@ import os
 import resource
 from pathlib import Path
 
+from edgert import _unmaps
 from edgert._libc import libc
 from edgert.errors import OutOfMemoryError, PermissionDeniedError
 
@@ -126,5 +127,6 @@ def map_locked(nbytes: int) -> tuple[int, int]:
 
 def unmap_locked(ptr: int, length: int) -> None:
     """Unlock and unmap a range from :func:`map_locked` (errors ignored: nothing to do)."""
+    _unmaps.record(ptr, ptr + length)  # the memory lock must not relock a reused address
     libc().munlock(ptr, length)
     libc().munmap(ptr, length)

@@ -35,6 +35,8 @@ __all__ = [
 
 _KV = re.compile(r"(\w+)=(\S*)")
 # jetson_clocks pins EMC at a positive emc_iso_cap (the newer kernel's path second).
+# How far below a cap the EMC table's nearest entry may sit (its steps are a few percent apart).
+_EMC_TABLE_SLACK = 0.05
 _EMC_CAP_FILES = ("sys/kernel/nvpmodel_emc_cap/emc_iso_cap", "sys/kernel/nvpmodel_clk_cap/emc")
 _ROOT_ONLY = re.compile(r"as a root user|must be run as root|permission denied", re.IGNORECASE)
 
@@ -144,7 +146,14 @@ class ClocksReport:
             return False
         if ceiling is not None and cur == ceiling:
             return True
-        return self.emc_freq_override is True and (ceiling is None or cur <= ceiling)
+        if self.emc_freq_override is not True:
+            return False
+        # Locked: pinned where the ceiling is unknown, or just below it (a cap that is not an
+        # entry of the EMC table rounds down). A rate well below it is another tool's override,
+        # not jetson_clocks (found by review: 204 MHz under a 2133 MHz cap read as pinned).
+        if self.emc_cap_hz is None or ceiling is None:  # the mode's cap is unknown here
+            return ceiling is None or cur <= ceiling
+        return ceiling * (1 - _EMC_TABLE_SLACK) <= cur <= ceiling
 
 
 def parse_jetson_clocks_show(text: str, *, emc_cap_hz: int | None = None) -> ClocksReport:

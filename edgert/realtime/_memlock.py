@@ -18,7 +18,9 @@ import resource
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
+from edgert import _unmaps
 from edgert._libc import libc
 from edgert._owner import Owner
 from edgert.errors import PermissionDeniedError, RealtimeError
@@ -40,6 +42,7 @@ __all__ = [
 MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
+_MLOCK_ONFAULT = 1  # mlock2(2)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class _LockState:
     onfault_holders: int = 0
     flags: int = 0
     prelocked_kib: int = 0
-    prelocked: tuple[tuple[int, int], ...] | None = None
+    prelocked: tuple[Locked, ...] | None = None
     raised_memlock: tuple[int, int] | None = None
 
 
@@ -116,6 +119,7 @@ class LockHold:
         if first:
             _STATE.prelocked_kib = proc_status_kib("VmLck") or 0
             _STATE.prelocked = locked_mappings() if _STATE.prelocked_kib else ()
+            _unmaps.watch(True)  # edgert's unmaps from now on are never relocked
         if first or want != _STATE.flags:
             # Intent first: from here on the roll-back in acquire() assumes mlockall may have run.
             prev_flags, prev_raised = _STATE.flags, _STATE.raised_memlock
@@ -169,41 +173,89 @@ class LockHold:
             return _unlock()
 
 
-def locked_mappings() -> tuple[tuple[int, int], ...] | None:
-    """``(start, end)`` of every mapping of this process the kernel keeps locked (``lo`` in
-    ``/proc/self/smaps`` VmFlags), or None where smaps cannot be read."""
-    text = read_text(Path("/"), "/proc/self/smaps")
+class Locked(NamedTuple):
+    """One mapping the kernel keeps locked: its range, whether only faulted pages are locked
+    (``lf``: mlock2 MLOCK_ONFAULT), and its identity (perms, offset, device, inode, path)."""
+
+    start: int
+    end: int
+    onfault: bool
+    ident: str
+
+
+def locked_mappings() -> tuple[Locked, ...] | None:
+    """Every mapping of this process the kernel keeps locked (``lo`` in ``/proc/self/smaps``
+    VmFlags, proc(5)), or None where smaps cannot be read. A process with many mappings (CUDA,
+    TensorRT) has megabytes of smaps: read up to 64 MiB (review: 1 MiB read as unreadable)."""
+    text = read_text(Path("/"), "/proc/self/smaps", max_bytes=64 << 20)
     if text is None:
         return None
-    ranges = []
-    span: tuple[int, int] | None = None
+    found = []
+    head: tuple[int, int, str] | None = None
     for line in text.splitlines():
         if line.startswith("VmFlags:"):
-            if span is not None and "lo" in line.split()[1:]:
-                ranges.append(span)
-            span = None
-        elif line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
-            start, _, end = line.split(" ", 1)[0].partition("-")
+            flags = line.split()[1:]
+            if head is not None and "lo" in flags:
+                found.append(Locked(head[0], head[1], "lf" in flags, head[2]))
+            head = None
+            continue
+        first, _, rest = line.partition(" ")
+        start, dash, end = first.partition("-")
+        if dash and not line.endswith(":") and ":" not in first:
             try:
-                span = (int(start, 16), int(end, 16))
+                head = (int(start, 16), int(end, 16), " ".join(rest.split()))
             except ValueError:
-                span = None
-    return tuple(ranges)
+                pass
+    return tuple(found)
 
 
-def _relock(ranges: tuple[tuple[int, int], ...]) -> str:
-    """mlock each range again after munlockall; what could not be is said, not raised (a
-    mapping unmapped since is simply gone: ENOMEM)."""
-    lock = libc().mlock
+def _still_there(ranges: tuple[Locked, ...]) -> tuple[Locked, ...]:
+    """The ranges to lock again: not unmapped by edgert meanwhile (a new mapping may reuse the
+    address: found by review) and still mapped. Read before munlockall: the kernel merges
+    neighbouring mappings whose flags become equal, so ranges are checked for being covered,
+    not for being one mapping."""
+    unmapped = _unmaps.since()
+    text = read_text(Path("/"), "/proc/self/maps", max_bytes=64 << 20)
+    spans = []
+    for line in (text or "").splitlines():
+        start, _, end = line.partition(" ")[0].partition("-")
+        try:
+            spans.append((int(start, 16), int(end, 16)))
+        except ValueError:
+            continue
+    spans.sort()
+    kept = []
+    for r in ranges:
+        if any(a < r.end and r.start < b for a, b in unmapped):
+            continue
+        reach = r.start
+        for a, b in spans:
+            if a <= reach < b:
+                reach = b
+        if text is None or reach >= r.end:
+            kept.append(r)
+    return tuple(kept)
+
+
+def _relock(ranges: tuple[Locked, ...]) -> str:
+    """Lock again, after munlockall, what was locked before edgert locked memory, on fault
+    where it was (plain mlock would fault in the whole range: +1 GiB resident in a review's
+    test). What could not be relocked is said, not raised."""
+    lib = libc()
+    mlock2 = getattr(lib, "mlock2", None)
     kib = 0
     failed = []
-    for start, end in ranges:
-        if lock(ctypes.c_void_p(start), ctypes.c_size_t(end - start)) == 0:
-            kib += (end - start) // 1024
-            continue
-        code = ctypes.get_errno()
-        if code != errno.ENOMEM:
-            failed.append(f"{start:#x}-{end:#x}: {errno_label(code)}")
+    for r in ranges:
+        address, length = ctypes.c_void_p(r.start), ctypes.c_size_t(r.end - r.start)
+        if r.onfault and mlock2 is not None:
+            ok = mlock2(address, length, ctypes.c_int(_MLOCK_ONFAULT)) == 0
+        else:
+            ok = lib.mlock(address, length) == 0
+        code = 0 if ok else ctypes.get_errno()
+        if ok:
+            kib += (r.end - r.start) // 1024
+        elif code != errno.ENOMEM:
+            failed.append(f"{r.start:#x}-{r.end:#x}: {errno_label(code)}")
     detail = f"; {kib} KiB locked before edgert locked again"
     if failed:
         detail += f" (could not relock {len(failed)}: {'; '.join(failed[:3])})"
@@ -228,14 +280,16 @@ def _unlock() -> str:
                 "/proc/self/smaps does not say which, and munlockall would undo those locks "
                 "too")
     relocked = ""
+    plan = _still_there(prelocked) if prelocked else ()
     try:
         failed = libc().munlockall() != 0
         code = ctypes.get_errno() if failed else 0
     finally:
         # Even when an interrupt lands right after munlockall returns: what was locked before
         # edgert is locked again first (found by a trial: it stayed unlocked).
-        if prelocked:
-            relocked = _relock(prelocked)
+        if plan:
+            relocked = _relock(plan)
+        _unmaps.watch(False)
     if failed:
         raise RealtimeError(f"munlockall failed: {errno_label(code)}", errno_value=code)
     _STATE.flags = 0
