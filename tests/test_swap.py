@@ -166,7 +166,7 @@ def test_a_swap_not_taken_in_time_changes_nothing(tmp_path: Path) -> None:
                 session.swap(b, handoff_s=0.0, timeout_s=0.05)
         finally:
             session._use.inside = False
-            session._use.owner.clear()
+            del session._use.owner[0]
         assert session._swap_pending is None
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
 

@@ -253,7 +253,7 @@ class InferenceSession(Owner):
             return self._infer(inputs, start)
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def _infer(self, inputs: Any, start: int) -> Mapping[str, Output]:
         """``infer`` once the use lock is held and a pending swap taken."""
@@ -321,7 +321,7 @@ class InferenceSession(Owner):
             return Pending(self._requests, slot, slot.generation)
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def _outputs(self, slot: Slot) -> Mapping[str, Output]:
         mode = self._outputs_mode
@@ -400,7 +400,7 @@ class InferenceSession(Owner):
                 runner.last_sig = last
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def swap(self, model: Engine | Executable, *, handoff_s: float = 0.5,
              timeout_s: float | None = None,
@@ -465,7 +465,7 @@ class InferenceSession(Owner):
                     self._runner.finish(slot)
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def close(self) -> None:
         """Wait for work in flight, then release graphs, buffers, events, streams, pools and
@@ -485,7 +485,7 @@ class InferenceSession(Owner):
             super().close()
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def __repr__(self) -> str:
         if self.closed:
@@ -539,7 +539,7 @@ class _Requests:
             return s._outputs(slot)
         finally:
             use.inside = False
-            use.owner.clear()
+            del use.owner[0]
 
     def timings(self, slot: Slot, generation: int) -> RequestTimings | None:
         if not self._s._timing or slot.generation != generation or slot.busy or \

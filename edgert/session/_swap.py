@@ -285,7 +285,7 @@ def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: floa
                         applied_by = "swap" if handoff.state == "applied" else applied_by
                     finally:
                         use.inside = False
-                        use.owner.clear()
+                        del use.owner[0]
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise RequestTimeoutError(

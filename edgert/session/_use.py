@@ -33,7 +33,8 @@ class UseGuard:
             ...
         finally:
             guard.inside = False
-            guard.owner.clear()
+            del guard.owner[0]   # no call: nothing lands between these two either; and
+                                 # unlike clear() it keeps the dict's table (no allocation)
     """
 
     __slots__ = ("inside", "owner")
