@@ -131,6 +131,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--no-nvml", action="store_true")
     args = parser.parse_args()
+    if args.iterations < 1:
+        parser.error("--iterations must be 1 or more")
 
     results: dict[str, Any] = {
         "benchmark": "power", "python": platform.python_version(),

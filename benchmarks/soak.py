@@ -181,7 +181,7 @@ def soak_refusals(n: int) -> dict[str, Any]:
                     raise AssertionError(f"{source} {kw} was loaded")
 
         result = _cycle(once, n)
-    result["refusals"] = refused
+    result["refusals"] = refused - len(cases)  # not the uncounted first cycle's (a trial)
     return result
 
 

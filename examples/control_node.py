@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -183,6 +184,8 @@ def main() -> int:
     ap.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority (80)")
     ap.add_argument("--cpus", type=int, nargs="*", help="pin the control thread to these CPUs")
     args = ap.parse_args()
+    if not 0 < args.rate <= 100_000 or args.duration < 0:
+        ap.error("--rate must be above 0 Hz (at most 100000) and --duration 0 or more")
 
     engine = Engine.load(bundled_model_path())
     session = InferenceSession(engine, slots=1, timing="host")
@@ -201,7 +204,16 @@ def main() -> int:
     print(f"bundled policy on {engine.runtime_module} ({session.device}) at {node.rate_hz:g} Hz",
           flush=True)
 
-    control = threading.Thread(target=node.run, args=(args.duration,), name="control")
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            node.run(args.duration)
+        except BaseException as err:  # said below, and the exit status says it too
+            failed.append(err)
+            raise
+
+    control = threading.Thread(target=run, name="control")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: node.stop())
     control.start()
@@ -216,6 +228,9 @@ def main() -> int:
         print(f"{rate:g} Hz: {r.iterations} steps, wake-up p99 {r.wake.p99_us or 0:.1f} us, "
               f"step p99 {r.step.p99_us or 0:.1f} us, {r.deadline_misses} deadline misses, "
               f"{r.skipped_periods} skipped periods")
+    if failed:
+        print(f"control loop failed: {failed[0]!r}", file=sys.stderr)
+        return 1
     return 0
 
 

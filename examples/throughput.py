@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from edgert import cuda
 from edgert.engine import Engine
+from edgert.errors import EdgeRTError
 from edgert.models import bundled_model_path
 from edgert.session import InferenceSession
 
@@ -70,13 +72,23 @@ def main() -> int:
     ap.add_argument("--slots", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per slot count")
     args = ap.parse_args()
+    if args.duration <= 0 or args.batch < 1 or any(n < 1 for n in args.slots):
+        ap.error("--duration must be above 0 s, --batch and --slots 1 or more")
 
-    model = open_model(args.model)
+    try:
+        model = open_model(args.model)
+    except EdgeRTError as err:
+        print(f"throughput: {err}", file=sys.stderr)
+        return 1
     print(f"{type(model).__name__}, batch {args.batch}")
     try:
         for slots in args.slots:
-            qps, p50_us, device = measure(model, slots=slots, batch=args.batch,
-                                          duration_s=args.duration)
+            try:
+                qps, p50_us, device = measure(model, slots=slots, batch=args.batch,
+                                              duration_s=args.duration)
+            except EdgeRTError as err:  # the library's message and hint, not a traceback
+                print(f"throughput: {err}", file=sys.stderr)
+                return 1
             print(f"slots {slots} on {device}: {qps:10,.0f} requests/s  "
                   f"{qps * args.batch:12,.0f} samples/s  round trip p50 {p50_us:8.1f} us")
     finally:
