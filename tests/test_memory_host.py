@@ -240,3 +240,47 @@ def test_refused_lock_names_the_limit_and_the_capability() -> None:
     assert "CAP_IPC_LOCK" in result.stdout
     assert "ulimit -l" in result.stdout  # the remediation
 
+
+
+def test_views_refuse_dtypes_that_hold_python_objects() -> None:
+    """Found by a hostile trial: ``view(object)`` read raw bytes as PyObject pointers and the
+    interpreter crashed (SIGSEGV)."""
+    import numpy as np
+
+    from edgert.errors import InvalidArgumentError
+    from edgert.memory import HostBuffer
+
+    with HostBuffer(4096) as buf:
+        for dtype in (object, np.dtype([("a", "i4"), ("b", "O")]), np.dtype(("O", (2,)))):
+            with pytest.raises(InvalidArgumentError, match="holds Python objects"):
+                buf.view(dtype)
+        for shape in ((2.7,), "12", (True,)):
+            with pytest.raises(InvalidArgumentError, match="shape must be"):
+                buf.view(np.float32, shape)  # type: ignore[arg-type]
+
+
+def test_asarray_of_a_buffer_is_the_buffer_or_says_it_is_a_copy() -> None:
+    """Found by a hostile trial: ``np.asarray(buf, dtype=np.uint8)`` returned a detached copy,
+    so writes through it were lost, and ``copy=False`` was ignored."""
+    import numpy as np
+
+    from edgert.memory import HostBuffer
+
+    with HostBuffer(4096) as buf:
+        same = np.asarray(buf, dtype=np.uint8)
+        same[:3] = (1, 2, 3)
+        assert list(np.asarray(buf)[:3]) == [1, 2, 3]
+        assert np.shares_memory(same, np.asarray(buf))
+        converted = np.asarray(buf, dtype=np.int16)  # another dtype: a copy, as numpy does
+        assert not np.shares_memory(converted, np.asarray(buf))
+        with pytest.raises(ValueError, match="needs a copy"):
+            np.array(buf, dtype=np.int8, copy=False)
+
+
+def test_a_timeout_beyond_what_a_lock_can_wait_is_a_wait_for_ever() -> None:
+    import math
+
+    from edgert.memory._poolcore import check_timeout
+
+    assert check_timeout(1e300) == math.inf
+    assert check_timeout(2.5) == 2.5

@@ -303,8 +303,15 @@ class HostBuffer(Owner):
     def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NDArray[Any]:
         self._check_open()
         assert self._root is not None
-        arr: NDArray[Any] = self._root if dtype is None else self._root.astype(dtype)
-        return arr.copy() if copy and arr is self._root else arr
+        root = self._root
+        if dtype is None or np.dtype(dtype) == root.dtype:
+            return root.copy() if copy else root  # the buffer itself, as numpy asks
+        # Another dtype is a conversion, so a copy: never one handed out as if it were the
+        # buffer (found by a hostile trial: writes through np.asarray(buf, dtype=...) were lost).
+        if copy is False:
+            raise ValueError(f"a HostBuffer holds uint8; {np.dtype(dtype)} needs a copy "
+                             "(view it with buffer.view(dtype, shape) instead)")
+        return root.astype(dtype)
 
     def __dlpack__(self, *, stream: int | None = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:

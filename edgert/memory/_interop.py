@@ -12,6 +12,7 @@ Stream semantics follow the two specifications:
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -34,16 +35,26 @@ def check_view(dtype: DTypeLike, shape: int | tuple[int, ...] | None, offset: in
         raise InvalidArgumentError(f"offset must be a non-negative int, not {offset!r}")
     if dt.itemsize == 0:
         raise InvalidArgumentError(f"cannot view memory as {dt} (zero-sized items)")
+    if dt.hasobject:  # bytes read as PyObject pointers crashed the interpreter (hostile trial)
+        raise InvalidArgumentError(f"cannot view raw memory as {dt}: it holds Python objects",
+                                   hint="view it as a numeric dtype")
     if offset % dt.alignment:
         raise InvalidArgumentError(
             f"offset {offset} is not aligned for {dt} (needs a multiple of {dt.alignment})",
             hint="place tensors at offsets that are multiples of their item size")
     if shape is None:
         shp: tuple[int, ...] = ((nbytes - offset) // dt.itemsize,) if nbytes > offset else (0,)
-    elif isinstance(shape, int):
+    elif isinstance(shape, int) and not isinstance(shape, bool):
         shp = (shape,)
     else:
-        shp = tuple(int(s) for s in shape)
+        given: Any = shape  # whatever the caller passed, checked here
+        try:  # operator.index: 2.7 became 2 and "12" became (1, 2) (found by a hostile trial)
+            if isinstance(given, (str, bytes)) or any(isinstance(s, bool) for s in given):
+                raise TypeError
+            shp = tuple(operator.index(s) for s in given)
+        except TypeError:
+            raise InvalidArgumentError(f"shape must be an int or a sequence of ints, not "
+                                       f"{shape!r}") from None
     count = 1
     for extent in shp:
         if extent < 0:

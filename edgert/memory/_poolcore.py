@@ -66,7 +66,9 @@ def check_timeout(timeout: object) -> float:
         raise InvalidArgumentError(
             f"timeout must be None or a number of seconds >= 0, not {timeout!r}",
             hint="None fails at once when the budget is full; math.inf waits for ever")
-    return float(timeout)
+    # Past what a lock can wait for, it is a wait for ever (1e10 s raised OverflowError from
+    # inside the wait: found by a hostile trial).
+    return math.inf if timeout > threading.TIMEOUT_MAX else float(timeout)
 
 
 def as_request(nbytes: object) -> int:
