@@ -461,3 +461,19 @@ def test_random_operations_keep_the_invariants(ops: list[tuple[bool, int]]) -> N
         lease.release()
     pool.close()
     assert alloc.live_bytes == 0
+
+
+def test_trim_frees_blocks_whose_views_died_since_they_were_released() -> None:
+    """Found by a hostile trial: trim() returned 0 for them until stats() reclaimed them."""
+    import gc
+
+    from edgert.memory import BufferPool
+
+    with BufferPool.for_host(max_bytes=1 << 20) as pool:
+        lease = pool.acquire(8192)
+        view = lease.view()
+        lease.release()  # a live view: the block waits
+        del view
+        gc.collect()
+        assert pool.trim() == 8192
+        assert pool.stats().reserved_bytes == 0

@@ -383,6 +383,8 @@ class PoolCore:
     def trim(self) -> int:
         with self.lock:
             self.check_open_locked()
+            if self.pending:  # blocks whose views died since: free too (a hostile trial)
+                self.reclaim_locked()
             victims: set[Block] = set()
             for cls in self.classes.values():
                 free = cls.free
