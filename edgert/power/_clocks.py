@@ -113,7 +113,7 @@ class ClocksReport:
 
     @property
     def emc_ceiling_hz(self) -> int | None:
-        """Where jetson_clocks pins EMC: ``MaxFreq``, or the mode's EMC cap when that is lower."""
+        """The EMC rate jetson_clocks pins, ``MaxFreq`` or the mode's EMC cap when lower."""
         top = self.emc.max_hz if self.emc is not None else None
         cap = self.emc_cap_hz
         if cap is None or cap <= 0:

@@ -28,13 +28,13 @@ class NvpConf(StrEnum):
     """Which nvpmodel.conf a fake tree gets."""
 
     STANDARD = "standard"
-    """The module's own modes. AGX Orin (p3701-0000): MAXN (0), MODE_15W (1; 4 cores, TPC mask
-    248), MODE_30W (2; 8 cores, mask 240); DEFAULT=2. Orin NX 16GB (p3767-0000): MAXN (0; 8
-    cores, TPC mask 240), 10W (1; 4 cores, mask 252, EMC capped at 2133 MHz), 15W (2; 4 cores,
-    mask 252), 25W (3; 8 cores, mask 240), all with FBP mask 2; DEFAULT=2."""
+    """The module's own modes. AGX Orin (p3701-0000) has MAXN (0), MODE_15W (1; 4 cores, TPC
+    mask 248) and MODE_30W (2; 8 cores, mask 240), DEFAULT=2. Orin NX 16GB (p3767-0000) has
+    MAXN (0; 8 cores, TPC mask 240), 10W (1; 4 cores, mask 252, EMC capped at 2133 MHz), 15W
+    (2; 4 cores, mask 252) and 25W (3; 8 cores, mask 240), all with FBP mask 2, DEFAULT=2."""
     ID_GAP = "id-gap"
-    """The standard modes with a gap in the ids: AGX Orin 0, 1, 3 (no 2; DEFAULT=3 MODE_30W),
-    Orin NX 0, 1, 3, 4 (no 2; DEFAULT=3 15W)."""
+    """The standard modes with a gap in the ids, AGX Orin 0, 1, 3 (no 2; DEFAULT=3 MODE_30W)
+    and Orin NX 0, 1, 3, 4 (no 2; DEFAULT=3 15W)."""
     MISSING_DEFAULT = "missing-default"
     """The standard modes, but DEFAULT=7 names no mode."""
     SUPER = "super"
