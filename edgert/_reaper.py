@@ -156,15 +156,26 @@ def _run() -> None:
     except (OSError, AttributeError):
         pass
     while True:
-        _run_one(_work.get())
+        fn = _work.get()
+        try:
+            _run_one(fn)
+        except BaseException as err:  # see below
+            # Not Python's signals (they reach only the main thread) but a stored one a release
+            # re-raised, e.g. a KeyboardInterrupt a request recorded: the reaper must live on,
+            # or every later leak is released on whichever thread drops it (found in testing).
+            _say(fn, err)
 
 
 def _run_one(fn: Callable[[], None]) -> None:
     try:
         fn()
     except Exception as err:  # a dead driver must not stop the reaper for everyone else
-        try:
-            warnings.warn(f"edgert: cleaning up a leaked object failed: {err!r}",
-                          RuntimeWarning, stacklevel=1)
-        except Exception:
-            pass
+        _say(fn, err)
+
+
+def _say(_fn: Callable[[], None], err: BaseException) -> None:
+    try:
+        warnings.warn(f"edgert: cleaning up a leaked object failed: {err!r}",
+                      RuntimeWarning, stacklevel=1)
+    except Exception:
+        pass

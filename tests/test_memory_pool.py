@@ -477,3 +477,26 @@ def test_trim_frees_blocks_whose_views_died_since_they_were_released() -> None:
         gc.collect()
         assert pool.trim() == 8192
         assert pool.stats().reserved_bytes == 0
+
+
+def test_a_lease_dropped_without_release_gives_its_block_back_and_says_so() -> None:
+    """Found by a hostile trial: the block was lost until the pool closed, and the next acquire
+    of a full pool failed."""
+    import gc
+
+    from edgert.memory import BufferPool
+
+    with BufferPool.for_host(max_bytes=8192) as pool:
+        pool.prewarm({4096: 2})
+        kept = pool.acquire(4096)
+
+        def forget() -> None:
+            pool.acquire(4096)  # never released
+
+        with pytest.warns(ResourceWarning, match="dropped without release"):
+            forget()  # reference counting drops the lease as forget() returns
+        gc.collect()
+        again = pool.acquire(4096)  # the full pool has its block back
+        again.release()
+        kept.release()
+        assert pool.stats().in_use_bytes == 0

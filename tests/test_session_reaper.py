@@ -78,3 +78,22 @@ def test_an_inline_block_left_without_exit_stops_counting_when_its_frame_returns
     with _reaper.inline():
         assert _reaper._inside_inline() is True
     assert _reaper._inside_inline() is False
+
+
+def test_a_release_that_raises_a_base_exception_does_not_kill_the_reaper() -> None:
+    """Found in testing: a release re-raised a KeyboardInterrupt a request had recorded, the
+    reaper thread died, and every later leak was released on the thread that dropped it."""
+    import warnings
+
+    _reaper.start()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    ran_on: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _reaper.reap(interrupted)
+        _reaper.reap(lambda: ran_on.append(threading.current_thread().name))
+        assert _reaper.drain()
+    assert ran_on == ["edgert-reaper"]

@@ -20,6 +20,7 @@ import math
 import operator
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +52,28 @@ from edgert.memory._pooltypes import (
 )
 
 __all__ = ["PoolCore", "as_request", "check_timeout"]
+
+
+def _orphaned(tok: deque[Block], core: PoolCore) -> None:
+    """A lease object died: if it still held a block, give the block back as ``release``
+    would (lock-free, so safe wherever the collector runs it) and say so."""
+    try:
+        blk = tok.pop()
+    except IndexError:
+        return  # released properly
+    if core.closed:
+        return
+    anchor = blk.anchor
+    if not blk.fenced and (anchor is None or anchor() is None):
+        blk.anchor = None
+        blk.put_back(blk)
+    else:
+        core.pending.append(blk)
+    if core.bell.parked:
+        core.bell.ring()
+    warnings.warn("a pool Lease was dropped without release(): its block went back to the "
+                  "pool now (release it, or use `with pool.acquire(n) as lease:`)",
+                  ResourceWarning, stacklevel=1)
 
 _MEMO_LIMIT = 4096  # distinct request sizes remembered; beyond this the class is computed
 _PENDING_POLL_S = 0.0005  # how often a waiter re-checks blocks fenced by stream events
@@ -159,6 +182,10 @@ class PoolCore:
     def new_lease(self) -> Lease:
         lease = Lease(self)
         self.all_leases.add(lease)
+        # Once per lease object (they are recycled, so not per acquire): a lease dropped while
+        # it holds a block gives the block back (found by a hostile trial: it was lost until the
+        # pool closed, and the next acquire of a full pool failed).
+        weakref.finalize(lease, _orphaned, lease._tok, self).atexit = False
         return lease
 
     def hand_out_locked(self, cls: SizeClass, blk: Block, nbytes: int) -> Lease:
