@@ -14,6 +14,7 @@ thread would inherit its policy and affinity, so the reaper drops both first thi
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import sys
@@ -39,19 +40,47 @@ def _forget_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
+# Set as the interpreter exits (atexit runs once non-daemon threads have been joined, while the
+# daemon reaper may never run again). Not threading.main_thread().is_alive(): an interrupt
+# landing inside is_alive() makes CPython mark the thread stopped for good (found by a trial).
+_exiting = False
+
+
+def _stop_reaping() -> None:
+    global _exiting
+    _exiting = True
+
+
+atexit.register(_stop_reaping)
+
 
 def start() -> None:
     """Start the reaper thread if it is not running (after ``fork`` it is not). Call it from
-    ordinary code, never from a finalizer."""
+    ordinary code, never from a finalizer.
+
+    The reaper is known by being on record, not by ``Thread.is_alive()``: a KeyboardInterrupt
+    that lands inside ``is_alive()`` makes CPython mark the thread stopped while it runs on
+    (``_wait_for_tstate_lock`` releases its lock on the way out). A trial's interrupts then
+    started five more reapers, and every leak was released on the thread that dropped it.
+    """
     global _thread
-    if _thread is not None and _thread.is_alive():
+    if _thread is not None:
         return
     with _lock:
-        if _thread is not None and _thread.is_alive():
+        if _started():  # another thread started it meanwhile
             return
         t = threading.Thread(target=_run, name="edgert-reaper", daemon=True)
-        t.start()
-        _thread = t
+        _thread = t  # before start(): an interrupt inside it must not start a second one
+        try:
+            t.start()
+        except BaseException:
+            if t.ident is None:  # it never ran: let the next owner try again
+                _thread = None
+            raise
+
+
+def _started() -> bool:
+    return _thread is not None
 
 
 def reap(fn: Callable[[], None]) -> None:
@@ -60,8 +89,7 @@ def reap(fn: Callable[[], None]) -> None:
     Without a running reaper (never started, after ``fork``, or while the interpreter shuts
     down and daemon threads may never run again) ``fn`` runs here, so the work is never lost.
     """
-    t = _thread
-    if t is None or not t.is_alive() or not threading.main_thread().is_alive():
+    if _thread is None or _exiting:
         _run_one(fn)
         return
     _work.put(fn)
@@ -135,8 +163,7 @@ def drain(timeout_s: float = 10.0) -> bool:
     """
     done = threading.Event()
     _work.put(done.set)  # FIFO: when this runs, everything before it has run
-    t = _thread
-    if t is None or not t.is_alive():
+    if _thread is None:
         while True:
             try:
                 item = _work.get_nowait()
@@ -160,9 +187,8 @@ def _run() -> None:
         try:
             _run_one(fn)
         except BaseException as err:  # see below
-            # Not Python's signals (they reach only the main thread) but a stored one a release
-            # re-raised, e.g. a KeyboardInterrupt a request recorded: the reaper must live on,
-            # or every later leak is released on whichever thread drops it (found in testing).
+            # Whatever a release raises, the reaper must live on: every later leak would be
+            # released on whichever thread drops it, a real-time loop's included.
             _say(fn, err)
 
 
