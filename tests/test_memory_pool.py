@@ -500,3 +500,23 @@ def test_a_lease_dropped_without_release_gives_its_block_back_and_says_so() -> N
         again.release()
         kept.release()
         assert pool.stats().in_use_bytes == 0
+
+
+def test_an_allocation_that_fails_is_not_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a hostile trial: three failed allocations read misses=3 with no block."""
+    from edgert.errors import OutOfMemoryError
+    from edgert.memory import BufferPool
+
+    with BufferPool.for_host(max_bytes=1 << 20) as pool:
+        core = pool._core
+
+        def refuse(_cls: object) -> object:
+            raise OutOfMemoryError("no memory (test)")
+
+        monkeypatch.setattr(core, "new_block", refuse)
+        for _ in range(3):
+            with pytest.raises(OutOfMemoryError):
+                pool.acquire(4096)
+        stats = pool.stats()
+        assert stats.misses == 0
+        assert stats.reserved_bytes == 0

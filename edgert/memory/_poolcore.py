@@ -326,6 +326,7 @@ class PoolCore:
         except BaseException:
             with self.lock:
                 self.reserved -= cap
+                self.misses -= 1  # nothing was allocated: not a miss (a hostile trial)
             self.bell.ring()  # the budget it held may serve a waiter
             raise
         with self.lock:
