@@ -189,17 +189,17 @@ def _run() -> None:
         except BaseException as err:  # see below
             # Whatever a release raises, the reaper must live on: every later leak would be
             # released on whichever thread drops it, a real-time loop's included.
-            _say(fn, err)
+            _say(err)
 
 
 def _run_one(fn: Callable[[], None]) -> None:
     try:
         fn()
     except Exception as err:  # a dead driver must not stop the reaper for everyone else
-        _say(fn, err)
+        _say(err)
 
 
-def _say(_fn: Callable[[], None], err: BaseException) -> None:
+def _say(err: BaseException) -> None:
     try:
         warnings.warn(f"edgert: cleaning up a leaked object failed: {err!r}",
                       RuntimeWarning, stacklevel=1)

@@ -171,8 +171,8 @@ def test_ranges_edgert_unmapped_during_the_hold_are_not_relocked() -> None:
     from edgert import _unmaps
     from edgert.realtime._memlock import Locked, _still_there
 
-    kept = Locked(0x1000_0000_0000, 0x1000_0010_0000, False, "")  # nothing mapped there now
-    freed = Locked(0x7000_0000_0000, 0x7000_0010_0000, False, "")
+    kept = Locked(0x1000_0000_0000, 0x1000_0010_0000, False)  # nothing mapped there now
+    freed = Locked(0x7000_0000_0000, 0x7000_0010_0000, False)
     _unmaps.watch(True)
     try:
         _unmaps.record(freed.start, freed.end)

@@ -108,14 +108,16 @@ class Sampler(Owner):
         self._rails: Any = None
         self._nvml: Any = None
         self._trips: dict[str, float] = {}
+        self._is_temperature: Callable[[str], bool] = bool
         self._open(root, nvml_index)
         nvml = self._nvml
         stop = self._stop
         self._own(lambda: _shutdown(stop, nvml), "edgert.bench Sampler")
 
     def _open(self, root: Path, nvml_index: int | None) -> None:
-        from edgert.power import PowerRails, ThermalZones
+        from edgert.power import PowerRails, ThermalZones, reports_temperature
 
+        self._is_temperature = reports_temperature  # read per sample: imported once, here
         try:
             zones = ThermalZones(root)
             for z in zones.zones():
@@ -153,10 +155,9 @@ class Sampler(Owner):
         reasons: list[str] = []
         known = False
         if self._zones is not None:
-            from edgert.power import reports_temperature
-
+            is_temperature = self._is_temperature
             try:
-                temps = {k: v for k, v in self._zones.read().items() if reports_temperature(k)}
+                temps = {k: v for k, v in self._zones.read().items() if is_temperature(k)}
             except Exception as err:
                 self._failed(err)
             for key, trip in self._trips.items():

@@ -15,12 +15,12 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from edgert.cli._errors import EXIT_ERROR as _EXIT_ERROR
+from edgert.cli._errors import EXIT_USAGE as _EXIT_USAGE
 from edgert.cli._errors import FlagNames, existing_dir, print_error, report_error
 
 __all__ = ["FLAGS", "parse_cpus", "register"]
 
-_EXIT_ERROR = 1
-_EXIT_USAGE = 2
 _EXIT_INTERRUPTED = 130
 _COMMAND = "edgert bench"
 _USAGE_HINT = "`edgert bench --help` lists the options and the values each takes"

@@ -12,12 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
+from edgert.cli._errors import EXIT_ERROR as _EXIT_ERROR
+from edgert.cli._errors import EXIT_USAGE as _EXIT_USAGE
 from edgert.cli._errors import int_in, print_error, report_error
 
 __all__ = ["add_load_arguments", "run_load"]
 
-_EXIT_ERROR = 1
-_EXIT_USAGE = 2
 _COMMAND = "edgert bench"
 _USAGE_HINT = "`edgert bench --help` lists the options and the values each takes"
 

@@ -17,11 +17,11 @@ from types import ModuleType
 from typing import Any, TextIO
 
 from edgert._fake_runtime import fake_tensorrt_module
+from edgert.cli._errors import EXIT_USAGE as _EXIT_USAGE
 from edgert.cli._errors import FlagNames, int_in, print_error, report_error
 
 __all__ = ["ProgressPrinter", "register"]
 
-_EXIT_USAGE = 2
 #: BuildOptions' parameter names as the flags that set them.
 _FLAGS = FlagNames({"profiles": "--shapes", "strongly_typed": "--strongly-typed",
                     "workspace_bytes": "--workspace-mib", "optimization_level": "--opt-level",

@@ -15,11 +15,11 @@ from types import ModuleType
 from typing import Any
 
 from edgert._fake_runtime import fake_tensorrt_module
+from edgert.cli._errors import EXIT_ERROR as _EXIT_ERROR
 from edgert.cli._errors import FlagNames, print_error
 
 __all__ = ["register"]
 
-_EXIT_ERROR = 1
 _EXIT_REFUSED = 2
 _DEFAULT_ROOT = "/var/lib/edgert/models"
 _HINT = "`edgert store ACTION --help` lists the options and the values each takes"

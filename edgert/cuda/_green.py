@@ -169,8 +169,7 @@ def plan_partitions(sizes: Sequence[int], layout: SmLayout, *, rest: bool = True
         raise InvalidArgumentError("no partition sizes given",
                                    hint="pass SM counts, e.g. partition_sms([16])")
     for i, size in enumerate(sizes):
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise InvalidArgumentError(f"a partition size must be a positive int, not {size!r}")
+        check_sm_count(size, "a partition size")
         if size < layout.min_partition_sms:
             raise InvalidArgumentError(
                 f"a partition of {size} SMs is below device {layout.device}'s minimum of "

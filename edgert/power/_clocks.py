@@ -18,11 +18,12 @@ from types import MappingProxyType
 from typing import NoReturn
 
 from edgert._compat import StrEnum
-from edgert._fileio import MAX_CONFIG_BYTES, parse_index, parse_int, read_file
-from edgert.errors import CommandError, InvalidArgumentError, PermissionDeniedError
+from edgert._fileio import parse_index, parse_int
+from edgert.errors import CommandError, EdgeRTError, InvalidArgumentError, PermissionDeniedError
 from edgert.power import _sysfs
 from edgert.power._command import CommandResult, CommandRunner, SubprocessRunner, run_command
-from edgert.power._nvpconf import _NO_CAP, parse_nvpmodel_conf
+from edgert.power._nvpconf import is_no_cap
+from edgert.power._nvpmodel import NvpModel
 
 __all__ = [
     "ClockDomain",
@@ -295,14 +296,12 @@ class JetsonClocks:
         for rel in _EMC_CAP_FILES:
             value = _sysfs.read_int(_sysfs.under(self.root, rel))
             if value is not None:
-                return value if value > 0 and value not in _NO_CAP else 0
+                return value if value > 0 and not is_no_cap(value) else 0
         if power_mode is None:
             return None
         try:
-            raw = read_file(_sysfs.under(self.root, "etc/nvpmodel.conf"),
-                            max_bytes=MAX_CONFIG_BYTES)
-            mode = parse_nvpmodel_conf(raw.decode("utf-8", errors="replace")).by_name(power_mode)
-        except (OSError, ValueError):  # FileRefusedError and InvalidArgumentError included
+            mode = NvpModel(self.root).config.by_name(power_mode)
+        except EdgeRTError:  # no conf, unreadable or malformed: the cap is unknown
             return None
         if mode is None:
             return None

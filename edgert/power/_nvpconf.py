@@ -19,7 +19,7 @@ from types import MappingProxyType
 from edgert._fileio import parse_index, parse_int
 from edgert.errors import InvalidArgumentError
 
-__all__ = ["NvpConfig", "PowerMode", "PowerModeParam", "parse_nvpmodel_conf"]
+__all__ = ["NvpConfig", "PowerMode", "PowerModeParam", "is_no_cap", "parse_nvpmodel_conf"]
 
 _HEADER = re.compile(r"^<\s*(\w+)\b(.*?)>\s*$")
 _ATTR = re.compile(r"(\w+)\s*=\s*([^\s>]+)")
@@ -216,6 +216,11 @@ def parse_nvpmodel_conf(text: str, *, path: Path | None = None) -> NvpConfig:
               for k, v in params.items()}
     return NvpConfig(path=path, params=MappingProxyType(frozen), modes=modes,
                      default_id=default_id, problems=tuple(problems))
+
+
+def is_no_cap(value: int) -> bool:
+    """Whether a cap value read from sysfs or the conf means "no cap" (-1, INT_MAX, LLONG_MAX)."""
+    return value in _NO_CAP
 
 
 def _mode_id(text: str) -> int | None:

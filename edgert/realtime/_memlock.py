@@ -27,7 +27,7 @@ from edgert.errors import PermissionDeniedError, RealtimeError
 from edgert.platform import read_text
 from edgert.realtime._remedy import diagnose_mlock, errno_label
 from edgert.realtime._sched import RaisedSoftLimit
-from edgert.realtime._sysinfo import format_limit, proc_status_kib
+from edgert.realtime._sysinfo import format_limit, map_span, mapped_spans, proc_status_kib
 
 __all__ = [
     "MCL_CURRENT",
@@ -174,13 +174,12 @@ class LockHold:
 
 
 class Locked(NamedTuple):
-    """One mapping the kernel keeps locked: its range, whether only faulted pages are locked
-    (``lf``: mlock2 MLOCK_ONFAULT), and its identity (perms, offset, device, inode, path)."""
+    """One mapping the kernel keeps locked: its range, and whether only faulted pages are
+    locked (``lf``: mlock2 MLOCK_ONFAULT)."""
 
     start: int
     end: int
     onfault: bool
-    ident: str
 
 
 def locked_mappings() -> tuple[Locked, ...] | None:
@@ -191,21 +190,15 @@ def locked_mappings() -> tuple[Locked, ...] | None:
     if text is None:
         return None
     found = []
-    head: tuple[int, int, str] | None = None
+    head: tuple[int, int] | None = None
     for line in text.splitlines():
         if line.startswith("VmFlags:"):
             flags = line.split()[1:]
             if head is not None and "lo" in flags:
-                found.append(Locked(head[0], head[1], "lf" in flags, head[2]))
+                found.append(Locked(*head, "lf" in flags))
             head = None
-            continue
-        first, _, rest = line.partition(" ")
-        start, dash, end = first.partition("-")
-        if dash and not line.endswith(":") and ":" not in first:
-            try:
-                head = (int(start, 16), int(end, 16), " ".join(rest.split()))
-            except ValueError:
-                pass
+        elif ":" not in line.partition(" ")[0]:  # a mapping's header, not a "Key: value" line
+            head = map_span(line) or head
     return tuple(found)
 
 
@@ -215,24 +208,16 @@ def _still_there(ranges: tuple[Locked, ...]) -> tuple[Locked, ...]:
     neighbouring mappings whose flags become equal, so ranges are checked for being covered,
     not for being one mapping."""
     unmapped = _unmaps.since()
-    text = read_text(Path("/"), "/proc/self/maps", max_bytes=64 << 20)
-    spans = []
-    for line in (text or "").splitlines():
-        start, _, end = line.partition(" ")[0].partition("-")
-        try:
-            spans.append((int(start, 16), int(end, 16)))
-        except ValueError:
-            continue
-    spans.sort()
+    spans = mapped_spans()
     kept = []
     for r in ranges:
         if any(a < r.end and r.start < b for a, b in unmapped):
             continue
         reach = r.start
-        for a, b in spans:
+        for a, b in spans or ():
             if a <= reach < b:
                 reach = b
-        if text is None or reach >= r.end:
+        if spans is None or reach >= r.end:
             kept.append(r)
     return tuple(kept)
 

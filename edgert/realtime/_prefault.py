@@ -11,12 +11,11 @@ import ctypes
 import errno
 import resource
 import threading
-from pathlib import Path
 
 from edgert._libc import libc
 from edgert.errors import NotSupportedError, RealtimeError
-from edgert.platform import read_text
 from edgert.realtime._remedy import errno_label
+from edgert.realtime._sysinfo import mapped_spans
 
 __all__ = ["HeapPrefault", "prefault_heap", "prefault_stack"]
 
@@ -47,12 +46,7 @@ def _thread_stack_bounds() -> tuple[int, int]:
 
 
 def _mapping_start(address: int) -> int | None:
-    # /proc/self/maps of a big process runs to megabytes; the cap only stops a runaway read.
-    text = read_text(Path("/"), "/proc/self/maps", max_bytes=64 << 20)
-    for line in (text or "").splitlines():
-        span = line.split(" ", 1)[0]
-        start_s, _, end_s = span.partition("-")
-        start, end = int(start_s, 16), int(end_s, 16)
+    for start, end in mapped_spans() or ():
         if start <= address < end:
             return start
     return None

@@ -27,6 +27,8 @@ __all__ = [
     "has_capability",
     "isolated_cpus",
     "kernel_is_preempt_rt",
+    "map_span",
+    "mapped_spans",
     "online_cpus",
     "parse_cpu_list",
     "proc_status_kib",
@@ -88,6 +90,26 @@ def proc_status_kib(name: str, root: Path = _ROOT) -> int | None:
         return None
     words = value.split()
     return parse_int(words[0], lo=0) if words else None
+
+
+def map_span(line: str) -> tuple[int, int] | None:
+    """``(start, end)`` of a ``/proc/<pid>/maps`` (or smaps header) line, else None."""
+    start, dash, end = line.partition(" ")[0].partition("-")
+    if not dash:
+        return None
+    try:
+        return int(start, 16), int(end, 16)
+    except ValueError:
+        return None
+
+
+def mapped_spans() -> list[tuple[int, int]] | None:
+    """Every mapping of this process, ``(start, end)`` in address order, or None if
+    ``/proc/self/maps`` cannot be read (a big process has megabytes of it: up to 64 MiB)."""
+    text = read_text(_ROOT, "/proc/self/maps", max_bytes=64 << 20)
+    if text is None:
+        return None
+    return [span for line in text.splitlines() if (span := map_span(line)) is not None]
 
 
 def rlimit(which: int) -> tuple[int, int]:

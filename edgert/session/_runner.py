@@ -289,22 +289,22 @@ class Runner(OutputPlan):
         nbytes = int(buf.nbytes)
         dynamic = [axis for axis, d in enumerate(spec.shape) if d < 0]
         fixed = math.prod(d for d in spec.shape if d >= 0) * spec.dtype.itemsize
-        if len(dynamic) == 1 and fixed and spec.element_bits % 8 == 0 and \
-                nbytes % fixed == 0:
-            shape = list(spec.shape)
-            shape[dynamic[0]] = nbytes // fixed
-            return tuple(shape)
-        last = self.last_sig
-        previous = None if last is None else last[
-            next(i for i, s in enumerate(self.in_specs) if s.name == spec.name)]
         if len(dynamic) == 1 and fixed and spec.element_bits % 8 == 0:
+            if nbytes % fixed == 0:
+                shape = list(spec.shape)
+                shape[dynamic[0]] = nbytes // fixed
+                return tuple(shape)
             said = f"it is not a whole number of {fixed}-byte steps of dimension {dynamic[0]}"
-        elif previous is not None and spec.nbytes(previous) == nbytes:
-            return previous
-        elif previous is not None:
-            said = f"the previous request's shape {previous} needs {spec.nbytes(previous)} bytes"
         else:
-            said = "no earlier request gave its shape"
+            last = self.last_sig
+            previous = None if last is None else last[self.in_names.index(spec.name)]
+            if previous is None:
+                said = "no earlier request gave its shape"
+            elif spec.nbytes(previous) == nbytes:
+                return previous
+            else:
+                said = f"the previous request's shape {previous} needs {spec.nbytes(previous)} " \
+                       "bytes"
         raise InputError(f"input {spec.name!r} is dynamic {list(spec.shape)} and the buffer "
                          f"({nbytes} bytes) does not say its shape: {said}",
                          hint="pass buffer.view(dtype, shape) instead")

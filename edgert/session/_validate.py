@@ -83,9 +83,8 @@ def check_names(inputs: Mapping[str, Any], names: Sequence[str],
 
 #: TensorRT types stored as bit patterns in an unsigned integer dtype, with the ml_dtypes
 #: type whose bits they are (see :mod:`edgert._executable`).
-_BIT_PATTERNS = {"BF16": "bfloat16", "FP8": "float8_e4m3fn", "E8M0": "float8_e8m0fnu",
-                 "INT4": "int4 (packed two per byte)", "FP4": "float4_e2m1fn (packed two per "
-                 "byte)"}
+#: (The packed 4-bit types never get here: they are packed from their values.)
+_BIT_PATTERNS = {"BF16": "bfloat16", "FP8": "float8_e4m3fn", "E8M0": "float8_e8m0fnu"}
 
 
 def _bit_pattern_error(spec: TensorSpec, dtype: np.dtype[Any]) -> InputError:
@@ -95,8 +94,7 @@ def _bit_pattern_error(spec: TensorSpec, dtype: np.dtype[Any]) -> InputError:
     twin = _BIT_PATTERNS[spec.trt_dtype_name]
     storage = spec.dtype.name
     how = (f"x.view(np.{storage})" if dtype.name == twin else
-           f"x.astype(ml_dtypes.{twin.split(' ')[0]}).view(np.{storage})"
-           if spec.element_bits % 8 == 0 else "pack the values yourself (see docs/engines.md)")
+           f"x.astype(ml_dtypes.{twin}).view(np.{storage})")
     what = (f"a {dtype} array is passed as its bits" if dtype.name == twin else
             f"a {dtype} array's values are not such bits, and cast=True does not make them")
     return InputError(f"input {spec.name!r} is {spec.trt_dtype_name}, stored as {storage} bit "

@@ -45,7 +45,7 @@ from edgert.store._errors import HealthCheckError, StoreError
 from edgert.store._files import FileLock, atomic_write, fsync_dir, unwritable
 from edgert.store._health import HealthPolicy, HealthReport, check_health
 from edgert.store._history import StoreEvent, append_event, current_stack, rollback_target
-from edgert.store._manifest import Manifest, check_version_name, version_tuple
+from edgert.store._manifest import MANIFEST_NAME, Manifest, check_version_name, version_tuple
 from edgert.store._options import BuildOptions
 from edgert.store._store_read import ACTIVE, HISTORY, StoreReader
 
@@ -196,7 +196,7 @@ class ModelStore(StoreReader):
                     _copy_synced((tag + "\n").encode(), tmp / (manifest.file + ".sig"))
                 if ref is not None:
                     _copy_synced(ref.data, tmp / "reference.onnx")
-                _copy_synced(manifest.to_json().encode(), tmp / "manifest.json")
+                _copy_synced(manifest.to_json().encode(), tmp / MANIFEST_NAME)
                 fsync_dir(tmp)
                 os.rename(tmp, final)
                 fsync_dir(self._versions_dir)
@@ -367,7 +367,7 @@ class ModelStore(StoreReader):
                 self._verified(ready, ready.file, ready.sha256, True)
                 if ready.reference is not None and ready.reference_sha256 is not None:
                     self._verified(ready, ready.reference, ready.reference_sha256, False)
-                atomic_write(self._versions_dir / m.version / "manifest.json",
+                atomic_write(self._versions_dir / m.version / MANIFEST_NAME,
                              ready.to_json().encode())
                 sealed.append(m.version)
         return sealed
