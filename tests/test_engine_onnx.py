@@ -292,7 +292,7 @@ def test_an_exception_that_is_not_onnx_runtimes_is_not_a_failed_run(policy: Engi
         exe = s._runner.exe
         real = exe._run
 
-        def interrupted(binding: Any) -> None:
+        def interrupted() -> None:
             raise Shutdown("SIGTERM: shut down")
 
         exe._run = interrupted

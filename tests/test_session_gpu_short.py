@@ -1,4 +1,4 @@
-"""GPU tier: ``infer``'s short way on a CUDA device (``CudaRunner.infer_owned``, issue 15).
+"""GPU tier: ``infer``'s short way on a CUDA device (``CudaRunner.infer_short``, issue 15).
 
 Once a plain ``infer`` replayed a captured graph, plain requests of the same shapes relaunch that
 graph without staging, keys or slot bookkeeping. Every result must still be right (fresh inputs
@@ -145,7 +145,7 @@ def test_short_way_refuses_non_contiguous_when_asked(exe: Any) -> None:
             s.infer({"obs": _obs(rng, 4)[::2]})
 
 
-@pytest.mark.parametrize("options", [{"timing": "stages"}, {"outputs": "view"},
+@pytest.mark.parametrize("options", [{"timing": "stages"}, {"outputs": "view", "slots": 2},
                                      {"cuda_graph": "off"}])
 def test_short_way_is_not_taken_where_it_would_change_what_is_returned_or_recorded(
         exe: Any, options: dict[str, str]) -> None:
@@ -160,6 +160,39 @@ def test_short_way_is_not_taken_where_it_would_change_what_is_returned_or_record
         assert s._runner.armed is None
         if options.get("timing") == "stages":
             assert s.stats.device.count == 4
+
+
+@pytest.mark.parametrize("io", ["zero_copy", "copy"])
+def test_short_way_with_views_and_one_slot(exe: Any, io: str) -> None:
+    # The latency recipe (outputs="view", one slot): the short way returns the slot's views,
+    # the very mapping the general way returns, so what a view promises stays the same.
+    from edgert.session import InferenceSession
+
+    rng = np.random.default_rng(9)
+    with InferenceSession(exe, io=io, slots=1, outputs="view", sync="spin",
+                          timing="off") as s:
+        general = _CountStages(s)
+        s.infer({"obs": _obs(rng, 3)})
+        for _ in range(20):
+            x = _obs(rng, 3)
+            _poison(s)
+            out = s.infer({"obs": x})
+            np.testing.assert_allclose(out["actions"], policy_reference(x), rtol=RTOL,
+                                       atol=ATOL)
+            assert out is s._slots[0].results
+            assert not out["actions"].flags.owndata  # a view of the slot, as documented
+        assert general.calls <= 2  # the first run and its capture
+        s.submit({"obs": _obs(rng, 3)})  # a submitted request owns the slot: general way
+        x = _obs(rng, 3)
+        before = general.calls
+        np.testing.assert_allclose(s.infer({"obs": x})["actions"], policy_reference(x),
+                                   rtol=RTOL, atol=ATOL)
+        assert general.calls == before + 1
+        x = _obs(rng, 5)  # new shapes: the general way, then short again
+        for _ in range(4):
+            np.testing.assert_allclose(s.infer({"obs": x})["actions"], policy_reference(x),
+                                       rtol=RTOL, atol=ATOL)
+        assert s._runner.armed is not None
 
 
 def test_pending_requests_and_the_short_way(exe: Any) -> None:

@@ -131,7 +131,7 @@ def test_stage_timing_records_enqueue_and_compute(engine: Engine, slots: int) ->
 @pytest.mark.parametrize("slots", [1, 2, 3])
 def test_infer_after_warm_up_gives_owned_correct_results(engine: Engine, slots: int) -> None:
     # After the first request, plain requests of the same shapes take the short way
-    # (HostRunner.infer_owned); every result must still be right and stay the caller's own.
+    # (HostRunner.infer_short); every result must still be right and stay the caller's own.
     with InferenceSession(engine, slots=slots) as s:
         kept = []
         for i in range(2 * slots + 3):

@@ -13,7 +13,7 @@ objects.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from edgert._executable import Executable
@@ -44,7 +44,7 @@ class CudaRunner(Runner, AdaptiveSync):
     """Runs requests on a CUDA device (see the module documentation)."""
 
     on_device = True
-    #: The short way of ``infer`` (owned outputs; see :meth:`infer_owned`): ``(slot, its input
+    #: The short way of ``infer`` (see :meth:`infer_short`): ``(slot, its input
     #: buffers, (name, output view) pairs, the graph to launch, the event that ends it, the
     #: slot's signature then)``, set by a plain ``infer`` that replayed a graph, or None.
     armed: tuple[Slot, tuple[TensorBuffer, ...], tuple[tuple[str, Any], ...], Any, Any,
@@ -90,9 +90,13 @@ class CudaRunner(Runner, AdaptiveSync):
         self._sleeper: tuple[Stream, Any] | None = None  # side stream + blocking-sync event
         self.pipeline_first = h2d_stream is not None and options.cuda_graph is GraphMode.AUTO
         self._foreign_event: Any = None
-        # timing="stages" reads each request's events: the general way.
-        self.fast_copy = (options.outputs is OutputMode.COPY and not self.stages and
-                          graphs is not None)
+        # The short way of infer: owned outputs; views where they are what the general way
+        # returns too, with one slot (with more, the general way turns to the next slot's
+        # buffers on each request). timing="stages" reads each request's events: the general
+        # way.
+        self.short_views = options.outputs is OutputMode.VIEW and len(slots) == 1
+        self.short_way = (not self.stages and graphs is not None and
+                          (options.outputs is OutputMode.COPY or self.short_views))
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -216,7 +220,7 @@ class CudaRunner(Runner, AdaptiveSync):
                 entry = self._capture(slot, key)
             if entry is not None:
                 self._replay(slot, entry)
-                if wait_now and self.fast_copy and not slot.special and not slot.external:
+                if wait_now and self.short_way and not slot.special and not slot.external:
                     if armed is not None and armed[0] is slot and armed[3] is entry.exec \
                             and armed[5] is slot.sig:
                         self.armed = armed  # the same request again: nothing to rebuild
@@ -245,13 +249,14 @@ class CudaRunner(Runner, AdaptiveSync):
         # a bare array is the one required input's, as the general way reads it
         self.bare = len(ins) == 1 and self.required == (ins[0].name,)
 
-    def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
-        """Run ``inputs`` the short way and return owned outputs, or None: take the general way.
+    def infer_short(self, inputs: Any, start: int) -> Mapping[str, Any] | None:
+        """Run ``inputs`` the short way and return its outputs, or None: take the general way.
 
         Once a plain ``infer`` replayed a captured graph (one that wrote no output through the
         allocator and bound no caller memory), a request of plain numpy arrays of the same
         shapes and dtypes is copied into that slot's staging buffers, the graph launched and
-        waited for, and the outputs copied out, past staging, keys and the slot's bookkeeping.
+        waited for, and the outputs copied out (``outputs="view"``: the slot's views, as the
+        general way returns them), past staging, keys and the slot's bookkeeping.
         The general way re-arms (or disarms) it on every request it runs.
 
         Raises:
@@ -282,6 +287,10 @@ class CudaRunner(Runner, AdaptiveSync):
         if err:
             self.armed = None
             raise _device_failure(err)
+        if self.short_views:
+            if self.host_timing:
+                self.stats.latency.record(_now() - start)
+            return slot.results
         return self.owned_result(outs, start)
 
     def disarm(self) -> None:

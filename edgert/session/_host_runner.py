@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from edgert.errors import EdgeRTError, InferenceError
@@ -35,6 +35,12 @@ _memmove = ctypes.memmove
 __all__ = ["HostRunner"]
 
 _now = time.perf_counter_ns
+
+
+def _raised(err: Exception) -> InferenceError:
+    """The error for an exception of the runtime's own type, raised by a run."""
+    return InferenceError(f"the executable raised {type(err).__name__}: {err}",
+                          hint="see the chained exception")
 
 
 class HostRunner(Runner):
@@ -59,7 +65,7 @@ class HostRunner(Runner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # timing="stages" takes the general way, which times the run apart from the request.
-        self.fast_copy = self.options.outputs is OutputMode.COPY and not self.record_stages
+        self.short_way = self.options.outputs is OutputMode.COPY and not self.record_stages
 
     def use_work_set(self) -> None:
         """Keep the executable bound to one set of buffers (for more than one slot)."""
@@ -161,8 +167,7 @@ class HostRunner(Runner):
         except EdgeRTError:
             raise
         except Exception as err:  # a runtime's own exception types
-            raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
-                                 hint="see the chained exception") from err
+            raise _raised(err) from err
         if not ok:
             self._replan(slot, work)
             special = slot.special
@@ -175,7 +180,7 @@ class HostRunner(Runner):
         if special:
             self._after(slot)
         # Outputs written through the allocator may take the short way; nothing else special.
-        if self.fast_copy and not slot.external and not (
+        if self.short_way and not slot.external and not (
                 slot.echoes or slot.packed or slot.objects):
             self._arm(slot, work)
 
@@ -209,7 +214,7 @@ class HostRunner(Runner):
         # a bare array is the one required input's, as the general way reads it
         self.bare = len(ins) == 1 and self.required == (ins[0].name,)
 
-    def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
+    def infer_short(self, inputs: Any, start: int) -> Mapping[str, Any] | None:
         """Run ``inputs`` the short way and return owned outputs, or None: take the general way.
 
         Raises:
@@ -231,7 +236,13 @@ class HostRunner(Runner):
         if allocated is not None:
             assert self.allocator is not None
             self.allocator.start(allocated.target)
-        if not self._execute():
+        try:  # _execute's body, inline: a call less on the hot path
+            ok = self.exe.execute_async_v3(0)
+        except EdgeRTError:
+            raise
+        except Exception as err:  # a runtime's own exception types
+            raise _raised(err) from err
+        if not ok:
             self.armed = None
             if self._output_moved(outs):
                 return None  # a wrong declaration: the general way re-plans and runs again
@@ -240,7 +251,12 @@ class HostRunner(Runner):
             return self._owned_allocated(outs, allocated, slot, start)
         if slot is None:
             self.shortcuts += 1  # no slot counts it (a swap frees the old model by this count)
-        return self.owned_result(outs, start)
+        result = {}  # owned_result's body, inline
+        for name, view in outs:
+            result[name] = view.copy()
+        if self.host_timing:
+            self.stats.latency.record(_now() - start)
+        return result
 
     def _owned_allocated(self, outs: tuple[tuple[str, Any], ...], allocated: _Allocated,
                          slot: Slot | None, start: int) -> dict[str, Any] | None:
@@ -346,14 +362,12 @@ class HostRunner(Runner):
                               hint="see the runtime's message; the session stays usable")
 
     def _execute(self) -> bool:
-        exe = self.exe
         try:
-            return bool(exe.execute_async_v3(0))
+            return bool(self.exe.execute_async_v3(0))
         except EdgeRTError:
             raise
         except Exception as err:  # a runtime's own exception types
-            raise InferenceError(f"the executable raised {type(err).__name__}: {err}",
-                                 hint="see the chained exception") from err
+            raise _raised(err) from err
 
     def _settle_host(self, slot: Slot) -> None:
         if self.work_in is not None:

@@ -103,9 +103,10 @@ class Runner(OutputPlan):
     """
 
     on_device = False
-    #: Whether ``infer`` may ask :meth:`infer_owned` first (the host runner with owned outputs).
-    fast_copy = False
-    #: Requests :meth:`infer_owned` ran (they use no slot, so no slot generation counts them).
+    #: Whether ``infer`` may ask :meth:`infer_short` first (owned outputs; on a GPU also the
+    #: views of a session with one slot).
+    short_way = False
+    #: Requests :meth:`infer_short` ran (they use no slot, so no slot generation counts them).
     shortcuts = 0
 
     def __init__(self, exe: Executable, *, options: SessionOptions, slots: list[Slot],
@@ -559,8 +560,9 @@ class Runner(OutputPlan):
 
     # -- what each device does -------------------------------------------------------------
 
-    def infer_owned(self, inputs: Any, start: int) -> dict[str, Any] | None:
-        """Run a request a shorter way and return owned outputs, or None (the general way)."""
+    def infer_short(self, inputs: Any, start: int) -> Mapping[str, Any] | None:
+        """Run a request a shorter way and return its outputs as ``infer`` would, or None (the
+        general way)."""
         return None
 
     def disarm(self) -> None:

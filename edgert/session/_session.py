@@ -250,18 +250,19 @@ class InferenceSession(Owner):
                 self._check_open()
             if self._swap_pending is not None:
                 apply_pending_swap(self)
+            runner = self._runner
+            if runner.short_way:  # here, not in _infer: a call less on the hot path
+                short = runner.infer_short(inputs, start)
+                if short is not None:
+                    return short
             return self._infer(inputs, start)
         finally:
             use.inside = False
             del use.owner[0]
 
     def _infer(self, inputs: Any, start: int) -> Mapping[str, Output]:
-        """``infer`` once the use lock is held and a pending swap taken."""
+        """``infer``'s general way, once the use lock is held and a pending swap taken."""
         runner = self._runner
-        if runner.fast_copy:
-            owned = runner.infer_owned(inputs, start)
-            if owned is not None:
-                return owned
         slot = self._slots[self._next]
         if slot.busy:
             runner.finish(slot)  # a request submitted earlier: wait so the slot is free
