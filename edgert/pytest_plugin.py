@@ -137,6 +137,7 @@ class DeviceBenchmark:
         self.clock = clock
         self.times_ns: list[int] = []
         """The device time of every measured round, in order."""
+        self.used = False  # one measured series per test, as pytest-benchmark allows
 
     def __call__(self, session: Any, inputs: Any = _MISSING, *args: Any, stage: str = "compute",
                  rounds: int = 200, warmup_rounds: int = 20, **kwargs: Any) -> Mapping[str, Any]:
@@ -156,8 +157,9 @@ class DeviceBenchmark:
 
         Raises:
             InvalidArgumentError: Not a session and its inputs (e.g. a function, as
-                pytest-benchmark's ``benchmark`` takes), unknown stage, or the session does not
-                record it (e.g. ``device`` on the host, or copies in zero-copy I/O).
+                pytest-benchmark's ``benchmark`` takes), unknown stage, the session does not
+                record it (e.g. ``device`` on the host, or copies in zero-copy I/O), or a
+                second call in one test (one series per test, as pytest-benchmark allows).
             UsageError: pytest-benchmark did not use the device clock.
         """
         from edgert.errors import InvalidArgumentError
@@ -167,7 +169,14 @@ class DeviceBenchmark:
             _wrong_call(session, inputs, args, kwargs)
         field = _STAGES.get(stage)
         if field is None:
-            raise InvalidArgumentError(f"stage must be one of {sorted(_STAGES)}, not {stage!r}")
+            raise InvalidArgumentError(f"stage must be one of {sorted(_STAGES)}, not {stage!r}",
+                                       hint="'compute' times the executable alone, 'device' "
+                                            "the copies with it, 'total' the host round trip")
+        if self.used:  # pytest-benchmark's own error would blame a pedantic() call never made
+            raise InvalidArgumentError(
+                "edgert_benchmark measures one series per test, and this test already ran one",
+                hint="measure each case in a test of its own, e.g. with "
+                     "@pytest.mark.parametrize")
         for name, value, least in (("rounds", rounds, 1), ("warmup_rounds", warmup_rounds, 0)):
             try:
                 count = operator.index(value)  # numpy integers too
@@ -197,6 +206,7 @@ class DeviceBenchmark:
 
         bench = self.benchmark
         calls = clock.calls
+        self.used = True
         clock.armed = True
         try:
             result = bench.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds,

@@ -150,10 +150,22 @@ def test_benchmark_stats_are_device_times(pytester: pytest.Pytester) -> None:
             edgert_benchmark(edgert_session, {"obs": OBS}, rounds=np.int64(3),
                              warmup_rounds=np.int32(1))
             assert len(edgert_benchmark.times_ns) == 3
+
+        def test_twice(edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, {"obs": OBS}, rounds=3)
+            edgert_benchmark(edgert_session, {"obs": OBS}, rounds=3)
+
+        def test_unknown_stage(edgert_session, edgert_benchmark):
+            edgert_benchmark(edgert_session, {"obs": OBS}, stage="bogus", rounds=3)
         """)
     out = pytester.path / "bench.json"
     result = pytester.runpytest(*plugin_args(), "-q", f"--benchmark-json={out}")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=2, failed=4)
+    # a trial met pytest-benchmark's FixtureAlreadyUsed, which blames a pedantic() never called
+    result.stdout.fnmatch_lines(["*InvalidArgumentError: edgert_benchmark measures one series "
+                                 "per test*"])
+    result.stdout.fnmatch_lines(["*Hint: measure each case in a test of its own*"])
+    result.stdout.fnmatch_lines(["*stage must be one of*", "*Hint: 'compute' times*"])
     result.stdout.fnmatch_lines(["*InvalidArgumentError*records no h2d time*"])
     result.stdout.fnmatch_lines(["*InvalidArgumentError: rounds must be an int >= 1, not 0*"])
     data = json.loads(out.read_text())

@@ -526,6 +526,49 @@ def test_warmup_prepares_every_slot(engine: Engine, slots: int) -> None:
         assert [slot.inputs[0].shape for slot in s._slots] == [(64, OBS_DIM)] * slots
 
 
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    # a new user's trial: a raw AttributeError, a misspelt name reported as a missing input
+    # with an empty warm-up as the way out, runs=-1 accepted with nothing run
+    ({"shapes": {"obs": (4, OBS_DIM)}}, InvalidArgumentError, "got one mapping"),
+    ({"shapes": "obs"}, InvalidArgumentError, "got str"),
+    ({"shapes": [(4, OBS_DIM)]}, InvalidArgumentError, "list of {input name: shape}"),
+    ({"shapes": [{"ob": (1, OBS_DIM)}]}, InputError, "unknown input(s) 'ob'"),
+    ({"shapes": [{"obs": np.zeros((1, OBS_DIM))}]}, InputError, "not an array of shape"),
+    ({"shapes": [{"obs": (-1, OBS_DIM)}]}, InputError, "non-negative ints"),
+    ({"shapes": [{"obs": (1.5, OBS_DIM)}]}, InputError, "non-negative ints"),
+    ({"runs": -1}, InvalidArgumentError, "runs must be an int >= 1"),
+    ({"runs": 0}, InvalidArgumentError, "runs must be an int >= 1"),
+    ({"runs": True}, InvalidArgumentError, "runs must be an int >= 1"),
+])
+def test_warmup_refuses_what_is_not_shapes_before_running(
+        engine: Engine, kwargs: dict[str, Any], error: type[Exception], words: str) -> None:
+    with InferenceSession(engine) as s:
+        with pytest.raises(error) as info:
+            s.warmup(**kwargs)
+        assert words in str(info.value)
+        assert ("session.warmup(runs=2)" if "runs" in kwargs else
+                "session.warmup([{'obs': (1, 48)}])") in str(info.value)
+        assert s.stats.latency.count == 0
+        x = np.ones((2, OBS_DIM), np.float32)
+        np.testing.assert_allclose(s.infer({"obs": x})["actions"], policy_reference(x),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_takes_any_iterable_of_shape_sets_and_numpy_sizes(engine: Engine) -> None:
+    with InferenceSession(engine, slots=1) as s:
+        s.warmup(({"obs": (n, np.int64(OBS_DIM))} for n in (3, 5)), runs=np.int32(1))
+        assert s._slots[0].inputs[0].shape == (5, OBS_DIM)
+
+
+def test_a_warmup_shape_outside_the_profile_is_told_one_inside() -> None:
+    with Engine.load(bundled_model_path()) as engine, InferenceSession(engine) as s:
+        with pytest.raises(InputError, match="outside optimization profile") as info:
+            s.warmup([{"obs": (MAX_BATCH + 1, OBS_DIM)}])
+        # not the rejected shape again (a trial), nor infer's advice about arrays
+        assert info.value.hint == "warm up shapes the model accepts, e.g. " \
+            "session.warmup([{'obs': (1, 48)}])"
+
+
 def test_a_request_submitted_before_warmup_keeps_its_timings(engine: Engine) -> None:
     with InferenceSession(engine, slots=2) as s:
         p = s.submit(_obs(1))

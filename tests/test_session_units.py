@@ -67,6 +67,32 @@ def test_a_rank_error_says_which_way_to_reshape() -> None:
         check_shape(scalar, (1,), 0)
     assert "x.reshape(())" in str(info.value.hint)
     assert "x[None]" not in str(info.value.hint)
+    # a trial: rank 3 for rank 2 was told "x.reshape(()) for a scalar"
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (1, 2, 48), 0)
+    assert info.value.hint == ("drop a dimension: x[0] for the first along the leading one, or "
+                               "x.reshape(-1, 48)")
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (2, 2, 2, 48), 0)
+    assert info.value.hint == "reshape it: x.reshape(-1, 48)"
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (1, 2, 47), 0)  # no reshape gives (-1, 48)
+    assert "x.reshape" not in str(info.value.hint)
+
+
+def test_a_shape_outside_the_profile_is_told_which_way() -> None:
+    # a trial: an empty batch was told to split the request into smaller batches
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (0, 48), 0)
+    assert "empty request" in str(info.value.hint)
+    with pytest.raises(InputError) as info:
+        check_shape(_SPEC, (257, 48), 0)
+    assert "smaller batches" in str(info.value.hint)
+    low = TensorSpec(name="x", mode=TensorMode.INPUT, dtype=np.dtype(np.float32),
+                     shape=(-1, 48), profiles=(ProfileShape((4, 48), (8, 48), (16, 48)),))
+    with pytest.raises(InputError) as info:
+        check_shape(low, (2, 48), 0)
+    assert "pad the request up to the profile's minimum" in str(info.value.hint)
 
 
 def test_check_dtype_and_cast() -> None:

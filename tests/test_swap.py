@@ -26,6 +26,7 @@ from edgert import models
 from edgert.engine import Engine
 from edgert.errors import (
     InferenceError,
+    InputError,
     InvalidArgumentError,
     PermissionDeniedError,
     RequestTimeoutError,
@@ -154,6 +155,23 @@ def test_an_incompatible_model_is_refused_before_anything_changes(tmp_path: Path
                     pytest.raises(InvalidArgumentError, match=match):
                 session.swap(bad, handoff_s=0.0)
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"warmup_shapes": {"obs": (1, 48)}}, InvalidArgumentError, "got one mapping"),
+    ({"warmup_shapes": [{"ob": (1, 48)}]}, InputError, "unknown input(s) 'ob'"),
+    ({"warmup_runs": 0}, InvalidArgumentError, "runs must be an int >= 1"),
+])
+def test_wrong_warmup_arguments_of_a_swap_are_refused_before_it_starts(
+        tmp_path: Path, kwargs: dict[str, Any], error: type[Exception], words: str) -> None:
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(_variant(tmp_path, 1.0)) as b, \
+            InferenceSession(a) as session:
+        with pytest.raises(error) as info:
+            session.swap(b, handoff_s=0.0, **kwargs)
+        assert words in str(info.value)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
+        session.swap(b, handoff_s=0.0, warmup_shapes=[{"obs": (2, 48)}], warmup_runs=1)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
 
 
 def test_a_swap_not_taken_in_time_changes_nothing(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ __all__ = ["MAX_RATE_HZ", "BenchOptions", "BenchOverrides"]
 
 #: Highest loop rate accepted: beyond it a Python step cannot keep up on any machine.
 MAX_RATE_HZ = 100_000.0
+MAX_DURATION_S = 86_400.0  # one day
 _MAX_CAPACITY = 1 << 18  # samples per recorder: 2 MiB each, ~18 MiB for all of them
 _MIN_CAPACITY = 4096
 
@@ -86,12 +87,16 @@ def _check_whole_periods(rate_hz: float, duration_s: float) -> None:
     period = 1.0 / rate_hz
     what = "shorter than one period" if periods < 1 else f"{periods:.3g} periods"
     low = max(1, math.floor(periods))
-    choices = " or ".join(f"duration_s={n * period:.4g}" for n in (low, low + 1))
+    # only durations the option itself accepts (a trial was told to give --duration 1e+09)
+    fit = [f"duration_s={n * period:.4g}" for n in (low, low + 1)
+           if n * period < MAX_DURATION_S]
+    at_least = f"rate_hz={1.0 / duration_s:.4g} or more runs whole periods"
     raise InvalidArgumentError(
         f"duration_s={duration_s:g} is {what} at rate_hz={rate_hz:g} (one period is "
         f"{period:,.4g} s), and the loop measures whole periods: it would run {whole} "
         f"period{'s' if whole > 1 else ''}, {whole * period:,.4g} s",
-        hint=f"give {choices} (whole periods), or a higher rate")
+        hint=(f"give {' or '.join(fit)} (whole periods), or a higher rate" if fit else
+              f"give a higher rate: at duration_s={duration_s:g}, {at_least}"))
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
@@ -167,7 +172,7 @@ class BenchOptions:
         s(self, "rate_hz", _number(self.rate_hz, "rate_hz", minimum=0.0, maximum=MAX_RATE_HZ,
                                    inclusive=True))
         s(self, "duration_s", _number(self.duration_s, "duration_s", minimum=0.0,
-                                      maximum=86_400.0, inclusive=False))
+                                      maximum=MAX_DURATION_S, inclusive=False))
         s(self, "warmup_s", _number(self.warmup_s, "warmup_s", minimum=0.0, maximum=3600.0,
                                     inclusive=True))
         s(self, "sample_interval_s", _number(self.sample_interval_s, "sample_interval_s",

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from typing_extensions import Unpack
 
-from edgert._executable import Executable, TensorSpec
+from edgert._executable import Executable
 from edgert._options import check_or_create_options
 from edgert._owner import Owner
 from edgert.errors import (
@@ -34,14 +33,14 @@ from edgert.session._options import (
     SessionOverrides,
     TimingMode,
 )
-from edgert.session._packed import ml_dtype_of
 from edgert.session._pending import Pending, RequestTimings, SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
-from edgert.session._setup import DeviceChoice, build_runner, initial_signature
+from edgert.session._setup import DeviceChoice, build_runner
 from edgert.session._slot import Slot
 from edgert.session._swap import SwapResult, apply_pending_swap, swap_model
 from edgert.session._use import UseGuard
+from edgert.session._warmup import failure_hint, warmup_requests, warmup_runs
 
 if TYPE_CHECKING:
     from edgert._protocols import SupportsCudaStream, TensorInput
@@ -53,17 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["InferenceSession"]
 
 _now = time.perf_counter_ns
-
-
-def _zeros(spec: TensorSpec, shape: tuple[int, ...]) -> Any:
-    """A zero-filled request input for ``spec`` (empty strings; packed sub-byte types packed)."""
-    if spec.dtype.kind == "O":
-        return np.full(shape, "", dtype=object)
-    if spec.element_bits != 8 * spec.dtype.itemsize:
-        dtype = ml_dtype_of(spec)
-        return np.zeros(shape, dtype) if dtype is not None else \
-            np.zeros(spec.nbytes(shape), np.uint8)
-    return np.zeros(shape, dtype=spec.dtype)
 
 
 class InferenceSession(Owner):
@@ -354,7 +342,10 @@ class InferenceSession(Owner):
             runs: Runs per shape set and slot.
 
         Raises:
-            InputError: A shape is outside the profile.
+            InvalidArgumentError: ``shapes`` is not a list of mappings, or ``runs`` not an int
+                >= 1.
+            InputError: A shape is outside the profile, not a shape, or for an input the model
+                does not have.
             InferenceError: A run failed (the message names the shapes it ran).
         """
         use = self._use
@@ -370,18 +361,14 @@ class InferenceSession(Owner):
             for slot in self._slots:
                 if slot.busy:
                     runner.finish(slot)  # a request submitted earlier: its timings are real
-            unprofiled = any(s.is_dynamic and not s.profiles for s in runner.in_specs)
-            sets = list(shapes) if shapes is not None else [
-                dict(zip(runner.in_names, initial_signature(runner.in_specs,
-                                                            self._options.profile),
-                         strict=True))]
-            specs = {s.name: s for s in runner.in_specs}
+            specs, profile = runner.in_specs, self._options.profile
+            runs = warmup_runs(runs)
+            requests = warmup_requests(shapes, specs, profile)
+            unprofiled = shapes is None and any(s.is_dynamic and not s.profiles for s in specs)
             kept, runner.stats = runner.stats, SessionStats(1)  # warm-up runs are not requests
             last = runner.last_sig  # nor the previous request a whole buffer is read with
             try:
-                for shape_set in sets:
-                    arrays = {name: _zeros(specs[name], tuple(shape)) for name, shape in
-                              shape_set.items() if name in specs and shape is not None}
+                for arrays in requests:
                     try:
                         for _ in range(runs * self._n):
                             runner.disarm()  # every slot, not the short way of infer
@@ -389,13 +376,11 @@ class InferenceSession(Owner):
                     except (InputError, InferenceError) as err:
                         ran = {k: tuple(v.shape) for k, v in arrays.items()}
                         cls = InputError if isinstance(err, InputError) else InferenceError
-                        raise cls(
-                            f"warm-up with input shapes {ran} failed: {err.message}",
-                            hint="pass the shapes the robot will use, e.g. session.warmup([{"
-                                 + ", ".join(f"{k!r}: {v}" for k, v in ran.items()) + "}])"
-                                 + (" with the real sizes: without a profile a dynamic "
-                                    "dimension gets 1" if shapes is None and unprofiled
-                                    else "")) from err
+                        raise cls(f"warm-up with input shapes {ran} failed: {err.message}",
+                                  # infer's hints speak of arrays: a runtime's only
+                                  hint=failure_hint(None if cls is InputError else err.hint,
+                                                    specs, profile, unprofiled)
+                                  ) from err
             finally:
                 runner.stats = kept
                 runner.last_sig = last

@@ -41,6 +41,8 @@ from edgert.session._runner import Runner
 from edgert.session._setup import initial_signature
 from edgert.session._slot import Slot
 from edgert.session._use import UseGuard
+from edgert.session._warmup import shape_sets
+from edgert.session._warmup import warmup_runs as check_runs
 
 if TYPE_CHECKING:
     from edgert.cuda import GpuPartition, Stream
@@ -190,6 +192,12 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
     if specs is not None:
         _check_compatible(session, specs, repr(model))
     o = session._options
+    # the warm-up's arguments refused before anything is loaded
+    in_specs = session._runner.in_specs
+    sets: list[Any] = [None, dict(zip(session._runner.in_names,
+                                      initial_signature(in_specs, o.profile), strict=True))] \
+        if warmup_shapes is None else shape_sets(warmup_shapes, in_specs, o.profile)
+    warmup_runs = check_runs(warmup_runs)
     if kwargs.get("stream") is None:
         # The new model runs where the old one did: on the session's SM partition (a control
         # model must not lose its reserved SMs to a swap) and at its stream's priority.
@@ -201,10 +209,7 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
     try:
         _check_compatible(session, (*side._runner.in_specs, *side._runner.out_specs),
                           repr(model))
-        current: Any = dict(zip(session._runner.in_names,
-                           initial_signature(session._runner.in_specs, o.profile), strict=True))
-        shapes = list(warmup_shapes) if warmup_shapes is not None else [None, current]
-        for shape_set in shapes:
+        for shape_set in sets:
             try:
                 side.warmup(None if shape_set is None else [shape_set], runs=warmup_runs)
             except InputError as err:

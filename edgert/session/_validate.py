@@ -8,6 +8,7 @@ of the previous request) inline; everything else comes here, where each input is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,11 +205,7 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
         raise InputError(
             f"input {spec.name!r} has rank {len(shape)} (shape {shape}); the model wants rank "
             f"{len(spec.shape)} (shape {spec.shape}, -1 = dynamic)",
-            hint=("add the batch dimension, e.g. x[None] for a single sample"
-                  if len(shape) + 1 == len(spec.shape) else
-                  "drop a dimension, e.g. x.reshape(()) for a scalar or x[0] for one sample"
-                  if len(shape) == len(spec.shape) + 1 else
-                  f"reshape it to rank {len(spec.shape)}"))
+            hint=_rank_hint(shape, spec.shape))
     for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if want >= 0 and got != want:
             raise InputError(
@@ -222,8 +219,35 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
             raise InputError(
                 f"input {spec.name!r} has shape {shape}, outside optimization profile {profile} "
                 f"(min {prof.min}, max {prof.max})",
-                hint="split the request into smaller batches, or use an engine built with a "
-                     "larger profile")
+                hint=_profile_hint(shape, prof.min))
+
+
+def _rank_hint(shape: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """What turns an array of ``shape`` into the model's rank (a trial was told to use
+    ``x.reshape(())`` on a rank-3 array for a rank-2 input)."""
+    if not want:
+        return "pass a scalar: x.reshape(()) where x holds one value"
+    if len(shape) + 1 == len(want):
+        return "add the batch dimension, e.g. x[None] for a single sample"
+    free = [d for d in want if d < 0]
+    size = math.prod(shape)
+    fixed = math.prod(d for d in want if d >= 0)
+    target = tuple(want) if len(free) == 1 and fixed and size % fixed == 0 else None
+    how = f"x.reshape{target}" if target is not None else f"a reshape to rank {len(want)}"
+    if len(shape) == len(want) + 1:
+        return f"drop a dimension: x[0] for the first along the leading one, or {how}"
+    return f"reshape it: {how}"
+
+
+def _profile_hint(shape: tuple[int, ...], low: tuple[int, ...]) -> str:
+    """What to do with a shape outside the profile: below its minimum (an empty batch among
+    them, which a trial was told to split into smaller batches) or above its maximum."""
+    if any(d == 0 for d in shape):
+        return "an empty request has nothing to compute: skip the call when there is no data"
+    if any(d < m for d, m in zip(shape, low, strict=True)):
+        return ("pad the request up to the profile's minimum, or use an engine built with a "
+                "profile that starts lower")
+    return "split the request into smaller batches, or use an engine built with a larger profile"
 
 
 def _host_allocation(arr: np.ndarray[Any, Any]) -> Any:
