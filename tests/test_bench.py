@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -135,6 +136,22 @@ def test_options_are_validated() -> None:
     assert 4096 <= bench.BenchOptions(rate_hz=1000, duration_s=3).capacity() <= 8192
     with pytest.raises(InvalidArgumentError, match="cannot benchmark"):
         bench.run(object(), environment=False)
+
+
+@pytest.mark.parametrize(("rate_hz", "duration_s"), [
+    (1e-9, 1), (1e-6, 3), (1e-6, 7), (0.3333, 3), (0.5, 1), (3e-5, 40_000), (1 / 3, 3.5)])
+def test_a_duration_of_partial_periods_is_told_values_it_accepts(rate_hz: float,
+                                                                  duration_s: float) -> None:
+    # a trial was told --duration 1e+09 (over the one-day limit); a review, rate_hz=0.3333 for
+    # 3 s (0.9999 periods) and duration_s=3 at 0.3333 Hz (3.0003 s a period): all refused
+    with pytest.raises(InvalidArgumentError) as info:
+        bench.BenchOptions(rate_hz=rate_hz, duration_s=duration_s)
+    hint = str(info.value.hint)
+    told = re.findall(r"(?:give |or |, )(duration_s|rate_hz)=([0-9.e+-]+)", hint)
+    assert told, hint
+    for name, value in told:
+        given = {"rate_hz": rate_hz, "duration_s": duration_s, name: float(value)}
+        bench.BenchOptions(**given)  # accepted
 
 
 def test_inputs_follow_the_profile_and_refuse_batches_it_cannot_take() -> None:

@@ -533,7 +533,8 @@ def test_warmup_prepares_every_slot(engine: Engine, slots: int) -> None:
     ({"shapes": "obs"}, InvalidArgumentError, "got str"),
     ({"shapes": [(4, OBS_DIM)]}, InvalidArgumentError, "list of {input name: shape}"),
     ({"shapes": [{"ob": (1, OBS_DIM)}]}, InputError, "unknown input(s) 'ob'"),
-    ({"shapes": [{"obs": np.zeros((1, OBS_DIM))}]}, InputError, "not an array of shape"),
+    ({"shapes": [{"obs": np.zeros((1, OBS_DIM))}]}, InputError, "not a float64 array of shape"),
+    ({"shapes": [{"obs": np.array([1.0, OBS_DIM])}]}, InputError, "not a float64 array"),
     ({"shapes": [{"obs": (-1, OBS_DIM)}]}, InputError, "non-negative ints"),
     ({"shapes": [{"obs": (1.5, OBS_DIM)}]}, InputError, "non-negative ints"),
     ({"runs": -1}, InvalidArgumentError, "runs must be an int >= 1"),
@@ -558,6 +559,8 @@ def test_warmup_takes_any_iterable_of_shape_sets_and_numpy_sizes(engine: Engine)
     with InferenceSession(engine, slots=1) as s:
         s.warmup(({"obs": (n, np.int64(OBS_DIM))} for n in (3, 5)), runs=np.int32(1))
         assert s._slots[0].inputs[0].shape == (5, OBS_DIM)
+        s.warmup([{"obs": np.array([4, OBS_DIM])}])  # a shape held in an int array (a review)
+        assert s._slots[0].inputs[0].shape == (4, OBS_DIM)
 
 
 def test_a_warmup_shape_outside_the_profile_is_told_one_inside() -> None:

@@ -93,6 +93,19 @@ def test_a_shape_outside_the_profile_is_told_which_way() -> None:
     with pytest.raises(InputError) as info:
         check_shape(low, (2, 48), 0)
     assert "pad the request up to the profile's minimum" in str(info.value.hint)
+    # a review: 0 inside the profile, the other dimension over it; and under and over at once
+    zero_ok = TensorSpec(name="x", mode=TensorMode.INPUT, dtype=np.dtype(np.float32),
+                         shape=(-1, -1), profiles=(ProfileShape((0, 1), (4, 8), (8, 8)),))
+    with pytest.raises(InputError) as info:
+        check_shape(zero_ok, (0, 9), 0)
+    assert "empty" not in str(info.value.hint)
+    assert "smaller batches" in str(info.value.hint)
+    both = TensorSpec(name="x", mode=TensorMode.INPUT, dtype=np.dtype(np.float32),
+                      shape=(-1, -1), profiles=(ProfileShape((2, 2), (4, 8), (8, 8)),))
+    with pytest.raises(InputError) as info:
+        check_shape(both, (1, 9), 0)
+    assert "smaller batches" in str(info.value.hint)
+    assert "pad the request" in str(info.value.hint)
 
 
 def test_check_dtype_and_cast() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -80,23 +80,41 @@ def _check_whole_periods(rate_hz: float, duration_s: float) -> None:
     """
     if rate_hz <= 0:
         return
+    if _whole(rate_hz, duration_s):
+        return
     periods = duration_s * rate_hz
     whole = max(1, math.floor(periods + 0.5))  # halves up, as said in the message
-    if periods >= 1 and abs(whole - periods) <= 0.1 * periods:
-        return
     period = 1.0 / rate_hz
     what = "shorter than one period" if periods < 1 else f"{periods:.3g} periods"
     low = max(1, math.floor(periods))
     # only durations the option itself accepts (a trial was told to give --duration 1e+09)
-    fit = [f"duration_s={n * period:.4g}" for n in (low, low + 1)
-           if n * period < MAX_DURATION_S]
-    at_least = f"rate_hz={1.0 / duration_s:.4g} or more runs whole periods"
+    fit = [f"duration_s={_short(n * period, lambda d: _whole(rate_hz, d))}"
+           for n in (low, low + 1) if n * period < MAX_DURATION_S]
+    one = _short(1.0 / duration_s, lambda r: _whole(r, duration_s))
+    at_least = f"rate_hz={one} runs one whole period, and a whole multiple of it as many"
     raise InvalidArgumentError(
         f"duration_s={duration_s:g} is {what} at rate_hz={rate_hz:g} (one period is "
         f"{period:,.4g} s), and the loop measures whole periods: it would run {whole} "
         f"period{'s' if whole > 1 else ''}, {whole * period:,.4g} s",
         hint=(f"give {' or '.join(fit)} (whole periods), or a higher rate" if fit else
               f"give a higher rate: at duration_s={duration_s:g}, {at_least}"))
+
+
+def _whole(rate_hz: float, duration_s: float) -> bool:
+    periods = duration_s * rate_hz
+    return periods >= 1 and abs(max(1, math.floor(periods + 0.5)) - periods) <= 0.1 * periods
+
+
+def _short(value: float, ok: Callable[[float], bool]) -> str:
+    """``value`` with as few significant digits as ``ok`` accepts, rounded up (1/3 Hz written
+    0.3333 runs 0.9999 periods, and a period of 3.0003 s written 3 is refused: found by
+    review)."""
+    for digits in (4, 6, 8, 12):
+        scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+        up = math.ceil(value * scale) / scale
+        if ok(up):
+            return f"{up:.{digits}g}"
+    return repr(value)
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:

@@ -219,7 +219,7 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...], profile: int) -> None:
             raise InputError(
                 f"input {spec.name!r} has shape {shape}, outside optimization profile {profile} "
                 f"(min {prof.min}, max {prof.max})",
-                hint=_profile_hint(shape, prof.min))
+                hint=_profile_hint(shape, prof.min, prof.max))
 
 
 def _rank_hint(shape: tuple[int, ...], want: tuple[int, ...]) -> str:
@@ -239,15 +239,20 @@ def _rank_hint(shape: tuple[int, ...], want: tuple[int, ...]) -> str:
     return f"reshape it: {how}"
 
 
-def _profile_hint(shape: tuple[int, ...], low: tuple[int, ...]) -> str:
+def _profile_hint(shape: tuple[int, ...], low: tuple[int, ...], high: tuple[int, ...]) -> str:
     """What to do with a shape outside the profile: below its minimum (an empty batch among
-    them, which a trial was told to split into smaller batches) or above its maximum."""
-    if any(d == 0 for d in shape):
+    them, which a trial was told to split into smaller batches), above its maximum, or both."""
+    below = [d < m for d, m in zip(shape, low, strict=True)]
+    if any(d == 0 for d, under in zip(shape, below, strict=True) if under):
         return "an empty request has nothing to compute: skip the call when there is no data"
-    if any(d < m for d, m in zip(shape, low, strict=True)):
-        return ("pad the request up to the profile's minimum, or use an engine built with a "
-                "profile that starts lower")
-    return "split the request into smaller batches, or use an engine built with a larger profile"
+    ways = []
+    if any(d > m for d, m in zip(shape, high, strict=True)):
+        ways.append("split the request into smaller batches, or use an engine built with a "
+                    "larger profile")
+    if any(below):
+        ways.append("pad the request up to the profile's minimum, or use an engine built with "
+                    "a profile that starts lower")
+    return "; and ".join(ways)
 
 
 def _host_allocation(arr: np.ndarray[Any, Any]) -> Any:

@@ -92,7 +92,8 @@ def shape_sets(shapes: Any, specs: tuple[TensorSpec, ...],
             dims = None if shape is None else _dims(shape)
             if dims is None and shape is not None:
                 array = isinstance(shape, np.ndarray)
-                given = f"an array of shape {shape.shape}" if array else repr(shape)
+                given = f"a {shape.dtype} array of shape {shape.shape}" if array else \
+                    repr(shape)
                 raise InputError(f"the warm-up shape of input {name!r} must be a sequence of "
                                  f"non-negative ints, not {given}",
                                  hint=("give shapes, not arrays (x.shape), " if array else
@@ -103,7 +104,11 @@ def shape_sets(shapes: Any, specs: tuple[TensorSpec, ...],
 
 
 def _dims(shape: Any) -> tuple[int, ...] | None:
-    if isinstance(shape, (str, bytes, np.ndarray)) or not isinstance(shape, Sequence):
+    if isinstance(shape, np.ndarray):  # a shape held in an int array; not an array of data
+        if shape.ndim != 1 or shape.dtype.kind not in "iu":
+            return None
+        shape = shape.tolist()
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         return None
     dims = []
     for d in shape:
