@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 import tracemalloc
@@ -239,6 +240,30 @@ def test_a_waiter_gets_the_block_someone_releases() -> None:
     ptr = held.ptr
     held.release()
     t.join(30)
+    assert got == [ptr]
+    pool.close()
+
+
+def test_a_waiter_without_a_timeout_survives_a_lost_ring() -> None:
+    # A KeyboardInterrupt that lands inside Bell.ring (run as a finalizer) stops the ring, and
+    # Python only reports it as unraisable: the waiter must still find the released block.
+    pool, _, _ = make_pool(max_bytes=4 * KIB)
+    held = pool.acquire(4096)
+    got: list[int] = []
+
+    def waiter() -> None:
+        with pool.acquire(4096, timeout=math.inf) as lease:
+            got.append(lease.ptr)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    wait_until(lambda: pool.stats().waits == 1, "the waiter to block")
+    ptr = held.ptr
+    bell = pool._core.bell
+    parked, bell.parked = bell.parked, ()  # the ring reaches nobody
+    held.release()
+    bell.parked = parked
+    t.join(5)
     assert got == [ptr]
     pool.close()
 

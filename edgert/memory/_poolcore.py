@@ -77,6 +77,11 @@ def _orphaned(tok: deque[Block], core: PoolCore) -> None:
 
 _MEMO_LIMIT = 4096  # distinct request sizes remembered; beyond this the class is computed
 _PENDING_POLL_S = 0.0005  # how often a waiter re-checks blocks fenced by stream events
+# How often a waiter looks again without a ring: a ring can be lost when a signal handler's
+# exception (Ctrl-C's KeyboardInterrupt) lands inside Bell.ring run as a finalizer, where Python
+# can only report it as unraisable; the GPU tier's interrupt sweep provokes it (tests/
+# test_session_gpu.py). Without this, a waiter with no timeout would wait forever.
+_LOST_RING_POLL_S = 0.05
 
 
 def _drop_lease(lease: Lease) -> None:
@@ -281,8 +286,8 @@ class PoolCore:
                         self.waits += 1
                         continue
                     poll = bool(self.pending)  # fenced blocks complete without a ring
-                wait = min(remaining, _PENDING_POLL_S) if poll else remaining
-                parker.acquire(timeout=-1 if wait == math.inf else wait)
+                parker.acquire(timeout=min(remaining,
+                                           _PENDING_POLL_S if poll else _LOST_RING_POLL_S))
         finally:
             if parker is not None:
                 with self.lock:
