@@ -40,6 +40,16 @@ def _smv() -> Any:
     return StridedMemoryView
 
 
+def _read(smv_cls: Any, obj: Any, stream_ptr: int) -> Any:
+    """A StridedMemoryView of ``obj``, DLPack first as the constructor chooses; through the
+    named constructors where this release has them (constructing directly is deprecated)."""
+    if not hasattr(smv_cls, "from_dlpack"):
+        return smv_cls(obj, stream_ptr=stream_ptr)
+    if hasattr(obj, "__dlpack__"):
+        return smv_cls.from_dlpack(obj, stream_ptr=stream_ptr)
+    return smv_cls.from_cuda_array_interface(obj, stream_ptr=stream_ptr)
+
+
 class _DLPackOnly:
     """Hides ``__cuda_array_interface__`` so that the DLPack path is the one taken."""
 
@@ -58,8 +68,8 @@ def test_cuda_core_reads_edgert_exports_with_their_flags() -> None:
     with DeviceBuffer(4096) as buf:
         for readonly in (False, True):
             view = buf.view(np.float32, (16, 4), offset=256, readonly=readonly)
-            by_dlpack = smv_cls(view, stream_ptr=-1)  # DLPack first, as a 1.x consumer
-            cai_only = smv_cls(_CaiOnly(view), stream_ptr=-1)
+            by_dlpack = _read(smv_cls, view, -1)  # DLPack first, as a 1.x consumer
+            cai_only = _read(smv_cls, _CaiOnly(view), -1)
             for smv in (by_dlpack, cai_only):
                 assert smv.ptr == buf.ptr + 256
                 assert tuple(smv.shape) == (16, 4)
@@ -67,7 +77,7 @@ def test_cuda_core_reads_edgert_exports_with_their_flags() -> None:
                 assert bool(smv.readonly) == readonly
                 assert smv.device_id == 0
             del by_dlpack, cai_only, view
-        raw = smv_cls(buf, stream_ptr=-1)
+        raw = _read(smv_cls, buf, -1)
         assert (raw.ptr, tuple(raw.shape), raw.readonly) == (buf.ptr, (4096,), False)
         del raw
 
@@ -108,7 +118,7 @@ def test_torch_arrays_import_as_cuda_core_sees_them(stream: cuda.Stream) -> None
     for obj in (t, _DLPackOnly(t)):
         ext = external_array("obs", obj, stream.handle, device=0)
         assert ext is not None
-        smv = smv_cls(obj, stream_ptr=stream.handle)
+        smv = _read(smv_cls, obj, stream.handle)
         assert ext.device_ptr == smv.ptr == t.data_ptr()
         assert ext.shape == tuple(smv.shape) == (2, 48)
         assert ext.dtype == np.dtype(smv.dtype) == np.float32

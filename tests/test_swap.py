@@ -131,13 +131,15 @@ def test_requests_submitted_before_a_swap_finish_but_are_not_collectable(tmp_pat
             InferenceSession(a, outputs="copy") as session:
         pending = session.submit(OBS)
         session.swap(b, handoff_s=0.0)
-        with pytest.raises(InferenceError):
+        # said as it is (a trial was told the slot was reused by a later request, raise slots=)
+        with pytest.raises(InferenceError, match="model was swapped after this request"):
             pending.result()
         np.testing.assert_allclose(session.submit(OBS).result()["actions"], _expected(1.0),
                                    atol=1e-5)
 
 
 def test_an_incompatible_model_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    ft.register_function("test_swap.first12", lambda inputs: [inputs["obs"][:, :12].copy()])
     other = ft.make_plan(inputs=[ft.FakeTensor("obs", "FLOAT", (1, 48))],
                          outputs=[ft.FakeTensor("y", "FLOAT", (1, 48))], function="identity")
     half = ft.make_plan(inputs=[ft.FakeTensor("obs", "HALF", (1, 48))],
@@ -145,8 +147,9 @@ def test_an_incompatible_model_is_refused_before_anything_changes(tmp_path: Path
                         function="identity")
     narrow = ft.make_plan(inputs=[ft.FakeTensor("obs", "FLOAT", (-1, 48),
                                                 profiles=[((2, 48), (2, 48), (4, 48))])],
-                          outputs=[ft.FakeTensor("actions", "FLOAT", ("obs:0", 48))],
-                          function="identity")
+                          # the session's output sizes (refused on its input profile alone)
+                          outputs=[ft.FakeTensor("actions", "FLOAT", ("obs:0", 12))],
+                          function="test_swap.first12")
     with Engine.load(_variant(tmp_path, 0.0)) as a, InferenceSession(a) as session:
         session.infer(OBS)
         for plan, match in ((other, "names and dtypes"), (half, "names and dtypes"),
@@ -172,6 +175,27 @@ def test_wrong_warmup_arguments_of_a_swap_are_refused_before_it_starts(
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
         session.swap(b, handoff_s=0.0, warmup_shapes=[{"obs": (2, 48)}], warmup_runs=1)
         np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(1.0), atol=1e-5)
+
+
+def test_a_model_with_other_output_sizes_is_refused(tmp_path: Path) -> None:
+    # A trial swapped in a 13-wide action vector for the 12-wide one: the loop got it silently.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((models.OBS_DIM, 13), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], ["actions"])], "wide",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", models.OBS_DIM])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["n", 13])],
+        initializer=[w])
+    wide = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=8), str(wide))
+    with Engine.load(_variant(tmp_path, 0.0)) as a, Engine.load(wide) as b, \
+            InferenceSession(a) as session:
+        with pytest.raises(InvalidArgumentError, match=r"output 'actions' has shape \(-1, 13\)"):
+            session.swap(b, handoff_s=0.0)
+        np.testing.assert_allclose(session.infer(OBS)["actions"], _expected(0.0), atol=1e-5)
 
 
 def test_a_swap_not_taken_in_time_changes_nothing(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ import contextlib
 import math
 import numbers
 import operator
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterator
 
 from edgert.errors import ConcurrentUseError, InvalidArgumentError
@@ -20,6 +22,7 @@ from edgert.realtime._threadstat import ThreadCounters, thread_counters
 __all__ = ["LoopReport", "OverrunPolicy", "PeriodicLoop", "Tick"]
 
 _ZERO = ThreadCounters(0, 0, 0)
+_LOOPS: weakref.WeakSet[PeriodicLoop] = weakref.WeakSet()
 
 
 def _iterations_arg(iterations: object) -> int | None:
@@ -122,8 +125,10 @@ class PeriodicLoop:
         """Step durations of the current/last run (count over the period)."""
         self._stop = False
         self._busy = threading.Lock()
+        self._runner_ident = 0  # threading.get_ident() of the thread running it
         self._reset_counters()
         self._stopped_by = "not_started"
+        _LOOPS.add(self)
 
     def _reset_counters(self) -> None:
         self._iterations = 0
@@ -217,13 +222,15 @@ class PeriodicLoop:
         return self._cycle(None)
 
     def _cycle(self, iterations: int | None) -> Generator[Tick, None, None]:
-        if not self._busy.acquire(blocking=False):
+        busy = self._busy  # this run's (a forked child makes a new one: see the end)
+        if not busy.acquire(blocking=False):
             raise ConcurrentUseError("this PeriodicLoop is already running",
                                      hint="create one loop per thread")
+        self._runner_ident = threading.get_ident()
         try:
             yield from self._body(iterations)
         finally:
-            self._busy.release()
+            busy.release()
 
     def _body(self, iterations: int | None) -> Generator[Tick, None, None]:
         self._reset_counters()
@@ -338,3 +345,20 @@ class PeriodicLoop:
 
 def _run_signal_handlers() -> None:
     """A Python-level call: entering it lets CPython run pending signal handlers (EINTR)."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a loop another thread was running is
+    not running here, and would read "already running" for good (found by a trial). Its run
+    lock is made anew and its policy forgotten (it was applied to that thread, not to this
+    one: undoing it here would touch a thread id the child does not have)."""
+    me = threading.get_ident()
+    for loop in list(_LOOPS):
+        if loop._busy.locked() and loop._runner_ident != me:
+            loop._busy = threading.Lock()
+            loop._active = None
+            loop._measuring = False
+            loop._stopped_by = "forked"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -78,7 +78,8 @@ class LoopReport:
             counted. In a bare ``for tick in loop.ticks()`` CPython closes the generator the same
             way for an exception as for a ``break``, so both read ``closed``; iterate inside
             ``with contextlib.closing(loop.ticks()) as ticks:`` (or use
-            :meth:`PeriodicLoop.run`) to have an exception reported as ``exception``.
+            :meth:`PeriodicLoop.run`) to have an exception reported as ``exception``. In a
+            forked child, ``forked`` for a run another thread of the parent was making.
         policy: What the real-time policy applied and refused, when there was one.
     """
 

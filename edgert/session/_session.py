@@ -230,8 +230,9 @@ class InferenceSession(Owner):
         start = _now()
         use = self._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise self._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if not use.wait_for_swap(me):
+                raise self._concurrent()
         use.inside = True
         try:
             if self._owner_closed:
@@ -288,8 +289,9 @@ class InferenceSession(Owner):
         start = _now()
         use = self._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise self._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if not use.wait_for_swap(me):
+                raise self._concurrent()
         use.inside = True
         try:
             if self._owner_closed:
@@ -321,6 +323,13 @@ class InferenceSession(Owner):
         return {name: view.copy() for name, view in slot.results.items()}
 
     def _concurrent(self) -> ConcurrentUseError:
+        if self._use.forked:
+            return ConcurrentUseError(
+                "another thread was inside this session when the process forked; that thread "
+                "does not exist in this child and its request is left half-done here, so the "
+                "session serves no request",
+                hint="close() it and create a new session in the child (or fork before "
+                     "starting threads that use sessions)")
         return ConcurrentUseError(
             "this InferenceSession is being used by another thread right now",
             hint="give each thread its own session (sessions may share one Engine), or "
@@ -350,8 +359,9 @@ class InferenceSession(Owner):
         """
         use = self._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise self._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if not use.wait_for_swap(me):
+                raise self._concurrent()
         use.inside = True
         try:
             self._check_open()
@@ -441,8 +451,9 @@ class InferenceSession(Owner):
         """
         use = self._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise self._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if not use.wait_for_swap(me):
+                raise self._concurrent()
         use.inside = True
         try:
             self._check_open()
@@ -464,8 +475,14 @@ class InferenceSession(Owner):
             return
         use = self._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise self._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if use.forked:  # the holder does not exist in this forked child: take it over
+                use.owner[0] = me
+                use.inside = False
+                use.forked = False
+                continue
+            if not use.wait_for_swap(me):
+                raise self._concurrent()
         use.inside = True
         try:
             super().close()
@@ -498,12 +515,19 @@ class _Requests:
         s = self._s
         use = s._use
         me = get_ident()
-        if use.owner.setdefault(0, me) != me or use.inside:
-            raise s._concurrent()
+        while use.owner.setdefault(0, me) != me or use.inside:
+            if not use.wait_for_swap(me):
+                raise s._concurrent()
         use.inside = True
         try:
             s._check_open()
             if slot.generation != generation:
+                if all(slot is not mine for mine in s._slots):  # the model's, swapped out
+                    raise InferenceError(
+                        "the session's model was swapped after this request was submitted: "
+                        "it ran on the old model, whose results cannot be collected",
+                        hint="collect results before swapping, or submit again "
+                             "(docs/lifecycle.md, hot swap)")
                 raise InferenceError(
                     f"this request's slot {slot.index} was reused by a later request; its "
                     "outputs are gone",

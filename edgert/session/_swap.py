@@ -143,6 +143,20 @@ def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
             f"session's are {old_in} and {old_out}; nothing was changed",
             hint="a hot swap needs the same input and output names and dtypes; make a new "
                  "session for a model with a different interface")
+    # Static output sizes too: a trial swapped in a 13-wide action vector for a 12-wide one
+    # and the loop got it without a word.
+    old = {t.name: t for t in runner.out_specs}
+    for t in specs:
+        mine = old.get(t.name)
+        if t.is_input or mine is None or t.unknown_rank or mine.unknown_rank:
+            continue
+        if len(t.shape) != len(mine.shape) or any(
+                a >= 0 and b >= 0 and a != b for a, b in zip(t.shape, mine.shape, strict=True)):
+            raise InvalidArgumentError(
+                f"{what} does not fit this session: output {t.name!r} has shape {t.shape}, "
+                f"the session's {mine.shape} (-1 = dynamic); nothing was changed",
+                hint="a hot swap keeps what the outputs hold; make a new session for a model "
+                     "whose outputs differ")
 
 
 def _requests(session: SwapTarget, model: tuple[Any, Any] | None = None) -> int:
@@ -282,16 +296,20 @@ def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: floa
             while not handoff.done.is_set():
                 # No request took it within handoff_s: the session is idle; apply it here.
                 use, me = session._use, threading.get_ident()
-                if use.owner.setdefault(0, me) == me and not use.inside:
-                    use.inside = True  # the inline steps of edgert.session._use
-                    try:
-                        session._check_open()  # closed while the new model was prepared
-                        apply_pending_swap(session)
-                        applied_by = "swap" if handoff.state == "applied" else applied_by
-                    finally:
-                        use.inside = False
-                        del use.owner[0]
-                    break
+                use.applying = True  # a request meeting this hold waits (see _use)
+                try:
+                    if use.owner.setdefault(0, me) == me and not use.inside:
+                        use.inside = True  # the inline steps of edgert.session._use
+                        try:
+                            session._check_open()  # closed while the new model was prepared
+                            apply_pending_swap(session)
+                            applied_by = "swap" if handoff.state == "applied" else applied_by
+                        finally:
+                            use.inside = False
+                            del use.owner[0]
+                        break
+                finally:
+                    use.applying = False
                 if deadline is not None and time.monotonic() > deadline:
                     raise RequestTimeoutError(
                         f"the swap was not taken within {timeout_s} s; nothing was changed",

@@ -11,11 +11,27 @@ the GIL) and separately whether that thread is inside a call. A hold left by an 
 entry names the very thread the interrupt was delivered to, and that thread's next call simply
 takes it again; another thread still gets :class:`~edgert.errors.ConcurrentUseError`, and the
 same thread re-entering a call it is still inside (a signal handler calling ``infer``) too.
+
+A hot swap that no request took applies itself on the swapping thread, holding the guard for a
+handful of attribute assignments; a request that meets it then waits those microseconds out
+(:meth:`UseGuard.wait_for_swap`) instead of failing: a trial's control loop died of
+``ConcurrentUseError`` when the interpreter switched threads in the middle of such an apply.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+import weakref
+
 __all__ = ["UseGuard"]
+
+_GUARDS: weakref.WeakSet[UseGuard] = weakref.WeakSet()
+
+#: Longest wait for a swap applying on another thread (it takes microseconds; past this the
+#: holder is not behaving as a swap does, and the request fails as any concurrent use does).
+_SWAP_WAIT_S = 1.0
 
 
 class UseGuard:
@@ -26,8 +42,9 @@ class UseGuard:
     returns)::
 
         me = get_ident()
-        if guard.owner.setdefault(0, me) != me or guard.inside:
-            raise ...ConcurrentUseError...
+        while guard.owner.setdefault(0, me) != me or guard.inside:
+            if not guard.wait_for_swap(me):
+                raise ...ConcurrentUseError...
         guard.inside = True      # attribute stores and compares: nothing can land in between
         try:
             ...
@@ -37,8 +54,46 @@ class UseGuard:
                                  # unlike clear() it keeps the dict's table (no allocation)
     """
 
-    __slots__ = ("inside", "owner")
+    __slots__ = ("__weakref__", "applying", "forked", "inside", "owner")
 
     def __init__(self) -> None:
         self.owner: dict[int, int] = {}
         self.inside = False
+        #: In a forked child: the hold is a thread's that does not exist here (see
+        #: :func:`_after_fork_in_child`).
+        self.forked = False
+        #: A swap is applying (or about to try) on its own thread: set before it takes the
+        #: guard, cleared after it gave it back.
+        self.applying = False
+        _GUARDS.add(self)
+
+    def wait_for_swap(self, me: int) -> bool:
+        """Taking the guard failed: wait while a swap applies on another thread. True: try
+        again; False: another thread really uses the session (or this one re-entered)."""
+        if not self.applying or self.owner.get(0) == me:
+            return False
+        deadline = time.monotonic() + _SWAP_WAIT_S
+        while self._still_applying():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0)  # gives the interpreter to the swapping thread
+        return True
+
+    def _still_applying(self) -> bool:
+        return self.applying  # read afresh each time (another thread clears it)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a session another thread was inside
+    keeps that thread's request half-done here. Its hold stays (no request may run on that
+    state) but is marked, so that the refusal says so and ``close()`` can take it over (a trial's
+    child was told another thread was using the session, and could not even close it)."""
+    me = threading.get_ident()
+    for guard in list(_GUARDS):
+        holder = guard.owner.get(0)
+        if holder is not None and holder != me:
+            guard.forked = True
+        guard.applying = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
