@@ -44,14 +44,14 @@ def _hold(session: InferenceSession, applying: bool) -> tuple[threading.Event, t
 
     def hold() -> None:
         use, me = session._use, threading.get_ident()
-        use.applying = applying
+        use.applying = me if applying else 0
         assert use.owner.setdefault(0, me) == me
         use.inside = True
         taken.set()
         done.wait(10)
         use.inside = False
         del use.owner[0]
-        use.applying = False
+        use.applying = 0
 
     thread = threading.Thread(target=hold)
     thread.start()
@@ -77,6 +77,14 @@ def test_other_threads_still_get_concurrent_use_error(engine: Engine) -> None:
             for call in (lambda: s.infer(OBS), lambda: s.submit(OBS), s.synchronize, s.close):
                 with pytest.raises(ConcurrentUseError, match="another thread right now"):
                     call()
+            # a swap on this very thread about to try (a signal handler calling infer in that
+            # window, found by review) is not waited for: it cannot finish while we wait
+            s._use.applying = threading.get_ident()
+            t0 = time.monotonic()
+            with pytest.raises(ConcurrentUseError, match="another thread right now"):
+                s.infer(OBS)
+            assert time.monotonic() - t0 < 0.5
+            s._use.applying = 0
         finally:
             done.set()
             thread.join()

@@ -143,20 +143,41 @@ def _check_compatible(session: SwapTarget, specs: Any, what: str) -> None:
             f"session's are {old_in} and {old_out}; nothing was changed",
             hint="a hot swap needs the same input and output names and dtypes; make a new "
                  "session for a model with a different interface")
-    # Static output sizes too: a trial swapped in a 13-wide action vector for a 12-wide one
-    # and the loop got it without a word.
-    old = {t.name: t for t in runner.out_specs}
-    for t in specs:
-        mine = old.get(t.name)
-        if t.is_input or mine is None or t.unknown_rank or mine.unknown_rank:
+
+
+def _ran(target: SwapTarget) -> dict[tuple[Any, ...], dict[str, tuple[int, ...]]]:
+    """The output shapes of each input-shape signature a session's slots hold, keyed by
+    ``(name, shape)`` pairs. Read without the session's guard (its thread keeps running): a
+    slot whose signature changed while it was read is left out."""
+    ran: dict[tuple[Any, ...], dict[str, tuple[int, ...]]] = {}
+    for slot in tuple(target._slots):
+        sig = slot.sig
+        if sig is None:
             continue
-        if len(t.shape) != len(mine.shape) or any(
-                a >= 0 and b >= 0 and a != b for a, b in zip(t.shape, mine.shape, strict=True)):
-            raise InvalidArgumentError(
-                f"{what} does not fit this session: output {t.name!r} has shape {t.shape}, "
-                f"the session's {mine.shape} (-1 = dynamic); nothing was changed",
-                hint="a hot swap keeps what the outputs hold; make a new session for a model "
-                     "whose outputs differ")
+        key = tuple(sorted((tb.name, tb.shape) for tb in slot.inputs))
+        shapes = {tb.name: tb.shape for tb in slot.outputs if tb.shape is not None}
+        if slot.sig is sig:
+            ran[key] = shapes
+    return ran
+
+
+def _check_output_shapes(session: SwapTarget, side: SwapTarget, what: str) -> None:
+    """Refuse a new model whose outputs have other shapes than the session's for the same
+    input shapes (a trial swapped a 13-wide action vector in for a 12-wide one and the loop got
+    it without a word). Compared where both have shapes for one signature (the swap warms the
+    new model at the session's initial shapes): what the models really give, as a declared shape
+    can be wrong (a review found a model declared 13 wide that gave 12, and one the other way)."""
+    mine, theirs = _ran(session), _ran(side)
+    for key in mine.keys() & theirs.keys():
+        for name, shape in theirs[key].items():
+            old = mine[key].get(name)
+            if old is not None and old != shape:
+                given = ", ".join(f"{n} {s}" for n, s in key)
+                raise InvalidArgumentError(
+                    f"{what} does not fit this session: for inputs {given} its output {name!r} "
+                    f"has shape {shape}, the session's {old}; nothing was changed",
+                    hint="a hot swap keeps what the outputs hold; make a new session for a "
+                         "model whose outputs differ")
 
 
 def _requests(session: SwapTarget, model: tuple[Any, Any] | None = None) -> int:
@@ -231,6 +252,7 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
                     f"the new model refuses input shapes this session runs with "
                     f"({shape_set}): {err.message}; nothing was changed",
                     hint="build the new model with the same optimization profile") from err
+        _check_output_shapes(session, side, repr(model))
     except BaseException:
         side.close()
         raise
@@ -296,7 +318,7 @@ def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: floa
             while not handoff.done.is_set():
                 # No request took it within handoff_s: the session is idle; apply it here.
                 use, me = session._use, threading.get_ident()
-                use.applying = True  # a request meeting this hold waits (see _use)
+                use.applying = me  # a request meeting this hold waits (see _use)
                 try:
                     if use.owner.setdefault(0, me) == me and not use.inside:
                         use.inside = True  # the inline steps of edgert.session._use
@@ -309,7 +331,7 @@ def _swap(session: SwapTarget, make: SideFactory, model: Any, *, handoff_s: floa
                             del use.owner[0]
                         break
                 finally:
-                    use.applying = False
+                    use.applying = 0
                 if deadline is not None and time.monotonic() > deadline:
                     raise RequestTimeoutError(
                         f"the swap was not taken within {timeout_s} s; nothing was changed",

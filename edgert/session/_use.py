@@ -62,15 +62,21 @@ class UseGuard:
         #: In a forked child: the hold is a thread's that does not exist here (see
         #: :func:`_after_fork_in_child`).
         self.forked = False
-        #: A swap is applying (or about to try) on its own thread: set before it takes the
-        #: guard, cleared after it gave it back.
-        self.applying = False
+        #: The thread (``threading.get_ident()``) of a swap applying itself (or about to try),
+        #: 0 if none: set before it takes the guard, cleared after it gave it back.
+        self.applying = 0
         _GUARDS.add(self)
 
     def wait_for_swap(self, me: int) -> bool:
         """Taking the guard failed: wait while a swap applies on another thread. True: try
-        again; False: another thread really uses the session (or this one re-entered)."""
-        if not self.applying or self.owner.get(0) == me:
+        again; False: another thread really uses the session (or this one re-entered).
+
+        Only a hold that is the swap's own is waited for: a signal handler on the swapping
+        thread, or a real user holding the guard while a swap waits to try, are refused at once
+        (a review found a handler on the swapping thread waiting a second for itself).
+        """
+        swapper = self.applying
+        if not swapper or swapper == me or self.owner.get(0) != swapper:
             return False
         deadline = time.monotonic() + _SWAP_WAIT_S
         while self._still_applying():
@@ -80,7 +86,7 @@ class UseGuard:
         return True
 
     def _still_applying(self) -> bool:
-        return self.applying  # read afresh each time (another thread clears it)
+        return bool(self.applying)  # read afresh each time (another thread clears it)
 
 
 def _after_fork_in_child() -> None:
@@ -93,7 +99,7 @@ def _after_fork_in_child() -> None:
         holder = guard.owner.get(0)
         if holder is not None and holder != me:
             guard.forked = True
-        guard.applying = False
+        guard.applying = 0
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
