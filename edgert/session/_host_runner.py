@@ -160,15 +160,8 @@ class HostRunner(Runner):
         special = slot.special
         if special:
             self._before(slot)
-        exe = self.exe
         start = _now()
-        try:
-            ok = exe.execute_async_v3(0)
-        except EdgeRTError:
-            raise
-        except Exception as err:  # a runtime's own exception types
-            raise _raised(err) from err
-        if not ok:
+        if not self._execute():
             self._replan(slot, work)
             special = slot.special
         slot.t_compute_ns = _now() - start

@@ -38,10 +38,9 @@ from edgert.session._options import OutputMode, SessionOptions
 from edgert.session._pending import SessionStats
 from edgert.session._resources import Resources
 from edgert.session._runner import Runner
-from edgert.session._setup import initial_signature
 from edgert.session._slot import Slot
 from edgert.session._use import UseGuard
-from edgert.session._warmup import shape_sets
+from edgert.session._warmup import default_shapes, shape_sets
 from edgert.session._warmup import warmup_runs as check_runs
 
 if TYPE_CHECKING:
@@ -229,9 +228,8 @@ def _prepare(session: SwapTarget, make: SideFactory, model: Any, kwargs: dict[st
     o = session._options
     # the warm-up's arguments refused before anything is loaded
     in_specs = session._runner.in_specs
-    sets: list[Any] = [None, dict(zip(session._runner.in_names,
-                                      initial_signature(in_specs, o.profile), strict=True))] \
-        if warmup_shapes is None else shape_sets(warmup_shapes, in_specs, o.profile)
+    sets: list[Any] = [None, default_shapes(in_specs, o.profile)] if warmup_shapes is None \
+        else shape_sets(warmup_shapes, in_specs, o.profile)
     warmup_runs = check_runs(warmup_runs)
     if kwargs.get("stream") is None:
         # The new model runs where the old one did: on the session's SM partition (a control

@@ -18,7 +18,7 @@ from edgert.errors import InputError, InvalidArgumentError
 from edgert.session._packed import ml_dtype_of
 from edgert.session._setup import initial_signature
 
-__all__ = ["failure_hint", "shape_sets", "warmup_requests", "warmup_runs"]
+__all__ = ["default_shapes", "failure_hint", "shape_sets", "warmup_requests", "warmup_runs"]
 
 
 def warmup_runs(runs: Any) -> int:
